@@ -1,0 +1,23 @@
+#include "actors/http_bridge.hpp"
+
+#include <caf/typed_event_based_actor.hpp>
+
+#include "runtime/logging.hpp"
+
+namespace troupe {
+
+http_bridge_actor::behavior_type http_bridge(http_bridge_actor::pointer self) {
+  return {
+    [self](bridge_task& task) {
+      try {
+        task.run(self);
+      } catch (const std::exception& e) {
+        // A failing task must not take the bridge down with it; the task's
+        // exchange answers 500 when it is dropped unanswered.
+        logging::get("http")->error("bridge task failed: {}", e.what());
+      }
+    },
+  };
+}
+
+} // namespace troupe

@@ -1,0 +1,27 @@
+#pragma once
+
+// Names under which the node's long-lived actors are registered. The node
+// supervisor updates the registry on every (re)start, so a lookup always
+// yields the current incarnation.
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_registry.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/atom.hpp>
+
+namespace troupe {
+
+namespace names {
+
+inline constexpr caf::atom_value store = caf::atom("store");
+inline constexpr caf::atom_value event_bus = caf::atom("event_bus");
+
+} // namespace names
+
+/// The actor currently registered under `name` (invalid handle if none).
+template <class Handle>
+Handle lookup(caf::actor_system& sys, caf::atom_value name) {
+  return caf::actor_cast<Handle>(sys.registry().get(name));
+}
+
+} // namespace troupe

@@ -1,0 +1,109 @@
+#pragma once
+
+// Routing and the handler-facing request/response types. Deliberately free of
+// Beast so that handlers compile fast; http/server.cpp does the wire work.
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace troupe::http {
+
+/// A parsed request as handlers see it.
+struct request {
+  std::string method;  ///< upper case, e.g. GET
+  std::string target;  ///< raw target, path plus query
+  std::string path;    ///< decoded path without the query
+  std::map<std::string, std::string> query;   ///< decoded query parameters
+  std::map<std::string, std::string> headers; ///< names lower-cased
+  std::map<std::string, std::string> params;  ///< path parameters from the route
+  std::string body;
+  std::string request_id;
+
+  /// A header's value, or "" (name must be lower case).
+  const std::string& header(const std::string& name) const;
+  /// A query parameter, if present.
+  std::optional<std::string> param(const std::string& name) const;
+};
+
+/// A complete response.
+struct response {
+  unsigned status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+
+  static response json(unsigned status, std::string body);
+  /// `{"error":{"code","message","field"?}}`
+  static response error(unsigned status, std::string_view code, std::string_view message,
+                        std::string_view field = {});
+};
+
+/// A server-sent-events stream. Thread-safe: any thread or actor may send.
+class sse_stream {
+public:
+  virtual ~sse_stream() = default;
+  /// Queues an event; false if the stream is closed (client gone, queue
+  /// overflow or shutdown): the producer should stop.
+  virtual bool send(std::string_view id, std::string_view event, std::string_view data) = 0;
+  /// Queues an SSE comment line (`: text`).
+  virtual bool comment(std::string_view text) = 0;
+  /// Ends the stream after the queued events are written.
+  virtual void close() = 0;
+  virtual bool closed() const = 0;
+  /// Runs `fn` once when the stream closes (immediately if it already did).
+  virtual void on_close(std::function<void()> fn) = 0;
+};
+
+/// One request in flight: answer it exactly once, with `reply` or `stream`.
+class exchange {
+public:
+  virtual ~exchange() = default;
+  virtual const http::request& req() const = 0;
+  /// Sends the response (from any thread).
+  virtual void reply(response res) = 0;
+  /// Starts an SSE response (status 200) and returns its stream.
+  virtual std::shared_ptr<sse_stream> stream(std::vector<std::pair<std::string, std::string>> headers = {}) = 0;
+};
+
+using exchange_ptr = std::shared_ptr<exchange>;
+using handler = std::function<void(const exchange_ptr&)>;
+
+/// Maps method + path pattern (`/jobs/{id}/stream`) to handlers.
+class router {
+public:
+  void add(std::string method, std::string pattern, handler h);
+
+  struct match_result {
+    const handler* fn = nullptr;            ///< set when method and path match
+    std::map<std::string, std::string> params;
+    std::string allow;                      ///< methods of the path, if only the method failed
+    std::string route;                      ///< the pattern that matched (for metrics)
+  };
+
+  /// Finds the handler; GET routes also answer HEAD.
+  match_result match(std::string_view method, std::string_view path) const;
+
+private:
+  struct route {
+    std::string method;
+    std::string pattern;
+    std::vector<std::string> segments;
+    handler fn;
+  };
+  std::vector<route> routes_;
+};
+
+/// Percent-decodes (and turns '+' into ' ' when `form` is true).
+std::string url_decode(std::string_view s, bool form = false);
+
+/// Splits a target into decoded path and query parameters.
+void parse_target(std::string_view target, std::string& path,
+                  std::map<std::string, std::string>& query);
+
+} // namespace troupe::http

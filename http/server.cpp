@@ -1,0 +1,756 @@
+#include "http/server.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_set>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "runtime/logging.hpp"
+
+namespace troupe::http {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+constexpr size_t header_limit = 16 * 1024;
+
+std::string generate_request_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string id(32, '0');
+  for (size_t i = 0; i < id.size(); i += 16) {
+    auto x = rng();
+    for (size_t j = 0; j < 16; ++j, x >>= 4)
+      id[i + j] = hex[x & 0xf];
+  }
+  return id;
+}
+
+/// Accepts the client's id when it is short printable ASCII, else makes one.
+std::string request_id_for(std::string_view client) {
+  if (client.empty() || client.size() > 200)
+    return generate_request_id();
+  for (unsigned char c : client)
+    if (c < 0x21 || c > 0x7e)
+      return generate_request_id();
+  return std::string{client};
+}
+
+void append_chunk(std::string& out, std::string_view payload) {
+  char size[20];
+  auto n = std::snprintf(size, sizeof(size), "%zx\r\n", payload.size());
+  out.append(size, static_cast<size_t>(n));
+  out.append(payload);
+  out += "\r\n";
+}
+
+} // namespace
+
+class session;
+
+// -- server::impl -----------------------------------------------------------------
+
+class server::impl {
+public:
+  impl(server_options opts, std::shared_ptr<const router> routes)
+    : opts_(std::move(opts)),
+      routes_(std::move(routes)),
+      log_(logging::get("http")),
+      ioc_(opts_.io_threads),
+      acceptor_(net::make_strand(ioc_)) {
+  }
+
+  std::string bind(const std::string& host, uint16_t port) {
+    beast::error_code ec;
+    auto addr = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+    if (ec)
+      throw std::runtime_error("cannot listen on " + host + ": not an IP address");
+    tcp::endpoint ep{addr, port};
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec)
+      acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec)
+      acceptor_.bind(ep, ec);
+    if (!ec)
+      acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (ec)
+      throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": "
+                               + ec.message());
+    auto bound = acceptor_.local_endpoint();
+    auto a = bound.address().to_string();
+    if (bound.address().is_v6())
+      a = "[" + a + "]";
+    return a + ":" + std::to_string(bound.port());
+  }
+
+  void start() {
+    do_accept();
+    threads_.reserve(static_cast<size_t>(opts_.io_threads));
+    for (int i = 0; i < opts_.io_threads; ++i)
+      threads_.emplace_back([this] { ioc_.run(); });
+  }
+
+  void stop(std::chrono::milliseconds grace);
+
+  void do_accept() {
+    acceptor_.async_accept(net::make_strand(ioc_),
+                           beast::bind_front_handler(&impl::on_accept, this));
+  }
+
+  void on_accept(beast::error_code ec, tcp::socket socket);
+
+  void register_session(const std::shared_ptr<session>& s) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    sessions_.emplace(s.get(), s);
+  }
+
+  void unregister_session(session* s) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    sessions_.erase(s);
+    if (sessions_.empty())
+      cv_.notify_all();
+  }
+
+  void request_started() { ++in_flight_; }
+
+  void request_finished() {
+    if (--in_flight_ == 0) {
+      std::lock_guard<std::mutex> guard{mtx_};
+      cv_.notify_all();
+    }
+  }
+
+  server_options opts_;
+  std::shared_ptr<const router> routes_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::atomic<size_t> in_flight_{0};
+  std::atomic<size_t> sse_streams_{0};
+  std::atomic<bool> stopping_{false};
+  bool stopped_ = false;
+  mutable std::mutex mtx_;
+  std::condition_variable cv_;
+  std::unordered_map<session*, std::weak_ptr<session>> sessions_;
+  // Declared last, destroyed first: pending handlers (and the sessions they
+  // own) go away while the members above still exist.
+  net::io_context ioc_;
+  tcp::acceptor acceptor_;
+  std::vector<std::thread> threads_;
+};
+
+// -- sse --------------------------------------------------------------------------
+
+class sse_impl final : public sse_stream {
+public:
+  explicit sse_impl(std::weak_ptr<session> s, size_t limit) : session_(std::move(s)), limit_(limit) {}
+
+  bool send(std::string_view id, std::string_view event, std::string_view data) override;
+  bool comment(std::string_view text) override;
+  void close() override;
+  bool closed() const override { return closed_.load(); }
+  void on_close(std::function<void()> fn) override {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (!closed_) {
+        callbacks_.push_back(std::move(fn));
+        return;
+      }
+    }
+    fn();
+  }
+
+  /// Marks the stream closed and runs the callbacks (once).
+  void mark_closed() {
+    std::vector<std::function<void()>> cbs;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (closed_.exchange(true))
+        return;
+      cbs.swap(callbacks_);
+    }
+    for (auto& f : cbs)
+      f();
+  }
+
+  void written() { --queued_; }
+
+private:
+  bool enqueue(std::string payload);
+
+  std::weak_ptr<session> session_;
+  size_t limit_;
+  std::atomic<bool> closed_{false};
+  std::atomic<size_t> queued_{0};
+  std::mutex mtx_;
+  std::vector<std::function<void()>> callbacks_;
+};
+
+// -- session ----------------------------------------------------------------------
+
+class session : public std::enable_shared_from_this<session> {
+public:
+  session(server::impl& srv, tcp::socket&& socket) : srv_(srv), stream_(std::move(socket)) {}
+
+  ~session() { srv_.unregister_session(this); }
+
+  void run() {
+    net::dispatch(stream_.get_executor(),
+                  beast::bind_front_handler(&session::do_read, shared_from_this()));
+  }
+
+  /// Called on shutdown: closes idle connections, ends SSE streams, and lets
+  /// a request being served finish before closing.
+  void shutdown() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      self->closing_ = true;
+      if (self->sse_) {
+        self->sse_->close();
+      } else if (!self->busy_) {
+        self->do_close();
+      }
+    });
+  }
+
+  /// Posts a complete response (any thread).
+  void post_response(response res, std::shared_ptr<request> req, clock_type::time_point started,
+                     std::string route) {
+    net::dispatch(stream_.get_executor(),
+                  [self = shared_from_this(), res = std::move(res), req = std::move(req), started,
+                   route = std::move(route)]() mutable {
+                    self->write_response(std::move(res), *req, started, route);
+                  });
+  }
+
+  /// Starts an SSE response (any thread); returns the stream.
+  std::shared_ptr<sse_stream> start_sse(std::shared_ptr<request> req,
+                                        std::vector<std::pair<std::string, std::string>> headers,
+                                        clock_type::time_point started, std::string route) {
+    auto stream = std::make_shared<sse_impl>(weak_from_this(), srv_.opts_.sse_queue_limit);
+    net::dispatch(stream_.get_executor(), [self = shared_from_this(), stream, req, started,
+                                           headers = std::move(headers),
+                                           route = std::move(route)]() mutable {
+      self->begin_sse(stream, *req, headers, started, route);
+    });
+    return stream;
+  }
+
+  /// Queues raw bytes of an SSE stream (already chunk-framed) on the strand.
+  void post_sse(std::string bytes, bool last) {
+    net::dispatch(stream_.get_executor(),
+                  [self = shared_from_this(), bytes = std::move(bytes), last]() mutable {
+                    self->queue_write(std::move(bytes), true, last);
+                  });
+  }
+
+private:
+  void do_read() {
+    if (closing_) {
+      do_close();
+      return;
+    }
+    parser_.emplace();
+    parser_->body_limit(srv_.opts_.body_limit);
+    parser_->header_limit(header_limit);
+    stream_.expires_after(srv_.opts_.request_timeout);
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      beast::bind_front_handler(&session::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, size_t) {
+    if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout
+        || ec == net::error::eof || ec == net::error::connection_reset
+        || ec == net::error::operation_aborted) {
+      do_close();
+      return;
+    }
+    if (ec) {
+      // Only protocol errors get an answer; socket errors just close.
+      if (&ec.category() != &bhttp::make_error_code(bhttp::error::body_limit).category()
+          || ec == bhttp::error::partial_message) {
+        do_close();
+        return;
+      }
+      unsigned status = 400;
+      std::string code = "bad_request";
+      std::string msg = "malformed HTTP request: " + ec.message();
+      if (ec == bhttp::error::body_limit) {
+        status = 413;
+        code = "payload_too_large";
+        msg = "request body exceeds the limit of " + std::to_string(srv_.opts_.body_limit)
+              + " bytes (http.max_body_bytes)";
+      } else if (ec == bhttp::error::header_limit) {
+        status = 431;
+        code = "request_header_fields_too_large";
+        msg = "request headers exceed " + std::to_string(header_limit) + " bytes";
+      }
+      auto req = std::make_shared<request>();
+      req->method = "?";
+      if (parser_ && parser_->is_header_done()) {
+        auto& h = parser_->get();
+        req->method = std::string{h.method_string()};
+        req->target = std::string{h.target()};
+        req->request_id = request_id_for(h["X-Request-ID"]);
+      } else {
+        req->request_id = generate_request_id();
+      }
+      closing_ = true;  // the stream is out of sync: answer, then close
+      busy_ = true;
+      srv_.request_started();
+      write_response(response::error(status, code, msg), *req, clock_type::now(), "");
+      return;
+    }
+    dispatch_request(parser_->release());
+  }
+
+  void dispatch_request(bhttp::request<bhttp::string_body>&& raw) {
+    busy_ = true;
+    srv_.request_started();
+    auto started = clock_type::now();
+    auto req = std::make_shared<request>();
+    req->method = std::string{raw.method_string()};
+    req->target = std::string{raw.target()};
+    parse_target(req->target, req->path, req->query);
+    for (auto& field : raw) {
+      std::string name{field.name_string()};
+      for (auto& c : name)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      auto [it, inserted] = req->headers.emplace(std::move(name), std::string{field.value()});
+      if (!inserted) {
+        it->second += ", ";
+        it->second += field.value();
+      }
+    }
+    req->body = std::move(raw.body());
+    req->request_id = request_id_for(raw["X-Request-ID"]);
+    keep_alive_ = raw.keep_alive();
+    version_ = raw.version();
+    logging::request_scope scope{req->request_id};
+    if (srv_.stopping_)
+      closing_ = true;
+    auto m = srv_.routes_->match(req->method, req->path);
+    if (!m.fn) {
+      auto res = m.allow.empty()
+                   ? response::error(404, "not_found", "no route for " + req->path)
+                   : response::error(405, "method_not_allowed",
+                                     req->method + " is not allowed on " + req->path);
+      if (!m.allow.empty())
+        res.headers.emplace_back("Allow", m.allow);
+      write_response(std::move(res), *req, started, m.route);
+      return;
+    }
+    req->params = std::move(m.params);
+    auto ex = std::make_shared<exchange_impl>(shared_from_this(), req, started, m.route);
+    try {
+      (*m.fn)(ex);
+    } catch (const std::exception& e) {
+      srv_.log_->error("handler for {} {} failed: {}", req->method, req->path, e.what());
+      ex->reply(response::error(500, "internal", e.what()));
+    }
+  }
+
+  class exchange_impl final : public exchange {
+  public:
+    exchange_impl(std::shared_ptr<session> s, std::shared_ptr<request> req,
+                  clock_type::time_point started, std::string route)
+      : session_(std::move(s)), req_(std::move(req)), started_(started), route_(std::move(route)) {}
+
+    ~exchange_impl() override {
+      if (!answered_.exchange(true))
+        session_->post_response(response::error(500, "internal", "the handler did not answer"),
+                                req_, started_, route_);
+    }
+
+    const request& req() const override { return *req_; }
+
+    void reply(response res) override {
+      if (answered_.exchange(true))
+        return;
+      session_->post_response(std::move(res), req_, started_, route_);
+    }
+
+    std::shared_ptr<sse_stream>
+    stream(std::vector<std::pair<std::string, std::string>> headers) override {
+      if (answered_.exchange(true))
+        throw std::logic_error("exchange answered twice");
+      return session_->start_sse(req_, std::move(headers), started_, route_);
+    }
+
+  private:
+    std::shared_ptr<session> session_;
+    std::shared_ptr<request> req_;
+    clock_type::time_point started_;
+    std::string route_;
+    std::atomic<bool> answered_{false};
+  };
+
+  void access_log(const request& req, unsigned status, clock_type::time_point started,
+                  const std::string& route) {
+    auto quiet = std::find(srv_.opts_.quiet_routes.begin(), srv_.opts_.quiet_routes.end(), route)
+                 != srv_.opts_.quiet_routes.end();
+    auto lvl = quiet ? spdlog::level::debug : spdlog::level::info;
+    if (!srv_.log_->should_log(lvl))
+      return;
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - started);
+    logging::request_scope scope{req.request_id};
+    srv_.log_->log(lvl, "{} {} {} {:.3f}ms", req.method, req.target, status, us.count() / 1000.0);
+  }
+
+  void write_response(response res, const request& req, clock_type::time_point started,
+                      const std::string& route) {
+    auto msg = std::make_shared<bhttp::response<bhttp::string_body>>(
+      static_cast<bhttp::status>(res.status), version_ ? version_ : 11);
+    msg->set(bhttp::field::server, "troupe");
+    msg->set(bhttp::field::content_type, res.content_type);
+    msg->set("X-Request-ID", req.request_id);
+    for (auto& [k, v] : res.headers)
+      msg->set(k, v);
+    auto close = closing_ || !keep_alive_ || srv_.stopping_;
+    msg->keep_alive(!close);
+    auto size = res.body.size();
+    if (req.method == "HEAD") {
+      msg->content_length(size);
+    } else {
+      msg->body() = std::move(res.body);
+      msg->prepare_payload();
+    }
+    access_log(req, res.status, started, route);
+    stream_.expires_after(srv_.opts_.request_timeout);
+    bhttp::async_write(stream_, *msg,
+                       [self = shared_from_this(), msg, close](beast::error_code ec, size_t) {
+                         self->on_write(ec, close);
+                       });
+  }
+
+  void on_write(beast::error_code ec, bool close) {
+    busy_ = false;
+    srv_.request_finished();
+    if (ec || close) {
+      do_close();
+      return;
+    }
+    do_read();
+  }
+
+  void begin_sse(const std::shared_ptr<sse_impl>& stream, const request& req,
+                 const std::vector<std::pair<std::string, std::string>>& headers,
+                 clock_type::time_point started, const std::string& route) {
+    sse_ = stream;
+    ++srv_.sse_streams_;
+    std::string head = "HTTP/1.1 200 OK\r\n"
+                       "Server: troupe\r\n"
+                       "Content-Type: text/event-stream\r\n"
+                       "Cache-Control: no-cache\r\n"
+                       "X-Accel-Buffering: no\r\n"
+                       "Transfer-Encoding: chunked\r\n"
+                       "X-Request-ID: ";
+    head += req.request_id;
+    head += "\r\n";
+    for (auto& [k, v] : headers) {
+      head += k;
+      head += ": ";
+      head += v;
+      head += "\r\n";
+    }
+    head += "\r\n";
+    access_log(req, 200, started, route);
+    // The request is answered; the stream no longer holds up a drain.
+    busy_ = false;
+    srv_.request_finished();
+    stream_.expires_never();
+    queue_write(std::move(head), false, false);
+    watch_disconnect();
+    arm_ping();
+    if (closing_)
+      stream->close();
+  }
+
+  /// A read on an SSE connection only ever ends with the client going away.
+  void watch_disconnect() {
+    stream_.async_read_some(net::buffer(discard_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec)
+                                self->sse_gone();
+                              else
+                                self->watch_disconnect();
+                            });
+  }
+
+  void arm_ping() {
+    if (!ping_timer_)
+      ping_timer_.emplace(stream_.get_executor());
+    ping_timer_->expires_after(srv_.opts_.sse_ping_interval);
+    ping_timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || !self->sse_ || self->sse_->closed())
+        return;
+      if (clock_type::now() - self->last_write_ >= self->srv_.opts_.sse_ping_interval / 2)
+        self->sse_->comment("ping");
+      self->arm_ping();
+    });
+  }
+
+  void sse_gone() {
+    if (sse_)
+      sse_->mark_closed();
+    if (ping_timer_)
+      ping_timer_->cancel();
+    do_close();
+  }
+
+  void queue_write(std::string bytes, bool counted, bool last) {
+    if (closed_socket_)
+      return;
+    outq_.push_back({std::move(bytes), counted, last});
+    if (!writing_)
+      write_next();
+  }
+
+  void write_next() {
+    if (outq_.empty()) {
+      writing_ = false;
+      return;
+    }
+    writing_ = true;
+    auto& front = outq_.front();
+    net::async_write(stream_, net::buffer(front.bytes),
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       self->on_sse_write(ec);
+                     });
+  }
+
+  void on_sse_write(beast::error_code ec) {
+    auto item = std::move(outq_.front());
+    outq_.pop_front();
+    last_write_ = clock_type::now();
+    if (item.counted && sse_)
+      sse_->written();
+    if (ec) {
+      sse_gone();
+      return;
+    }
+    if (item.last) {
+      sse_gone();
+      return;
+    }
+    write_next();
+  }
+
+  void do_close() {
+    if (closed_socket_)
+      return;
+    closed_socket_ = true;
+    if (sse_) {
+      sse_->mark_closed();
+      if (--srv_.sse_streams_ == 0) {
+        std::lock_guard<std::mutex> guard{srv_.mtx_};
+        srv_.cv_.notify_all();
+      }
+    }
+    if (ping_timer_)
+      ping_timer_->cancel();
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().close(ec);
+  }
+
+  struct pending_write {
+    std::string bytes;
+    bool counted;
+    bool last;
+  };
+
+  server::impl& srv_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  bool keep_alive_ = true;
+  unsigned version_ = 11;
+  bool busy_ = false;
+  bool closing_ = false;
+  bool closed_socket_ = false;
+  std::shared_ptr<sse_impl> sse_;
+  std::deque<pending_write> outq_;
+  bool writing_ = false;
+  std::optional<net::steady_timer> ping_timer_;
+  clock_type::time_point last_write_ = clock_type::now();
+  char discard_[512];
+};
+
+bool sse_impl::enqueue(std::string payload) {
+  if (closed_)
+    return false;
+  auto s = session_.lock();
+  if (!s) {
+    mark_closed();
+    return false;
+  }
+  if (++queued_ > limit_) {
+    // A reader this slow resumes with Last-Event-ID instead of holding memory.
+    logging::get("http")->warn("SSE client too slow ({} events queued); closing its stream",
+                               queued_.load());
+    close();
+    return false;
+  }
+  std::string chunk;
+  chunk.reserve(payload.size() + 16);
+  append_chunk(chunk, payload);
+  s->post_sse(std::move(chunk), false);
+  return true;
+}
+
+bool sse_impl::send(std::string_view id, std::string_view event, std::string_view data) {
+  std::string payload;
+  payload.reserve(data.size() + event.size() + id.size() + 32);
+  if (!id.empty()) {
+    payload += "id: ";
+    payload += id;
+    payload += '\n';
+  }
+  if (!event.empty()) {
+    payload += "event: ";
+    payload += event;
+    payload += '\n';
+  }
+  // Multi-line data becomes several data: lines (WHATWG).
+  size_t pos = 0;
+  do {
+    auto nl = data.find('\n', pos);
+    payload += "data: ";
+    payload += data.substr(pos, nl == std::string_view::npos ? nl : nl - pos);
+    payload += '\n';
+    pos = nl == std::string_view::npos ? data.size() + 1 : nl + 1;
+  } while (pos <= data.size());
+  payload += '\n';
+  return enqueue(std::move(payload));
+}
+
+bool sse_impl::comment(std::string_view text) {
+  std::string payload = ": ";
+  payload += text;
+  payload += "\n\n";
+  return enqueue(std::move(payload));
+}
+
+void sse_impl::close() {
+  if (closed_)
+    return;
+  auto s = session_.lock();
+  mark_closed();
+  if (s)
+    s->post_sse("0\r\n\r\n", true);
+}
+
+// -- server::impl (continued) --------------------------------------------------------
+
+void server::impl::on_accept(beast::error_code ec, tcp::socket socket) {
+  if (ec) {
+    if (ec == net::error::operation_aborted || !acceptor_.is_open())
+      return;
+    log_->warn("accept failed: {}", ec.message());
+  } else {
+    socket.set_option(tcp::no_delay(true), ec);
+    auto s = std::make_shared<session>(*this, std::move(socket));
+    register_session(s);
+    s->run();
+  }
+  if (!stopping_)
+    do_accept();
+}
+
+void server::impl::stop(std::chrono::milliseconds grace) {
+  if (stopped_)
+    return;
+  stopped_ = true;
+  stopping_ = true;
+  auto deadline = clock_type::now() + grace;
+  net::dispatch(acceptor_.get_executor(), [this] {
+    beast::error_code ec;
+    acceptor_.close(ec);
+  });
+  // In-flight requests finish first (they may still need the actors).
+  {
+    std::unique_lock<std::mutex> guard{mtx_};
+    cv_.wait_until(guard, deadline, [this] { return in_flight_ == 0; });
+  }
+  std::vector<std::shared_ptr<session>> live;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    for (auto& [ptr, weak] : sessions_)
+      if (auto s = weak.lock())
+        live.push_back(std::move(s));
+  }
+  // Give SSE producers a moment to send their last events and end their
+  // streams themselves (the event stream ends after node.shutting_down).
+  {
+    std::unique_lock<std::mutex> guard{mtx_};
+    auto sse_deadline = std::min(deadline, clock_type::now() + std::chrono::seconds(2));
+    cv_.wait_until(guard, sse_deadline, [this] { return sse_streams_ == 0; });
+  }
+  for (auto& s : live)
+    s->shutdown();
+  live.clear();
+  {
+    std::unique_lock<std::mutex> guard{mtx_};
+    cv_.wait_until(guard, deadline + std::chrono::seconds(1),
+                   [this] { return sessions_.empty(); });
+    if (!sessions_.empty())
+      log_->warn("{} connections still open after the grace period; closing them",
+                 sessions_.size());
+  }
+  ioc_.stop();
+  for (auto& t : threads_)
+    if (t.joinable())
+      t.join();
+}
+
+// -- server ---------------------------------------------------------------------------
+
+server::server(server_options opts, std::shared_ptr<const router> routes)
+  : impl_(std::make_unique<impl>(std::move(opts), std::move(routes))) {
+}
+
+server::~server() {
+  impl_->stop(std::chrono::milliseconds(0));
+}
+
+std::string server::bind(const std::string& host, uint16_t port) {
+  return impl_->bind(host, port);
+}
+
+void server::start() {
+  impl_->start();
+}
+
+void server::stop(std::chrono::milliseconds grace) {
+  impl_->stop(grace);
+}
+
+size_t server::in_flight() const {
+  return impl_->in_flight_;
+}
+
+size_t server::connections() const {
+  std::lock_guard<std::mutex> guard{impl_->mtx_};
+  return impl_->sessions_.size();
+}
+
+size_t server::sse_streams() const {
+  return impl_->sse_streams_;
+}
+
+} // namespace troupe::http

@@ -1,0 +1,189 @@
+#include "persistence/lmdb_env.hpp"
+
+#include <cstring>
+#include <filesystem>
+
+namespace troupe::persistence {
+
+namespace {
+
+void check(int rc, const char* what) {
+  if (rc != MDB_SUCCESS)
+    throw lmdb_error(what, rc);
+}
+
+MDB_val to_val(std::string_view s) {
+  return MDB_val{s.size(), const_cast<char*>(s.data())};
+}
+
+std::string_view from_val(const MDB_val& v) {
+  return {static_cast<const char*>(v.mv_data), v.mv_size};
+}
+
+} // namespace
+
+lmdb_error::lmdb_error(const std::string& what, int rc)
+  : std::runtime_error(what + ": " + mdb_strerror(rc)), rc_(rc) {
+}
+
+std::string seq_key(uint64_t seq) {
+  std::string key(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    key[static_cast<size_t>(i)] = static_cast<char>(seq & 0xff);
+    seq >>= 8;
+  }
+  return key;
+}
+
+uint64_t seq_from_key(std::string_view key) {
+  if (key.size() != 8)
+    return 0;
+  uint64_t seq = 0;
+  for (unsigned char c : key)
+    seq = (seq << 8) | c;
+  return seq;
+}
+
+// -- txn ----------------------------------------------------------------------
+
+txn::txn(const lmdb_env& env, bool read_only) : env_(env) {
+  check(mdb_txn_begin(env.handle(), nullptr, read_only ? MDB_RDONLY : 0, &txn_),
+        "mdb_txn_begin");
+}
+
+txn::~txn() {
+  if (txn_)
+    mdb_txn_abort(txn_);
+}
+
+std::optional<std::string> txn::get(const std::string& table, std::string_view key) const {
+  auto k = to_val(key);
+  MDB_val v;
+  auto rc = mdb_get(txn_, env_.dbi(table), &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return std::nullopt;
+  check(rc, "mdb_get");
+  return std::string{from_val(v)};
+}
+
+void txn::put(const std::string& table, std::string_view key, std::string_view value) {
+  auto k = to_val(key);
+  auto v = to_val(value);
+  check(mdb_put(txn_, env_.dbi(table), &k, &v, 0), "mdb_put");
+}
+
+bool txn::erase(const std::string& table, std::string_view key) {
+  auto k = to_val(key);
+  auto rc = mdb_del(txn_, env_.dbi(table), &k, nullptr);
+  if (rc == MDB_NOTFOUND)
+    return false;
+  check(rc, "mdb_del");
+  return true;
+}
+
+uint64_t txn::last_seq(const std::string& table) const {
+  MDB_cursor* cur = nullptr;
+  check(mdb_cursor_open(txn_, env_.dbi(table), &cur), "mdb_cursor_open");
+  MDB_val k, v;
+  auto rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+  mdb_cursor_close(cur);
+  if (rc == MDB_NOTFOUND)
+    return 0;
+  check(rc, "mdb_cursor_get");
+  return seq_from_key(from_val(k));
+}
+
+uint64_t txn::append(const std::string& table, std::string_view value) {
+  auto seq = last_seq(table) + 1;
+  auto key = seq_key(seq);
+  auto k = to_val(key);
+  auto v = to_val(value);
+  check(mdb_put(txn_, env_.dbi(table), &k, &v, MDB_APPEND), "mdb_put(append)");
+  return seq;
+}
+
+void txn::scan(const std::string& table, std::string_view from,
+               const std::function<bool(std::string_view, std::string_view)>& fn) const {
+  MDB_cursor* cur = nullptr;
+  check(mdb_cursor_open(txn_, env_.dbi(table), &cur), "mdb_cursor_open");
+  std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> guard{cur, mdb_cursor_close};
+  auto k = to_val(from);
+  MDB_val v;
+  auto rc = from.empty() ? mdb_cursor_get(cur, &k, &v, MDB_FIRST)
+                         : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  while (rc == MDB_SUCCESS) {
+    if (!fn(from_val(k), from_val(v)))
+      return;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_NOTFOUND)
+    check(rc, "mdb_cursor_get");
+}
+
+void txn::commit() {
+  auto rc = mdb_txn_commit(txn_);
+  txn_ = nullptr;
+  check(rc, "mdb_txn_commit");
+}
+
+// -- lmdb_env -------------------------------------------------------------------
+
+std::shared_ptr<lmdb_env> lmdb_env::open(const std::string& dir, uint64_t map_size) {
+  std::filesystem::create_directories(dir);
+  std::shared_ptr<lmdb_env> self{new lmdb_env};
+  self->dir_ = dir;
+  check(mdb_env_create(&self->env_), "mdb_env_create");
+  check(mdb_env_set_maxdbs(self->env_, 64), "mdb_env_set_maxdbs");
+  check(mdb_env_set_maxreaders(self->env_, 512), "mdb_env_set_maxreaders");
+  check(mdb_env_set_mapsize(self->env_, map_size), "mdb_env_set_mapsize");
+  // MDB_NOTLS: read transactions are not tied to threads (asio and CAF move
+  // work between threads).
+  check(mdb_env_open(self->env_, dir.c_str(), MDB_NOTLS, 0644), "mdb_env_open");
+  // Reader slots of processes that died (kill -9) are released.
+  int dead = 0;
+  mdb_reader_check(self->env_, &dead);
+  // One write transaction checks the schema first (aborting leaves a newer
+  // data dir untouched), then creates every table; dbi handles stay valid for
+  // all later transactions.
+  txn w{*self, false};
+  auto open_table = [&](const std::string& name) {
+    MDB_dbi dbi;
+    check(mdb_dbi_open(w.raw(), name.c_str(), MDB_CREATE, &dbi), "mdb_dbi_open");
+    self->dbis_.emplace(name, dbi);
+  };
+  open_table("meta");
+  if (auto v = w.get("meta", "schema_version")) {
+    uint32_t found = 0;
+    try {
+      found = static_cast<uint32_t>(std::stoul(*v));
+    } catch (const std::exception&) {
+      throw std::runtime_error("data dir " + dir + ": unreadable schema version '" + *v + "'");
+    }
+    if (found > schema_version)
+      throw std::runtime_error("data dir " + dir + " was written by schema version "
+                               + std::to_string(found) + ", newer than this troupe's "
+                               + std::to_string(schema_version)
+                               + "; refusing to open it (upgrade troupe or use another data dir)");
+  } else {
+    w.put("meta", "schema_version", std::to_string(schema_version));
+  }
+  for (auto& name : tables())
+    if (name != "meta")
+      open_table(name);
+  w.commit();
+  return self;
+}
+
+lmdb_env::~lmdb_env() {
+  if (env_)
+    mdb_env_close(env_);
+}
+
+MDB_dbi lmdb_env::dbi(const std::string& table) const {
+  auto i = dbis_.find(table);
+  if (i == dbis_.end())
+    throw std::invalid_argument("unknown table: " + table);
+  return i->second;
+}
+
+} // namespace troupe::persistence

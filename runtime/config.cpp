@@ -1,0 +1,733 @@
+#include "runtime/config.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <string_view>
+#include <thread>
+#include <utility>
+
+#include <yaml-cpp/yaml.h>
+
+extern char** environ;
+
+namespace troupe {
+
+config_error::config_error(std::string path, std::string reason)
+    : std::runtime_error("config error: " + path + ": " + reason), path_(std::move(path)),
+      reason_(std::move(reason)) {}
+
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+using namespace std::chrono_literals;
+
+/// Why a value is unacceptable; empty when it is fine.
+using problem = std::optional<std::string>;
+
+constexpr uint64_t KiB = 1024;
+constexpr uint64_t MiB = KiB * 1024;
+constexpr uint64_t GiB = MiB * 1024;
+
+std::string in_quotes(std::string_view s) {
+  return '"' + std::string{s} + '"';
+}
+
+std::string lower(std::string_view s) {
+  std::string out{s};
+  for (auto& ch : out)
+    ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+bool is_space(char ch) {
+  return std::isspace(static_cast<unsigned char>(ch)) != 0;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front()))
+    s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back()))
+    s.remove_suffix(1);
+  return s;
+}
+
+bool starts_with(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+/// Splits "64MiB" into "64" and "MiB" (spaces between them allowed).
+std::pair<std::string_view, std::string_view> split_number(std::string_view s) {
+  size_t i = (!s.empty() && s[0] == '-') ? 1 : 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])))
+    ++i;
+  return {s.substr(0, i), trim(s.substr(i))};
+}
+
+/// A whole decimal number; `overflow` tells a too-long number from garbage.
+template <class T> std::optional<T> parse_whole(std::string_view s, bool& overflow) {
+  T value{};
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  overflow = ec == std::errc::result_out_of_range;
+  if (s.empty() || ec != std::errc{} || end != s.data() + s.size())
+    return std::nullopt;
+  return value;
+}
+
+std::string show_size(uint64_t v) {
+  constexpr std::pair<uint64_t, const char*> units[] = {{GiB, "GiB"}, {MiB, "MiB"}, {KiB, "KiB"}};
+  for (auto [unit, name] : units)
+    if (v != 0 && v % unit == 0)
+      return std::to_string(v / unit) + name;
+  return std::to_string(v);
+}
+
+std::string show_duration(milliseconds v) {
+  constexpr std::pair<long long, const char*> units[] = {
+      {86'400'000, "d"}, {3'600'000, "h"}, {60'000, "m"}, {1'000, "s"}};
+  auto ms = static_cast<long long>(v.count());
+  if (ms == 0)
+    return "0s";
+  for (auto [unit, name] : units)
+    if (ms % unit == 0)
+      return std::to_string(ms / unit) + name;
+  return std::to_string(ms) + "ms";
+}
+
+// -- value kinds: parse raw text into a member, show a member --------------------
+
+struct text_kind {
+  problem parse(std::string_view raw, std::string& out) const {
+    out = std::string{raw};
+    return std::nullopt;
+  }
+  std::string show(const std::string& v) const { return v.empty() ? "\"\"" : v; }
+};
+
+struct choice_kind {
+  std::vector<std::string> options;
+
+  std::string joined() const {
+    std::string out;
+    for (auto& opt : options)
+      out += (out.empty() ? "" : "|") + opt;
+    return out;
+  }
+  problem parse(std::string_view raw, std::string& out) const {
+    auto v = lower(trim(raw));
+    if (std::find(options.begin(), options.end(), v) == options.end())
+      return "expected one of " + joined() + ", got " + in_quotes(raw);
+    out = v;
+    return std::nullopt;
+  }
+  std::string show(const std::string& v) const { return v; }
+};
+
+struct int_kind {
+  problem parse(std::string_view raw, int& out) const {
+    bool overflow = false;
+    auto v = parse_whole<int>(trim(raw), overflow);
+    if (overflow)
+      return "out of range, got " + in_quotes(raw);
+    if (!v)
+      return "expected an integer, got " + in_quotes(raw);
+    out = *v;
+    return std::nullopt;
+  }
+  std::string show(int v) const { return std::to_string(v); }
+};
+
+struct size_kind {
+  problem parse(std::string_view raw, uint64_t& out) const {
+    static const std::pair<std::string_view, uint64_t> units[] = {
+        {"", 1},      {"b", 1},     {"kb", 1000}, {"mb", 1000'000}, {"gb", 1000'000'000},
+        {"kib", KiB}, {"mib", MiB}, {"gib", GiB}};
+    auto [digits, suffix] = split_number(trim(raw));
+    auto unit = lower(suffix);
+    auto u =
+        std::find_if(std::begin(units), std::end(units), [&](auto& x) { return x.first == unit; });
+    bool overflow = false;
+    auto n = parse_whole<uint64_t>(digits, overflow);
+    if (overflow || (n && u != std::end(units) && *n > UINT64_MAX / u->second))
+      return "too large, got " + in_quotes(raw);
+    if (!n || u == std::end(units))
+      return "expected a size like 64MiB, 10MB or 1048576, got " + in_quotes(raw);
+    out = *n * u->second;
+    return std::nullopt;
+  }
+  std::string show(uint64_t v) const { return show_size(v); }
+};
+
+struct duration_kind {
+  problem parse(std::string_view raw, milliseconds& out) const {
+    static const std::pair<std::string_view, long long> units[] = {
+        {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60'000}, {"h", 3'600'000}, {"d", 86'400'000}};
+    auto [digits, suffix] = split_number(trim(raw));
+    auto unit = lower(suffix);
+    auto u =
+        std::find_if(std::begin(units), std::end(units), [&](auto& x) { return x.first == unit; });
+    bool overflow = false;
+    auto n = parse_whole<long long>(digits, overflow);
+    constexpr auto max = std::numeric_limits<long long>::max();
+    if (overflow || (n && u != std::end(units) && (*n > max / u->second || *n < -max / u->second)))
+      return "too large, got " + in_quotes(raw);
+    if (!n || u == std::end(units))
+      return "expected a duration like 15s or 100ms, got " + in_quotes(raw);
+    out = milliseconds{*n * u->second};
+    return std::nullopt;
+  }
+  std::string show(milliseconds v) const { return show_duration(v); }
+};
+
+struct bool_kind {
+  problem parse(std::string_view raw, bool& out) const {
+    auto v = lower(trim(raw));
+    if (v == "true" || v == "yes" || v == "on" || v == "1")
+      out = true;
+    else if (v == "false" || v == "no" || v == "off" || v == "0")
+      out = false;
+    else
+      return "expected true or false (or yes/no, on/off, 1/0), got " + in_quotes(raw);
+    return std::nullopt;
+  }
+  std::string show(bool v) const { return v ? "true" : "false"; }
+};
+
+// -- checks of final values -------------------------------------------------------
+
+problem non_empty(const std::string& v, const config&) {
+  if (v.empty())
+    return "must not be empty";
+  return std::nullopt;
+}
+
+/// Splits `HOST:PORT` or `[IPV6]:PORT`.
+problem split_listen(const std::string& s, std::string* host, uint16_t* port) {
+  auto bad = [&] { return "expected HOST:PORT like 127.0.0.1:8000, got " + in_quotes(s); };
+  std::string h;
+  std::string_view p;
+  if (starts_with(s, "[")) {
+    auto close = s.find(']');
+    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':')
+      return "expected [IPV6]:PORT like [::1]:8000, got " + in_quotes(s);
+    h = s.substr(1, close - 1);
+    p = std::string_view{s}.substr(close + 2);
+  } else {
+    auto colon = s.rfind(':');
+    if (colon == std::string::npos)
+      return bad();
+    h = s.substr(0, colon);
+    p = std::string_view{s}.substr(colon + 1);
+    if (h.find(':') != std::string::npos)
+      return "an IPv6 host needs brackets, like [::1]:8000, got " + in_quotes(s);
+  }
+  if (h.empty())
+    return "host must not be empty, got " + in_quotes(s);
+  if (std::any_of(h.begin(), h.end(), is_space))
+    return "host must not contain spaces, got " + in_quotes(s);
+  bool overflow = false;
+  auto n = parse_whole<unsigned>(p, overflow);
+  if (!n || *n > 65535)
+    return "port must be a number from 0 to 65535, got " + in_quotes(s);
+  if (host)
+    *host = h;
+  if (port)
+    *port = static_cast<uint16_t>(*n);
+  return std::nullopt;
+}
+
+problem valid_listen(const std::string& v, const config&) {
+  return split_listen(v, nullptr, nullptr);
+}
+
+/// A duration's lower bound, as shown by --help and as checked.
+struct duration_floor {
+  std::string shown;
+  std::function<problem(milliseconds, const config&)> check;
+};
+
+duration_floor above(milliseconds floor) {
+  return {"> " + show_duration(floor), [floor](milliseconds v, const config&) -> problem {
+            if (v > floor)
+              return std::nullopt;
+            return "must be > " + show_duration(floor) + ", got " + show_duration(v);
+          }};
+}
+
+duration_floor at_least(milliseconds floor) {
+  return {">= " + show_duration(floor), [floor](milliseconds v, const config&) -> problem {
+            if (v >= floor)
+              return std::nullopt;
+            return "must be >= " + show_duration(floor) + ", got " + show_duration(v);
+          }};
+}
+
+// -- the schema -------------------------------------------------------------------
+
+/// One configuration key: parses raw text into `config`, checks and shows it.
+struct field {
+  std::string path;
+  std::string type;
+  std::string help;
+  /// Where a machine-dependent default comes from, e.g. "host name".
+  std::string default_note;
+  std::function<problem(config&, std::string_view)> set;
+  std::function<problem(const config&)> check;
+  std::function<std::string(const config&)> show;
+};
+
+/// Binds a top-level member; works on `config&` and `const config&` alike.
+template <class T> auto at(T config::*member) {
+  return [member](auto& c) -> decltype(auto) { return c.*member; };
+}
+
+/// Binds a member of a section.
+template <class S, class T> auto at(S config::*section, T S::*member) {
+  return [section, member](auto& c) -> decltype(auto) { return (c.*section).*member; };
+}
+
+template <class Kind, class Ref, class Check>
+field make_field(std::string path, std::string type, Kind kind, Ref ref, Check check,
+                 std::string help) {
+  field f{std::move(path), std::move(type), std::move(help), {}, {}, {}, {}};
+  f.set = [kind, ref](config& c, std::string_view raw) { return kind.parse(raw, ref(c)); };
+  f.check = [ref, check](const config& c) -> problem { return check(ref(c), c); };
+  f.show = [kind, ref](const config& c) { return kind.show(ref(c)); };
+  return f;
+}
+
+template <class Ref> field text(std::string path, Ref ref, std::string help) {
+  return make_field(std::move(path), "string", text_kind{}, ref, non_empty, std::move(help));
+}
+
+template <class Ref> field address(std::string path, Ref ref, std::string help) {
+  return make_field(std::move(path), "HOST:PORT", text_kind{}, ref, valid_listen, std::move(help));
+}
+
+template <class Ref>
+field choice(std::string path, Ref ref, std::vector<std::string> options, std::string help) {
+  choice_kind kind{std::move(options)};
+  auto type = kind.joined();
+  auto any = [](const std::string&, const config&) -> problem { return std::nullopt; };
+  return make_field(std::move(path), std::move(type), std::move(kind), ref, any, std::move(help));
+}
+
+template <class Ref> field integer(std::string path, Ref ref, int lo, int hi, std::string help) {
+  bool open_ended = hi == INT_MAX;
+  auto type = open_ended ? "int >= " + std::to_string(lo)
+                         : "int " + std::to_string(lo) + ".." + std::to_string(hi);
+  auto check = [lo, hi, open_ended](int v, const config&) -> problem {
+    if (v >= lo && v <= hi)
+      return std::nullopt;
+    if (open_ended)
+      return "must be >= " + std::to_string(lo) + ", got " + std::to_string(v);
+    return "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " +
+           std::to_string(v);
+  };
+  return make_field(std::move(path), std::move(type), int_kind{}, ref, check, std::move(help));
+}
+
+template <class Ref> field size(std::string path, Ref ref, uint64_t min, std::string help) {
+  auto type = min == 0 ? std::string{"size"} : "size >= " + show_size(min);
+  auto check = [min](uint64_t v, const config&) -> problem {
+    if (v >= min)
+      return std::nullopt;
+    return "must be >= " + show_size(min) + ", got " + show_size(v);
+  };
+  return make_field(std::move(path), std::move(type), size_kind{}, ref, check, std::move(help));
+}
+
+template <class Ref>
+field duration(std::string path, Ref ref, duration_floor floor, std::string help) {
+  return make_field(std::move(path), "duration " + floor.shown, duration_kind{}, ref, floor.check,
+                    std::move(help));
+}
+
+template <class Ref> field boolean(std::string path, Ref ref, std::string help) {
+  auto any = [](bool, const config&) -> problem { return std::nullopt; };
+  return make_field(std::move(path), "bool", bool_kind{}, ref, any, std::move(help));
+}
+
+field noting_default(std::string note, field f) {
+  f.default_note = std::move(note);
+  return f;
+}
+
+/// Every key troupe understands, in the order --help lists them.
+const std::vector<field>& fields() {
+  static const std::vector<field> table = [] {
+    auto sup = &config::supervisor;
+    using sc = supervisor_config;
+    duration_floor backoff_floor{
+        ">= supervisor.backoff_initial", [](milliseconds v, const config& c) -> problem {
+          if (v >= c.supervisor.backoff_initial)
+            return std::nullopt;
+          return "must be >= supervisor.backoff_initial (" +
+                 show_duration(c.supervisor.backoff_initial) + "), got " + show_duration(v);
+        }};
+    return std::vector<field>{
+        noting_default("host name",
+                       text("node_name", at(&config::node_name),
+                            "Name of this node in cluster membership, logs and metrics")),
+        address("listen", at(&config::listen),
+                "Address of the HTTP API; port 0 picks a free port; IPv6 as [::1]:8000"),
+        text("data_dir", at(&config::data_dir), "Directory of the LMDB store and job workspaces"),
+        choice("log.level", at(&config::log, &log_config::level),
+               {"trace", "debug", "info", "warn", "error", "critical", "off"},
+               "Lowest severity that is logged"),
+        choice("log.format", at(&config::log, &log_config::format), {"json", "text"},
+               "text for people, json for log collectors"),
+        integer("http.io_threads", at(&config::http, &http_config::io_threads), 1, 64,
+                "Threads serving HTTP connections"),
+        size("http.max_body_bytes", at(&config::http, &http_config::max_body_bytes), 0,
+             "Largest accepted request body; larger ones get 413"),
+        duration("http.request_timeout", at(&config::http, &http_config::request_timeout),
+                 above(0ms), "Idle/read timeout of a connection, keep-alive included"),
+        duration("http.sse_ping_interval", at(&config::http, &http_config::sse_ping_interval),
+                 above(0ms), "Interval of `: ping` comments on idle SSE streams"),
+        integer("http.sse_queue_limit", at(&config::http, &http_config::sse_queue_limit), 1,
+                INT_MAX, "Events queued for one SSE client before it is disconnected"),
+        duration("http.shutdown_grace", at(&config::http, &http_config::shutdown_grace),
+                 at_least(0ms), "How long shutdown waits for in-flight requests"),
+        size("store.map_size_bytes", at(&config::store, &store_config::map_size_bytes), MiB,
+             "LMDB map size: the upper bound of the data file"),
+        integer("supervisor.max_restarts", at(sup, &sc::max_restarts), 0, INT_MAX,
+                "Restarts allowed within restart_window before the supervisor escalates"),
+        duration("supervisor.restart_window", at(sup, &sc::restart_window), above(0ms),
+                 "Window in which restarts are counted"),
+        duration("supervisor.backoff_initial", at(sup, &sc::backoff_initial), above(0ms),
+                 "First restart delay, doubled per recent restart"),
+        duration("supervisor.backoff_max", at(sup, &sc::backoff_max), backoff_floor,
+                 "Upper bound of the restart delay"),
+        noting_default("number of cores",
+                       integer("jobs.concurrency", at(&config::jobs, &jobs_config::concurrency), 1,
+                               INT_MAX, "Jobs running at once on this node")),
+        boolean("debug.fault_injection", at(&config::debug, &debug_config::fault_injection),
+                "Enables POST /debug/crash/{actor} (for tests and chaos drills)"),
+    };
+  }();
+  return table;
+}
+
+const field* find_field(std::string_view path) {
+  auto& all = fields();
+  auto i = std::find_if(all.begin(), all.end(), [&](const field& f) { return f.path == path; });
+  return i == all.end() ? nullptr : &*i;
+}
+
+/// The keys under a section, e.g. "log.level, log.format"; empty if `path` is no section.
+std::string keys_of(std::string_view section) {
+  std::string out;
+  for (auto& f : fields())
+    if (!section.empty() && starts_with(f.path, section) && f.path.size() > section.size() &&
+        f.path[section.size()] == '.')
+      out += (out.empty() ? "" : ", ") + f.path;
+  return out;
+}
+
+/// `TROUPE_` + the path upper-cased, with `__` for each dot.
+std::string env_name(std::string_view path) {
+  std::string out = "TROUPE_";
+  for (char ch : path)
+    if (ch == '.')
+      out += "__";
+    else
+      out += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+/// The inverse of env_name: TROUPE_HTTP__IO_THREADS → http.io_threads.
+std::string env_key(std::string_view name) {
+  name.remove_prefix(std::string_view{"TROUPE_"}.size());
+  std::string out;
+  for (size_t i = 0; i < name.size(); ++i)
+    if (name[i] == '_' && i + 1 < name.size() && name[i + 1] == '_') {
+      out += '.';
+      ++i;
+    } else {
+      out += static_cast<char>(std::tolower(static_cast<unsigned char>(name[i])));
+    }
+  return out;
+}
+
+/// Set by troupe for its jobs or injected by Kubernetes service links; never config.
+bool ignored_env(std::string_view name) {
+  return name == "TROUPE_CONFIG" || name == "TROUPE_JOB_ID" || name == "TROUPE_REQUEST_ID" ||
+         name == "TROUPE_SERVICE_HOST" || starts_with(name, "TROUPE_SERVICE_PORT") ||
+         starts_with(name, "TROUPE_PORT");
+}
+
+/// Sets one key from raw text; `where` names the key (and its source) in errors.
+void assign(config& c, const std::string& key, std::string_view raw, const std::string& where) {
+  auto f = find_field(key);
+  if (f == nullptr) {
+    auto keys = keys_of(key);
+    throw config_error(where, keys.empty() ? "unknown key"
+                                           : "is a section, not a key (its keys: " + keys + ")");
+  }
+  if (auto p = f->set(c, raw))
+    throw config_error(where, *p);
+}
+
+config defaults() {
+  config c;
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0')
+    c.node_name = host;
+  else
+    c.node_name = "localhost";
+  c.jobs.concurrency = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return c;
+}
+
+// -- sources ----------------------------------------------------------------------
+
+/// Reads a whole file; a missing file is an error only if `required`.
+std::optional<std::string> read_file(const std::string& file, bool required) {
+  std::error_code ec;
+  auto st = fs::status(file, ec);
+  if (!fs::exists(st)) {
+    if (!required)
+      return std::nullopt;
+    throw config_error(file, "file not found");
+  }
+  if (fs::is_directory(st))
+    throw config_error(file, "is a directory, not a file");
+  std::ifstream in{file, std::ios::binary};
+  if (!in)
+    throw config_error(file, std::string{"cannot read: "} + std::strerror(errno));
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+std::string describe(const YAML::Node& node) {
+  if (node.IsMap())
+    return "a mapping";
+  if (node.IsSequence())
+    return "a sequence";
+  return in_quotes(node.Scalar());
+}
+
+void apply_yaml_map(config& c, const YAML::Node& map, const std::string& prefix) {
+  std::set<std::string> seen;
+  for (const auto& kv : map) {
+    if (!kv.first.IsScalar())
+      throw config_error(prefix.empty() ? "(top level)" : prefix, "keys must be plain names");
+    auto key = kv.first.Scalar();
+    auto path = prefix.empty() ? key : prefix + "." + key;
+    const YAML::Node& value = kv.second;
+    if (!seen.insert(key).second)
+      throw config_error(path, "duplicate key");
+    if (auto keys = keys_of(path); !keys.empty()) {
+      if (value.IsNull()) // `jobs:` with nothing under it
+        continue;
+      if (!value.IsMap())
+        throw config_error(path, "expected a mapping of " + keys + ", got " + describe(value));
+      apply_yaml_map(c, value, path);
+      continue;
+    }
+    if (find_field(path) == nullptr)
+      throw config_error(path, "unknown key");
+    if (value.IsNull()) // `key: ~` keeps the built-in default
+      continue;
+    if (!value.IsScalar())
+      throw config_error(path, "expected a single value, got " + describe(value));
+    assign(c, path, value.Scalar(), path);
+  }
+}
+
+void apply_yaml_file(config& c, const std::string& file) {
+  auto text = read_file(file, true);
+  YAML::Node root;
+  try {
+    root = YAML::Load(*text);
+  } catch (const YAML::Exception& e) {
+    if (e.mark.is_null())
+      throw config_error(file, "invalid YAML: " + e.msg);
+    throw config_error(file, "invalid YAML at line " + std::to_string(e.mark.line + 1) +
+                                 ", column " + std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+  if (root.IsNull())
+    return;
+  if (!root.IsMap())
+    throw config_error(file, "expected a mapping of keys at the top level, got " + describe(root));
+  apply_yaml_map(c, root, "");
+}
+
+bool valid_env_name(std::string_view name) {
+  if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0])))
+    return false;
+  return std::all_of(name.begin(), name.end(), [](char ch) {
+    return ch == '_' || std::isalnum(static_cast<unsigned char>(ch));
+  });
+}
+
+/// Parses one dotenv line into `out`; returns why it is malformed. Blank lines and
+/// comments leave `out` empty.
+problem parse_dotenv_line(std::string_view line,
+                          std::optional<std::pair<std::string, std::string>>& out) {
+  auto s = trim(line);
+  if (s.empty() || s[0] == '#')
+    return std::nullopt;
+  if (starts_with(s, "export") && s.size() > 6 && is_space(s[6]))
+    s = trim(s.substr(7));
+  auto eq = s.find('=');
+  if (eq == std::string_view::npos)
+    return "expected KEY=VALUE, got " + in_quotes(s);
+  auto name = trim(s.substr(0, eq));
+  if (!valid_env_name(name))
+    return "invalid variable name " + in_quotes(name);
+  auto rest = trim(s.substr(eq + 1));
+  std::string value;
+  if (!rest.empty() && (rest[0] == '"' || rest[0] == '\'')) {
+    char q = rest[0];
+    size_t i = 1;
+    for (; i < rest.size() && rest[i] != q; ++i) {
+      if (q == '"' && rest[i] == '\\' && i + 1 < rest.size()) {
+        char next = rest[++i];
+        value += next == 'n' ? '\n' : next == 't' ? '\t' : next;
+      } else {
+        value += rest[i];
+      }
+    }
+    if (i >= rest.size())
+      return std::string{"unterminated "} + (q == '"' ? "double" : "single") + "-quoted value";
+    auto after = trim(rest.substr(i + 1));
+    if (!after.empty() && after[0] != '#')
+      return "unexpected text after the closing quote: " + in_quotes(after);
+  } else {
+    // An unquoted value ends at a comment that follows whitespace.
+    for (size_t i = 0; i < rest.size(); ++i)
+      if (rest[i] == '#' && i > 0 && is_space(rest[i - 1])) {
+        rest = trim(rest.substr(0, i));
+        break;
+      }
+    value = std::string{rest};
+  }
+  out.emplace(std::string{name}, std::move(value));
+  return std::nullopt;
+}
+
+std::map<std::string, std::string> read_dotenv(const std::string& file) {
+  std::map<std::string, std::string> vars;
+  if (file.empty())
+    return vars;
+  auto text = read_file(file, false);
+  if (!text)
+    return vars;
+  std::istringstream in{*text};
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    std::optional<std::pair<std::string, std::string>> var;
+    if (auto p = parse_dotenv_line(line, var))
+      throw config_error(file, "line " + std::to_string(n) + ": " + *p);
+    if (var)
+      vars[var->first] = std::move(var->second); // a later line wins, as in a shell
+  }
+  return vars;
+}
+
+struct env_value {
+  std::string value;
+  /// Where the variable came from, for errors: "TROUPE_X" or "TROUPE_X in .env".
+  std::string origin;
+};
+
+/// TROUPE_* variables of the environment, filled in from the dotenv file.
+std::map<std::string, env_value> troupe_environment(const config_sources& src) {
+  std::map<std::string, env_value> vars;
+  for (auto& entry : src.environment) {
+    auto eq = entry.find('=');
+    if (eq == std::string::npos || !starts_with(entry, "TROUPE_"))
+      continue;
+    auto name = entry.substr(0, eq);
+    vars.emplace(name, env_value{entry.substr(eq + 1), name}); // the first wins, as in getenv
+  }
+  for (auto& [name, value] : read_dotenv(src.dotenv))
+    if (starts_with(name, "TROUPE_"))
+      vars.emplace(name, env_value{value, name + " in " + src.dotenv});
+  return vars;
+}
+
+} // namespace
+
+config load_config(const config_sources& src) {
+  auto env = troupe_environment(src);
+  auto c = defaults();
+  auto file = src.file;
+  if (auto i = env.find("TROUPE_CONFIG"); file.empty() && i != env.end())
+    file = i->second.value;
+  if (!file.empty())
+    apply_yaml_file(c, file);
+  for (auto& [name, var] : env) {
+    if (ignored_env(name))
+      continue;
+    auto key = env_key(name);
+    assign(c, key, var.value, key + " (from " + var.origin + ")");
+  }
+  for (auto& [key, raw] : src.flags)
+    assign(c, key, raw, key);
+  // Ranges are checked on the merged result: a later layer may fix an earlier one.
+  for (auto& f : fields())
+    if (auto p = f.check(c))
+      throw config_error(f.path, *p);
+  return c;
+}
+
+std::vector<std::string> process_environment() {
+  std::vector<std::string> out;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e)
+    out.emplace_back(*e);
+  return out;
+}
+
+std::string describe_config_keys() {
+  auto pad = [](std::string s, size_t width) {
+    s.resize(std::max(width, s.size() + 1), ' ');
+    return s;
+  };
+  auto d = defaults();
+  std::ostringstream out;
+  out << "Configuration keys, by precedence: built-in default < YAML file (TROUPE_CONFIG)\n"
+         "< TROUPE_* environment (a .env file fills in unset variables) < flags.\n"
+         "Sizes take B, KB, MB, GB (x1000) or KiB, MiB, GiB (x1024); durations take\n"
+         "ms, s, m, h, d (a bare number means seconds); bools take true/false, yes/no, on/off.\n\n"
+      << "  " << pad("KEY", 28) << pad("DEFAULT", 26) << "ENVIRONMENT\n";
+  for (auto& f : fields()) {
+    auto def = f.show(d);
+    if (!f.default_note.empty())
+      def += " (" + f.default_note + ")";
+    out << "  " << pad(f.path, 28) << pad(def, 26) << env_name(f.path) << "\n"
+        << "      " << f.type << ": " << f.help << "\n";
+  }
+  return out.str();
+}
+
+std::string config::listen_host() const {
+  std::string host;
+  if (auto p = split_listen(listen, &host, nullptr))
+    throw config_error("listen", *p);
+  return host;
+}
+
+uint16_t config::listen_port() const {
+  uint16_t port = 0;
+  if (auto p = split_listen(listen, nullptr, &port))
+    throw config_error("listen", *p);
+  return port;
+}
+
+} // namespace troupe

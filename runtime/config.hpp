@@ -1,0 +1,118 @@
+#pragma once
+
+// troupe's configuration: defaults < YAML file < TROUPE_* environment < flags.
+// Validation names the key's path and the reason; nothing touches the data
+// dir before it passes.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace troupe {
+
+/// A configuration problem, rendered as `config error: <path>: <reason>`.
+class config_error : public std::runtime_error {
+public:
+  config_error(std::string path, std::string reason);
+  const std::string& path() const noexcept { return path_; }
+  const std::string& reason() const noexcept { return reason_; }
+
+private:
+  std::string path_;
+  std::string reason_;
+};
+
+struct log_config {
+  /// trace, debug, info, warn, error, critical, off
+  std::string level = "info";
+  /// json or text
+  std::string format = "text";
+};
+
+struct http_config {
+  /// Threads running the Beast io_context (>= 1).
+  int io_threads = 1;
+  /// Largest accepted request body; larger ones get 413.
+  uint64_t max_body_bytes = 64ull << 20;
+  /// Idle/read timeout of a connection (keep-alive included).
+  std::chrono::milliseconds request_timeout{30'000};
+  /// Interval of `: ping` comments on idle SSE streams.
+  std::chrono::milliseconds sse_ping_interval{15'000};
+  /// Events queued for one SSE client before it is disconnected.
+  int sse_queue_limit = 4096;
+  /// How long shutdown waits for in-flight requests.
+  std::chrono::milliseconds shutdown_grace{10'000};
+};
+
+struct store_config {
+  /// LMDB map size (upper bound of the data file).
+  uint64_t map_size_bytes = 4ull << 30;
+};
+
+struct supervisor_config {
+  /// More than `max_restarts` restarts within `restart_window` escalates.
+  int max_restarts = 5;
+  std::chrono::milliseconds restart_window{60'000};
+  /// Restart backoff: initial delay, doubled per recent restart, capped.
+  std::chrono::milliseconds backoff_initial{100};
+  std::chrono::milliseconds backoff_max{5'000};
+};
+
+struct jobs_config {
+  /// Jobs running at once on this node (>= 1; default: number of cores).
+  int concurrency = 1;
+};
+
+struct debug_config {
+  /// Enables `POST /debug/crash/{actor}` (for tests and chaos drills).
+  bool fault_injection = false;
+};
+
+/// The whole validated configuration of one node.
+struct config {
+  /// Node name (default: the host name).
+  std::string node_name;
+  /// HOST:PORT to listen on; port 0 picks a free port.
+  std::string listen = "127.0.0.1:8000";
+  /// Where LMDB and workspaces live.
+  std::string data_dir = "./data";
+  log_config log;
+  http_config http;
+  store_config store;
+  supervisor_config supervisor;
+  jobs_config jobs;
+  debug_config debug;
+
+  /// Host part of `listen`.
+  std::string listen_host() const;
+  /// Port part of `listen`.
+  uint16_t listen_port() const;
+};
+
+/// Where configuration comes from, in increasing precedence.
+struct config_sources {
+  /// YAML file; empty: `TROUPE_CONFIG`, else no file (built-in defaults).
+  std::string file;
+  /// Environment as NAME=VALUE (normally `environ`); only TROUPE_* are read.
+  std::vector<std::string> environment;
+  /// Path of a dotenv file to read (`.env` in the working directory by default);
+  /// its variables fill in what `environment` does not set.
+  std::string dotenv = ".env";
+  /// Flags as dotted key → raw value, e.g. {"listen", "127.0.0.1:0"}.
+  std::map<std::string, std::string> flags;
+};
+
+/// Loads, merges and validates. Throws config_error.
+config load_config(const config_sources& src);
+
+/// The current process environment as NAME=VALUE strings.
+std::vector<std::string> process_environment();
+
+/// Describes every key with its type, default and meaning (for --help and docs).
+std::string describe_config_keys();
+
+} // namespace troupe

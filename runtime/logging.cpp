@@ -1,0 +1,180 @@
+#include "runtime/logging.hpp"
+
+#include <chrono>
+#include <ctime>
+#include <mutex>
+#include <unordered_map>
+
+#include <spdlog/details/log_msg.h>
+#include <spdlog/formatter.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+namespace troupe::logging {
+
+namespace {
+
+thread_local std::string tl_request_id;
+
+/// RFC 3339 UTC with microseconds, e.g. 2026-11-22T05:00:00.123456Z.
+void append_timestamp(std::string& out, spdlog::log_clock::time_point tp) {
+  using namespace std::chrono;
+  auto since = tp.time_since_epoch();
+  auto secs = duration_cast<seconds>(since);
+  auto micros = duration_cast<microseconds>(since - secs).count();
+  std::time_t t = secs.count();
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  auto n = std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ",
+                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                         tm.tm_min, tm.tm_sec, static_cast<long long>(micros));
+  out.append(buf, static_cast<size_t>(n));
+}
+
+std::string_view level_name(spdlog::level::level_enum lvl) {
+  switch (lvl) {
+    case spdlog::level::trace: return "trace";
+    case spdlog::level::debug: return "debug";
+    case spdlog::level::info: return "info";
+    case spdlog::level::warn: return "warn";
+    case spdlog::level::err: return "error";
+    case spdlog::level::critical: return "critical";
+    default: return "off";
+  }
+}
+
+class structured_formatter final : public spdlog::formatter {
+public:
+  explicit structured_formatter(bool json) : json_(json) {}
+
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    std::string out;
+    out.reserve(160 + msg.payload.size());
+    std::string_view payload(msg.payload.data(), msg.payload.size());
+    std::string_view logger(msg.logger_name.data(), msg.logger_name.size());
+    const auto& rid = tl_request_id;
+    if (json_) {
+      out += "{\"timestamp\":\"";
+      append_timestamp(out, msg.time);
+      out += "\",\"level\":\"";
+      out += level_name(msg.level);
+      out += "\",\"logger\":\"";
+      append_json_escaped(out, logger);
+      out += "\",\"message\":\"";
+      append_json_escaped(out, payload);
+      out += '"';
+      if (!rid.empty()) {
+        out += ",\"request_id\":\"";
+        append_json_escaped(out, rid);
+        out += '"';
+      }
+      out += "}\n";
+    } else {
+      append_timestamp(out, msg.time);
+      out += ' ';
+      auto lvl = level_name(msg.level);
+      out += lvl;
+      out.append(lvl.size() < 5 ? 5 - lvl.size() : 0, ' ');
+      out += " [";
+      out += logger;
+      out += "] ";
+      out += payload;
+      if (!rid.empty()) {
+        out += " request_id=";
+        out += rid;
+      }
+      out += '\n';
+    }
+    dest.append(out.data(), out.data() + out.size());
+  }
+
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<structured_formatter>(json_);
+  }
+
+private:
+  bool json_;
+};
+
+struct registry {
+  std::mutex mtx;
+  spdlog::sink_ptr sink;
+  spdlog::level::level_enum level = spdlog::level::info;
+  bool json = false;
+  std::unordered_map<std::string, std::shared_ptr<spdlog::logger>> loggers;
+
+  void ensure_sink() {
+    if (!sink) {
+      sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+      sink->set_formatter(std::make_unique<structured_formatter>(json));
+    }
+  }
+};
+
+registry& reg() {
+  static registry r;
+  return r;
+}
+
+} // namespace
+
+void setup(const std::string& level, const std::string& format) {
+  auto& r = reg();
+  std::lock_guard<std::mutex> guard{r.mtx};
+  r.level = spdlog::level::from_str(level);
+  r.json = format == "json";
+  r.ensure_sink();
+  r.sink->set_formatter(std::make_unique<structured_formatter>(r.json));
+  for (auto& [name, lg] : r.loggers)
+    lg->set_level(r.level);
+}
+
+std::shared_ptr<spdlog::logger> get(const std::string& component) {
+  auto& r = reg();
+  std::lock_guard<std::mutex> guard{r.mtx};
+  if (auto i = r.loggers.find(component); i != r.loggers.end())
+    return i->second;
+  r.ensure_sink();
+  auto lg = std::make_shared<spdlog::logger>(component, r.sink);
+  lg->set_level(r.level);
+  // A crash must not eat the lines that explain it.
+  lg->flush_on(spdlog::level::trace);
+  r.loggers.emplace(component, lg);
+  return lg;
+}
+
+const std::string& current_request_id() {
+  return tl_request_id;
+}
+
+request_scope::request_scope(std::string id) : previous_(std::move(tl_request_id)) {
+  tl_request_id = std::move(id);
+}
+
+request_scope::~request_scope() {
+  tl_request_id = std::move(previous_);
+}
+
+void append_json_escaped(std::string& out, std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 0xf];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+}
+
+} // namespace troupe::logging

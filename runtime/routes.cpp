@@ -1,0 +1,168 @@
+#include "runtime/routes.hpp"
+
+#include <charconv>
+#include <chrono>
+
+#include <caf/actor_system.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actors/event_bus.hpp"
+#include "actors/event_stream.hpp"
+#include "actors/names.hpp"
+#include "persistence/lmdb_env.hpp"
+#include "runtime/logging.hpp"
+#include "troupe/build_info.hpp"
+
+namespace troupe {
+
+using nlohmann::json;
+
+namespace {
+
+/// Parses an unsigned query parameter; nullopt and a 400 reply if invalid.
+std::optional<uint64_t> uint_param(const http::exchange_ptr& ex, const std::string& name,
+                                   uint64_t fallback, uint64_t max) {
+  auto raw = ex->req().param(name);
+  if (!raw)
+    return fallback;
+  uint64_t value = 0;
+  auto [ptr, err] = std::from_chars(raw->data(), raw->data() + raw->size(), value);
+  if (err != std::errc{} || ptr != raw->data() + raw->size() || value > max) {
+    ex->reply(http::response::error(400, "invalid_parameter",
+                                    name + " must be an integer between 0 and "
+                                      + std::to_string(max) + ", got \"" + *raw + "\"",
+                                    name));
+    return std::nullopt;
+  }
+  return value;
+}
+
+bool wants_sse(const http::request& req) {
+  return req.header("accept").find("text/event-stream") != std::string::npos
+         || req.param("stream").value_or("") == "true";
+}
+
+void get_events(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
+  auto& req = ex->req();
+  if (wants_sse(req)) {
+    std::optional<uint64_t> last;
+    auto& header = req.header("last-event-id");
+    auto raw = !header.empty() ? std::optional<std::string>{header} : req.param("last_event_id");
+    if (raw) {
+      uint64_t v = 0;
+      auto [ptr, err] = std::from_chars(raw->data(), raw->data() + raw->size(), v);
+      if (err != std::errc{} || ptr != raw->data() + raw->size()) {
+        ex->reply(http::response::error(400, "invalid_parameter",
+                                        "Last-Event-ID must be an event sequence number",
+                                        "Last-Event-ID"));
+        return;
+      }
+      last = v;
+    }
+    auto stream = ex->stream();
+    ctx->sys->spawn(event_stream, stream, ctx->env, last);
+    return;
+  }
+  auto since = uint_param(ex, "since", 0, UINT64_MAX);
+  if (!since)
+    return;
+  auto limit = uint_param(ex, "limit", 100, 1000);
+  if (!limit)
+    return;
+  auto events = read_events(*ctx->env, *since, *limit);
+  std::string body = "{\"events\":[";
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (i > 0)
+      body += ',';
+    body += to_json(events[i]);
+  }
+  body += "],\"next_since\":";
+  body += std::to_string(events.empty() ? *since : events.back().seq);
+  body += '}';
+  ex->reply(http::response::json(200, std::move(body)));
+}
+
+void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
+  if (ctx->stopping()) {
+    ex->reply(http::response::json(
+      503, R"({"status":"not_ready","reason":"shutting down","checks":{}})"));
+    return;
+  }
+  auto started = std::chrono::steady_clock::now();
+  auto rid = logging::current_request_id();
+  caf::anon_send(ctx->bridge(), bridge_task{[ctx, ex, started, rid](http_bridge_actor::pointer self) {
+    auto store = lookup<store_actor>(self->system(), names::store);
+    auto fail = [ex](const std::string& why) {
+      json body{{"status", "not_ready"},
+                {"checks", {{"store", {{"status", "failing"}, {"error", why}}}}}};
+      ex->reply(http::response::json(503, body.dump()));
+    };
+    if (!store) {
+      fail("store actor is not running (restarting?)");
+      return;
+    }
+    self->request(store, std::chrono::seconds(2), flush_atom::value)
+      .then(
+        [ctx, ex, started](ok_atom) {
+          auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now()
+                                                             - started)
+                      .count();
+          json store_check{{"status", "ok"}, {"latency_ms", ms}};
+          try {
+            ctx->env->read([](persistence::txn& t) { return t.get("meta", "schema_version"); });
+          } catch (const std::exception& e) {
+            json body{{"status", "not_ready"},
+                      {"checks", {{"store", {{"status", "failing"}, {"error", e.what()}}}}}};
+            ex->reply(http::response::json(503, body.dump()));
+            return;
+          }
+          json body{{"status", "ready"}, {"checks", {{"store", store_check}}}};
+          ex->reply(http::response::json(200, body.dump()));
+        },
+        [fail, rid](caf::error& err) {
+          logging::request_scope scope{rid};
+          logging::get("http")->warn("readiness: store check failed: {}", caf::to_string(err));
+          fail(caf::to_string(err));
+        });
+  }});
+}
+
+} // namespace
+
+void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx) {
+  r.add("GET", "/healthz", [](const http::exchange_ptr& ex) {
+    ex->reply(http::response::json(200, R"({"status":"ok"})"));
+  });
+  r.add("GET", "/readyz", [ctx](const http::exchange_ptr& ex) { get_readyz(ctx, ex); });
+  r.add("GET", "/version", [](const http::exchange_ptr& ex) {
+    json body{{"version", build_info::version},
+              {"git_sha", build_info::git_sha},
+              {"build_type", build_info::build_type},
+              {"schema_version", persistence::schema_version},
+              {"caf", "0.17.6"},
+              {"boost", "1.81"}};
+    ex->reply(http::response::json(200, body.dump()));
+  });
+  r.add("GET", "/events", [ctx](const http::exchange_ptr& ex) { get_events(ctx, ex); });
+  if (ctx->cfg->debug.fault_injection) {
+    r.add("POST", "/debug/crash/{actor}", [ctx](const http::exchange_ptr& ex) {
+      auto& name = ex->req().params.at("actor");
+      if (name.size() > 10) {
+        ex->reply(http::response::error(404, "not_found", "no actor named " + name, "actor"));
+        return;
+      }
+      auto hdl = ctx->sys->registry().get(caf::atom_from_string(name));
+      if (!hdl) {
+        ex->reply(http::response::error(404, "not_found", "no running actor named " + name, "actor"));
+        return;
+      }
+      logging::get("debug")->warn("fault injection: killing {}", name);
+      caf::anon_send_exit(hdl, caf::exit_reason::kill);
+      ex->reply(http::response::json(202, json{{"crashed", name}}.dump()));
+    });
+  }
+}
+
+} // namespace troupe

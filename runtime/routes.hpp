@@ -1,0 +1,32 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include <caf/fwd.hpp>
+
+#include "actors/interfaces.hpp"
+#include "http/router.hpp"
+#include "runtime/config.hpp"
+
+namespace troupe {
+
+namespace persistence {
+class lmdb_env;
+}
+
+/// What HTTP handlers may use of the node.
+struct node_context {
+  caf::actor_system* sys = nullptr;
+  std::shared_ptr<persistence::lmdb_env> env;
+  const config* cfg = nullptr;
+  /// A bridge actor to run typed requests from (round robin).
+  std::function<http_bridge_actor()> bridge;
+  /// True once shutdown began.
+  std::function<bool()> stopping;
+};
+
+/// Health, readiness, version, events and (if enabled) fault injection.
+void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx);
+
+} // namespace troupe

@@ -1,0 +1,310 @@
+#include "runtime/runtime.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <csignal>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actors/event_bus.hpp"
+#include "actors/http_bridge.hpp"
+#include "actors/names.hpp"
+#include "actors/node_supervisor.hpp"
+#include "actors/store.hpp"
+#include "http/server.hpp"
+#include "persistence/lmdb_env.hpp"
+#include "runtime/logging.hpp"
+#include "runtime/routes.hpp"
+#include "troupe/build_info.hpp"
+
+namespace troupe {
+
+namespace {
+
+struct node_system_config : caf::actor_system_config {
+  node_system_config() {
+    add_troupe_types(*this);
+  }
+};
+
+/// Holds an exclusive flock on DATA_DIR/LOCK for the life of the node, so two
+/// daemons never share a data dir.
+class data_dir_lock {
+public:
+  explicit data_dir_lock(const std::string& dir) {
+    auto path = dir + "/LOCK";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0)
+      throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char buf[32] = {};
+      auto n = ::pread(fd_, buf, sizeof(buf) - 1, 0);
+      ::close(fd_);
+      throw std::runtime_error("data dir " + dir + " is in use by another troupe process"
+                               + (n > 0 ? std::string{" (pid "} + buf + ")" : std::string{}));
+    }
+    auto pid = std::to_string(::getpid());
+    if (::ftruncate(fd_, 0) == 0)
+      (void) !::pwrite(fd_, pid.data(), pid.size(), 0);
+  }
+  ~data_dir_lock() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+  data_dir_lock(const data_dir_lock&) = delete;
+  data_dir_lock& operator=(const data_dir_lock&) = delete;
+
+private:
+  int fd_ = -1;
+};
+
+} // namespace
+
+struct runtime::impl {
+  explicit impl(config c) : cfg(std::move(c)) {}
+
+  config cfg;
+  std::string address;
+  std::unique_ptr<data_dir_lock> lock;
+  std::shared_ptr<persistence::lmdb_env> env;
+  std::unique_ptr<node_system_config> sys_cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  node_supervisor_actor supervisor;
+  std::vector<http_bridge_actor> bridges;
+  std::atomic<size_t> next_bridge{0};
+  std::unique_ptr<http::server> server;
+  std::shared_ptr<spdlog::logger> log = logging::get("node");
+
+  std::mutex mtx;
+  std::condition_variable cv;
+  bool stop_requested = false;
+  int exit_code = 0;
+  std::string stop_reason;
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> started{false};
+  std::atomic<bool> supervisor_alive{false};
+
+  /// Publishes an event and waits for its commit (main thread only).
+  bool publish(const std::string& type, const nlohmann::json& data) {
+    auto bus = lookup<event_bus_actor>(*sys, names::event_bus);
+    if (!bus)
+      return false;
+    caf::scoped_actor self{*sys};
+    bool ok = false;
+    self->request(bus, std::chrono::seconds(10), publish_atom::value, make_event(type, data.dump()))
+      .receive([&](uint64_t) { ok = true; },
+               [&](caf::error& err) {
+                 log->error("could not publish {}: {}", type, caf::to_string(err));
+               });
+    return ok;
+  }
+};
+
+runtime::runtime(config cfg) : impl_(std::make_unique<impl>(std::move(cfg))) {
+}
+
+runtime::~runtime() {
+  if (impl_->started && !impl_->stopping) {
+    request_stop(0, "runtime destroyed");
+    run_until_stopped();
+  }
+  // Actors hold the environment: the system goes first.
+  impl_->server.reset();
+  impl_->sys.reset();
+  impl_->env.reset();
+}
+
+void runtime::start() {
+  auto& d = *impl_;
+  auto& cfg = d.cfg;
+  logging::setup(cfg.log.level, cfg.log.format);
+  // Bind first: the first log line names the bound address (port 0 → any).
+  auto ctx = std::make_shared<node_context>();
+  ctx->cfg = &d.cfg;
+  auto routes = std::make_shared<http::router>();
+  add_node_routes(*routes, ctx);
+  http::server_options opts;
+  opts.io_threads = cfg.http.io_threads;
+  opts.body_limit = cfg.http.max_body_bytes;
+  opts.request_timeout = cfg.http.request_timeout;
+  opts.sse_ping_interval = cfg.http.sse_ping_interval;
+  opts.sse_queue_limit = static_cast<size_t>(cfg.http.sse_queue_limit);
+  d.server = std::make_unique<http::server>(opts, routes);
+  d.address = d.server->bind(cfg.listen_host(), cfg.listen_port());
+  d.log->info("listening on {}", d.address);
+  // Storage.
+  std::error_code fs_err;
+  std::filesystem::create_directories(cfg.data_dir, fs_err);
+  if (fs_err)
+    throw std::runtime_error("cannot create data dir " + cfg.data_dir + ": " + fs_err.message());
+  d.lock = std::make_unique<data_dir_lock>(cfg.data_dir);
+  d.env = persistence::lmdb_env::open(cfg.data_dir + "/store", cfg.store.map_size_bytes);
+  d.log->info("store opened at {}/store (schema version {})", cfg.data_dir,
+              persistence::schema_version);
+  // Actors.
+  d.sys_cfg = std::make_unique<node_system_config>();
+  d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
+  auto env = d.env;
+  auto node_name = cfg.node_name;
+  std::vector<child_spec> children{
+    {"store",
+     [env](caf::actor_system& sys) {
+       // Detached: LMDB commits fsync and must not stall a scheduler thread.
+       return caf::actor_cast<caf::actor>(sys.spawn<caf::detached>(store, env));
+     }},
+    {"event_bus",
+     [node_name](caf::actor_system& sys) {
+       return caf::actor_cast<caf::actor>(sys.spawn(event_bus, node_name));
+     }},
+  };
+  d.supervisor = d.sys->spawn(node_supervisor, cfg.supervisor, std::move(children));
+  d.supervisor_alive = true;
+  {
+    // The supervisor answers once it has started (and registered) its children.
+    caf::scoped_actor self{*d.sys};
+    self->request(d.supervisor, std::chrono::seconds(10), status_atom::value)
+      .receive([](std::string&) {},
+               [](caf::error& err) {
+                 throw std::runtime_error("node supervisor did not start: " + caf::to_string(err));
+               });
+  }
+  auto* raw = impl_.get();
+  caf::actor_cast<caf::abstract_actor*>(d.supervisor)->attach_functor([raw](const caf::error& reason) {
+    raw->supervisor_alive = false;
+    if (reason && reason != caf::exit_reason::normal) {
+      std::unique_lock<std::mutex> guard{raw->mtx};
+      if (!raw->stop_requested) {
+        raw->stop_requested = true;
+        raw->exit_code = exit_escalated;
+        raw->stop_reason = "node supervisor gave up: " + caf::to_string(reason);
+        raw->cv.notify_all();
+      }
+    }
+  });
+  for (int i = 0; i < cfg.http.io_threads; ++i)
+    d.bridges.push_back(d.sys->spawn(http_bridge));
+  ctx->sys = d.sys.get();
+  ctx->env = d.env;
+  ctx->bridge = [raw] { return raw->bridges[raw->next_bridge++ % raw->bridges.size()]; };
+  ctx->stopping = [raw] { return raw->stopping.load(); };
+  d.server->start();
+  d.started = true;
+  nlohmann::json data{{"address", d.address},
+                      {"pid", ::getpid()},
+                      {"version", build_info::version},
+                      {"data_dir", cfg.data_dir}};
+  if (!d.publish("node.started", data))
+    throw std::runtime_error("could not record the node.started event in the store");
+  d.log->info("node {} started (troupe {}, pid {})", cfg.node_name, build_info::version,
+              ::getpid());
+}
+
+const std::string& runtime::address() const {
+  return impl_->address;
+}
+
+void runtime::request_stop(int exit_code, std::string reason) {
+  std::unique_lock<std::mutex> guard{impl_->mtx};
+  if (impl_->stop_requested)
+    return;
+  impl_->stop_requested = true;
+  impl_->exit_code = exit_code;
+  impl_->stop_reason = std::move(reason);
+  impl_->cv.notify_all();
+}
+
+int runtime::run_until_stopped() {
+  auto& d = *impl_;
+  {
+    std::unique_lock<std::mutex> guard{d.mtx};
+    d.cv.wait(guard, [&] { return d.stop_requested; });
+  }
+  if (d.stopping.exchange(true))
+    return d.exit_code;
+  if (d.exit_code == 0)
+    d.log->info("shutting down: {}", d.stop_reason);
+  else
+    d.log->error("shutting down: {}", d.stop_reason);
+  if (d.supervisor_alive)
+    d.publish("node.shutting_down", nlohmann::json{{"reason", d.stop_reason}});
+  // Stop taking requests and let in-flight ones finish while actors still run.
+  if (d.server)
+    d.server->stop(d.cfg.http.shutdown_grace);
+  if (d.supervisor_alive) {
+    caf::scoped_actor self{*d.sys};
+    self->request(d.supervisor, std::chrono::seconds(30), shutdown_atom::value)
+      .receive([](ok_atom) {},
+               [&](caf::error& err) {
+                 d.log->error("supervisor shutdown failed: {}", caf::to_string(err));
+               });
+  }
+  for (auto& b : d.bridges)
+    caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
+  d.bridges.clear();
+  if (d.supervisor)
+    caf::anon_send_exit(d.supervisor, caf::exit_reason::user_shutdown);
+  d.supervisor = nullptr;
+  d.log->info("stopped (exit code {})", d.exit_code);
+  return d.exit_code;
+}
+
+bool runtime::ready() const {
+  return impl_->started && !impl_->stopping && impl_->supervisor_alive;
+}
+
+caf::actor_system& runtime::system() {
+  return *impl_->sys;
+}
+
+const config& runtime::cfg() const {
+  return impl_->cfg;
+}
+
+const std::shared_ptr<persistence::lmdb_env>& runtime::env() const {
+  return impl_->env;
+}
+
+void block_stop_signals() {
+  std::signal(SIGPIPE, SIG_IGN);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void handle_stop_signals(runtime& rt) {
+  std::thread([&rt] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    int received = 0;
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0)
+        continue;
+      auto name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+      if (++received == 1) {
+        rt.request_stop(0, std::string{"received "} + name);
+      } else {
+        logging::get("node")->warn("second {} received: exiting immediately", name);
+        std::_Exit(1);
+      }
+    }
+  }).detach();
+}
+
+} // namespace troupe

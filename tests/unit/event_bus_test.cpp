@@ -1,0 +1,2 @@
+#define CAF_SUITE event_bus
+#include "support/dsl.hpp"

@@ -1,0 +1,2 @@
+#define CAF_SUITE node_supervisor
+#include "support/dsl.hpp"

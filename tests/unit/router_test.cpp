@@ -1,0 +1,2 @@
+#define CAF_SUITE router
+#include "support/dsl.hpp"

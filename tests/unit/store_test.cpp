@@ -1,0 +1,2 @@
+#define CAF_SUITE store
+#include "support/dsl.hpp"
