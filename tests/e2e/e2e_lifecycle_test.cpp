@@ -63,7 +63,7 @@ void check_event_framing(const sse_event& ev) {
 
 } // namespace
 
-CAF_TEST(SIGTERM announces shutting down on SSE and exits 0) {
+CAF_TEST(a TERM signal announces shutting down on SSE and exits 0) {
   e2e::daemon node;
   auto replay = replay_all(node.port());
   CAF_REQUIRE_EQUAL(replay.status(), 200);

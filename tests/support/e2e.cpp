@@ -501,10 +501,18 @@ daemon::daemon(daemon_options opts) : state_(std::make_unique<state>()) {
     [](const std::string& l) { return listening_port(l).has_value(); },
     deadline, 0);
   if (!line) {
-    std::string why = "troupe did not log 'listening on 127.0.0.1:PORT' within "
-                      + std::to_string(opts.startup_timeout.count()) + " ms";
-    if (st.reap_nonblocking())
-      why += " (" + st.status->to_string() + ")";
+    // The end of output usually means the process is exiting.
+    if (st.log.wait_eof(steady::now()))
+      st.status = poll_exit(st.pid, steady::now() + 2s);
+    else
+      st.reap_nonblocking();
+    std::string why;
+    if (st.status)
+      why = "troupe exited (" + st.status->to_string()
+            + ") before logging 'listening on 127.0.0.1:PORT'";
+    else
+      why = "troupe did not log 'listening on 127.0.0.1:PORT' within "
+            + std::to_string(opts.startup_timeout.count()) + " ms";
     throw std::runtime_error(why + "; output:\n" + join_lines(st.log.lines()));
   }
   st.port = *listening_port(*line);
