@@ -124,6 +124,13 @@ event_bus_actor::behavior_type event_bus(event_bus_actor::stateful_pointer<event
       auto& subs = self->state.subscribers;
       subs.erase(std::remove(subs.begin(), subs.end(), sub), subs.end());
     },
+    [self](shutdown_atom) -> caf::result<ok_atom> {
+      if (self->state.in_flight == 0)
+        return ok_atom::value;
+      auto rp = self->make_response_promise<ok_atom>();
+      self->state.flush_waiters.push_back(rp);
+      return rp;
+    },
     [self](flush_atom) -> caf::result<ok_atom> {
       if (self->state.in_flight == 0)
         return ok_atom::value;

@@ -95,6 +95,54 @@ typename Inspector::result_type inspect(Inspector& f, write_result& x) {
   return f(caf::meta::type_name("write_result"), x.appended);
 }
 
+/// One persisted output line of a job.
+struct log_line {
+  uint64_t seq = 0;
+  int64_t ts_ns = 0;
+  /// 1 = stdout, 2 = stderr.
+  uint8_t stream = 1;
+  std::string line;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, log_line& x) {
+  return f(caf::meta::type_name("log_line"), x.seq, x.ts_ns, x.stream, x.line);
+}
+
+/// What a job's live subscribers receive: new persisted lines and/or a
+/// status change; `complete` marks the last update of the job.
+struct job_update {
+  std::string job_id;
+  std::vector<log_line> lines;
+  /// Set when the status changed with this update.
+  std::string status;
+  int32_t attempt = 0;
+  bool complete = false;
+  bool success = false;
+  /// -1 when the process did not exit normally.
+  int32_t exit_code = -1;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, job_update& x) {
+  return f(caf::meta::type_name("job_update"), x.job_id, x.lines, x.status, x.attempt,
+           x.complete, x.success, x.exit_code);
+}
+
+/// Lines read from a job's pipe by the process io thread.
+struct proc_output {
+  uint8_t stream = 1;
+  int64_t ts_ns = 0;
+  std::vector<std::string> lines;
+  /// The pipe reached end of file with this batch.
+  bool eof = false;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, proc_output& x) {
+  return f(caf::meta::type_name("proc_output"), x.stream, x.ts_ns, x.lines, x.eof);
+}
+
 } // namespace troupe
 
 CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
@@ -103,6 +151,9 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::write_op))
   CAF_ADD_TYPE_ID(troupe, (troupe::write_batch))
   CAF_ADD_TYPE_ID(troupe, (troupe::write_result))
+  CAF_ADD_TYPE_ID(troupe, (troupe::log_line))
+  CAF_ADD_TYPE_ID(troupe, (troupe::job_update))
+  CAF_ADD_TYPE_ID(troupe, (troupe::proc_output))
 
   // CAF already defines get, put, flush, ping, publish, subscribe, ok …
   CAF_ADD_ATOM(troupe, troupe, write_atom, "write")
@@ -111,6 +162,16 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_ATOM(troupe, troupe, shutdown_atom, "shutdown")
   CAF_ADD_ATOM(troupe, troupe, commit_atom, "commit")
   CAF_ADD_ATOM(troupe, troupe, restart_atom, "restart")
+  CAF_ADD_ATOM(troupe, troupe, submit_atom, "submit")
+  CAF_ADD_ATOM(troupe, troupe, cancel_atom, "cancel")
+  CAF_ADD_ATOM(troupe, troupe, exited_atom, "exited")
+  CAF_ADD_ATOM(troupe, troupe, kill_atom, "kill")
+  CAF_ADD_ATOM(troupe, troupe, done_atom, "done")
+  CAF_ADD_ATOM(troupe, troupe, started_atom, "started")
+  CAF_ADD_ATOM(troupe, troupe, replay_atom, "replay")
+  CAF_ADD_ATOM(troupe, troupe, deferred_atom, "deferred")
+  CAF_ADD_ATOM(troupe, troupe, requeue_atom, "requeue")
+  CAF_ADD_ATOM(troupe, troupe, sweep_atom, "sweep")
 
 CAF_END_TYPE_ID_BLOCK(troupe)
 
@@ -123,6 +184,7 @@ using caf::get_atom;
 using caf::ok_atom;
 using caf::publish_atom;
 using caf::subscribe_atom;
+using caf::timeout_atom;
 
 // -- store ---------------------------------------------------------------------
 
@@ -133,6 +195,8 @@ using store_actor = caf::typed_actor<
   caf::replies_to<write_atom, write_batch>::with<write_result>,
   // Answers once every write queued before it is committed (readiness probe).
   caf::replies_to<flush_atom>::with<ok_atom>,
+  // Prepares to stop: commits what is queued, then answers.
+  caf::replies_to<shutdown_atom>::with<ok_atom>,
   // Internal: commits the queued writes in one transaction (sent to itself).
   caf::reacts_to<commit_atom>>;
 
@@ -152,7 +216,65 @@ using event_bus_actor = caf::typed_actor<
   // Removes a subscriber.
   caf::reacts_to<unsub_atom, event_subscriber_actor>,
   // Answers once every publish accepted before it is delivered or failed.
-  caf::replies_to<flush_atom>::with<ok_atom>>;
+  caf::replies_to<flush_atom>::with<ok_atom>,
+  // Prepares to stop: answers once publishes in flight are done.
+  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+
+// -- jobs ------------------------------------------------------------------------
+
+/// Receives a job's lines and status changes as they are persisted.
+using job_subscriber_actor = caf::typed_actor<
+  // Delivers new lines and/or a status change of one job.
+  caf::reacts_to<job_update>>;
+
+/// Feeds one SSE client of a job's log (GET /jobs/{id}/stream).
+using job_stream_actor = job_subscriber_actor::extend<
+  // Internal: continues replaying stored lines once the client caught up.
+  caf::reacts_to<replay_atom>>;
+
+/// One running attempt of a job: its process, pipes, timeout and cancel.
+using job_actor = caf::typed_actor<
+  // Lines read from the process (from the process io thread).
+  caf::reacts_to<proc_output>,
+  // The process ended: exit code (or -1) and terminating signal (or 0).
+  caf::reacts_to<exited_atom, int32_t, int32_t>,
+  // Cancels: SIGTERM to the process group, SIGKILL after the grace.
+  caf::replies_to<cancel_atom>::with<ok_atom>,
+  // Internal: the timeout passed.
+  caf::reacts_to<timeout_atom>,
+  // Internal: the grace after SIGTERM passed.
+  caf::reacts_to<kill_atom>,
+  // Internal: runs deferred step N (a store write retried while the store
+  // restarts under its supervisor).
+  caf::reacts_to<deferred_atom, uint64_t>,
+  // Adds a live subscriber; replies with the highest seq persisted so far.
+  caf::replies_to<subscribe_atom, job_subscriber_actor>::with<uint64_t>,
+  // Node shutdown: stops the process; the attempt ends as interrupted.
+  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+
+/// Owns the queue: priority then FIFO, concurrency slots, retries, recovery,
+/// retention.
+using job_controller_actor = caf::typed_actor<
+  // Stores a new job (record JSON) as queued; replies with its id once committed.
+  caf::replies_to<submit_atom, std::string>::with<std::string>,
+  // Cancels a queued or running job; replies with the resulting status.
+  caf::replies_to<cancel_atom, std::string>::with<std::string>,
+  // Subscribes to a job's live updates (held until a queued job starts);
+  // replies with the highest seq persisted so far once registered.
+  caf::replies_to<subscribe_atom, std::string, job_subscriber_actor>::with<uint64_t>,
+  // Queue depth, slots and job counts by state, as JSON.
+  caf::replies_to<status_atom>::with<std::string>,
+  // From a job actor: its process started and `running` is committed.
+  caf::reacts_to<started_atom, std::string>,
+  // From a job actor: its attempt ended with this status; `true` if it was
+  // re-queued for a retry (its subscribers are handed back).
+  caf::reacts_to<done_atom, std::string, std::string, bool, std::vector<job_subscriber_actor>>,
+  // Internal: a retried job's backoff passed.
+  caf::reacts_to<requeue_atom, std::string>,
+  // Internal: the periodic workspace/retention sweep.
+  caf::reacts_to<sweep_atom>,
+  // Node shutdown: stops running jobs and answers once they are recorded.
+  caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
 // -- node supervisor -------------------------------------------------------------
 

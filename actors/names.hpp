@@ -15,6 +15,7 @@ namespace names {
 
 inline constexpr caf::atom_value store = caf::atom("store");
 inline constexpr caf::atom_value event_bus = caf::atom("event_bus");
+inline constexpr caf::atom_value jobs = caf::atom("jobs");
 
 } // namespace names
 

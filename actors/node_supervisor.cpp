@@ -130,8 +130,8 @@ node_supervisor(node_supervisor_actor::stateful_pointer<node_supervisor_state> s
       auto& st = self->state;
       st.shutting_down = true;
       auto rp = self->make_response_promise<ok_atom>();
-      // Stop children one at a time, last started first; each gets a chance
-      // to flush (the store commits queued writes) before it exits.
+      // Stop children one at a time, last started first; each is asked to
+      // prepare (jobs stop, the store commits queued writes) before it exits.
       auto stop_next = std::make_shared<std::function<void()>>();
       *stop_next = [self, rp, stop_next]() mutable {
         auto& children = self->state.children;
@@ -146,7 +146,7 @@ node_supervisor(node_supervisor_actor::stateful_pointer<node_supervisor_state> s
         auto child = i->handle;
         i->handle = nullptr;
         self->system().registry().erase(caf::atom_from_string(i->spec.name));
-        self->request(child, std::chrono::seconds(10), flush_atom::value)
+        self->request(child, std::chrono::seconds(30), shutdown_atom::value)
           .then(
             [self, child, stop_next](ok_atom) {
               self->send_exit(child, caf::exit_reason::user_shutdown);

@@ -98,6 +98,10 @@ store_actor::behavior_type store(store_actor::stateful_pointer<store_state> self
       schedule_commit(self);
       return rp;
     },
+    [self](shutdown_atom) -> ok_atom {
+      commit_queue(self);
+      return ok_atom::value;
+    },
     [self](commit_atom) { commit_queue(self); },
   };
 }

@@ -56,6 +56,9 @@ public:
   /// Ends the stream after the queued events are written.
   virtual void close() = 0;
   virtual bool closed() const = 0;
+  /// Events queued but not yet written (producers replaying history pace
+  /// themselves with it).
+  virtual size_t backlog() const = 0;
   /// Runs `fn` once when the stream closes (immediately if it already did).
   virtual void on_close(std::function<void()> fn) = 0;
 };

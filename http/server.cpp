@@ -164,6 +164,7 @@ public:
   bool comment(std::string_view text) override;
   void close() override;
   bool closed() const override { return closed_.load(); }
+  size_t backlog() const override { return queued_.load(); }
   void on_close(std::function<void()> fn) override {
     {
       std::lock_guard<std::mutex> guard{mtx_};

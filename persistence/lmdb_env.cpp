@@ -120,6 +120,31 @@ void txn::scan(const std::string& table, std::string_view from,
     check(rc, "mdb_cursor_get");
 }
 
+void txn::scan_reverse(const std::string& table, std::string_view before,
+                       const std::function<bool(std::string_view, std::string_view)>& fn) const {
+  MDB_cursor* cur = nullptr;
+  check(mdb_cursor_open(txn_, env_.dbi(table), &cur), "mdb_cursor_open");
+  std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> guard{cur, mdb_cursor_close};
+  MDB_val k, v;
+  int rc;
+  if (before.empty()) {
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+  } else {
+    k = to_val(before);
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    // SET_RANGE lands on the first key >= before: step back once.
+    rc = rc == MDB_SUCCESS ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+                           : mdb_cursor_get(cur, &k, &v, MDB_LAST);
+  }
+  while (rc == MDB_SUCCESS) {
+    if (!fn(from_val(k), from_val(v)))
+      return;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+  }
+  if (rc != MDB_NOTFOUND)
+    check(rc, "mdb_cursor_get");
+}
+
 void txn::commit() {
   auto rc = mdb_txn_commit(txn_);
   txn_ = nullptr;

@@ -23,7 +23,7 @@ inline constexpr uint32_t schema_version = 1;
 
 /// Tables (LMDB named databases) of the current schema.
 inline const std::vector<std::string>& tables() {
-  static const std::vector<std::string> xs{"meta", "events"};
+  static const std::vector<std::string> xs{"meta", "events", "jobs", "job_logs"};
   return xs;
 }
 
@@ -63,6 +63,10 @@ public:
   /// Visits entries with key >= `from` in order until `fn` returns false.
   void scan(const std::string& table, std::string_view from,
             const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
+  /// Visits entries with key < `before` (all if empty) from the last down,
+  /// until `fn` returns false.
+  void scan_reverse(const std::string& table, std::string_view before,
+                    const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
   void commit();
   MDB_txn* raw() const noexcept { return txn_; }
 

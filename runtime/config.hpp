@@ -65,6 +65,27 @@ struct supervisor_config {
 struct jobs_config {
   /// Jobs running at once on this node (>= 1; default: number of cores).
   int concurrency = 1;
+  /// Shell command of the seed endpoints (/submit*) and of specs without one.
+  std::string default_command =
+    "if [ -f Makefile ] || [ -f makefile ] || [ -f GNUmakefile ]; then exec make test; "
+    "else exec ./ci.sh; fi";
+  /// SIGTERM → SIGKILL grace when a job is cancelled or times out.
+  std::chrono::milliseconds cancel_grace{10'000};
+  /// Retry backoff: initial delay, doubled per attempt, capped.
+  std::chrono::milliseconds retry_backoff_initial{1'000};
+  std::chrono::milliseconds retry_backoff_max{300'000};
+  /// How long a finished job's workspace is kept.
+  std::chrono::milliseconds workspace_retention{3'600'000};
+  /// How long job records and logs are kept after the job ended.
+  std::chrono::milliseconds retention{7ll * 24 * 3'600'000};
+  /// Interval of the retention sweep.
+  std::chrono::milliseconds sweep_interval{60'000};
+  /// Longer output lines are split into pieces of this size.
+  uint64_t max_line_bytes = 64 * 1024;
+  /// Upload limits for project archives.
+  uint64_t max_archive_bytes = 256ull << 20;
+  int max_archive_entries = 100'000;
+  uint64_t max_expanded_bytes = 2ull << 30;
 };
 
 struct debug_config {

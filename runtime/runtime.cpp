@@ -20,12 +20,16 @@
 
 #include "actors/event_bus.hpp"
 #include "actors/http_bridge.hpp"
+#include "actors/job.hpp"
+#include "actors/job_controller.hpp"
 #include "actors/names.hpp"
 #include "actors/node_supervisor.hpp"
 #include "actors/store.hpp"
 #include "http/server.hpp"
 #include "persistence/lmdb_env.hpp"
 #include "runtime/logging.hpp"
+#include "runtime/job_routes.hpp"
+#include "runtime/process.hpp"
 #include "runtime/routes.hpp"
 #include "troupe/build_info.hpp"
 
@@ -79,6 +83,7 @@ struct runtime::impl {
   std::string address;
   std::unique_ptr<data_dir_lock> lock;
   std::shared_ptr<persistence::lmdb_env> env;
+  std::shared_ptr<process::io> proc_io;
   std::unique_ptr<node_system_config> sys_cfg;
   std::unique_ptr<caf::actor_system> sys;
   node_supervisor_actor supervisor;
@@ -123,6 +128,7 @@ runtime::~runtime() {
   // Actors hold the environment: the system goes first.
   impl_->server.reset();
   impl_->sys.reset();
+  impl_->proc_io.reset();
   impl_->env.reset();
 }
 
@@ -135,6 +141,7 @@ void runtime::start() {
   ctx->cfg = &d.cfg;
   auto routes = std::make_shared<http::router>();
   add_node_routes(*routes, ctx);
+  add_job_routes(*routes, ctx);
   http::server_options opts;
   opts.io_threads = cfg.http.io_threads;
   opts.body_limit = cfg.http.max_body_bytes;
@@ -153,6 +160,18 @@ void runtime::start() {
   d.env = persistence::lmdb_env::open(cfg.data_dir + "/store", cfg.store.map_size_bytes);
   d.log->info("store opened at {}/store (schema version {})", cfg.data_dir,
               persistence::schema_version);
+  std::filesystem::create_directories(cfg.data_dir + "/workspaces", fs_err);
+  if (fs_err)
+    throw std::runtime_error("cannot create " + cfg.data_dir + "/workspaces: " + fs_err.message());
+  d.proc_io = std::make_shared<process::io>();
+  auto jobs_ctx = std::make_shared<job_env>();
+  jobs_ctx->env = d.env;
+  jobs_ctx->io = d.proc_io;
+  jobs_ctx->cfg = cfg.jobs;
+  jobs_ctx->node_name = cfg.node_name;
+  for (auto& kv : process_environment())
+    if (kv.rfind("TROUPE_", 0) != 0)
+      jobs_ctx->base_env.push_back(kv);
   // Actors.
   d.sys_cfg = std::make_unique<node_system_config>();
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
@@ -167,6 +186,11 @@ void runtime::start() {
     {"event_bus",
      [node_name](caf::actor_system& sys) {
        return caf::actor_cast<caf::actor>(sys.spawn(event_bus, node_name));
+     }},
+    {"jobs",
+     [jobs_ctx](caf::actor_system& sys) {
+       return caf::actor_cast<caf::actor>(
+         sys.spawn(job_controller, std::shared_ptr<const job_env>{jobs_ctx}));
      }},
   };
   d.supervisor = d.sys->spawn(node_supervisor, cfg.supervisor, std::move(children));

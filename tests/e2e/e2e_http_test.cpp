@@ -158,6 +158,8 @@ CAF_TEST(pipelined requests are answered in order) {
 }
 
 CAF_TEST(events lists node.started with seq and timestamp) {
+  // The daemon may log "listening" before node.started is committed.
+  CAF_REQUIRE(wait_for_event(port, "node.started").has_value());
   auto res = get(port, "/events");
   CAF_REQUIRE_EQUAL(res.status, 200);
   CAF_CHECK(is_json(res));

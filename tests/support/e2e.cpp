@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
@@ -255,11 +256,9 @@ public:
       for (; i < lines_.size(); ++i)
         if (pred(lines_[i]))
           return lines_[i];
-      if (eof_)
-        return std::nullopt;
-      if (cv_.wait_until(guard, deadline) == std::cv_status::timeout
-          && i == lines_.size())
-        return std::nullopt;
+      auto more = [&] { return eof_ || lines_.size() > i; };
+      if (!cv_.wait_until(guard, deadline, more) || lines_.size() <= i)
+        return std::nullopt; // timeout, or end of output with nothing new
     }
   }
 
@@ -443,8 +442,8 @@ run_result run_troupe(const std::vector<std::string>& args,
 // -- daemon -------------------------------------------------------------------
 
 struct daemon::state {
-  // Declaration order matters: on destruction the process dies first, then
-  // the reader drains and stops, then the directories go.
+  // The destructor kills the process and stops the reader; only then do the
+  // members go, the directories last (the reader writes into `log`).
   std::unique_ptr<scratch_dir> cwd;
   std::unique_ptr<scratch_dir> owned_data_dir;
   std::string data_dir;
@@ -558,7 +557,7 @@ std::optional<exit_status> daemon::wait_exit(duration timeout) {
     st.status = poll_exit(st.pid, deadline);
   if (st.status) {
     // Lines written just before exit may still sit in the pipe.
-    st.log.wait_eof(std::max(deadline, steady::now() + 2s));
+    st.log.wait_eof(steady::now() + 2s);
   }
   return st.status;
 }
@@ -1107,6 +1106,14 @@ sse_stream open_sse(uint16_t port, const std::string& target,
   if (st->parser.is_done())
     st->ended = true;
   return sse_stream{std::move(st)};
+}
+
+std::optional<sse_event> wait_for_event(uint16_t port, const std::string& type,
+                                        duration timeout) {
+  auto stream = open_sse(port, "/events", {{"Last-Event-ID", "0"}}, timeout);
+  if (stream.status() != 200)
+    return std::nullopt;
+  return stream.next_of_type(type, timeout);
 }
 
 // -- helpers ------------------------------------------------------------------

@@ -150,9 +150,8 @@ public:
                                            duration timeout = 20s,
                                            size_t from = 0) const;
 
-  struct state;
-
 private:
+  struct state;
   std::unique_ptr<state> state_;
 };
 
@@ -210,9 +209,8 @@ public:
   /// The last transport error, if any.
   const std::string& error() const;
 
-  struct impl;
-
 private:
+  struct impl;
   std::unique_ptr<impl> impl_;
 };
 
@@ -300,6 +298,7 @@ public:
   /// Comment lines seen so far.
   size_t comments() const;
 
+  /// Internals, built by open_sse().
   struct impl;
   explicit sse_stream(std::unique_ptr<impl> ptr);
 
@@ -311,6 +310,11 @@ private:
 /// header. Check `status()` before reading events.
 sse_stream open_sse(uint16_t port, const std::string& target = "/events",
                     const header_list& headers = {}, duration timeout = 10s);
+
+/// Waits until an event of `type` has been published: replays /events from
+/// the start (`Last-Event-ID: 0`) and follows it live. Empty on timeout.
+std::optional<sse_event> wait_for_event(uint16_t port, const std::string& type,
+                                        duration timeout = 20s);
 
 // -- small helpers for assertions ---------------------------------------------
 

@@ -1,0 +1,377 @@
+#include "actors/job.hpp"
+
+#include <csignal>
+#include <filesystem>
+
+#include <caf/actor_system.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/names.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/logging.hpp"
+
+namespace troupe {
+
+namespace {
+
+using self_ptr = job_actor::stateful_pointer<job_state>;
+namespace js = persistence::job_status;
+
+constexpr auto store_timeout = std::chrono::seconds(30);
+
+std::shared_ptr<spdlog::logger> log() {
+  return logging::get("job");
+}
+
+/// Writes `batch`; on success runs `then`. A store that is briefly away
+/// (restarting under its supervisor) is retried rather than losing the write.
+template <class Then>
+void write(self_ptr self, write_batch batch, Then then, int attempt = 0) {
+  auto store = lookup<store_actor>(self->system(), names::store);
+  auto retry = [self, batch, then, attempt](const std::string& why) mutable {
+    if (attempt >= 100) {
+      log()->error("job {}: giving up on a store write: {}", self->state.rec.id, why);
+      self->quit(caf::make_error(ec::store_failure, why));
+      return;
+    }
+    auto key = self->state.next_deferred++;
+    self->state.deferred.emplace(key, [self, batch, then, attempt]() mutable {
+      write(self, std::move(batch), std::move(then), attempt + 1);
+    });
+    self->delayed_send(self, std::chrono::milliseconds(100), deferred_atom::value, key);
+  };
+  if (!store) {
+    retry("store not running");
+    return;
+  }
+  self->request(store, store_timeout, write_atom::value, batch)
+    .then([then](write_result&) mutable { then(); },
+          [retry](caf::error& err) mutable { retry(caf::to_string(err)); });
+}
+
+write_op record_op(const persistence::job_record& r) {
+  return write_op{write_op::put, "jobs", r.id, persistence::encode(r)};
+}
+
+void notify(self_ptr self, job_update up) {
+  for (auto& sub : self->state.subscribers)
+    self->send(sub, up);
+}
+
+void maybe_finish(self_ptr self);
+
+void stop_process(self_ptr self, job_state::stop_kind why, std::chrono::milliseconds grace) {
+  auto& st = self->state;
+  if (st.finishing || st.stop != job_state::stop_kind::none)
+    return;
+  st.stop = why;
+  if (!st.spawned) {
+    // Not started yet: nothing to signal; start_process sees `stop`.
+    return;
+  }
+  process::signal_group(static_cast<pid_t>(st.rec.pgid), SIGTERM);
+  self->delayed_send(self, grace, kill_atom::value);
+}
+
+void finalize(self_ptr self) {
+  auto& st = self->state;
+  st.finishing = true;
+  auto& rec = st.rec;
+  using sk = job_state::stop_kind;
+  std::string status;
+  switch (st.stop) {
+    case sk::cancelled: status = js::cancelled; break;
+    case sk::timed_out: status = js::timed_out; break;
+    case sk::interrupted: status = js::lost; break;
+    case sk::none: status = st.exit_code == 0 ? js::succeeded : js::failed; break;
+  }
+  if (st.spawned) {
+    rec.exit_code = st.exit_code >= 0 ? std::optional<int>{st.exit_code} : std::nullopt;
+    rec.signal = st.signal != 0 ? std::optional<int>{st.signal} : std::nullopt;
+  }
+  if (status == js::timed_out)
+    rec.reason = "timed out after " + std::to_string(st.spec.timeout_seconds) + "s";
+  else if (status == js::lost)
+    rec.reason = "interrupted: the node shut down while the job ran";
+  else if (status == js::cancelled)
+    rec.reason = "cancelled";
+  else if (status == js::failed && rec.reason.empty())
+    rec.reason = st.signal != 0 ? "killed by signal " + std::to_string(st.signal)
+                                : "exited with code " + std::to_string(st.exit_code);
+  bool retry = (status == js::failed || status == js::timed_out || status == js::lost)
+               && rec.attempt <= rec.retries;
+  rec.pgid = 0;
+  rec.ended_at = now_ns();
+  job_update up;
+  up.job_id = rec.id;
+  if (retry) {
+    auto backoff = retry_backoff(st.ctx->cfg, rec.attempt);
+    rec.reason = "attempt " + std::to_string(rec.attempt) + " " + status + " (" + rec.reason
+                 + "); retrying in " + std::to_string(backoff.count()) + "ms";
+    rec.status = js::queued;
+    rec.attempt += 1;
+    rec.not_before = now_ns() + backoff.count() * 1'000'000;
+    rec.success.reset();
+    up.status = js::queued;
+    up.attempt = rec.attempt;
+  } else {
+    rec.status = status;
+    rec.success = status == js::succeeded;
+    up.status = status;
+    up.attempt = rec.attempt;
+    up.complete = true;
+    up.success = *rec.success;
+    up.exit_code = rec.exit_code.value_or(-1);
+  }
+  write(self, write_batch{record_op(rec)}, [self, up, retry]() mutable {
+    auto& st = self->state;
+    log()->info("job {} {} (attempt {}, exit code {}){}", st.rec.id, up.status,
+                retry ? st.rec.attempt - 1 : st.rec.attempt, st.exit_code,
+                st.rec.reason.empty() ? "" : ": " + st.rec.reason);
+    notify(self, up);
+    self->send(st.controller, done_atom::value, st.rec.id, st.rec.status, retry,
+               retry ? st.subscribers : std::vector<job_subscriber_actor>{});
+    for (auto& rp : st.shutdown_waiters)
+      rp.deliver(ok_atom::value);
+    st.shutdown_waiters.clear();
+    self->quit();
+  });
+}
+
+void maybe_finish(self_ptr self) {
+  auto& st = self->state;
+  if (!st.finishing && st.exited && st.out_eof && st.err_eof && st.pending_writes == 0)
+    finalize(self);
+}
+
+void on_output(self_ptr self, proc_output& out) {
+  auto& st = self->state;
+  if (out.lines.empty()) {
+    if (out.eof)
+      (out.stream == 1 ? st.out_eof : st.err_eof) = true;
+    else if (st.watch)
+      st.watch->resume(out.stream);
+    maybe_finish(self);
+    return;
+  }
+  write_batch batch;
+  batch.reserve(out.lines.size());
+  std::vector<log_line> lines;
+  lines.reserve(out.lines.size());
+  for (auto& text : out.lines) {
+    auto seq = st.next_seq++;
+    batch.push_back(write_op{write_op::put, "job_logs", persistence::log_key(st.rec.id, seq),
+                             persistence::encode_log(out.ts_ns, out.stream, text)});
+    lines.push_back(log_line{seq, out.ts_ns, out.stream, std::move(text)});
+  }
+  ++st.pending_writes;
+  auto stream = out.stream;
+  auto eof = out.eof;
+  write(self, std::move(batch), [self, lines = std::move(lines), stream, eof]() mutable {
+    auto& st = self->state;
+    --st.pending_writes;
+    job_update up;
+    up.job_id = st.rec.id;
+    up.lines = std::move(lines);
+    notify(self, std::move(up));
+    // Credit: the reader goes on only once this batch is stored.
+    if (eof)
+      (stream == 1 ? st.out_eof : st.err_eof) = true;
+    else if (st.watch)
+      st.watch->resume(stream);
+    maybe_finish(self);
+  });
+}
+
+void start_process(self_ptr self) {
+  auto& st = self->state;
+  if (st.stop != job_state::stop_kind::none) {
+    st.exited = st.out_eof = st.err_eof = true;
+    maybe_finish(self);
+    return;
+  }
+  auto& ws = st.rec.workspace;
+  auto cwd = st.spec.cwd.empty() ? ws : ws + "/" + st.spec.cwd;
+  std::error_code fs_err;
+  if (!std::filesystem::is_directory(cwd, fs_err)) {
+    st.rec.reason = "working directory " + (st.spec.cwd.empty() ? ws : st.spec.cwd)
+                    + " does not exist in the workspace";
+    st.exited = st.out_eof = st.err_eof = true;
+    st.exit_code = -1;
+    maybe_finish(self);
+    return;
+  }
+  process::spawn_options opts;
+  opts.argv = st.spec.argv;
+  opts.env = job_environment(*st.ctx, st.rec, st.spec);
+  opts.cwd = cwd;
+  opts.rlimits = {st.spec.resources.cpu_seconds, st.spec.resources.memory_mb,
+                  st.spec.resources.open_files};
+  process::child c;
+  try {
+    c = process::spawn(opts);
+  } catch (const std::exception& e) {
+    st.rec.reason = std::string{"cannot start: "} + e.what();
+    st.exited = st.out_eof = st.err_eof = true;
+    st.exit_code = 127;
+    maybe_finish(self);
+    return;
+  }
+  st.spawned = true;
+  st.rec.pgid = c.pid;
+  // The io thread reaches this actor through a weak handle: a dead job
+  // actor's late output is simply dropped.
+  caf::weak_actor_ptr weak = self->ctrl();
+  process::callbacks cb;
+  cb.on_output = [weak](process::output o) {
+    if (auto hdl = caf::actor_cast<job_actor>(weak))
+      caf::anon_send(hdl, proc_output{o.stream, o.ts_ns, std::move(o.lines), o.eof});
+  };
+  cb.on_exit = [weak](process::exit_status es) {
+    if (auto hdl = caf::actor_cast<job_actor>(weak))
+      caf::anon_send(hdl, exited_atom::value, static_cast<int32_t>(es.exit_code),
+                     static_cast<int32_t>(es.signal));
+  };
+  st.watch = st.ctx->io->start(c, st.ctx->cfg.max_line_bytes, std::move(cb));
+  // Whatever ends this actor, the watch lets go of the fds. (The functor
+  // holds its own reference: the state is gone by the time it runs.)
+  self->attach_functor([w = st.watch] { w->close(); });
+  if (st.spec.timeout_seconds > 0)
+    self->delayed_send(self, std::chrono::seconds(st.spec.timeout_seconds), timeout_atom::value);
+  log()->info("job {} started (attempt {}, pid {})", st.rec.id, st.rec.attempt, c.pid);
+  // Record the process group for crash recovery.
+  write(self, write_batch{record_op(st.rec)}, [] {});
+}
+
+} // namespace
+
+std::chrono::milliseconds retry_backoff(const jobs_config& cfg, int attempt) {
+  auto d = cfg.retry_backoff_initial;
+  for (int i = 1; i < attempt && d < cfg.retry_backoff_max; ++i)
+    d *= 2;
+  return std::min(d, cfg.retry_backoff_max);
+}
+
+std::vector<std::string> job_environment(const job_env& ctx, const persistence::job_record& rec,
+                                         const job_spec& spec) {
+  std::map<std::string, std::string> vars;
+  for (auto& kv : ctx.base_env) {
+    auto eq = kv.find('=');
+    if (eq != std::string::npos)
+      vars[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (auto& [k, v] : spec.env)
+    vars[k] = v;
+  vars["TROUPE_JOB_ID"] = rec.id;
+  vars["TROUPE_JOB_ATTEMPT"] = std::to_string(rec.attempt);
+  vars["TROUPE_REQUEST_ID"] = rec.request_id;
+  vars["TROUPE_NODE"] = ctx.node_name;
+  std::vector<std::string> out;
+  out.reserve(vars.size());
+  for (auto& [k, v] : vars)
+    out.push_back(k + "=" + v);
+  return out;
+}
+
+job_actor::behavior_type job(job_actor::stateful_pointer<job_state> self,
+                             std::shared_ptr<const job_env> ctx, std::string id,
+                             job_controller_actor controller,
+                             std::vector<job_subscriber_actor> subscribers) {
+  auto& st = self->state;
+  st.ctx = ctx;
+  st.controller = std::move(controller);
+  st.subscribers = std::move(subscribers);
+  auto rec = persistence::get_job(*ctx->env, id);
+  if (!rec) {
+    self->quit(caf::make_error(ec::not_found, "job " + id));
+    return job_actor::behavior_type::make_empty_behavior();
+  }
+  st.rec = std::move(*rec);
+  try {
+    st.spec = job_spec_from_json(st.rec.spec);
+  } catch (const std::exception& e) {
+    self->quit(caf::make_error(ec::invalid_argument, "job " + id + ": " + e.what()));
+    return job_actor::behavior_type::make_empty_behavior();
+  }
+  st.next_seq = persistence::last_log_seq(*ctx->env, id) + 1;
+  for (auto& sub : st.subscribers)
+    self->monitor(sub);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& subs = self->state.subscribers;
+    subs.erase(std::remove_if(subs.begin(), subs.end(),
+                              [&](const auto& s) { return s.address() == dm.source; }),
+               subs.end());
+  });
+  st.rec.status = js::running;
+  st.rec.started_at = now_ns();
+  st.rec.ended_at = 0;
+  st.rec.not_before = 0;
+  st.rec.node = ctx->node_name;
+  st.rec.reason.clear();
+  st.rec.exit_code.reset();
+  st.rec.signal.reset();
+  st.rec.success.reset();
+  st.rec.pgid = 0;
+  write(self, write_batch{record_op(st.rec)}, [self] {
+    auto& st = self->state;
+    job_update up;
+    up.job_id = st.rec.id;
+    up.status = js::running;
+    up.attempt = st.rec.attempt;
+    notify(self, up);
+    self->send(st.controller, started_atom::value, st.rec.id);
+    start_process(self);
+  });
+  return {
+    [self](proc_output& out) { on_output(self, out); },
+    [self](exited_atom, int32_t code, int32_t sig) {
+      auto& st = self->state;
+      st.exited = true;
+      st.exit_code = code;
+      st.signal = sig;
+      // Whatever the job left behind in its group goes with it, so its
+      // pipes reach EOF.
+      process::signal_group(static_cast<pid_t>(st.rec.pgid), SIGKILL);
+      maybe_finish(self);
+    },
+    [self](cancel_atom) -> ok_atom {
+      stop_process(self, job_state::stop_kind::cancelled, self->state.ctx->cfg.cancel_grace);
+      return ok_atom::value;
+    },
+    [self](timeout_atom) {
+      log()->warn("job {} timed out after {}s", self->state.rec.id,
+                  self->state.spec.timeout_seconds);
+      stop_process(self, job_state::stop_kind::timed_out, self->state.ctx->cfg.cancel_grace);
+    },
+    [self](deferred_atom, uint64_t key) {
+      auto i = self->state.deferred.find(key);
+      if (i == self->state.deferred.end())
+        return;
+      auto fn = std::move(i->second);
+      self->state.deferred.erase(i);
+      fn();
+    },
+    [self](kill_atom) {
+      auto& st = self->state;
+      if (!st.exited)
+        process::signal_group(static_cast<pid_t>(st.rec.pgid), SIGKILL);
+    },
+    [self](subscribe_atom, job_subscriber_actor& sub) -> uint64_t {
+      self->monitor(sub);
+      self->state.subscribers.push_back(std::move(sub));
+      return self->state.next_seq - 1;
+    },
+    [self](shutdown_atom) -> caf::result<ok_atom> {
+      auto rp = self->make_response_promise<ok_atom>();
+      self->state.shutdown_waiters.push_back(rp);
+      stop_process(self, job_state::stop_kind::interrupted,
+                   std::min(self->state.ctx->cfg.cancel_grace, std::chrono::milliseconds(5000)));
+      if (!self->state.spawned && !self->state.finishing && self->state.exited)
+        maybe_finish(self);
+      return rp;
+    },
+  };
+}
+
+} // namespace troupe

@@ -1,0 +1,79 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/typed_response_promise.hpp>
+
+#include "actors/interfaces.hpp"
+#include "persistence/jobs.hpp"
+#include "runtime/config.hpp"
+#include "runtime/job_spec.hpp"
+#include "runtime/process.hpp"
+
+namespace troupe {
+
+/// What every job actor of a node shares.
+struct job_env {
+  std::shared_ptr<persistence::lmdb_env> env;
+  std::shared_ptr<process::io> io;
+  jobs_config cfg;
+  std::string node_name;
+  /// The environment jobs inherit (troupe's own, minus TROUPE_* settings).
+  std::vector<std::string> base_env;
+  /// Starts the actor of one attempt; empty: the real `job` actor. (Tests
+  /// put a scripted stand-in here to drive the controller deterministically.)
+  std::function<job_actor(caf::actor_system&, const std::string& id, job_controller_actor,
+                          std::vector<job_subscriber_actor>)>
+    launch;
+};
+
+struct job_state {
+  static inline const char* name = "job";
+
+  /// How an attempt was stopped from outside, if it was.
+  enum class stop_kind { none, cancelled, timed_out, interrupted };
+
+  std::shared_ptr<const job_env> ctx;
+  job_controller_actor controller;
+  persistence::job_record rec;
+  job_spec spec;
+  std::vector<job_subscriber_actor> subscribers;
+  std::shared_ptr<process::watch> watch;
+  /// Next sequence number for an output line (continues across attempts).
+  uint64_t next_seq = 1;
+  /// Output batches written but not yet committed.
+  int pending_writes = 0;
+  bool out_eof = false;
+  bool err_eof = false;
+  bool exited = false;
+  bool spawned = false;
+  bool finishing = false;
+  int32_t exit_code = -1;
+  int32_t signal = 0;
+  stop_kind stop = stop_kind::none;
+  std::vector<caf::typed_response_promise<ok_atom>> shutdown_waiters;
+  /// Steps waiting for a deferred_atom message.
+  std::map<uint64_t, std::function<void()>> deferred;
+  uint64_t next_deferred = 0;
+};
+
+/// Runs one attempt of the job `id` (already stored as queued): persists
+/// `running`, spawns the process, persists every output line with its
+/// sequence number, enforces timeout and cancel, and persists the outcome
+/// before telling subscribers and the controller.
+job_actor::behavior_type job(job_actor::stateful_pointer<job_state> self,
+                             std::shared_ptr<const job_env> ctx, std::string id,
+                             job_controller_actor controller,
+                             std::vector<job_subscriber_actor> subscribers);
+
+/// The environment a job's process gets.
+std::vector<std::string> job_environment(const job_env& ctx, const persistence::job_record& rec,
+                                         const job_spec& spec);
+
+/// Retry delay after attempt `attempt` failed.
+std::chrono::milliseconds retry_backoff(const jobs_config& cfg, int attempt);
+
+} // namespace troupe

@@ -1,0 +1,464 @@
+#include "actors/job_controller.hpp"
+
+#include <csignal>
+#include <dirent.h>
+#include <filesystem>
+#include <fstream>
+
+#include <caf/actor_system.hpp>
+#include <caf/blocking_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actors/event_bus.hpp"
+#include "actors/names.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/logging.hpp"
+
+namespace troupe {
+
+namespace {
+
+using self_ptr = job_controller_actor::stateful_pointer<job_controller_state>;
+namespace js = persistence::job_status;
+using persistence::job_record;
+
+constexpr auto store_timeout = std::chrono::seconds(30);
+
+std::shared_ptr<spdlog::logger> log() {
+  return logging::get("jobs");
+}
+
+nlohmann::json stats(self_ptr self) {
+  auto& st = self->state;
+  nlohmann::json counts = nlohmann::json::object();
+  for (auto s : {js::queued, js::running, js::succeeded, js::failed, js::cancelled, js::timed_out,
+                 js::lost})
+    counts[s] = st.counts[s];
+  return {{"queue_depth", st.queue.size() + st.backing_off.size()},
+          {"running", st.running.size()},
+          {"slots", st.slots},
+          {"counts", std::move(counts)}};
+}
+
+/// Announces a job transition (already committed) with the current counts.
+void publish(self_ptr self, const std::string& type, const std::string& id,
+             nlohmann::json extra = nlohmann::json::object()) {
+  auto bus = lookup<event_bus_actor>(self->system(), names::event_bus);
+  if (!bus)
+    return;
+  extra["job_id"] = id;
+  extra["jobs"] = stats(self);
+  self->request(bus, store_timeout, publish_atom::value, make_event(type, extra.dump()))
+    .then([](uint64_t) {},
+          [type](caf::error& err) {
+            log()->warn("{} event not published: {}", type, caf::to_string(err));
+          });
+}
+
+void persist(self_ptr self, write_batch batch, std::function<void()> then,
+             std::function<void(caf::error&)> failed) {
+  auto store = lookup<store_actor>(self->system(), names::store);
+  if (!store) {
+    auto err = caf::make_error(ec::unavailable, std::string{"store is not running"});
+    failed(err);
+    return;
+  }
+  self->request(store, store_timeout, write_atom::value, std::move(batch))
+    .then([then](write_result&) { then(); }, [failed](caf::error& err) { failed(err); });
+}
+
+write_op record_op(const job_record& r) {
+  return write_op{write_op::put, "jobs", r.id, persistence::encode(r)};
+}
+
+void enqueue(self_ptr self, const job_record& r) {
+  auto& st = self->state;
+  job_controller_state::entry e{r.priority, st.next_order++, r.id};
+  st.queue.insert(e);
+  st.queued_index.emplace(r.id, e);
+}
+
+void try_start(self_ptr self) {
+  auto& st = self->state;
+  if (st.recovering || st.shutting_down)
+    return;
+  while (static_cast<int>(st.running.size()) < st.slots && !st.queue.empty()) {
+    auto e = *st.queue.begin();
+    st.queue.erase(st.queue.begin());
+    st.queued_index.erase(e.id);
+    auto subs = st.subscribers[e.id];
+    auto hdl = st.ctx->launch
+                 ? st.ctx->launch(self->system(), e.id, job_controller_actor{self}, subs)
+                 : self->spawn(job, st.ctx, e.id, job_controller_actor{self}, subs);
+    self->monitor(hdl);
+    st.running.emplace(e.id, hdl);
+    --st.counts[js::queued];
+    ++st.counts[js::running];
+  }
+}
+
+void finish_cancels(self_ptr self, const std::string& id, const std::string& status) {
+  auto& st = self->state;
+  if (auto i = st.cancels.find(id); i != st.cancels.end()) {
+    for (auto& rp : i->second)
+      rp.deliver(status);
+    st.cancels.erase(i);
+  }
+}
+
+void maybe_done_shutting_down(self_ptr self) {
+  auto& st = self->state;
+  if (st.shutting_down && st.running.empty()) {
+    for (auto& rp : st.shutdown_waiters)
+      rp.deliver(ok_atom::value);
+    st.shutdown_waiters.clear();
+  }
+}
+
+/// Ends a job that never reached (or no longer has) a job actor.
+void end_without_actor(self_ptr self, job_record rec, const std::string& status,
+                       const std::string& reason,
+                       std::function<void()> then = [] {}) {
+  rec.status = status;
+  rec.reason = reason;
+  rec.ended_at = now_ns();
+  rec.success = false;
+  rec.pgid = 0;
+  auto id = rec.id;
+  persist(
+    self, write_batch{record_op(rec)},
+    [self, id, status, then] {
+      auto& st = self->state;
+      ++st.counts[status];
+      job_update up;
+      up.job_id = id;
+      up.status = status;
+      up.complete = true;
+      for (auto& sub : st.subscribers[id])
+        self->send(sub, up);
+      st.subscribers.erase(id);
+      publish(self, "job." + status, id, {{"status", status}});
+      then();
+    },
+    [id](caf::error& err) {
+      log()->error("job {}: could not record its end: {}", id, caf::to_string(err));
+    });
+}
+
+bool read_environ_has(const std::string& pid, const std::string& needle) {
+  std::ifstream in("/proc/" + pid + "/environ", std::ios::binary);
+  if (!in)
+    return false;
+  std::string var;
+  while (std::getline(in, var, '\0'))
+    if (var == needle)
+      return true;
+  return false;
+}
+
+/// Recovery: reconcile what a previous process of this node left behind.
+void recover(self_ptr self) {
+  auto& st = self->state;
+  write_batch batch;
+  std::vector<job_record> requeued;
+  size_t lost = 0;
+  auto now = now_ns();
+  persistence::for_each_job(*st.ctx->env, [&](const job_record& r) {
+    ++st.counts[r.status];
+    if (r.status == js::running) {
+      auto killed = kill_job_processes(r.id, r.pgid);
+      auto rec = r;
+      --st.counts[js::running];
+      rec.pgid = 0;
+      rec.ended_at = now;
+      if (rec.attempt <= rec.retries) {
+        rec.status = js::queued;
+        rec.reason = "attempt " + std::to_string(rec.attempt)
+                     + " was interrupted by a node restart; re-queued";
+        rec.attempt += 1;
+        rec.not_before = 0;
+        requeued.push_back(rec);
+        ++st.counts[js::queued];
+      } else {
+        rec.status = js::lost;
+        rec.success = false;
+        rec.reason = "the node restarted while the job ran (attempt " + std::to_string(rec.attempt)
+                     + "); no retries left";
+        ++st.counts[js::lost];
+        ++lost;
+      }
+      log()->warn("recovery: job {} was running ({} orphaned processes killed) → {}", r.id,
+                  killed, rec.status);
+      batch.push_back(record_op(rec));
+    } else if (r.status == js::queued) {
+      requeued.push_back(r);
+    }
+    return true;
+  });
+  auto finish = [self, requeued] {
+    auto& st = self->state;
+    auto now = now_ns();
+    for (auto& r : requeued) {
+      if (r.not_before > now) {
+        st.backing_off.insert(r.id);
+        self->delayed_send(self, std::chrono::nanoseconds(r.not_before - now),
+                           requeue_atom::value, r.id);
+      } else {
+        enqueue(self, r);
+      }
+    }
+    st.recovering = false;
+    if (!requeued.empty())
+      log()->info("recovery: {} queued jobs resume", requeued.size());
+    try_start(self);
+  };
+  if (batch.empty()) {
+    finish();
+    return;
+  }
+  persist(self, std::move(batch), finish, [self](caf::error& err) {
+    log()->error("recovery could not be recorded: {}", caf::to_string(err));
+    self->quit(err);
+  });
+  (void) lost;
+}
+
+/// Removes expired workspaces and purges expired jobs, off the actor's thread.
+void sweep(self_ptr self) {
+  auto& st = self->state;
+  auto now = now_ns();
+  auto ws_ttl = std::chrono::nanoseconds(st.ctx->cfg.workspace_retention).count();
+  auto ttl = std::chrono::nanoseconds(st.ctx->cfg.retention).count();
+  write_batch batch;
+  std::vector<std::string> dirs;
+  std::vector<std::string> purged;
+  persistence::for_each_job(*st.ctx->env, [&](const job_record& r) {
+    if (!persistence::is_terminal(r.status) || r.ended_at == 0)
+      return true;
+    if (now - r.ended_at >= ttl) {
+      if (!r.workspace.empty())
+        dirs.push_back(r.workspace);
+      batch.push_back(write_op{write_op::erase, "jobs", r.id, {}});
+      auto last = persistence::last_log_seq(*st.ctx->env, r.id);
+      for (uint64_t s = 1; s <= last; ++s)
+        batch.push_back(write_op{write_op::erase, "job_logs", persistence::log_key(r.id, s), {}});
+      purged.push_back(r.status);
+    } else if (!r.workspace.empty() && now - r.ended_at >= ws_ttl) {
+      dirs.push_back(r.workspace);
+      auto rec = r;
+      rec.workspace.clear();
+      batch.push_back(record_op(rec));
+    }
+    return true;
+  });
+  if (!dirs.empty()) {
+    // Deleting trees blocks: a detached actor of its own does it.
+    self->system().spawn<caf::detached>([dirs](caf::blocking_actor*) {
+      for (auto& d : dirs) {
+        std::error_code ec;
+        std::filesystem::remove_all(d, ec);
+      }
+    });
+  }
+  if (!batch.empty()) {
+    persist(
+      self, std::move(batch),
+      [self, purged, n = dirs.size()] {
+        for (auto& s : purged)
+          --self->state.counts[s];
+        if (!purged.empty() || n > 0)
+          log()->info("retention sweep: {} workspaces removed, {} jobs purged", n,
+                      purged.size());
+      },
+      [](caf::error& err) { log()->warn("retention sweep failed: {}", caf::to_string(err)); });
+  }
+  self->delayed_send(self, st.ctx->cfg.sweep_interval, sweep_atom::value);
+}
+
+void on_job_down(self_ptr self, caf::down_msg& dm) {
+  auto& st = self->state;
+  auto i = std::find_if(st.running.begin(), st.running.end(),
+                        [&](const auto& kv) { return kv.second.address() == dm.source; });
+  if (i == st.running.end())
+    return;  // ended cleanly after reporting `done`
+  auto id = i->first;
+  st.running.erase(i);
+  --st.counts[js::running];
+  auto reason = caf::to_string(dm.reason);
+  log()->error("job actor of {} crashed ({}); failing the job", id, reason);
+  auto rec = persistence::get_job(*st.ctx->env, id);
+  if (!rec) {
+    try_start(self);
+    return;
+  }
+  kill_job_processes(id, rec->pgid);
+  end_without_actor(self, *rec, js::failed, "job actor crashed: " + reason, [self, id] {
+    finish_cancels(self, id, js::failed);
+    try_start(self);
+    maybe_done_shutting_down(self);
+  });
+}
+
+} // namespace
+
+size_t kill_job_processes(const std::string& id, int64_t pgid) {
+  size_t n = 0;
+  auto needle = "TROUPE_JOB_ID=" + id;
+  bool group_is_ours = false;
+  std::unique_ptr<DIR, int (*)(DIR*)> proc{::opendir("/proc"), ::closedir};
+  if (!proc)
+    return 0;
+  while (auto* ent = ::readdir(proc.get())) {
+    std::string pid = ent->d_name;
+    if (pid.empty() || !std::all_of(pid.begin(), pid.end(), ::isdigit))
+      continue;
+    if (!read_environ_has(pid, needle))
+      continue;
+    auto p = static_cast<pid_t>(std::stol(pid));
+    if (p == pgid)
+      group_is_ours = true;
+    if (::kill(p, SIGKILL) == 0)
+      ++n;
+  }
+  // The group leader may be gone while members live on; a group id is only
+  // trusted when a process of this job proved it ours.
+  if (group_is_ours && process::signal_group(static_cast<pid_t>(pgid), SIGKILL))
+    ++n;
+  return n;
+}
+
+job_controller_actor::behavior_type
+job_controller(job_controller_actor::stateful_pointer<job_controller_state> self,
+               std::shared_ptr<const job_env> ctx) {
+  auto& st = self->state;
+  st.ctx = ctx;
+  st.slots = ctx->cfg.concurrency;
+  self->set_down_handler([self](caf::down_msg& dm) { on_job_down(self, dm); });
+  recover(self);
+  self->delayed_send(self, ctx->cfg.sweep_interval, sweep_atom::value);
+  return {
+    [self](submit_atom, std::string& encoded) -> caf::result<std::string> {
+      auto& st = self->state;
+      if (st.shutting_down)
+        return caf::make_error(ec::shutting_down, std::string{"the node is shutting down"});
+      job_record rec;
+      try {
+        rec = persistence::decode_job(encoded);
+      } catch (const std::exception& e) {
+        return caf::make_error(ec::invalid_argument, std::string{e.what()});
+      }
+      rec.status = js::queued;
+      rec.node = st.ctx->node_name;
+      if (rec.queued_at == 0)
+        rec.queued_at = now_ns();
+      auto rp = self->make_response_promise<std::string>();
+      persist(
+        self, write_batch{record_op(rec)},
+        [self, rec, rp]() mutable {
+          auto& st = self->state;
+          ++st.counts[js::queued];
+          enqueue(self, rec);
+          publish(self, "job.queued", rec.id,
+                  {{"status", js::queued}, {"priority", rec.priority}, {"name", rec.name}});
+          rp.deliver(rec.id);
+          try_start(self);
+        },
+        [rp](caf::error& err) mutable { rp.deliver(err); });
+      return rp;
+    },
+    [self](cancel_atom, const std::string& id) -> caf::result<std::string> {
+      auto& st = self->state;
+      if (auto r = st.running.find(id); r != st.running.end()) {
+        auto rp = self->make_response_promise<std::string>();
+        st.cancels[id].push_back(rp);
+        self->request(r->second, store_timeout, cancel_atom::value)
+          .then([](ok_atom) {}, [](caf::error&) {});
+        return rp;
+      }
+      bool queued = st.queued_index.count(id) > 0;
+      bool waiting = st.backing_off.count(id) > 0;
+      auto rec = persistence::get_job(*st.ctx->env, id);
+      if (!rec)
+        return caf::make_error(ec::not_found, "no job " + id);
+      if (!queued && !waiting)
+        return rec->status;  // already ended: nothing to do
+      if (queued) {
+        st.queue.erase(st.queued_index.at(id));
+        st.queued_index.erase(id);
+      }
+      st.backing_off.erase(id);
+      --st.counts[js::queued];
+      auto rp = self->make_response_promise<std::string>();
+      end_without_actor(self, *rec, js::cancelled, "cancelled while queued",
+                        [rp]() mutable { rp.deliver(std::string{js::cancelled}); });
+      return rp;
+    },
+    [self](subscribe_atom, const std::string& id,
+           job_subscriber_actor& sub) -> caf::result<uint64_t> {
+      auto& st = self->state;
+      if (auto r = st.running.find(id); r != st.running.end()) {
+        st.subscribers[id].push_back(sub);
+        return self->delegate(r->second, subscribe_atom::value, std::move(sub));
+      }
+      if (st.queued_index.count(id) > 0 || st.backing_off.count(id) > 0) {
+        st.subscribers[id].push_back(std::move(sub));
+        return persistence::last_log_seq(*st.ctx->env, id);
+      }
+      return caf::make_error(ec::not_found, "job " + id + " is not queued or running");
+    },
+    [self](status_atom) -> std::string { return stats(self).dump(); },
+    [self](started_atom, const std::string& id) {
+      publish(self, "job.started", id, {{"status", js::running}});
+    },
+    [self](done_atom, const std::string& id, const std::string& status, bool requeued,
+           std::vector<job_subscriber_actor>& subs) {
+      auto& st = self->state;
+      st.running.erase(id);
+      --st.counts[js::running];
+      if (requeued) {
+        ++st.counts[js::queued];
+        st.subscribers[id] = std::move(subs);
+        auto rec = persistence::get_job(*st.ctx->env, id);
+        auto delay = rec ? std::max<int64_t>(0, rec->not_before - now_ns()) : 0;
+        st.backing_off.insert(id);
+        self->delayed_send(self, std::chrono::nanoseconds(delay), requeue_atom::value, id);
+        publish(self, "job.retrying", id,
+                {{"status", js::queued},
+                 {"attempt", rec ? rec->attempt : 0},
+                 {"reason", rec ? rec->reason : ""}});
+      } else {
+        ++st.counts[status];
+        st.subscribers.erase(id);
+        publish(self, "job." + status, id, {{"status", status}});
+      }
+      finish_cancels(self, id, status);
+      try_start(self);
+      maybe_done_shutting_down(self);
+    },
+    [self](requeue_atom, const std::string& id) {
+      auto& st = self->state;
+      if (st.backing_off.erase(id) == 0)
+        return;  // cancelled meanwhile
+      if (auto rec = persistence::get_job(*st.ctx->env, id); rec && rec->status == js::queued)
+        enqueue(self, *rec);
+      try_start(self);
+    },
+    [self](sweep_atom) { sweep(self); },
+    [self](shutdown_atom) -> caf::result<ok_atom> {
+      auto& st = self->state;
+      st.shutting_down = true;
+      if (st.running.empty())
+        return ok_atom::value;
+      auto rp = self->make_response_promise<ok_atom>();
+      st.shutdown_waiters.push_back(rp);
+      for (auto& [id, hdl] : st.running)
+        self->request(hdl, store_timeout, shutdown_atom::value)
+          .then([](ok_atom) {}, [](caf::error&) {});
+      return rp;
+    },
+  };
+}
+
+} // namespace troupe

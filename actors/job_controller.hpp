@@ -1,0 +1,64 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <caf/typed_response_promise.hpp>
+
+#include "actors/interfaces.hpp"
+#include "actors/job.hpp"
+
+namespace troupe {
+
+struct job_controller_state {
+  static inline const char* name = "job_controller";
+
+  /// A queued job: higher priority first, then submission order.
+  struct entry {
+    int priority;
+    uint64_t order;
+    std::string id;
+    bool operator<(const entry& other) const {
+      if (priority != other.priority)
+        return priority > other.priority;
+      return order < other.order;
+    }
+  };
+
+  std::shared_ptr<const job_env> ctx;
+  std::set<entry> queue;
+  /// Queued jobs by id (to find and cancel them).
+  std::map<std::string, entry> queued_index;
+  /// Jobs waiting for their retry backoff.
+  std::set<std::string> backing_off;
+  std::map<std::string, job_actor> running;
+  /// Live subscribers of queued and running jobs.
+  std::map<std::string, std::vector<job_subscriber_actor>> subscribers;
+  /// DELETE requests waiting for a running job to end.
+  std::map<std::string, std::vector<caf::typed_response_promise<std::string>>> cancels;
+  /// Job counts by state.
+  std::map<std::string, uint64_t> counts;
+  uint64_t next_order = 0;
+  int slots = 1;
+  /// True until the recovery writes committed: no job starts before.
+  bool recovering = true;
+  bool shutting_down = false;
+  std::vector<caf::typed_response_promise<ok_atom>> shutdown_waiters;
+};
+
+/// Owns the job queue of this node. On start it reconciles what a previous
+/// process left: `running` jobs lose their orphaned processes and are
+/// re-queued (retries left) or marked `lost`; queued jobs run again.
+job_controller_actor::behavior_type
+job_controller(job_controller_actor::stateful_pointer<job_controller_state> self,
+               std::shared_ptr<const job_env> ctx);
+
+/// Kills every process that carries TROUPE_JOB_ID=`id` in its environment,
+/// and the process group `pgid` if it still belongs to the job. Returns the
+/// number of processes signalled.
+size_t kill_job_processes(const std::string& id, int64_t pgid);
+
+} // namespace troupe

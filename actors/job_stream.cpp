@@ -1,0 +1,190 @@
+#include "actors/job_stream.hpp"
+
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <nlohmann/json.hpp>
+
+#include "persistence/jobs.hpp"
+
+namespace troupe {
+
+namespace {
+
+using self_ptr = job_stream_actor::stateful_pointer<job_stream_state>;
+using nlohmann::json;
+
+constexpr size_t replay_page = 512;
+
+std::string log_data(uint64_t seq, int64_t ts_ns, uint8_t stream, const std::string& line) {
+  persistence::log_entry e{seq, ts_ns, stream, line};
+  auto j = json::parse(persistence::to_api_json(e));
+  // Seed clients read {"type":"log","data":"...\n"}; both shapes in one.
+  j["type"] = "log";
+  j["data"] = line + "\n";
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+bool send_line(self_ptr self, uint64_t seq, int64_t ts, uint8_t stream, const std::string& line) {
+  auto& st = self->state;
+  if (seq <= st.last_sent)
+    return true;
+  st.last_sent = seq;
+  return st.stream->send(std::to_string(seq), "log", log_data(seq, ts, stream, line));
+}
+
+void send_complete(self_ptr self, const persistence::job_record& rec) {
+  auto& st = self->state;
+  json data{{"type", "complete"},
+            {"job_id", rec.id},
+            {"success", rec.success.value_or(false)},
+            {"status", rec.status},
+            {"exit_code", rec.exit_code ? json(*rec.exit_code) : json(nullptr)}};
+  st.stream->send({}, "complete", data.dump());
+  st.stream->close();
+  self->quit();
+}
+
+void send_status(self_ptr self, const std::string& status, int attempt) {
+  json data{{"type", "status"},
+            {"job_id", self->state.job_id},
+            {"status", status},
+            {"attempt", attempt}};
+  self->state.stream->send({}, "status", data.dump());
+}
+
+void apply(self_ptr self, const job_update& up) {
+  auto& st = self->state;
+  for (auto& l : up.lines)
+    if (!send_line(self, l.seq, l.ts_ns, l.stream, l.line)) {
+      self->quit();
+      return;
+    }
+  if (up.complete) {
+    // The record is committed before the update was sent: read it whole.
+    if (auto rec = persistence::get_job(*st.env, st.job_id)) {
+      send_complete(self, *rec);
+      return;
+    }
+    st.stream->close();
+    self->quit();
+    return;
+  }
+  if (!up.status.empty())
+    send_status(self, up.status, up.attempt);
+}
+
+/// Sends the next page of stored lines; paced by the client's backlog.
+void replay(self_ptr self) {
+  auto& st = self->state;
+  if (st.stream->closed()) {
+    self->quit();
+    return;
+  }
+  if (st.stream->backlog() > replay_page) {
+    self->delayed_send(self, std::chrono::milliseconds(20), replay_atom::value);
+    return;
+  }
+  auto page = persistence::read_logs(*st.env, st.job_id, st.last_sent, replay_page);
+  for (auto& e : page) {
+    if (e.seq > st.replay_until)
+      break;
+    if (!send_line(self, e.seq, e.ts_ns, e.stream, e.line)) {
+      self->quit();
+      return;
+    }
+  }
+  if (!page.empty() && page.back().seq < st.replay_until && page.size() == replay_page) {
+    self->send(self, replay_atom::value);
+    return;
+  }
+  st.replaying = false;
+  auto held = std::move(st.held);
+  st.held.clear();
+  for (auto& up : held) {
+    apply(self, up);
+    if (self->getf(caf::abstract_actor::is_terminated_flag))
+      return;
+  }
+}
+
+/// A finished job: replay what was asked for, then `complete`.
+void finished(self_ptr self, const persistence::job_record& rec, bool replay_all) {
+  auto& st = self->state;
+  if (replay_all) {
+    st.replay_until = UINT64_MAX;
+    st.replaying = true;
+    // Reuse the paced replay; `complete` follows once it drained.
+    st.held.push_back(job_update{rec.id, {}, rec.status, rec.attempt, true,
+                                 rec.success.value_or(false), rec.exit_code.value_or(-1)});
+    replay(self);
+    return;
+  }
+  send_complete(self, rec);
+}
+
+} // namespace
+
+job_stream_actor::behavior_type
+job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
+           std::shared_ptr<persistence::lmdb_env> env, job_controller_actor controller,
+           job_stream_options opts) {
+  auto& st = self->state;
+  st.stream = stream;
+  st.env = env;
+  st.job_id = opts.job_id;
+  stream->on_close([addr = self->address()] {
+    caf::anon_send_exit(addr, caf::exit_reason::user_shutdown);
+  });
+  auto rec = persistence::get_job(*env, opts.job_id);
+  if (!rec) {
+    stream->close();
+    self->quit();
+    return {[](const job_update&) {}, [](replay_atom) {}};
+  }
+  bool resume = opts.last_event_id.has_value();
+  st.last_sent = opts.last_event_id.value_or(0);
+  bool replay_all = resume || opts.from_beginning;
+  if (persistence::is_terminal(rec->status)) {
+    finished(self, *rec, replay_all);
+  } else {
+    send_status(self, rec->status, rec->attempt);
+    // Register first, then read the store: a line committed after the read
+    // arrives live; duplicates are dropped by seq.
+    self->request(controller, std::chrono::seconds(30), subscribe_atom::value, opts.job_id,
+                  job_subscriber_actor{self})
+      .then(
+        [self, replay_all](uint64_t last_seq) {
+          auto& st = self->state;
+          if (!replay_all) {
+            st.last_sent = std::max(st.last_sent, last_seq);
+            return;
+          }
+          st.replay_until = last_seq;
+          st.replaying = true;
+          replay(self);
+        },
+        [self, replay_all](caf::error&) {
+          // Ended between our read and the subscription: it is final now.
+          auto& st = self->state;
+          if (auto rec = persistence::get_job(*st.env, st.job_id);
+              rec && persistence::is_terminal(rec->status)) {
+            finished(self, *rec, replay_all);
+            return;
+          }
+          st.stream->close();
+          self->quit();
+        });
+  }
+  return {
+    [self](job_update& up) {
+      if (self->state.replaying) {
+        self->state.held.push_back(std::move(up));
+        return;
+      }
+      apply(self, up);
+    },
+    [self](replay_atom) { replay(self); },
+  };
+}
+
+} // namespace troupe

@@ -1,0 +1,230 @@
+#include "persistence/jobs.hpp"
+
+#include <atomic>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "persistence/lmdb_env.hpp"
+#include "runtime/clock.hpp"
+
+namespace troupe::persistence {
+
+using nlohmann::json;
+
+namespace {
+
+json time_or_null(int64_t ns) {
+  return ns == 0 ? json(nullptr) : json(rfc3339(ns));
+}
+
+std::string log_prefix(const std::string& job_id) {
+  return job_id + '/';
+}
+
+} // namespace
+
+bool is_terminal(std::string_view s) {
+  return s == job_status::succeeded || s == job_status::failed || s == job_status::cancelled
+         || s == job_status::timed_out || s == job_status::lost;
+}
+
+std::string new_job_id() {
+  // UUIDv7: 48-bit Unix milliseconds, then random bits; sorts by creation.
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static std::atomic<uint64_t> last_ms{0};
+  static std::atomic<uint16_t> counter{0};
+  auto ms = static_cast<uint64_t>(now_ns() / 1'000'000);
+  // Ids of one millisecond stay ordered: a 12-bit counter fills rand_a.
+  uint16_t seq = 0;
+  if (last_ms.exchange(ms) == ms)
+    seq = static_cast<uint16_t>(++counter & 0x0fff);
+  else
+    counter = 0;
+  uint64_t hi = (ms << 16) | 0x7000 | seq;
+  uint64_t lo = (rng() & 0x3fffffffffffffffull) | 0x8000000000000000ull;
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%08x-%04x-%04x-%04x-%012llx",
+                static_cast<unsigned>(hi >> 32), static_cast<unsigned>((hi >> 16) & 0xffff),
+                static_cast<unsigned>(hi & 0xffff), static_cast<unsigned>(lo >> 48),
+                static_cast<unsigned long long>(lo & 0xffffffffffffull));
+  return buf;
+}
+
+std::string encode(const job_record& r) {
+  json j{{"id", r.id},
+         {"name", r.name},
+         {"status", r.status},
+         {"spec", r.spec},
+         {"priority", r.priority},
+         {"labels", r.labels},
+         {"retries", r.retries},
+         {"attempt", r.attempt},
+         {"node", r.node},
+         {"request_id", r.request_id},
+         {"reason", r.reason},
+         {"workspace", r.workspace},
+         {"queued_at", r.queued_at},
+         {"started_at", r.started_at},
+         {"ended_at", r.ended_at},
+         {"not_before", r.not_before},
+         {"pgid", r.pgid}};
+  j["exit_code"] = r.exit_code ? json(*r.exit_code) : json(nullptr);
+  j["signal"] = r.signal ? json(*r.signal) : json(nullptr);
+  j["success"] = r.success ? json(*r.success) : json(nullptr);
+  return j.dump();
+}
+
+job_record decode_job(std::string_view value) {
+  auto j = json::parse(value);
+  job_record r;
+  r.id = j.at("id").get<std::string>();
+  r.name = j.value("name", "");
+  r.status = j.value("status", job_status::lost);
+  r.spec = j.value("spec", "{}");
+  r.priority = j.value("priority", 50);
+  r.labels = j.value("labels", std::map<std::string, std::string>{});
+  r.retries = j.value("retries", 0);
+  r.attempt = j.value("attempt", 1);
+  r.node = j.value("node", "");
+  r.request_id = j.value("request_id", "");
+  r.reason = j.value("reason", "");
+  r.workspace = j.value("workspace", "");
+  r.queued_at = j.value("queued_at", int64_t{0});
+  r.started_at = j.value("started_at", int64_t{0});
+  r.ended_at = j.value("ended_at", int64_t{0});
+  r.not_before = j.value("not_before", int64_t{0});
+  r.pgid = j.value("pgid", int64_t{0});
+  if (j.contains("exit_code") && j["exit_code"].is_number_integer())
+    r.exit_code = j["exit_code"].get<int>();
+  if (j.contains("signal") && j["signal"].is_number_integer())
+    r.signal = j["signal"].get<int>();
+  if (j.contains("success") && j["success"].is_boolean())
+    r.success = j["success"].get<bool>();
+  return r;
+}
+
+std::string to_api_json(const job_record& r) {
+  json j{{"id", r.id},
+         {"job_id", r.id},
+         {"name", r.name},
+         {"status", r.status},
+         {"success", r.success ? json(*r.success) : json(nullptr)},
+         {"exit_code", r.exit_code ? json(*r.exit_code) : json(nullptr)},
+         {"signal", r.signal ? json(*r.signal) : json(nullptr)},
+         {"reason", r.reason.empty() ? json(nullptr) : json(r.reason)},
+         {"queued_at", time_or_null(r.queued_at)},
+         {"start_time", time_or_null(r.started_at)},
+         {"end_time", time_or_null(r.ended_at)},
+         {"attempt", r.attempt},
+         {"retries", r.retries},
+         {"priority", r.priority},
+         {"labels", r.labels},
+         {"node", r.node},
+         {"request_id", r.request_id.empty() ? json(nullptr) : json(r.request_id)}};
+  auto spec = json::parse(r.spec, nullptr, false);
+  if (!spec.is_discarded())
+    j["spec"] = std::move(spec);
+  return j.dump();
+}
+
+std::optional<job_record> get_job(const lmdb_env& env, const std::string& id) {
+  auto raw = env.read([&](txn& t) { return t.get("jobs", id); });
+  if (!raw)
+    return std::nullopt;
+  return decode_job(*raw);
+}
+
+std::vector<job_record> list_jobs(const lmdb_env& env, const job_filter& filter,
+                                  const std::string& cursor, size_t limit,
+                                  std::string& next_cursor) {
+  std::vector<job_record> out;
+  next_cursor.clear();
+  env.read([&](txn& t) {
+    t.scan_reverse("jobs", cursor, [&](std::string_view, std::string_view v) {
+      auto r = decode_job(v);
+      if (filter.since_ns != 0 && r.queued_at < filter.since_ns)
+        return false;  // ids are time-ordered: everything further is older
+      if (filter.status && r.status != *filter.status)
+        return true;
+      for (auto& [k, want] : filter.labels) {
+        auto i = r.labels.find(k);
+        if (i == r.labels.end() || i->second != want)
+          return true;
+      }
+      if (out.size() == limit) {
+        next_cursor = out.back().id;
+        return false;
+      }
+      out.push_back(std::move(r));
+      return true;
+    });
+  });
+  return out;
+}
+
+void for_each_job(const lmdb_env& env, const std::function<bool(const job_record&)>& fn) {
+  env.read([&](txn& t) {
+    t.scan("jobs", "", [&](std::string_view, std::string_view v) { return fn(decode_job(v)); });
+  });
+}
+
+std::string log_key(const std::string& job_id, uint64_t seq) {
+  return log_prefix(job_id) + seq_key(seq);
+}
+
+std::string encode_log(int64_t ts_ns, uint8_t stream, std::string_view line) {
+  std::string out = seq_key(static_cast<uint64_t>(ts_ns));
+  out += static_cast<char>(stream);
+  out.append(line);
+  return out;
+}
+
+std::vector<log_entry> read_logs(const lmdb_env& env, const std::string& job_id, uint64_t after,
+                                 size_t limit) {
+  std::vector<log_entry> out;
+  auto prefix = log_prefix(job_id);
+  env.read([&](txn& t) {
+    t.scan("job_logs", log_key(job_id, after + 1), [&](std::string_view k, std::string_view v) {
+      if (k.size() != prefix.size() + 8 || k.compare(0, prefix.size(), prefix) != 0
+          || out.size() >= limit)
+        return false;
+      if (v.size() < 9)
+        return true;
+      log_entry e;
+      e.seq = seq_from_key(k.substr(prefix.size()));
+      e.ts_ns = static_cast<int64_t>(seq_from_key(v.substr(0, 8)));
+      e.stream = static_cast<uint8_t>(v[8]);
+      e.line.assign(v.substr(9));
+      out.push_back(std::move(e));
+      return true;
+    });
+  });
+  return out;
+}
+
+uint64_t last_log_seq(const lmdb_env& env, const std::string& job_id) {
+  uint64_t last = 0;
+  auto prefix = log_prefix(job_id);
+  env.read([&](txn& t) {
+    // The key just past this job's range is prefix with '/' + 1.
+    auto end = job_id + static_cast<char>('/' + 1);
+    t.scan_reverse("job_logs", end, [&](std::string_view k, std::string_view) {
+      if (k.size() == prefix.size() + 8 && k.compare(0, prefix.size(), prefix) == 0)
+        last = seq_from_key(k.substr(prefix.size()));
+      return false;
+    });
+  });
+  return last;
+}
+
+std::string to_api_json(const log_entry& e) {
+  json j{{"seq", e.seq},
+         {"ts", rfc3339(e.ts_ns)},
+         {"stream", e.stream == 2 ? "stderr" : "stdout"},
+         {"line", e.line}};
+  // Output is arbitrary bytes: replace invalid UTF-8 instead of failing.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+} // namespace troupe::persistence

@@ -1,0 +1,112 @@
+#pragma once
+
+// Job records and job logs in LMDB. Records live in `jobs` under their id
+// (time-ordered, so key order is submission order); log lines live in
+// `job_logs` under id + '/' + big-endian sequence number.
+
+#include <cstdint>
+#include <atomic>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace troupe::persistence {
+
+class lmdb_env;
+
+/// Job states; terminal ones never change again.
+namespace job_status {
+inline constexpr const char* queued = "queued";
+inline constexpr const char* running = "running";
+inline constexpr const char* succeeded = "succeeded";
+inline constexpr const char* failed = "failed";
+inline constexpr const char* cancelled = "cancelled";
+inline constexpr const char* timed_out = "timed_out";
+inline constexpr const char* lost = "lost";
+} // namespace job_status
+
+bool is_terminal(std::string_view status);
+
+/// Everything stored about a job.
+struct job_record {
+  std::string id;
+  std::string name;
+  std::string status = job_status::queued;
+  /// The job_spec as JSON (runtime/job_spec.hpp).
+  std::string spec;
+  int priority = 50;
+  std::map<std::string, std::string> labels;
+  int retries = 0;
+  /// 1 for the first run; counts retries.
+  int attempt = 1;
+  std::string node;
+  std::string request_id;
+  /// Why the job ended the way it did (timeouts, crashes, recovery).
+  std::string reason;
+  /// Absolute path of the workspace ("" once removed).
+  std::string workspace;
+  int64_t queued_at = 0;
+  int64_t started_at = 0;
+  int64_t ended_at = 0;
+  /// A retried job waits until this time (ns since epoch).
+  int64_t not_before = 0;
+  /// Process group of the running attempt (0 if none).
+  int64_t pgid = 0;
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  std::optional<bool> success;
+};
+
+/// A fresh, time-ordered job id (UUIDv7 text form).
+std::string new_job_id();
+
+std::string encode(const job_record& r);
+job_record decode_job(std::string_view value);
+
+/// The record as the API shows it (times in RFC 3339, null when unset).
+std::string to_api_json(const job_record& r);
+
+std::optional<job_record> get_job(const lmdb_env& env, const std::string& id);
+
+struct job_filter {
+  std::optional<std::string> status;
+  std::vector<std::pair<std::string, std::string>> labels;
+  /// Only jobs queued at or after this time (ns; 0 = all).
+  int64_t since_ns = 0;
+};
+
+/// Newest first, starting after `cursor` (a job id; "" = newest); at most
+/// `limit`. `next_cursor` is set when more may follow.
+std::vector<job_record> list_jobs(const lmdb_env& env, const job_filter& filter,
+                                  const std::string& cursor, size_t limit,
+                                  std::string& next_cursor);
+
+/// Visits every job record (oldest first) until `fn` returns false.
+void for_each_job(const lmdb_env& env, const std::function<bool(const job_record&)>& fn);
+
+struct log_entry {
+  uint64_t seq = 0;
+  int64_t ts_ns = 0;
+  /// 1 = stdout, 2 = stderr.
+  uint8_t stream = 1;
+  std::string line;
+};
+
+std::string log_key(const std::string& job_id, uint64_t seq);
+std::string encode_log(int64_t ts_ns, uint8_t stream, std::string_view line);
+
+/// Lines with seq > `after`, in order, at most `limit`.
+std::vector<log_entry> read_logs(const lmdb_env& env, const std::string& job_id, uint64_t after,
+                                 size_t limit);
+
+/// The highest stored sequence number of a job's log (0 if none).
+uint64_t last_log_seq(const lmdb_env& env, const std::string& job_id);
+
+/// A log line as the API shows it: {"seq","ts","stream","line"}.
+std::string to_api_json(const log_entry& e);
+
+} // namespace troupe::persistence

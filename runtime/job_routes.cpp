@@ -1,0 +1,449 @@
+#include "runtime/job_routes.hpp"
+
+#include <charconv>
+#include <filesystem>
+
+#include <caf/actor_system.hpp>
+#include <caf/blocking_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actors/job_stream.hpp"
+#include "actors/names.hpp"
+#include "http/multipart.hpp"
+#include "persistence/jobs.hpp"
+#include "persistence/lmdb_env.hpp"
+#include "runtime/archive.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/job_spec.hpp"
+#include "runtime/logging.hpp"
+
+namespace troupe {
+
+using nlohmann::json;
+namespace js = persistence::job_status;
+
+namespace {
+
+constexpr auto controller_timeout = std::chrono::seconds(60);
+
+/// Which endpoint a submission came through.
+enum class submit_mode { jobs, sse, sse_with_id, async };
+
+/// A submission parsed from the request, before anything is stored.
+struct submission {
+  job_spec spec;
+  std::string archive;  ///< empty: no archive
+};
+
+std::string media_type(const http::request& req) {
+  auto ct = req.header("content-type");
+  auto semi = ct.find(';');
+  auto t = ct.substr(0, semi);
+  while (!t.empty() && t.back() == ' ')
+    t.pop_back();
+  for (auto& c : t)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return t;
+}
+
+bool is_yaml(std::string_view type) {
+  return type == "application/yaml" || type == "application/x-yaml" || type == "text/yaml"
+         || type == "text/x-yaml";
+}
+
+job_spec parse_spec_text(const std::string& text, bool yaml,
+                         const std::optional<std::string>& default_command) {
+  return yaml ? parse_job_spec_yaml(text, default_command)
+              : parse_job_spec_json(text, default_command);
+}
+
+/// Parses the body of any submit endpoint; replies 4xx and returns nullopt
+/// when it is not acceptable.
+std::optional<submission> parse_submission(const node_context& ctx, const http::exchange_ptr& ex,
+                                           submit_mode mode) {
+  auto& req = ex->req();
+  auto type = media_type(req);
+  std::optional<std::string> default_command;
+  if (mode != submit_mode::jobs)
+    default_command = ctx.cfg->jobs.default_command;
+  submission out;
+  try {
+    if (type == "multipart/form-data") {
+      auto parts = http::parse_multipart(req.header("content-type"), req.body);
+      auto file = http::find_part(parts, "file");
+      auto spec = http::find_part(parts, "spec");
+      if (file == nullptr && mode != submit_mode::jobs) {
+        ex->reply(http::response::error(400, "invalid_request",
+                                        "a multipart field named file (the project archive) "
+                                        "is required",
+                                        "file"));
+        return std::nullopt;
+      }
+      if (file != nullptr) {
+        out.archive = file->data;
+        default_command = ctx.cfg->jobs.default_command;
+      }
+      if (spec != nullptr) {
+        auto trimmed = spec->data.find_first_not_of(" \t\r\n");
+        bool yaml = is_yaml(spec->content_type)
+                    || (trimmed != std::string::npos && spec->data[trimmed] != '{');
+        out.spec = parse_spec_text(spec->data, yaml, default_command);
+      } else if (default_command) {
+        out.spec = parse_job_spec_json("{}", default_command);
+      } else {
+        ex->reply(http::response::error(400, "invalid_request",
+                                        "multipart submissions need a file or a spec field",
+                                        "spec"));
+        return std::nullopt;
+      }
+    } else if (type.empty() || type == "application/json" || is_yaml(type)
+               || type == "application/x-www-form-urlencoded") {
+      // (curl -d sends form-urlencoded by default; the body is still JSON.)
+      if (mode != submit_mode::jobs) {
+        ex->reply(http::response::error(415, "unsupported_media_type",
+                                        "this endpoint takes multipart/form-data with a file "
+                                        "field (the project archive)",
+                                        "file"));
+        return std::nullopt;
+      }
+      out.spec = parse_spec_text(req.body, is_yaml(type), default_command);
+    } else {
+      ex->reply(http::response::error(
+        415, "unsupported_media_type",
+        "Content-Type must be application/json, application/yaml or multipart/form-data, got "
+          + type));
+      return std::nullopt;
+    }
+  } catch (const spec_error& e) {
+    ex->reply(http::response::error(400, "invalid_spec", e.what(), e.field()));
+    return std::nullopt;
+  } catch (const std::invalid_argument& e) {
+    ex->reply(http::response::error(400, "invalid_multipart", e.what(), "body"));
+    return std::nullopt;
+  }
+  if (out.archive.size() > ctx.cfg->jobs.max_archive_bytes) {
+    ex->reply(http::response::error(
+      413, "payload_too_large",
+      "the archive has " + std::to_string(out.archive.size()) + " bytes, more than "
+        + std::to_string(ctx.cfg->jobs.max_archive_bytes) + " (jobs.max_archive_bytes)",
+      "file"));
+    return std::nullopt;
+  }
+  return out;
+}
+
+persistence::job_record make_record(const node_context& ctx, const job_spec& spec,
+                                    const std::string& id, const std::string& request_id) {
+  persistence::job_record rec;
+  rec.id = id;
+  rec.name = spec.name;
+  rec.spec = to_json(spec);
+  rec.priority = spec.priority;
+  rec.labels = spec.labels;
+  rec.retries = spec.retries;
+  rec.request_id = request_id;
+  rec.workspace = ctx.cfg->data_dir + "/workspaces/" + id;
+  rec.queued_at = now_ns();
+  return rec;
+}
+
+http::response error_for(const caf::error& err) {
+  if (err.category() == caf::atom("troupe")) {
+    auto code = static_cast<ec>(err.code());
+    if (code == ec::shutting_down || code == ec::unavailable)
+      return http::response::error(503, to_string(code), caf::to_string(err));
+    if (code == ec::not_found)
+      return http::response::error(404, "not_found", caf::to_string(err));
+    if (code == ec::invalid_argument)
+      return http::response::error(400, "invalid_request", caf::to_string(err));
+  }
+  return http::response::error(500, "internal", caf::to_string(err));
+}
+
+/// After the job is stored: the endpoint's answer.
+void answer_submitted(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
+                      submit_mode mode, const std::string& id) {
+  switch (mode) {
+    case submit_mode::jobs: {
+      auto res = http::response::json(201, json{{"job_id", id}, {"status", js::queued}}.dump());
+      res.headers.emplace_back("Location", "/jobs/" + id);
+      ex->reply(std::move(res));
+      return;
+    }
+    case submit_mode::async:
+      ex->reply(http::response::json(200, json{{"job_id", id}}.dump()));
+      return;
+    case submit_mode::sse:
+    case submit_mode::sse_with_id: {
+      auto stream = ex->stream();
+      if (mode == submit_mode::sse_with_id)
+        stream->send({}, "job_id", json{{"type", "job_id"}, {"job_id", id}}.dump());
+      auto controller = lookup<job_controller_actor>(*ctx->sys, names::jobs);
+      job_stream_options opts;
+      opts.job_id = id;
+      opts.from_beginning = true;
+      ctx->sys->spawn(job_stream, stream, ctx->env, controller, opts);
+      return;
+    }
+  }
+}
+
+/// Stores the job through the controller (from a bridge actor).
+void submit_to_controller(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
+                          submit_mode mode, persistence::job_record rec) {
+  auto encoded = persistence::encode(rec);
+  auto id = rec.id;
+  auto workspace = rec.workspace;
+  caf::anon_send(ctx->bridge(), bridge_task{[ctx, ex, mode, encoded, id,
+                                             workspace](http_bridge_actor::pointer self) {
+    auto controller = lookup<job_controller_actor>(self->system(), names::jobs);
+    if (!controller) {
+      std::error_code ignored;
+      std::filesystem::remove_all(workspace, ignored);
+      ex->reply(http::response::error(503, "unavailable", "the job controller is not running"));
+      return;
+    }
+    self->request(controller, controller_timeout, submit_atom::value, encoded)
+      .then([ctx, ex, mode](const std::string& stored_id) { answer_submitted(ctx, ex, mode, stored_id); },
+            [ex, workspace](caf::error& err) {
+              std::error_code ignored;
+              std::filesystem::remove_all(workspace, ignored);
+              ex->reply(error_for(err));
+            });
+  }});
+}
+
+void submit(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
+            submit_mode mode) {
+  auto parsed = parse_submission(*ctx, ex, mode);
+  if (!parsed)
+    return;
+  auto id = persistence::new_job_id();
+  auto rec = make_record(*ctx, parsed->spec, id, ex->req().request_id);
+  std::error_code fs_err;
+  std::filesystem::create_directories(rec.workspace, fs_err);
+  if (fs_err) {
+    ex->reply(http::response::error(500, "internal",
+                                    "cannot create workspace " + rec.workspace + ": "
+                                      + fs_err.message()));
+    return;
+  }
+  if (parsed->archive.empty()) {
+    submit_to_controller(ctx, ex, mode, std::move(rec));
+    return;
+  }
+  // Extraction blocks on disk: a detached actor of its own does it, never an
+  // io thread or a scheduler thread.
+  archive_limits limits;
+  limits.max_archive_bytes = ctx->cfg->jobs.max_archive_bytes;
+  limits.max_entries = static_cast<uint64_t>(ctx->cfg->jobs.max_archive_entries);
+  limits.max_expanded_bytes = ctx->cfg->jobs.max_expanded_bytes;
+  auto archive = std::make_shared<std::string>(std::move(parsed->archive));
+  auto rid = ex->req().request_id;
+  ctx->sys->spawn<caf::detached>(
+    [ctx, ex, mode, rec, archive, limits, rid](caf::blocking_actor*) mutable {
+      logging::request_scope scope{rid};
+      try {
+        auto stats = extract_archive(*archive, rec.workspace, limits);
+        logging::get("jobs")->info("job {}: archive extracted ({} entries, {} bytes)", rec.id,
+                                   stats.entries, stats.bytes);
+      } catch (const std::exception& e) {
+        std::error_code ignored;
+        std::filesystem::remove_all(rec.workspace, ignored);
+        ex->reply(http::response::error(400, "invalid_archive", e.what(), "file"));
+        return;
+      }
+      archive.reset();
+      submit_to_controller(ctx, ex, mode, std::move(rec));
+    });
+}
+
+std::optional<persistence::job_record> find_job(const node_context& ctx,
+                                                const http::exchange_ptr& ex) {
+  auto& id = ex->req().params.at("id");
+  auto rec = persistence::get_job(*ctx.env, id);
+  if (!rec)
+    ex->reply(http::response::error(404, "not_found", "no job " + id, "id"));
+  return rec;
+}
+
+void list(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
+  auto& req = ex->req();
+  persistence::job_filter filter;
+  if (auto s = req.param("status")) {
+    static const std::vector<std::string> known{js::queued,    js::running,   js::succeeded,
+                                                js::failed,    js::cancelled, js::timed_out,
+                                                js::lost};
+    if (std::find(known.begin(), known.end(), *s) == known.end()) {
+      ex->reply(http::response::error(400, "invalid_parameter",
+                                      "status must be one of queued, running, succeeded, "
+                                      "failed, cancelled, timed_out, lost; got " + *s,
+                                      "status"));
+      return;
+    }
+    filter.status = *s;
+  }
+  if (auto l = req.param("label")) {
+    size_t pos = 0;
+    while (pos <= l->size()) {
+      auto comma = l->find(',', pos);
+      auto item = l->substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      auto colon = item.find(':');
+      if (colon == std::string::npos || colon == 0) {
+        ex->reply(http::response::error(400, "invalid_parameter",
+                                        "label must be key:value (comma-separated), got " + *l,
+                                        "label"));
+        return;
+      }
+      filter.labels.emplace_back(item.substr(0, colon), item.substr(colon + 1));
+      if (comma == std::string::npos)
+        break;
+      pos = comma + 1;
+    }
+  }
+  if (auto since = req.param("since")) {
+    auto t = parse_time(*since);
+    if (!t) {
+      ex->reply(http::response::error(400, "invalid_parameter",
+                                      "since must be an RFC 3339 time or Unix seconds, got "
+                                        + *since,
+                                      "since"));
+      return;
+    }
+    filter.since_ns = *t;
+  }
+  size_t limit = 100;
+  if (auto l = req.param("limit")) {
+    size_t v = 0;
+    auto [p, e] = std::from_chars(l->data(), l->data() + l->size(), v);
+    if (e != std::errc{} || p != l->data() + l->size() || v < 1 || v > 1000) {
+      ex->reply(http::response::error(400, "invalid_parameter",
+                                      "limit must be an integer between 1 and 1000, got " + *l,
+                                      "limit"));
+      return;
+    }
+    limit = v;
+  }
+  std::string next;
+  auto jobs = persistence::list_jobs(*ctx->env, filter, req.param("cursor").value_or(""), limit,
+                                     next);
+  std::string body = "{\"jobs\":[";
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    if (i > 0)
+      body += ',';
+    body += persistence::to_api_json(jobs[i]);
+  }
+  body += "],\"next_cursor\":";
+  body += next.empty() ? "null" : json(next).dump();
+  body += '}';
+  ex->reply(http::response::json(200, std::move(body)));
+}
+
+void stream(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
+  auto rec = find_job(*ctx, ex);
+  if (!rec)
+    return;
+  auto& req = ex->req();
+  job_stream_options opts;
+  opts.job_id = rec->id;
+  if (auto fb = req.param("from_beginning")) {
+    if (*fb != "true" && *fb != "false" && *fb != "1" && *fb != "0") {
+      ex->reply(http::response::error(400, "invalid_parameter",
+                                      "from_beginning must be true or false, got " + *fb,
+                                      "from_beginning"));
+      return;
+    }
+    opts.from_beginning = *fb == "true" || *fb == "1";
+  }
+  auto& last = req.header("last-event-id");
+  if (!last.empty()) {
+    uint64_t v = 0;
+    auto [p, e] = std::from_chars(last.data(), last.data() + last.size(), v);
+    if (e != std::errc{} || p != last.data() + last.size()) {
+      ex->reply(http::response::error(400, "invalid_parameter",
+                                      "Last-Event-ID must be a log sequence number",
+                                      "Last-Event-ID"));
+      return;
+    }
+    opts.last_event_id = v;
+  }
+  auto controller = lookup<job_controller_actor>(*ctx->sys, names::jobs);
+  auto s = ex->stream();
+  ctx->sys->spawn(job_stream, s, ctx->env, controller, opts);
+}
+
+void logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
+  auto rec = find_job(*ctx, ex);
+  if (!rec)
+    return;
+  bool ndjson = ex->req().header("accept").find("application/x-ndjson") != std::string::npos;
+  std::string body;
+  uint64_t after = 0;
+  for (;;) {
+    auto page = persistence::read_logs(*ctx->env, rec->id, after, 4096);
+    for (auto& e : page) {
+      if (ndjson) {
+        body += persistence::to_api_json(e);
+      } else {
+        body += e.line;
+      }
+      body += '\n';
+    }
+    if (page.size() < 4096)
+      break;
+    after = page.back().seq;
+  }
+  http::response res;
+  res.status = 200;
+  res.content_type = ndjson ? "application/x-ndjson" : "text/plain; charset=utf-8";
+  res.body = std::move(body);
+  ex->reply(std::move(res));
+}
+
+void cancel(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
+  auto rec = find_job(*ctx, ex);
+  if (!rec)
+    return;
+  if (persistence::is_terminal(rec->status)) {
+    ex->reply(http::response::error(409, "conflict",
+                                    "job " + rec->id + " already ended: " + rec->status, "id"));
+    return;
+  }
+  auto id = rec->id;
+  caf::anon_send(ctx->bridge(), bridge_task{[ex, id](http_bridge_actor::pointer self) {
+    auto controller = lookup<job_controller_actor>(self->system(), names::jobs);
+    if (!controller) {
+      ex->reply(http::response::error(503, "unavailable", "the job controller is not running"));
+      return;
+    }
+    self->request(controller, controller_timeout, cancel_atom::value, id)
+      .then(
+        [ex, id](const std::string& status) {
+          ex->reply(http::response::json(200, json{{"job_id", id}, {"status", status}}.dump()));
+        },
+        [ex](caf::error& err) { ex->reply(error_for(err)); });
+  }});
+}
+
+} // namespace
+
+void add_job_routes(http::router& r, std::shared_ptr<node_context> ctx) {
+  r.add("POST", "/jobs", [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::jobs); });
+  r.add("POST", "/submit", [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::sse); });
+  r.add("POST", "/submit-stream",
+        [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::sse_with_id); });
+  r.add("POST", "/submit-async",
+        [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::async); });
+  r.add("GET", "/jobs", [ctx](const http::exchange_ptr& ex) { list(ctx, ex); });
+  r.add("GET", "/jobs/{id}", [ctx](const http::exchange_ptr& ex) {
+    if (auto rec = find_job(*ctx, ex))
+      ex->reply(http::response::json(200, persistence::to_api_json(*rec)));
+  });
+  r.add("GET", "/jobs/{id}/stream", [ctx](const http::exchange_ptr& ex) { stream(ctx, ex); });
+  r.add("GET", "/jobs/{id}/logs", [ctx](const http::exchange_ptr& ex) { logs(ctx, ex); });
+  r.add("DELETE", "/jobs/{id}", [ctx](const http::exchange_ptr& ex) { cancel(ctx, ex); });
+}
+
+} // namespace troupe

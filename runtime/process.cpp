@@ -1,0 +1,326 @@
+#include "runtime/process.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <mutex>
+#include <system_error>
+#include <thread>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+
+#include "runtime/clock.hpp"
+
+namespace troupe::process {
+
+namespace net = boost::asio;
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what, int err) {
+  throw std::system_error(err, std::generic_category(), what);
+}
+
+int pidfd_open(pid_t pid) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+void apply_limit(pid_t pid, int resource, uint64_t value) {
+  if (value == 0)
+    return;
+  rlimit lim{static_cast<rlim_t>(value), static_cast<rlim_t>(value)};
+  ::prlimit(pid, static_cast<__rlimit_resource>(resource), &lim, nullptr);
+}
+
+struct spawn_attrs {
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_t actions;
+  spawn_attrs() {
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_init(&actions);
+  }
+  ~spawn_attrs() {
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+  }
+};
+
+} // namespace
+
+child spawn(const spawn_options& opts) {
+  if (opts.argv.empty())
+    throw std::invalid_argument("empty command");
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0)
+    fail("pipe", errno);
+  if (::pipe2(err, O_CLOEXEC) != 0) {
+    auto e = errno;
+    ::close(out[0]);
+    ::close(out[1]);
+    fail("pipe", e);
+  }
+  spawn_attrs a;
+  // Own process group (pgid = pid), default signal mask and dispositions:
+  // the daemon blocks SIGTERM/SIGINT and ignores SIGPIPE, children must not.
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2})
+    sigaddset(&defaults, s);
+  posix_spawnattr_setflags(&a.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK
+                                      | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
+  posix_spawnattr_setpgroup(&a.attr, 0);
+  posix_spawnattr_setsigmask(&a.attr, &none);
+  posix_spawnattr_setsigdefault(&a.attr, &defaults);
+  posix_spawn_file_actions_addopen(&a.actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&a.actions, out[1], 1);
+  posix_spawn_file_actions_adddup2(&a.actions, err[1], 2);
+  posix_spawn_file_actions_addclosefrom_np(&a.actions, 3);
+  if (!opts.cwd.empty())
+    posix_spawn_file_actions_addchdir_np(&a.actions, opts.cwd.c_str());
+  std::vector<char*> argv;
+  for (auto& s : opts.argv)
+    argv.push_back(const_cast<char*>(s.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (auto& s : opts.env)
+    envp.push_back(const_cast<char*>(s.c_str()));
+  envp.push_back(nullptr);
+  pid_t pid = -1;
+  // posix_spawnp: a bare command name is looked up in PATH like a shell does.
+  auto rc = ::posix_spawnp(&pid, argv[0], &a.actions, &a.attr, argv.data(), envp.data());
+  ::close(out[1]);
+  ::close(err[1]);
+  if (rc != 0) {
+    ::close(out[0]);
+    ::close(err[0]);
+    fail("cannot start " + opts.argv[0], rc);
+  }
+  // Limits are applied right after the spawn (posix_spawn has no rlimit
+  // action); processes the child starts later inherit them.
+  apply_limit(pid, RLIMIT_CPU, opts.rlimits.cpu_seconds);
+  apply_limit(pid, RLIMIT_AS, opts.rlimits.memory_mb * 1024 * 1024);
+  apply_limit(pid, RLIMIT_NOFILE, opts.rlimits.open_files);
+  child c;
+  c.pid = pid;
+  c.pidfd = pidfd_open(pid);
+  c.out_fd = out[0];
+  c.err_fd = err[0];
+  if (c.pidfd < 0) {
+    auto e = errno;
+    ::kill(-pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    ::close(out[0]);
+    ::close(err[0]);
+    fail("pidfd_open", e);
+  }
+  return c;
+}
+
+bool signal_group(pid_t pgid, int sig) {
+  if (pgid <= 0)
+    return false;
+  return ::kill(-pgid, sig) == 0;
+}
+
+bool group_alive(pid_t pgid) {
+  return pgid > 0 && (::kill(-pgid, 0) == 0 || errno == EPERM);
+}
+
+// -- io -------------------------------------------------------------------------
+
+struct io::impl {
+  net::io_context ctx{1};
+  net::executor_work_guard<net::io_context::executor_type> guard = net::make_work_guard(ctx);
+  std::thread thread;
+};
+
+namespace {
+
+class watch_impl final : public watch, public std::enable_shared_from_this<watch_impl> {
+public:
+  watch_impl(net::io_context& ctx, const child& c, size_t max_line, callbacks cb)
+    : ctx_(ctx),
+      out_(ctx, c.out_fd),
+      err_(ctx, c.err_fd),
+      pidfd_(ctx, c.pidfd),
+      pid_(c.pid),
+      max_line_(max_line),
+      cb_(std::move(cb)) {
+  }
+
+  void start() {
+    auto self = shared_from_this();
+    net::post(ctx_, [self] {
+      self->read(1);
+      self->read(2);
+      self->wait_exit();
+    });
+  }
+
+  void resume(uint8_t stream) override {
+    net::post(ctx_, [self = shared_from_this(), stream] {
+      if (!self->closed_)
+        self->read(stream);
+    });
+  }
+
+  void close() override {
+    net::post(ctx_, [self = shared_from_this()] { self->shutdown(); });
+  }
+
+private:
+  struct pipe_state {
+    std::string partial;
+    char buf[64 * 1024];
+    bool eof = false;
+  };
+
+  net::posix::stream_descriptor& fd(uint8_t s) { return s == 1 ? out_ : err_; }
+  pipe_state& st(uint8_t s) { return s == 1 ? out_state_ : err_state_; }
+
+  void read(uint8_t s) {
+    auto& p = st(s);
+    if (p.eof)
+      return;
+    fd(s).async_read_some(net::buffer(p.buf), [self = shared_from_this(), s](
+                                                 boost::system::error_code ec, size_t n) {
+      self->on_read(s, ec, n);
+    });
+  }
+
+  void on_read(uint8_t s, boost::system::error_code ec, size_t n) {
+    if (closed_)
+      return;
+    auto& p = st(s);
+    output o;
+    o.stream = s;
+    o.ts_ns = now_ns();
+    if (n > 0)
+      split(p, std::string_view{p.buf, n}, o.lines);
+    if (ec) {
+      // EOF (or an error, which ends the stream just the same).
+      if (!p.partial.empty())
+        o.lines.push_back(std::move(p.partial));
+      p.partial.clear();
+      p.eof = true;
+      o.eof = true;
+      boost::system::error_code ignored;
+      fd(s).close(ignored);
+    }
+    if (o.lines.empty() && !o.eof) {
+      read(s);  // only a partial line so far
+      return;
+    }
+    cb_.on_output(std::move(o));
+  }
+
+  void split(pipe_state& p, std::string_view data, std::vector<std::string>& lines) {
+    size_t pos = 0;
+    while (pos < data.size()) {
+      auto nl = data.find('\n', pos);
+      auto piece = data.substr(pos, nl == std::string_view::npos ? std::string_view::npos
+                                                                  : nl - pos);
+      // Over-long lines are cut into max_line pieces, never dropped.
+      while (p.partial.size() + piece.size() > max_line_) {
+        auto take = max_line_ - p.partial.size();
+        p.partial.append(piece.substr(0, take));
+        lines.push_back(std::move(p.partial));
+        p.partial.clear();
+        piece.remove_prefix(take);
+      }
+      p.partial.append(piece);
+      if (nl == std::string_view::npos)
+        break;
+      if (!p.partial.empty() && p.partial.back() == '\r')
+        p.partial.pop_back();
+      lines.push_back(std::move(p.partial));
+      p.partial.clear();
+      pos = nl + 1;
+    }
+  }
+
+  void wait_exit() {
+    pidfd_.async_wait(net::posix::stream_descriptor::wait_read,
+                      [self = shared_from_this()](boost::system::error_code ec) {
+                        if (ec || self->closed_)
+                          return;
+                        self->reap();
+                      });
+  }
+
+  void reap() {
+    siginfo_t info{};
+    if (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.native_handle()), &info, WEXITED | WNOHANG)
+          != 0
+        || info.si_pid == 0) {
+      // Spurious wake-up: wait again. (ECHILD means someone else reaped it.)
+      if (errno == ECHILD) {
+        cb_.on_exit(exit_status{-1, 0});
+        return;
+      }
+      wait_exit();
+      return;
+    }
+    exit_status es;
+    if (info.si_code == CLD_EXITED)
+      es.exit_code = info.si_status;
+    else
+      es.signal = info.si_status;
+    boost::system::error_code ignored;
+    pidfd_.close(ignored);
+    cb_.on_exit(es);
+  }
+
+  void shutdown() {
+    if (closed_)
+      return;
+    closed_ = true;
+    boost::system::error_code ignored;
+    out_.close(ignored);
+    err_.close(ignored);
+    pidfd_.close(ignored);
+  }
+
+  net::io_context& ctx_;
+  net::posix::stream_descriptor out_;
+  net::posix::stream_descriptor err_;
+  net::posix::stream_descriptor pidfd_;
+  pid_t pid_;
+  size_t max_line_;
+  callbacks cb_;
+  pipe_state out_state_;
+  pipe_state err_state_;
+  bool closed_ = false;
+};
+
+} // namespace
+
+io::io() : impl_(std::make_unique<impl>()) {
+  impl_->thread = std::thread([this] { impl_->ctx.run(); });
+}
+
+io::~io() {
+  impl_->guard.reset();
+  impl_->ctx.stop();
+  if (impl_->thread.joinable())
+    impl_->thread.join();
+}
+
+std::shared_ptr<watch> io::start(const child& c, size_t max_line, callbacks cb) {
+  auto w = std::make_shared<watch_impl>(impl_->ctx, c, max_line, std::move(cb));
+  w->start();
+  return w;
+}
+
+} // namespace troupe::process

@@ -1,0 +1,353 @@
+#define CAF_SUITE job_controller
+#include "support/dsl.hpp"
+
+#include <csignal>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include "actors/job_controller.hpp"
+#include "actors/names.hpp"
+#include "actors/store.hpp"
+#include "persistence/jobs.hpp"
+#include "runtime/clock.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace troupe;
+using namespace std::chrono_literals;
+namespace js = persistence::job_status;
+using persistence::job_record;
+
+namespace {
+
+/// A scripted stand-in for the job actor: it records that it started and
+/// ends when the test tells it how (exit code, cancel, crash).
+struct fake_job_state {
+  static inline const char* name = "fake_job";
+};
+
+void put_record(persistence::lmdb_env& env, const job_record& r) {
+  persistence::txn t{env, false};
+  t.put("jobs", r.id, persistence::encode(r));
+  t.commit();
+}
+
+job_actor::behavior_type fake_job(job_actor::stateful_pointer<fake_job_state> self, std::string id,
+                                  job_controller_actor ctl,
+                                  std::shared_ptr<persistence::lmdb_env> env,
+                                  std::shared_ptr<std::vector<std::string>> launched) {
+  launched->push_back(id);
+  self->send(ctl, started_atom::value, id);
+  auto end = [self, id, ctl, env](std::string status, bool requeue = false) {
+    auto rec = *persistence::get_job(*env, id);
+    rec.status = status;
+    if (requeue) {
+      rec.attempt += 1;
+      rec.not_before = now_ns() + 5'000'000'000;
+    }
+    put_record(*env, rec);
+    self->send(ctl, done_atom::value, id, status, requeue, std::vector<job_subscriber_actor>{});
+    self->quit();
+  };
+  return {
+      [](proc_output&) {},
+      [end](exited_atom, int32_t code, int32_t retry) {
+        if (retry != 0)
+          end(js::queued, true);
+        else
+          end(code == 0 ? js::succeeded : js::failed);
+      },
+      [end](cancel_atom) -> ok_atom {
+        end(js::cancelled);
+        return ok_atom::value;
+      },
+      [](timeout_atom) {},
+      [](kill_atom) {},
+      [](deferred_atom, uint64_t) {},
+      [](subscribe_atom, job_subscriber_actor&) -> uint64_t { return 0; },
+      [end](shutdown_atom) -> ok_atom {
+        end(js::lost);
+        return ok_atom::value;
+      },
+  };
+}
+
+struct fixture : test::deterministic_fixture {
+  test::temp_dir dir;
+  std::shared_ptr<persistence::lmdb_env> env =
+      persistence::lmdb_env::open(dir / "store", 64ull << 20);
+  store_actor st = sys.spawn(store, env);
+  std::shared_ptr<std::vector<std::string>> launched = std::make_shared<std::vector<std::string>>();
+  std::map<std::string, job_actor> actors;
+  job_controller_actor ctl;
+
+  fixture() { sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st)); }
+
+  ~fixture() override {
+    if (ctl)
+      caf::anon_send_exit(ctl, caf::exit_reason::user_shutdown);
+    for (auto& [id, a] : actors)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
+    sys.registry().erase(names::store);
+    run_until([] { return false; });
+  }
+
+  void start(int slots) {
+    auto ctx = std::make_shared<job_env>();
+    ctx->env = env;
+    ctx->cfg.concurrency = slots;
+    ctx->cfg.sweep_interval = 24h;
+    ctx->node_name = "test-node";
+    auto e = env;
+    auto l = launched;
+    auto* am = &actors;
+    ctx->launch = [e, l, am](caf::actor_system& s, const std::string& id, job_controller_actor c,
+                             std::vector<job_subscriber_actor>) {
+      auto a = s.spawn(fake_job, id, c, e, l);
+      (*am)[id] = a;
+      return a;
+    };
+    ctl = sys.spawn(job_controller, std::shared_ptr<const job_env>{ctx});
+    consume_messages();
+  }
+
+  std::string submit(const std::string& name, int priority, int retries = 0) {
+    job_record r;
+    r.id = persistence::new_job_id();
+    r.name = name;
+    r.priority = priority;
+    r.retries = retries;
+    r.spec = "{}";
+    auto h = self->request(ctl, caf::infinite, submit_atom::value, persistence::encode(r));
+    consume_messages();
+    std::string id;
+    h.receive([&](std::string& x) { id = x; },
+              [](caf::error& err) { CAF_FAIL("submit failed: " << to_string(err)); });
+    CAF_REQUIRE_EQUAL(id, r.id);
+    names[id] = name;
+    return id;
+  }
+
+  /// Ends the running job `name` with `code`.
+  void finish(const std::string& name, int code = 0, bool retry = false) {
+    auto id = id_of(name);
+    CAF_REQUIRE(actors.count(id) > 0);
+    caf::anon_send(actors[id], exited_atom::value, int32_t{code}, int32_t{retry ? 1 : 0});
+    consume_messages();
+  }
+
+  std::vector<std::string> launched_names() {
+    std::vector<std::string> out;
+    for (auto& id : *launched)
+      out.push_back(names[id]);
+    return out;
+  }
+
+  std::string id_of(const std::string& name) {
+    for (auto& [id, n] : names)
+      if (n == name)
+        return id;
+    CAF_FAIL("no job named " << name);
+    return {};
+  }
+
+  std::string status_of(const std::string& name) {
+    return persistence::get_job(*env, id_of(name))->status;
+  }
+
+  job_controller_state& state() {
+    return deref<job_controller_actor::stateful_base<job_controller_state>>(ctl).state;
+  }
+
+  std::map<std::string, std::string> names;
+};
+
+} // namespace
+
+CAF_TEST_FIXTURE_SCOPE(job_controller_tests, fixture)
+
+CAF_TEST(jobs are stored as queued before the submit is answered) {
+  start(1);
+  auto id = submit("a", 50);
+  auto rec = persistence::get_job(*env, id);
+  CAF_REQUIRE(rec.has_value());
+  CAF_CHECK_EQUAL(rec->node, "test-node");
+  CAF_CHECK(rec->queued_at > 0);
+}
+
+CAF_TEST(higher priority runs first and equal priorities run in submission order) {
+  start(1);
+  submit("first", 50);
+  submit("low", 10);
+  submit("high-1", 90);
+  submit("high-2", 90);
+  submit("mid", 50);
+  CAF_CHECK_EQUAL(launched_names(), std::vector<std::string>{"first"});
+  for (auto n : {"first", "high-1", "high-2", "mid", "low"})
+    finish(n);
+  CAF_CHECK_EQUAL(launched_names(),
+                  (std::vector<std::string>{"first", "high-1", "high-2", "mid", "low"}));
+  CAF_CHECK_EQUAL(state().counts[js::succeeded], 5u);
+  CAF_CHECK_EQUAL(state().counts[js::queued], 0u);
+}
+
+CAF_TEST(slots bound how many jobs run and a freed slot starts the next at once) {
+  start(2);
+  for (auto n : {"a", "b", "c", "d", "e"})
+    submit(n, 50);
+  CAF_CHECK_EQUAL(launched_names(), (std::vector<std::string>{"a", "b"}));
+  CAF_CHECK_EQUAL(state().running.size(), 2u);
+  CAF_CHECK_EQUAL(state().queue.size(), 3u);
+  finish("b", 1);
+  CAF_CHECK_EQUAL(launched_names(), (std::vector<std::string>{"a", "b", "c"}));
+  CAF_CHECK_EQUAL(state().running.size(), 2u);
+  CAF_CHECK_EQUAL(state().counts[js::failed], 1u);
+  CAF_CHECK_EQUAL(status_of("b"), js::failed);
+  // (request<T>() would run() the periodic sweep timer forever.)
+  auto h = self->request(ctl, caf::infinite, status_atom::value);
+  consume_messages();
+  std::string stats;
+  h.receive([&](std::string& x) { stats = x; }, [](caf::error& err) { CAF_FAIL(to_string(err)); });
+  CAF_CHECK(stats.find(R"("queue_depth":2)") != std::string::npos);
+  CAF_CHECK(stats.find(R"("running":2)") != std::string::npos);
+}
+
+CAF_TEST(cancelling a queued job removes it from the queue) {
+  start(1);
+  submit("running", 50);
+  submit("waiting", 50);
+  auto h = self->request(ctl, caf::infinite, cancel_atom::value, id_of("waiting"));
+  consume_messages();
+  h.receive([](std::string& s) { CAF_CHECK_EQUAL(s, js::cancelled); },
+            [](caf::error& err) { CAF_FAIL(to_string(err)); });
+  CAF_CHECK_EQUAL(status_of("waiting"), js::cancelled);
+  finish("running");
+  CAF_CHECK_EQUAL(launched_names(), std::vector<std::string>{"running"});
+  CAF_CHECK_EQUAL(state().counts[js::cancelled], 1u);
+}
+
+CAF_TEST(cancelling a running job answers once it ended) {
+  start(1);
+  submit("victim", 50);
+  submit("next", 50);
+  auto h = self->request(ctl, caf::infinite, cancel_atom::value, id_of("victim"));
+  consume_messages();
+  h.receive([](std::string& s) { CAF_CHECK_EQUAL(s, js::cancelled); },
+            [](caf::error& err) { CAF_FAIL(to_string(err)); });
+  CAF_CHECK_EQUAL(status_of("victim"), js::cancelled);
+  CAF_CHECK_EQUAL(launched_names(), (std::vector<std::string>{"victim", "next"}));
+}
+
+CAF_TEST(cancelling an unknown job is not_found) {
+  start(1);
+  auto h = self->request(ctl, caf::infinite, cancel_atom::value, std::string{"nope"});
+  consume_messages();
+  h.receive(
+      [](std::string&) { CAF_FAIL("cancelled a job that does not exist"); },
+      [](caf::error& err) { CAF_CHECK_EQUAL(err.code(), static_cast<uint8_t>(ec::not_found)); });
+}
+
+CAF_TEST(a retried job waits for its backoff before it is queued again) {
+  start(1);
+  submit("flaky", 50, 2);
+  submit("other", 10);
+  finish("flaky", 1, true);
+  // The backoff holds "flaky" back; the slot goes to "other".
+  CAF_CHECK_EQUAL(launched_names(), (std::vector<std::string>{"flaky", "other"}));
+  CAF_CHECK_EQUAL(state().backing_off.count(id_of("flaky")), 1u);
+  finish("other");
+  CAF_CHECK_EQUAL(launched_names().size(), 2u);
+  advance_time(5s);
+  consume_messages();
+  CAF_CHECK_EQUAL(launched_names(), (std::vector<std::string>{"flaky", "other", "flaky"}));
+}
+
+CAF_TEST(retry backoff doubles per attempt up to the cap) {
+  jobs_config cfg;
+  cfg.retry_backoff_initial = 1s;
+  cfg.retry_backoff_max = 5s;
+  CAF_CHECK_EQUAL(retry_backoff(cfg, 1), 1s);
+  CAF_CHECK_EQUAL(retry_backoff(cfg, 2), 2s);
+  CAF_CHECK_EQUAL(retry_backoff(cfg, 3), 4s);
+  CAF_CHECK_EQUAL(retry_backoff(cfg, 4), 5s);
+  CAF_CHECK_EQUAL(retry_backoff(cfg, 30), 5s);
+}
+
+CAF_TEST(a crashed job actor fails its job and frees the slot) {
+  start(1);
+  submit("doomed", 50);
+  submit("after", 50);
+  caf::anon_send_exit(actors[id_of("doomed")], caf::exit_reason::kill);
+  consume_messages();
+  auto rec = persistence::get_job(*env, id_of("doomed"));
+  CAF_CHECK_EQUAL(rec->status, js::failed);
+  CAF_CHECK(rec->reason.find("job actor crashed") != std::string::npos);
+  CAF_CHECK_EQUAL(launched_names(), (std::vector<std::string>{"doomed", "after"}));
+}
+
+CAF_TEST(recovery requeues or loses running jobs and kills their orphans) {
+  // What a killed daemon left behind: an orphaned process of a running job.
+  auto orphan_id = persistence::new_job_id();
+  std::string env_var = "TROUPE_JOB_ID=" + orphan_id;
+  char* argv[] = {const_cast<char*>("sleep"), const_cast<char*>("60"), nullptr};
+  char* envp[] = {env_var.data(), nullptr};
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  pid_t pid = -1;
+  CAF_REQUIRE_EQUAL(posix_spawnp(&pid, "sleep", nullptr, &attr, argv, envp), 0);
+  posix_spawnattr_destroy(&attr);
+  auto make = [](std::string id, std::string status, int attempt, int retries, int prio) {
+    job_record r;
+    r.id = std::move(id);
+    r.status = std::move(status);
+    r.attempt = attempt;
+    r.retries = retries;
+    r.priority = prio;
+    r.spec = "{}";
+    return r;
+  };
+  auto lost = make(orphan_id, js::running, 1, 0, 50);
+  lost.pgid = pid;
+  put_record(*env, lost);
+  auto again_id = persistence::new_job_id();
+  put_record(*env, make(again_id, js::running, 1, 1, 50));
+  auto queued_id = persistence::new_job_id();
+  put_record(*env, make(queued_id, js::queued, 1, 0, 90));
+  auto done_id = persistence::new_job_id();
+  put_record(*env, make(done_id, js::succeeded, 1, 0, 50));
+  start(4);
+  // The orphan was killed: it can be reaped at once.
+  int status = 0;
+  CAF_CHECK_EQUAL(waitpid(pid, &status, 0), pid);
+  CAF_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  auto l = persistence::get_job(*env, orphan_id);
+  CAF_CHECK_EQUAL(l->status, js::lost);
+  CAF_CHECK(l->reason.find("no retries left") != std::string::npos);
+  auto a = persistence::get_job(*env, again_id);
+  CAF_CHECK_EQUAL(a->attempt, 2);
+  CAF_CHECK_EQUAL(persistence::get_job(*env, done_id)->status, js::succeeded);
+  // Queued jobs run again, by priority: the queued one first.
+  CAF_REQUIRE_EQUAL(launched->size(), 2u);
+  CAF_CHECK_EQUAL(launched->at(0), queued_id);
+  CAF_CHECK_EQUAL(launched->at(1), again_id);
+  CAF_CHECK_EQUAL(state().counts[js::lost], 1u);
+}
+
+CAF_TEST(shutdown stops running jobs and answers when they are recorded) {
+  start(2);
+  submit("a", 50);
+  submit("b", 50);
+  submit("c", 50);
+  auto h = self->request(ctl, caf::infinite, shutdown_atom::value);
+  consume_messages();
+  bool ok = false;
+  h.receive([&](ok_atom) { ok = true; }, [](caf::error& err) { CAF_FAIL(to_string(err)); });
+  CAF_CHECK(ok);
+  CAF_CHECK_EQUAL(status_of("a"), js::lost);
+  CAF_CHECK_EQUAL(status_of("c"), js::queued);
+  CAF_CHECK_EQUAL(launched_names().size(), 2u);
+}
+
+CAF_TEST_FIXTURE_SCOPE_END()
