@@ -40,9 +40,11 @@ event_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
     self->quit();
     return {[](const event&) {}};
   }
-  // The client going away ends this actor (a weak address: no cycle).
-  stream->on_close([addr = self->address()] {
-    caf::anon_send_exit(addr, caf::exit_reason::user_shutdown);
+  // The stream keeps this actor alive (the bus's reference goes with the
+  // bus) until the client goes away; closing drops the callback and with it
+  // the reference.
+  stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
+    caf::anon_send_exit(hdl, caf::exit_reason::user_shutdown);
   });
   self->monitor(bus);
   self->set_down_handler([self](caf::down_msg&) {

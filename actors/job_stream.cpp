@@ -132,8 +132,10 @@ job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
   st.stream = stream;
   st.env = env;
   st.job_id = opts.job_id;
-  stream->on_close([addr = self->address()] {
-    caf::anon_send_exit(addr, caf::exit_reason::user_shutdown);
+  // The stream keeps this actor alive until the client goes away (closing
+  // drops the callback and with it the reference).
+  stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
+    caf::anon_send_exit(hdl, caf::exit_reason::user_shutdown);
   });
   auto rec = persistence::get_job(*env, opts.job_id);
   if (!rec) {

@@ -255,7 +255,7 @@ public:
   void post_sse(std::string bytes, bool last) {
     net::dispatch(stream_.get_executor(),
                   [self = shared_from_this(), bytes = std::move(bytes), last]() mutable {
-                    self->queue_write(std::move(bytes), true, last);
+                    self->queue_write(std::move(bytes), !last, last);
                   });
   }
 
@@ -686,7 +686,11 @@ void server::impl::stop(std::chrono::milliseconds grace) {
   // In-flight requests finish first (they may still need the actors).
   {
     std::unique_lock<std::mutex> guard{mtx_};
-    cv_.wait_until(guard, deadline, [this] { return in_flight_ == 0; });
+    if (in_flight_ > 0)
+      log_->info("waiting up to {} ms for {} in-flight requests", grace.count(),
+                 in_flight_.load());
+    if (!cv_.wait_until(guard, deadline, [this] { return in_flight_ == 0; }))
+      log_->warn("{} requests still in flight after the grace period", in_flight_.load());
   }
   std::vector<std::shared_ptr<session>> live;
   {

@@ -495,16 +495,20 @@ bool ignored_env(std::string_view name) {
          starts_with(name, "TROUPE_PORT");
 }
 
-/// Sets one key from raw text; `where` names the key (and its source) in errors.
-void assign(config& c, const std::string& key, std::string_view raw, const std::string& where) {
+/// Sets one key from raw text; errors name the key path, and `origin` (e.g.
+/// "from TROUPE_X") is appended to the reason when given.
+void assign(config& c, const std::string& key, std::string_view raw,
+            const std::string& origin = {}) {
+  auto suffix = origin.empty() ? std::string{} : " (" + origin + ")";
   auto f = find_field(key);
   if (f == nullptr) {
     auto keys = keys_of(key);
-    throw config_error(where, keys.empty() ? "unknown key"
-                                           : "is a section, not a key (its keys: " + keys + ")");
+    throw config_error(key, (keys.empty() ? std::string{"unknown key"}
+                                          : "is a section, not a key (its keys: " + keys + ")")
+                              + suffix);
   }
   if (auto p = f->set(c, raw))
-    throw config_error(where, *p);
+    throw config_error(key, *p + suffix);
 }
 
 config defaults() {
@@ -571,7 +575,7 @@ void apply_yaml_map(config& c, const YAML::Node& map, const std::string& prefix)
       continue;
     if (!value.IsScalar())
       throw config_error(path, "expected a single value, got " + describe(value));
-    assign(c, path, value.Scalar(), path);
+    assign(c, path, value.Scalar());
   }
 }
 
@@ -702,10 +706,10 @@ config load_config(const config_sources& src) {
     if (ignored_env(name))
       continue;
     auto key = env_key(name);
-    assign(c, key, var.value, key + " (from " + var.origin + ")");
+    assign(c, key, var.value, "from " + var.origin);
   }
   for (auto& [key, raw] : src.flags)
-    assign(c, key, raw, key);
+    assign(c, key, raw);
   // Ranges are checked on the merged result: a later layer may fix an earlier one.
   for (auto& f : fields())
     if (auto p = f.check(c))
