@@ -102,6 +102,7 @@ public:
 
   void start() {
     do_accept();
+    sweep();
     threads_.reserve(static_cast<size_t>(opts_.io_threads));
     for (int i = 0; i < opts_.io_threads; ++i)
       threads_.emplace_back([this] { ioc_.run(); });
@@ -110,11 +111,48 @@ public:
   void stop(std::chrono::milliseconds grace);
 
   void do_accept() {
-    acceptor_.async_accept(net::make_strand(ioc_),
-                           beast::bind_front_handler(&impl::on_accept, this));
+    if (opts_.io_threads == 1)
+      acceptor_.async_accept(ioc_, beast::bind_front_handler(&impl::on_accept, this));
+    else
+      acceptor_.async_accept(net::make_strand(ioc_),
+                             beast::bind_front_handler(&impl::on_accept, this));
+  }
+
+  /// One io thread needs no strand per connection: its handlers never run
+  /// concurrently anyway.
+  tcp::socket new_socket() {
+    if (opts_.io_threads == 1)
+      return tcp::socket{ioc_};
+    return tcp::socket{net::make_strand(ioc_)};
   }
 
   void on_accept(beast::error_code ec, tcp::socket socket);
+  void serve(tcp::socket socket);
+
+  /// Once a second: connections past their read/write deadline are closed.
+  void sweep() {
+    sweep_timer_.expires_after(std::chrono::seconds(1));
+    sweep_timer_.async_wait([this](beast::error_code ec) {
+      if (ec || stopping_)
+        return;
+      auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   clock_type::now().time_since_epoch())
+                   .count();
+      std::vector<std::shared_ptr<session>> live;
+      {
+        std::lock_guard<std::mutex> guard{mtx_};
+        live.reserve(sessions_.size());
+        for (auto& [ptr, weak] : sessions_)
+          if (auto s = weak.lock())
+            live.push_back(std::move(s));
+      }
+      for (auto& s : live)
+        expire(*s, now);
+      sweep();
+    });
+  }
+
+  static void expire(session& s, int64_t now);
 
   void register_session(const std::shared_ptr<session>& s) {
     std::lock_guard<std::mutex> guard{mtx_};
@@ -151,6 +189,7 @@ public:
   // own) go away while the members above still exist.
   net::io_context ioc_;
   tcp::acceptor acceptor_;
+  net::steady_timer sweep_timer_{acceptor_.get_executor()};
   std::vector<std::thread> threads_;
 };
 
@@ -207,6 +246,18 @@ private:
 class session : public std::enable_shared_from_this<session> {
 public:
   session(server::impl& srv, tcp::socket&& socket) : srv_(srv), stream_(std::move(socket)) {}
+
+  /// Closes the connection if its read/write deadline passed (called by the
+  /// server's once-a-second sweep; cheaper than a timer per operation).
+  void close_if_expired(int64_t now) {
+    auto d = deadline_.load(std::memory_order_relaxed);
+    if (d != 0 && d < now)
+      net::dispatch(stream_.get_executor(), [self = shared_from_this(), now] {
+        auto d = self->deadline_.load(std::memory_order_relaxed);
+        if (d != 0 && d < now)
+          self->do_close();
+      });
+  }
 
   ~session() { srv_.unregister_session(this); }
 
@@ -268,7 +319,7 @@ private:
     parser_.emplace();
     parser_->body_limit(srv_.opts_.body_limit);
     parser_->header_limit(header_limit);
-    stream_.expires_after(srv_.opts_.request_timeout);
+    arm_deadline();
     bhttp::async_read(stream_, buffer_, *parser_,
                       beast::bind_front_handler(&session::on_read, shared_from_this()));
   }
@@ -321,6 +372,8 @@ private:
 
   void dispatch_request(bhttp::request<bhttp::string_body>&& raw) {
     busy_ = true;
+    // A handler may wait on actors; their requests carry their own timeouts.
+    deadline_.store(0, std::memory_order_relaxed);
     srv_.request_started();
     auto started = clock_type::now();
     auto req = std::make_shared<request>();
@@ -412,30 +465,49 @@ private:
     srv_.log_->log(lvl, "{} {} {} {:.3f}ms", req.method, req.target, status, us.count() / 1000.0);
   }
 
+  /// Serializes by hand into a buffer reused across the connection's
+  /// responses: the hot path (probes) allocates next to nothing.
   void write_response(response res, const request& req, clock_type::time_point started,
                       const std::string& route) {
-    auto msg = std::make_shared<bhttp::response<bhttp::string_body>>(
-      static_cast<bhttp::status>(res.status), version_ ? version_ : 11);
-    msg->set(bhttp::field::server, "troupe");
-    msg->set(bhttp::field::content_type, res.content_type);
-    msg->set("X-Request-ID", req.request_id);
-    for (auto& [k, v] : res.headers)
-      msg->set(k, v);
     auto close = closing_ || !keep_alive_ || srv_.stopping_;
-    msg->keep_alive(!close);
-    auto size = res.body.size();
-    if (req.method == "HEAD") {
-      msg->content_length(size);
-    } else {
-      msg->body() = std::move(res.body);
-      msg->prepare_payload();
+    auto& out = out_;
+    out.clear();
+    out += version_ == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    out += std::to_string(res.status);
+    out += ' ';
+    out += bhttp::obsolete_reason(static_cast<bhttp::status>(res.status));
+    out += "\r\nServer: troupe\r\nContent-Type: ";
+    out += res.content_type;
+    out += "\r\nX-Request-ID: ";
+    out += req.request_id;
+    out += "\r\nContent-Length: ";
+    out += std::to_string(res.body.size());
+    for (auto& [k, v] : res.headers) {
+      out += "\r\n";
+      out += k;
+      out += ": ";
+      out += v;
     }
+    if (close)
+      out += "\r\nConnection: close";
+    else if (version_ == 10)
+      out += "\r\nConnection: keep-alive";
+    out += "\r\n\r\n";
+    if (req.method != "HEAD")
+      out += res.body;
     access_log(req, res.status, started, route);
-    stream_.expires_after(srv_.opts_.request_timeout);
-    bhttp::async_write(stream_, *msg,
-                       [self = shared_from_this(), msg, close](beast::error_code ec, size_t) {
-                         self->on_write(ec, close);
-                       });
+    arm_deadline();
+    net::async_write(stream_, net::buffer(out),
+                     [self = shared_from_this(), close](beast::error_code ec, size_t) {
+                       self->on_write(ec, close);
+                     });
+  }
+
+  void arm_deadline() {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                (clock_type::now() + srv_.opts_.request_timeout).time_since_epoch())
+                .count();
+    deadline_.store(ns, std::memory_order_relaxed);
   }
 
   void on_write(beast::error_code ec, bool close) {
@@ -473,7 +545,7 @@ private:
     // The request is answered; the stream no longer holds up a drain.
     busy_ = false;
     srv_.request_finished();
-    stream_.expires_never();
+    deadline_.store(0, std::memory_order_relaxed);
     queue_write(std::move(head), false, false);
     watch_disconnect();
     arm_ping();
@@ -564,9 +636,10 @@ private:
     }
     if (ping_timer_)
       ping_timer_->cancel();
+    deadline_.store(0, std::memory_order_relaxed);
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.socket().close(ec);
+    stream_.shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close(ec);
   }
 
   struct pending_write {
@@ -576,7 +649,11 @@ private:
   };
 
   server::impl& srv_;
-  beast::tcp_stream stream_;
+  tcp::socket stream_;
+  /// Response bytes being written (reused).
+  std::string out_;
+  /// steady_clock ns after which the connection is closed; 0 = no deadline.
+  std::atomic<int64_t> deadline_{0};
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   bool keep_alive_ = true;
@@ -658,16 +735,35 @@ void sse_impl::close() {
 
 // -- server::impl (continued) --------------------------------------------------------
 
+void server::impl::expire(session& s, int64_t now) {
+  s.close_if_expired(now);
+}
+
+void server::impl::serve(tcp::socket socket) {
+  beast::error_code ec;
+  socket.set_option(tcp::no_delay(true), ec);
+  auto s = std::make_shared<session>(*this, std::move(socket));
+  register_session(s);
+  s->run();
+}
+
 void server::impl::on_accept(beast::error_code ec, tcp::socket socket) {
   if (ec) {
     if (ec == net::error::operation_aborted || !acceptor_.is_open())
       return;
     log_->warn("accept failed: {}", ec.message());
   } else {
-    socket.set_option(tcp::no_delay(true), ec);
-    auto s = std::make_shared<session>(*this, std::move(socket));
-    register_session(s);
-    s->run();
+    serve(std::move(socket));
+    // Drain the rest of the backlog without another trip through the
+    // reactor: a burst of new connections is taken at once.
+    acceptor_.non_blocking(true, ec);
+    for (int i = 0; i < 64 && !stopping_; ++i) {
+      auto next = new_socket();
+      acceptor_.accept(next, ec);
+      if (ec)
+        break;
+      serve(std::move(next));
+    }
   }
   if (!stopping_)
     do_accept();
@@ -682,6 +778,7 @@ void server::impl::stop(std::chrono::milliseconds grace) {
   net::dispatch(acceptor_.get_executor(), [this] {
     beast::error_code ec;
     acceptor_.close(ec);
+    sweep_timer_.cancel();
   });
   // In-flight requests finish first (they may still need the actors).
   {
