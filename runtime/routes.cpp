@@ -105,21 +105,40 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
     }
     self->request(store, std::chrono::seconds(2), flush_atom::value)
       .then(
-        [ctx, ex, started](ok_atom) {
+        [self, ctx, ex, started, fail](ok_atom) {
           auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now()
                                                              - started)
                       .count();
-          json store_check{{"status", "ok"}, {"latency_ms", ms}};
+          json checks{{"store", {{"status", "ok"}, {"latency_ms", ms}}}};
           try {
             ctx->env->read([](persistence::txn& t) { return t.get("meta", "schema_version"); });
           } catch (const std::exception& e) {
-            json body{{"status", "not_ready"},
-                      {"checks", {{"store", {{"status", "failing"}, {"error", e.what()}}}}}};
-            ex->reply(http::response::json(503, body.dump()));
+            fail(e.what());
             return;
           }
-          json body{{"status", "ready"}, {"checks", {{"store", store_check}}}};
-          ex->reply(http::response::json(200, body.dump()));
+          auto jobs = lookup<job_controller_actor>(self->system(), names::jobs);
+          if (!jobs) {
+            checks["jobs"] = {{"status", "failing"},
+                              {"error", "job controller is not running (restarting?)"}};
+            ex->reply(http::response::json(
+              503, json{{"status", "not_ready"}, {"checks", checks}}.dump()));
+            return;
+          }
+          // Queue depth and job counts by state ride along as details.
+          self->request(jobs, std::chrono::seconds(2), status_atom::value)
+            .then(
+              [ex, checks](const std::string& stats) mutable {
+                auto details = json::parse(stats, nullptr, false);
+                details["status"] = "ok";
+                checks["jobs"] = std::move(details);
+                ex->reply(http::response::json(
+                  200, json{{"status", "ready"}, {"checks", checks}}.dump()));
+              },
+              [ex, checks](caf::error& err) mutable {
+                checks["jobs"] = {{"status", "failing"}, {"error", caf::to_string(err)}};
+                ex->reply(http::response::json(
+                  503, json{{"status", "not_ready"}, {"checks", checks}}.dump()));
+              });
         },
         [fail, rid](caf::error& err) {
           logging::request_scope scope{rid};

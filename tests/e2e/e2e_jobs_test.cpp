@@ -816,29 +816,40 @@ CAF_TEST(a job ignoring the TERM signal is killed after the cancel grace) {
 
 CAF_TEST_FIXTURE_SCOPE_END()
 
-CAF_TEST(cancelling a queued job means it never starts) {
+namespace {
+
+/// One job slot, taken by a job that sleeps until cancelled.
+struct single_slot {
   e2e::daemon node{job_daemon(1)};
-  auto port = node.port();
+  uint16_t port = node.port();
   job_reaper reaper;
-  auto blocker = submit_ok(port, {{"command", "echo busy; sleep 60"}});
-  reaper.add(blocker);
-  auto blocker_stream = open_sse(port, "/jobs/" + blocker
-                                         + "/stream?from_beginning=true");
-  CAF_REQUIRE(blocker_stream.next_of_type("log", 20s).has_value());
+  std::string blocker;
+
+  single_slot() {
+    blocker = submit_ok(port, {{"command", "echo busy; sleep 60"}});
+    reaper.add(blocker);
+    auto stream = open_sse(port, "/jobs/" + blocker
+                                   + "/stream?from_beginning=true");
+    CAF_REQUIRE(stream.next_of_type("log", 20s).has_value());
+  }
+};
+
+} // namespace
+
+CAF_TEST_FIXTURE_SCOPE(e2e_jobs_single_slot, single_slot)
+
+CAF_TEST(cancelling a queued job means it never starts) {
   auto queued = submit_ok(port, {{"command", "echo must-not-run"}});
   reaper.add(queued);
   CAF_CHECK_EQUAL(json_field(job_info(port, queued), "/status"), "queued");
-  // A queued job's stream waits; it must still end with the cancellation.
-  auto queued_stream = open_sse(port, "/jobs/" + queued
-                                        + "/stream?from_beginning=true");
-  CAF_REQUIRE_EQUAL(queued_stream.status(), 200);
   auto del = request(port, "DELETE", "/jobs/" + queued, {}, {}, 20s);
   CAF_CHECK_EQUAL(del.status, 200);
+  CAF_CHECK_EQUAL(json_field(del, "/job_id"), queued);
   CAF_CHECK_EQUAL(json_field(del, "/status"), "cancelled");
   auto info = job_info(port, queued);
   CAF_CHECK_EQUAL(json_field(info, "/status"), "cancelled");
   CAF_CHECK(info["start_time"].is_null());
-  auto got = read_until_complete(queued_stream, 10s);
+  auto got = follow(port, queued, "?from_beginning=true", {}, 10s);
   CAF_REQUIRE(got.complete.has_value());
   CAF_CHECK_EQUAL(json_field(got.complete->json(), "/status"), "cancelled");
   CAF_CHECK(got.logs.empty());
@@ -856,6 +867,38 @@ CAF_TEST(cancelling a queued job means it never starts) {
   CAF_CHECK(info["start_time"].is_null());
   CAF_CHECK_EQUAL(get(port, "/jobs/" + queued + "/logs").body, "");
 }
+
+CAF_TEST(a stream open on a queued job ends with complete when it is cancelled) {
+  // The stream subscribes while the cancellation runs; whatever the order,
+  // the client must get `complete` (not a bare close after `queued`).
+  constexpr int rounds = 20;
+  int bare_closes = 0;
+  for (int i = 0; i < rounds; ++i) {
+    auto queued = submit_ok(port, {{"command", "echo must-not-run"}});
+    reaper.add(queued);
+    auto stream = open_sse(port, "/jobs/" + queued
+                                   + "/stream?from_beginning=true");
+    CAF_REQUIRE_EQUAL(stream.status(), 200);
+    auto del = request(port, "DELETE", "/jobs/" + queued, {}, {}, 20s);
+    CAF_CHECK_EQUAL(json_field(del, "/status"), "cancelled");
+    auto got = read_until_complete(stream, 10s);
+    if (!got.complete) {
+      if (++bare_closes == 1) {
+        std::string seen;
+        for (auto& ev : got.events)
+          seen += ev.type + " " + ev.data + "; ";
+        CAF_MESSAGE("round " << i << ": no complete, stream "
+                             << (stream.ended() ? "closed" : "still open")
+                             << " after: " << seen);
+      }
+      continue;
+    }
+    CAF_CHECK_EQUAL(json_field(got.complete->json(), "/status"), "cancelled");
+  }
+  CAF_CHECK_EQUAL(bare_closes, 0);
+}
+
+CAF_TEST_FIXTURE_SCOPE_END()
 
 CAF_TEST_FIXTURE_SCOPE(e2e_jobs_tests_2, fixture)
 
