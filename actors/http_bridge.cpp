@@ -9,6 +9,7 @@ namespace troupe {
 http_bridge_actor::behavior_type http_bridge(http_bridge_actor::pointer self) {
   return {
     [self](bridge_task& task) {
+      logging::request_scope scope{task.request_id};
       try {
         task.run(self);
       } catch (const std::exception& e) {

@@ -302,6 +302,9 @@ using http_bridge_actor = caf::typed_actor<
 /// continuations. Local only (holds a closure).
 struct bridge_task {
   std::function<void(http_bridge_actor::pointer)> run;
+  /// X-Request-ID of the HTTP call: bound to the bridge thread while the
+  /// task runs, so its log lines carry it.
+  std::string request_id;
 };
 
 } // namespace troupe

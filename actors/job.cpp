@@ -86,7 +86,7 @@ void finalize(self_ptr self) {
     case sk::interrupted: status = js::lost; break;
     case sk::none: status = st.exit_code == 0 ? js::succeeded : js::failed; break;
   }
-  if (st.spawned) {
+  if (st.spawned || st.exit_code >= 0) {
     rec.exit_code = st.exit_code >= 0 ? std::optional<int>{st.exit_code} : std::nullopt;
     rec.signal = st.signal != 0 ? std::optional<int>{st.signal} : std::nullopt;
   }

@@ -212,7 +212,7 @@ void submit_to_controller(const std::shared_ptr<node_context>& ctx, const http::
               std::filesystem::remove_all(workspace, ignored);
               ex->reply(error_for(err));
             });
-  }});
+  }, ex->req().request_id});
 }
 
 void submit(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
@@ -424,7 +424,7 @@ void cancel(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
           ex->reply(http::response::json(200, json{{"job_id", id}, {"status", status}}.dump()));
         },
         [ex](caf::error& err) { ex->reply(error_for(err)); });
-  }});
+  }, ex->req().request_id});
 }
 
 } // namespace

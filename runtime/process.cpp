@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <linux/close_range.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -35,13 +36,6 @@ int pidfd_open(pid_t pid) {
   return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
 }
 
-void apply_limit(pid_t pid, int resource, uint64_t value) {
-  if (value == 0)
-    return;
-  rlimit lim{static_cast<rlim_t>(value), static_cast<rlim_t>(value)};
-  ::prlimit(pid, static_cast<__rlimit_resource>(resource), &lim, nullptr);
-}
-
 struct spawn_attrs {
   posix_spawnattr_t attr;
   posix_spawn_file_actions_t actions;
@@ -57,6 +51,69 @@ struct spawn_attrs {
 
 } // namespace
 
+namespace {
+
+bool has_limits(const limits& l) {
+  return l.cpu_seconds != 0 || l.memory_mb != 0 || l.open_files != 0;
+}
+
+/// fork + exec for children with rlimits: posix_spawn has no rlimit action,
+/// and setting them after the spawn would race with the child. Between fork
+/// and exec the child calls only async-signal-safe functions.
+pid_t fork_exec(const spawn_options& opts, char* const* argv, char* const* envp, int out_w,
+                int err_w) {
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0)
+    fail("pipe", errno);
+  auto lim = [](uint64_t v) { return rlimit{static_cast<rlim_t>(v), static_cast<rlim_t>(v)}; };
+  rlimit cpu = lim(opts.rlimits.cpu_seconds);
+  rlimit as = lim(opts.rlimits.memory_mb * 1024 * 1024);
+  rlimit nofile = lim(opts.rlimits.open_files);
+  const char* cwd = opts.cwd.empty() ? nullptr : opts.cwd.c_str();
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    auto e = errno;
+    ::close(report[0]);
+    ::close(report[1]);
+    fail("fork", e);
+  }
+  if (pid == 0) {
+    auto die = [&](int err) {
+      (void) !::write(report[1], &err, sizeof(err));
+      ::_exit(127);
+    };
+    ::setpgid(0, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2})
+      ::signal(sig, SIG_DFL);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull < 0 || ::dup2(devnull, 0) < 0 || ::dup2(out_w, 1) < 0 || ::dup2(err_w, 2) < 0)
+      die(errno);
+    ::close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
+    if (cwd != nullptr && ::chdir(cwd) != 0)
+      die(errno);
+    if ((cpu.rlim_cur != 0 && ::setrlimit(RLIMIT_CPU, &cpu) != 0)
+        || (as.rlim_cur != 0 && ::setrlimit(RLIMIT_AS, &as) != 0)
+        || (nofile.rlim_cur != 0 && ::setrlimit(RLIMIT_NOFILE, &nofile) != 0))
+      die(errno);
+    ::execvpe(argv[0], argv, envp);
+    die(errno);
+  }
+  ::close(report[1]);
+  int err = 0;
+  auto n = ::read(report[0], &err, sizeof(err));
+  ::close(report[0]);
+  if (n == sizeof(err)) {
+    ::waitpid(pid, nullptr, 0);
+    fail("cannot start " + opts.argv[0], err);
+  }
+  return pid;
+}
+
+} // namespace
+
 child spawn(const spawn_options& opts) {
   if (opts.argv.empty())
     throw std::invalid_argument("empty command");
@@ -69,25 +126,6 @@ child spawn(const spawn_options& opts) {
     ::close(out[1]);
     fail("pipe", e);
   }
-  spawn_attrs a;
-  // Own process group (pgid = pid), default signal mask and dispositions:
-  // the daemon blocks SIGTERM/SIGINT and ignores SIGPIPE, children must not.
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2})
-    sigaddset(&defaults, s);
-  posix_spawnattr_setflags(&a.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK
-                                      | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
-  posix_spawnattr_setpgroup(&a.attr, 0);
-  posix_spawnattr_setsigmask(&a.attr, &none);
-  posix_spawnattr_setsigdefault(&a.attr, &defaults);
-  posix_spawn_file_actions_addopen(&a.actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&a.actions, out[1], 1);
-  posix_spawn_file_actions_adddup2(&a.actions, err[1], 2);
-  posix_spawn_file_actions_addclosefrom_np(&a.actions, 3);
-  if (!opts.cwd.empty())
-    posix_spawn_file_actions_addchdir_np(&a.actions, opts.cwd.c_str());
   std::vector<char*> argv;
   for (auto& s : opts.argv)
     argv.push_back(const_cast<char*>(s.c_str()));
@@ -97,20 +135,46 @@ child spawn(const spawn_options& opts) {
     envp.push_back(const_cast<char*>(s.c_str()));
   envp.push_back(nullptr);
   pid_t pid = -1;
-  // posix_spawnp: a bare command name is looked up in PATH like a shell does.
-  auto rc = ::posix_spawnp(&pid, argv[0], &a.actions, &a.attr, argv.data(), envp.data());
-  ::close(out[1]);
-  ::close(err[1]);
-  if (rc != 0) {
-    ::close(out[0]);
-    ::close(err[0]);
-    fail("cannot start " + opts.argv[0], rc);
+  if (has_limits(opts.rlimits)) {
+    try {
+      pid = fork_exec(opts, argv.data(), envp.data(), out[1], err[1]);
+    } catch (...) {
+      for (int fd : {out[0], out[1], err[0], err[1]})
+        ::close(fd);
+      throw;
+    }
+    ::close(out[1]);
+    ::close(err[1]);
+  } else {
+    spawn_attrs a;
+    // Own process group (pgid = pid), default signal mask and dispositions:
+    // the daemon blocks SIGTERM/SIGINT and ignores SIGPIPE, children must not.
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2})
+      sigaddset(&defaults, s);
+    posix_spawnattr_setflags(&a.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK
+                                        | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
+    posix_spawnattr_setpgroup(&a.attr, 0);
+    posix_spawnattr_setsigmask(&a.attr, &none);
+    posix_spawnattr_setsigdefault(&a.attr, &defaults);
+    posix_spawn_file_actions_addopen(&a.actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&a.actions, out[1], 1);
+    posix_spawn_file_actions_adddup2(&a.actions, err[1], 2);
+    posix_spawn_file_actions_addclosefrom_np(&a.actions, 3);
+    if (!opts.cwd.empty())
+      posix_spawn_file_actions_addchdir_np(&a.actions, opts.cwd.c_str());
+    // posix_spawnp: a bare command name is looked up in PATH like a shell does.
+    auto rc = ::posix_spawnp(&pid, argv[0], &a.actions, &a.attr, argv.data(), envp.data());
+    ::close(out[1]);
+    ::close(err[1]);
+    if (rc != 0) {
+      ::close(out[0]);
+      ::close(err[0]);
+      fail("cannot start " + opts.argv[0], rc);
+    }
   }
-  // Limits are applied right after the spawn (posix_spawn has no rlimit
-  // action); processes the child starts later inherit them.
-  apply_limit(pid, RLIMIT_CPU, opts.rlimits.cpu_seconds);
-  apply_limit(pid, RLIMIT_AS, opts.rlimits.memory_mb * 1024 * 1024);
-  apply_limit(pid, RLIMIT_NOFILE, opts.rlimits.open_files);
   child c;
   c.pid = pid;
   c.pidfd = pidfd_open(pid);

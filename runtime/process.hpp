@@ -37,9 +37,10 @@ struct child {
   int err_fd = -1;
 };
 
-/// Starts a child; throws std::system_error naming what failed (e.g. the
-/// command was not found: exec errors surface as exit code 127 instead, as in
-/// a shell).
+/// Starts a child in a process group of its own; throws std::system_error
+/// naming what failed (e.g. the command was not found). Without rlimits it
+/// uses posix_spawn; with rlimits fork + setrlimit + exec, so the limits hold
+/// from the child's first instruction.
 child spawn(const spawn_options& opts);
 
 /// Signals the whole process group; false if it no longer exists.

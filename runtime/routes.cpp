@@ -145,7 +145,7 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
           logging::get("http")->warn("readiness: store check failed: {}", caf::to_string(err));
           fail(caf::to_string(err));
         });
-  }});
+  }, ex->req().request_id});
 }
 
 } // namespace

@@ -871,7 +871,7 @@ CAF_TEST(cancelling a queued job means it never starts) {
 CAF_TEST(a stream open on a queued job ends with complete when it is cancelled) {
   // The stream subscribes while the cancellation runs; whatever the order,
   // the client must get `complete` (not a bare close after `queued`).
-  constexpr int rounds = 20;
+  constexpr int rounds = 100;
   int bare_closes = 0;
   for (int i = 0; i < rounds; ++i) {
     auto queued = submit_ok(port, {{"command", "echo must-not-run"}});
@@ -895,6 +895,9 @@ CAF_TEST(a stream open on a queued job ends with complete when it is cancelled) 
     }
     CAF_CHECK_EQUAL(json_field(got.complete->json(), "/status"), "cancelled");
   }
+  if (bare_closes > 0)
+    CAF_MESSAGE(bare_closes << " of " << rounds
+                            << " streams closed without a complete event");
   CAF_CHECK_EQUAL(bare_closes, 0);
 }
 
@@ -1109,6 +1112,28 @@ CAF_TEST(an argv command is not run through a shell) {
   auto got = follow(port, id);
   CAF_REQUIRE(got.complete.has_value());
   CAF_CHECK_EQUAL(join(got.lines()), join({"$HOME a;b"}));
+}
+
+CAF_TEST(a partial last line is flushed at exit) {
+  auto id = submit_ok(port, {{"command", "printf 'first\\nno-newline'"}});
+  reaper.add(id);
+  auto got = follow(port, id);
+  CAF_REQUIRE(got.complete.has_value());
+  CAF_CHECK_EQUAL(join(got.lines()), join({"first", "no-newline"}));
+}
+
+CAF_TEST(what the main process leaves running in its group is killed) {
+  // The shell exits at once; its background sleep must not outlive the job.
+  auto id = submit_ok(port, {{"command", "sleep 60 & echo $!"}});
+  reaper.add(id);
+  auto got = follow(port, id);
+  CAF_REQUIRE(got.complete.has_value());
+  CAF_CHECK_EQUAL(json_field(got.complete->json(), "/status"), "succeeded");
+  CAF_REQUIRE_EQUAL(got.lines().size(), 1u);
+  auto pid = static_cast<pid_t>(std::stol(got.lines().front()));
+  // SIGKILL to processes that are not our children lands asynchronously.
+  CAF_CHECK(poll_until([&] { return !process_alive(pid); }, 3s));
+  CAF_CHECK_EQUAL(job_processes(id).size(), 0u);
 }
 
 // 9 (live part) -------------------------------------------------------------
@@ -1343,6 +1368,32 @@ CAF_TEST(Last-Event-ID resumes a finished job also after a restart) {
   CAF_CHECK_EQUAL(json_field(job_info(again.port(), id), "/status"),
                   "succeeded");
   check_resume_after_two(again.port(), id);
+}
+
+CAF_TEST(a graceful shutdown stops a running job and marks it lost) {
+  scratch_dir data{"troupe-e2e-term"};
+  std::string id;
+  job_reaper reaper;
+  {
+    e2e::daemon node{job_daemon(2, data.path())};
+    id = submit_ok(node.port(), {{"command", "echo started; sleep 60"}});
+    reaper.add(id);
+    auto stream = open_sse(node.port(),
+                           "/jobs/" + id + "/stream?from_beginning=true");
+    CAF_REQUIRE(stream.next_of_type("log", 20s).has_value());
+    CAF_CHECK(!job_processes(id).empty());
+    node.terminate();
+    auto status = node.wait_exit(20s);
+    CAF_REQUIRE(status.has_value());
+    CAF_CHECK_EQUAL(status->to_string(), "exit code 0");
+    CAF_CHECK(poll_until([&] { return job_processes(id).empty(); }, 3s));
+  }
+  e2e::daemon again{job_daemon(2, data.path())};
+  auto info = wait_job(
+    again.port(), id, [](const std::string& s) { return s != "running"; },
+    10s);
+  CAF_CHECK_EQUAL(json_field(info, "/status"), "lost");
+  CAF_CHECK_EQUAL(join(log_lines(again.port(), id)), join({"started"}));
 }
 
 // 10 ------------------------------------------------------------------------
