@@ -127,10 +127,12 @@ void end_without_actor(self_ptr self, job_record rec, const std::string& status,
   rec.success = false;
   rec.pgid = 0;
   auto id = rec.id;
+  self->state.ending.insert(id);
   persist(
     self, write_batch{record_op(rec)},
     [self, id, status, then] {
       auto& st = self->state;
+      st.ending.erase(id);
       ++st.counts[status];
       job_update up;
       up.job_id = id;
@@ -142,7 +144,8 @@ void end_without_actor(self_ptr self, job_record rec, const std::string& status,
       publish(self, "job." + status, id, {{"status", status}});
       then();
     },
-    [id](caf::error& err) {
+    [self, id](caf::error& err) {
+      self->state.ending.erase(id);
       log()->error("job {}: could not record its end: {}", id, caf::to_string(err));
     });
 }
@@ -402,7 +405,8 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
         st.subscribers[id].push_back(sub);
         return self->delegate(r->second, subscribe_atom::value, std::move(sub));
       }
-      if (st.queued_index.count(id) > 0 || st.backing_off.count(id) > 0) {
+      if (st.queued_index.count(id) > 0 || st.backing_off.count(id) > 0
+          || st.ending.count(id) > 0) {
         st.subscribers[id].push_back(std::move(sub));
         return persistence::last_log_seq(*st.ctx->env, id);
       }

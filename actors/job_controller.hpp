@@ -35,6 +35,9 @@ struct job_controller_state {
   /// Jobs waiting for their retry backoff.
   std::set<std::string> backing_off;
   std::map<std::string, job_actor> running;
+  /// Jobs whose end (cancel while queued, actor crash) is being committed:
+  /// subscribers arriving meanwhile still get the final update.
+  std::set<std::string> ending;
   /// Live subscribers of queued and running jobs.
   std::map<std::string, std::vector<job_subscriber_actor>> subscribers;
   /// DELETE requests waiting for a running job to end.

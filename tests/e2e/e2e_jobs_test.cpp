@@ -66,9 +66,7 @@ bool poll_until(const std::function<bool()>& pred, duration timeout) {
 
 /// Milliseconds elapsed since `start`.
 long long ms_since(steady::time_point start) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now()
-                                                               - start)
-    .count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - start).count();
 }
 
 // -- processes of jobs --------------------------------------------------------
@@ -80,8 +78,7 @@ std::string read_file(const std::string& path) {
   return out.str();
 }
 
-void write_file(const std::string& path, const std::string& content,
-                mode_t mode = 0644) {
+void write_file(const std::string& path, const std::string& content, mode_t mode = 0644) {
   fs::create_directories(fs::path{path}.parent_path());
   std::ofstream{path, std::ios::binary | std::ios::trunc} << content;
   ::chmod(path.c_str(), mode);
@@ -94,8 +91,7 @@ std::vector<pid_t> job_processes(const std::string& job_id) {
   std::error_code ec;
   for (auto& entry : fs::directory_iterator{"/proc", ec}) {
     auto name = entry.path().filename().string();
-    if (name.empty()
-        || name.find_first_not_of("0123456789") != std::string::npos)
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos)
       continue;
     // A zombie's environ reads empty, so only live processes match.
     auto env = read_file(entry.path().string() + "/environ");
@@ -132,9 +128,7 @@ bool process_alive(pid_t pid) {
 struct job_reaper {
   std::vector<std::string> ids;
 
-  void add(const std::string& id) {
-    ids.push_back(id);
-  }
+  void add(const std::string& id) { ids.push_back(id); }
 
   ~job_reaper() {
     for (auto& id : ids)
@@ -147,14 +141,12 @@ struct job_reaper {
 
 const header_list json_type{{"Content-Type", "application/json"}};
 
-response submit_json(uint16_t port, const json& spec,
-                     header_list headers = json_type) {
+response submit_json(uint16_t port, const json& spec, header_list headers = json_type) {
   return request(port, "POST", "/jobs", headers, spec.dump());
 }
 
 /// Submits a JSON spec and requires 201 with a job id.
-std::string submit_ok(uint16_t port, const json& spec,
-                      header_list headers = json_type) {
+std::string submit_ok(uint16_t port, const json& spec, header_list headers = json_type) {
   auto res = submit_json(port, spec, std::move(headers));
   if (res.status != 201)
     CAF_MESSAGE("POST /jobs " << spec.dump() << " ->\n" << res.to_string());
@@ -171,27 +163,25 @@ json job_info(uint16_t port, const std::string& id) {
 }
 
 bool is_terminal(const std::string& status) {
-  return status == "succeeded" || status == "failed" || status == "cancelled"
-         || status == "timed_out" || status == "lost";
+  return status == "succeeded" || status == "failed" || status == "cancelled" ||
+         status == "timed_out" || status == "lost";
 }
 
 /// Polls GET /jobs/{id} until its status satisfies `pred`; the last record
 /// seen (so a failed check shows it).
 json wait_job(uint16_t port, const std::string& id,
-              const std::function<bool(const std::string&)>& pred,
-              duration timeout = 30s) {
+              const std::function<bool(const std::string&)>& pred, duration timeout = 30s) {
   json last;
   poll_until(
-    [&] {
-      last = job_info(port, id);
-      return last.is_object() && pred(last.value("status", ""));
-    },
-    timeout);
+      [&] {
+        last = job_info(port, id);
+        return last.is_object() && pred(last.value("status", ""));
+      },
+      timeout);
   return last;
 }
 
-json wait_terminal(uint16_t port, const std::string& id,
-                   duration timeout = 30s) {
+json wait_terminal(uint16_t port, const std::string& id, duration timeout = 30s) {
   return wait_job(port, id, is_terminal, timeout);
 }
 
@@ -222,8 +212,7 @@ struct followed {
 
 /// Reads events of an open job stream until `complete` (or the timeout), then
 /// checks whether the stream ends.
-followed read_until_complete(sse_stream& stream, duration timeout,
-                             followed result = {}) {
+followed read_until_complete(sse_stream& stream, duration timeout, followed result = {}) {
   result.status = stream.status();
   auto deadline = steady::now() + timeout;
   while (!result.complete) {
@@ -246,8 +235,8 @@ followed read_until_complete(sse_stream& stream, duration timeout,
 }
 
 followed follow(uint16_t port, const std::string& id,
-                const std::string& query = "?from_beginning=true",
-                const header_list& headers = {}, duration timeout = 30s) {
+                const std::string& query = "?from_beginning=true", const header_list& headers = {},
+                duration timeout = 30s) {
   auto stream = open_sse(port, "/jobs/" + id + "/stream" + query, headers);
   if (stream.status() != 200) {
     followed result;
@@ -320,22 +309,19 @@ std::string multipart_body(const std::vector<form_part>& parts) {
 }
 
 header_list multipart_headers(header_list extra = {}) {
-  extra.emplace_back("Content-Type",
-                     "multipart/form-data; boundary=" + boundary);
+  extra.emplace_back("Content-Type", "multipart/form-data; boundary=" + boundary);
   return extra;
 }
 
 /// POSTs an archive (and optionally a JSON spec) as multipart/form-data.
-response post_archive(uint16_t port, const std::string& target,
-                      const std::string& archive,
-                      const std::optional<json>& spec = std::nullopt,
-                      header_list extra = {}, duration timeout = 10s) {
-  std::vector<form_part> parts{
-    {"file", "project.bin", "application/octet-stream", archive}};
+response post_archive(uint16_t port, const std::string& target, const std::string& archive,
+                      const std::optional<json>& spec = std::nullopt, header_list extra = {},
+                      duration timeout = 10s) {
+  std::vector<form_part> parts{{"file", "project.bin", "application/octet-stream", archive}};
   if (spec)
     parts.push_back({"spec", "", "application/json", spec->dump()});
-  return request(port, "POST", target, multipart_headers(std::move(extra)),
-                 multipart_body(parts), timeout);
+  return request(port, "POST", target, multipart_headers(std::move(extra)), multipart_body(parts),
+                 timeout);
 }
 
 /// Runs a shell command; true on exit code 0.
@@ -377,8 +363,7 @@ archive_item symlink_item(std::string path, std::string target) {
 
 /// Builds an archive in memory with libarchive's writer, which (unlike the
 /// CLI tools) writes `..` and absolute names exactly as given.
-std::string make_archive(const std::string& format,
-                         const std::vector<archive_item>& items) {
+std::string make_archive(const std::string& format, const std::vector<archive_item>& items) {
   std::string out;
   auto* a = archive_write_new();
   if (format == "zip") {
@@ -389,43 +374,39 @@ std::string make_archive(const std::string& format,
       archive_write_add_filter_gzip(a);
   }
   archive_write_set_bytes_in_last_block(a, 1);
-  auto on_write = [](archive*, void* client, const void* buf,
-                     size_t len) -> la_ssize_t {
-    static_cast<std::string*>(client)->append(static_cast<const char*>(buf),
-                                              len);
+  auto on_write = [](archive*, void* client, const void* buf, size_t len) -> la_ssize_t {
+    static_cast<std::string*>(client)->append(static_cast<const char*>(buf), len);
     return static_cast<la_ssize_t>(len);
   };
-  CAF_REQUIRE_EQUAL(archive_write_open(a, &out, nullptr, on_write, nullptr),
-                    ARCHIVE_OK);
+  CAF_REQUIRE_EQUAL(archive_write_open(a, &out, nullptr, on_write, nullptr), ARCHIVE_OK);
   for (auto& item : items) {
     auto* e = archive_entry_new();
     archive_entry_set_pathname(e, item.path.c_str());
     archive_entry_set_mtime(e, 1700000000, 0);
     archive_entry_set_perm(e, static_cast<mode_t>(item.mode));
     switch (item.kind) {
-      case archive_item::file:
-        archive_entry_set_filetype(e, AE_IFREG);
-        archive_entry_set_size(e, static_cast<la_int64_t>(item.data.size()));
-        break;
-      case archive_item::dir:
-        archive_entry_set_filetype(e, AE_IFDIR);
-        archive_entry_set_size(e, 0);
-        break;
-      case archive_item::symlink:
-        archive_entry_set_filetype(e, AE_IFLNK);
-        archive_entry_set_symlink(e, item.data.c_str());
-        archive_entry_set_size(e, 0);
-        break;
-      case archive_item::hardlink:
-        archive_entry_set_filetype(e, AE_IFREG);
-        archive_entry_set_hardlink(e, item.data.c_str());
-        archive_entry_set_size(e, 0);
-        break;
+    case archive_item::file:
+      archive_entry_set_filetype(e, AE_IFREG);
+      archive_entry_set_size(e, static_cast<la_int64_t>(item.data.size()));
+      break;
+    case archive_item::dir:
+      archive_entry_set_filetype(e, AE_IFDIR);
+      archive_entry_set_size(e, 0);
+      break;
+    case archive_item::symlink:
+      archive_entry_set_filetype(e, AE_IFLNK);
+      archive_entry_set_symlink(e, item.data.c_str());
+      archive_entry_set_size(e, 0);
+      break;
+    case archive_item::hardlink:
+      archive_entry_set_filetype(e, AE_IFREG);
+      archive_entry_set_hardlink(e, item.data.c_str());
+      archive_entry_set_size(e, 0);
+      break;
     }
     auto rc = archive_write_header(a, e);
     if (rc != ARCHIVE_OK)
-      CAF_MESSAGE("libarchive header " << item.path << ": "
-                                       << archive_error_string(a));
+      CAF_MESSAGE("libarchive header " << item.path << ": " << archive_error_string(a));
     if (item.kind == archive_item::file && !item.data.empty())
       archive_write_data(a, item.data.data(), item.data.size());
     archive_entry_free(e);
@@ -437,12 +418,10 @@ std::string make_archive(const std::string& format,
 
 /// Paths under `root` whose file name contains `needle` (symlinks not
 /// followed).
-std::vector<std::string> find_named(const std::string& root,
-                                    const std::string& needle) {
+std::vector<std::string> find_named(const std::string& root, const std::string& needle) {
   std::vector<std::string> result;
   std::error_code ec;
-  fs::recursive_directory_iterator it{
-    root, fs::directory_options::skip_permission_denied, ec};
+  fs::recursive_directory_iterator it{root, fs::directory_options::skip_permission_denied, ec};
   for (; !ec && it != fs::recursive_directory_iterator{}; it.increment(ec))
     if (contains(it->path().filename().string(), needle))
       result.push_back(it->path().string());
@@ -459,8 +438,7 @@ std::vector<std::string> entries_of(const std::string& dir) {
 
 std::string unique_token(const std::string& prefix) {
   std::random_device rd;
-  return prefix + "-" + std::to_string(::getpid()) + "-"
-         + std::to_string(rd() % 1000000);
+  return prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(rd() % 1000000);
 }
 
 /// A project directory with an executable ci.sh that prints a marker and the
@@ -471,8 +449,7 @@ struct project {
   std::string marker = unique_token("ci-marker");
 
   project() {
-    write_file(src + "/ci.sh",
-               "#!/bin/sh\necho " + marker + "\ncat data.txt\n", 0755);
+    write_file(src + "/ci.sh", "#!/bin/sh\necho " + marker + "\ncat data.txt\n", 0755);
     write_file(src + "/data.txt", "payload-from-data-file\n");
     write_file(src + "/other.sh", "echo other-script \"$@\"\n", 0644);
     write_file(src + "/sub/here.txt", "inside-sub\n");
@@ -493,9 +470,8 @@ CAF_TEST_FIXTURE_SCOPE(e2e_jobs_tests, fixture)
 // 1 -------------------------------------------------------------------------
 
 CAF_TEST(a JSON job streams its lines in order and completes successfully) {
-  auto id = submit_ok(port, {{"name", "hello"},
-                             {"command", "echo one; echo two"},
-                             {"labels", {{"team", "ci"}}}});
+  auto id = submit_ok(
+      port, {{"name", "hello"}, {"command", "echo one; echo two"}, {"labels", {{"team", "ci"}}}});
   reaper.add(id);
   auto got = follow(port, id);
   CAF_REQUIRE_EQUAL(got.status, 200);
@@ -532,8 +508,7 @@ CAF_TEST(a JSON job streams its lines in order and completes successfully) {
   CAF_CHECK_EQUAL(text.status, 200);
   CAF_CHECK(contains(text.header("Content-Type").value_or(""), "text/plain"));
   CAF_CHECK_EQUAL(text.body, "one\ntwo\n");
-  auto nd = get(port, "/jobs/" + id + "/logs",
-                {{"Accept", "application/x-ndjson"}});
+  auto nd = get(port, "/jobs/" + id + "/logs", {{"Accept", "application/x-ndjson"}});
   CAF_CHECK_EQUAL(nd.status, 200);
   auto nd_lines = split_lines(nd.body);
   CAF_REQUIRE_EQUAL(nd_lines.size(), 2u);
@@ -546,8 +521,7 @@ CAF_TEST(a JSON job streams its lines in order and completes successfully) {
 }
 
 CAF_TEST(a YAML spec is accepted and stderr lines are marked) {
-  auto res = request(port, "POST", "/jobs",
-                     {{"Content-Type", "application/yaml"}},
+  auto res = request(port, "POST", "/jobs", {{"Content-Type", "application/yaml"}},
                      "name: yaml-job\ncommand: echo out; echo err >&2\n");
   CAF_REQUIRE_EQUAL(res.status, 201);
   auto id = json_field(res, "/job_id");
@@ -600,10 +574,8 @@ CAF_TEST(zip and tar.gz archives run their ci.sh without a spec) {
     auto got = follow(port, id);
     CAF_REQUIRE(got.complete.has_value());
     CAF_CHECK_EQUAL(json_field(got.complete->json(), "/status"), "succeeded");
-    CAF_CHECK_EQUAL(join(got.lines()),
-                    join({proj.marker, "payload-from-data-file"}));
-    CAF_CHECK_EQUAL(join(log_lines(port, id)),
-                    join({proj.marker, "payload-from-data-file"}));
+    CAF_CHECK_EQUAL(join(got.lines()), join({proj.marker, "payload-from-data-file"}));
+    CAF_CHECK_EQUAL(join(log_lines(port, id)), join({proj.marker, "payload-from-data-file"}));
     // The workspace is the job's data dir entry and holds the files.
     auto ws = node.data_dir() + "/workspaces/" + id;
     CAF_CHECK(fs::exists(ws + "/ci.sh"));
@@ -614,8 +586,7 @@ CAF_TEST(zip and tar.gz archives run their ci.sh without a spec) {
 CAF_TEST(an archive with a Makefile runs make test) {
   scratch_dir dir{"troupe-e2e-make"};
   auto src = dir.path() + "/src";
-  write_file(src + "/Makefile",
-             "test:\n\t@echo make-test-ran\n\t@cat data.txt\n");
+  write_file(src + "/Makefile", "test:\n\t@echo make-test-ran\n\t@cat data.txt\n");
   write_file(src + "/data.txt", "make-data\n");
   write_file(src + "/ci.sh", "#!/bin/sh\necho ci-sh-ran\n", 0755);
   auto tgz = tar_gz_dir(src, dir.path() + "/p.tar.gz");
@@ -654,11 +625,10 @@ CAF_TEST(the seed endpoints run an archive) {
   auto zip = zip_dir(proj.src, proj.dir.path() + "/p.zip");
   // /submit: SSE log events, then complete.
   {
-    auto res = post_archive(port, "/submit", zip, std::nullopt,
-                            {{"Accept", "text/event-stream"}}, 30s);
+    auto res =
+        post_archive(port, "/submit", zip, std::nullopt, {{"Accept", "text/event-stream"}}, 30s);
     CAF_REQUIRE_EQUAL(res.status, 200);
-    CAF_CHECK(contains(res.header("Content-Type").value_or(""),
-                       "text/event-stream"));
+    CAF_CHECK(contains(res.header("Content-Type").value_or(""), "text/event-stream"));
     auto events = parse_sse_body(res.body);
     CAF_REQUIRE(!events.empty());
     std::vector<std::string> lines;
@@ -667,8 +637,7 @@ CAF_TEST(the seed endpoints run an archive) {
         lines.push_back(json_field(ev.json(), "/line"));
         // Seed clients read {"type":"log","data":"...\n"}.
         CAF_CHECK_EQUAL(json_field(ev.json(), "/type"), "log");
-        CAF_CHECK_EQUAL(json_field(ev.json(), "/data"),
-                        json_field(ev.json(), "/line") + "\n");
+        CAF_CHECK_EQUAL(json_field(ev.json(), "/data"), json_field(ev.json(), "/line") + "\n");
       }
     CAF_CHECK_EQUAL(join(lines), join({proj.marker, "payload-from-data-file"}));
     CAF_CHECK_EQUAL(events.back().type, "complete");
@@ -704,8 +673,7 @@ CAF_TEST(the seed endpoints run an archive) {
     reaper.add(id);
     auto info = wait_terminal(port, id);
     CAF_CHECK_EQUAL(json_field(info, "/status"), "succeeded");
-    CAF_CHECK_EQUAL(join(log_lines(port, id)),
-                    join({proj.marker, "payload-from-data-file"}));
+    CAF_CHECK_EQUAL(join(log_lines(port, id)), join({proj.marker, "payload-from-data-file"}));
   }
 }
 
@@ -713,11 +681,9 @@ CAF_TEST(the seed endpoints run an archive) {
 
 CAF_TEST(invalid specs are rejected naming the field) {
   auto check_rejected = [&](const std::string& body, const std::string& field,
-                            const std::string& content_type =
-                              "application/json") {
+                            const std::string& content_type = "application/json") {
     CAF_MESSAGE("body: " << body);
-    auto res = request(port, "POST", "/jobs", {{"Content-Type", content_type}},
-                       body);
+    auto res = request(port, "POST", "/jobs", {{"Content-Type", content_type}}, body);
     CAF_CHECK_EQUAL(res.status, 400);
     CAF_CHECK_EQUAL(json_field(res, "/error/field"), field);
     CAF_CHECK(!json_field(res, "/error/message").empty());
@@ -728,19 +694,15 @@ CAF_TEST(invalid specs are rejected naming the field) {
   auto unknown = check_rejected(R"({"command":"true","bogus":1})", "bogus");
   CAF_CHECK_EQUAL(json_field(unknown, "/error/code"), "invalid_spec");
   CAF_CHECK(contains(json_field(unknown, "/error/message"), "bogus"));
-  auto wrong = check_rejected(R"({"command":"true","priority":"high"})",
-                              "priority");
+  auto wrong = check_rejected(R"({"command":"true","priority":"high"})", "priority");
   CAF_CHECK_EQUAL(json_field(wrong, "/error/code"), "invalid_spec");
   // The message documented in the README.
-  auto range = check_rejected(R"({"command":"true","priority":101})",
-                              "priority");
+  auto range = check_rejected(R"({"command":"true","priority":101})", "priority");
   CAF_CHECK_EQUAL(json_field(range, "/error/message"),
                   "priority: must be an integer between 0 and 100, got 101");
-  check_rejected(R"({"command":"true","timeout_seconds":"soon"})",
-                 "timeout_seconds");
+  check_rejected(R"({"command":"true","timeout_seconds":"soon"})", "timeout_seconds");
   check_rejected(R"({"command":"true","cwd":"../outside"})", "cwd");
-  check_rejected("command: true\nretries: many\n", "retries",
-                 "application/yaml");
+  check_rejected("command: true\nretries: many\n", "retries", "application/yaml");
   // Nothing was stored.
   auto list = get(port, "/jobs").json();
   CAF_CHECK_EQUAL(json_field(list, "/jobs"), "[]");
@@ -763,8 +725,7 @@ CAF_TEST(cancelling a running job kills its process) {
   CAF_REQUIRE_EQUAL(stream.status(), 200);
   auto first = stream.next_of_type("log", 20s);
   CAF_REQUIRE(first.has_value());
-  auto pid = static_cast<pid_t>(
-    std::stol(json_field(first->json(), "/line")));
+  auto pid = static_cast<pid_t>(std::stol(json_field(first->json(), "/line")));
   CAF_CHECK(process_alive(pid));
   CAF_CHECK(!job_processes(id).empty());
   CAF_CHECK_EQUAL(json_field(job_info(port, id), "/status"), "running");
@@ -794,14 +755,12 @@ CAF_TEST(cancelling a running job kills its process) {
 }
 
 CAF_TEST(a job ignoring the TERM signal is killed after the cancel grace) {
-  auto id = submit_ok(
-    port, {{"command", "trap '' TERM; echo $$; while :; do sleep 0.1; done"}});
+  auto id = submit_ok(port, {{"command", "trap '' TERM; echo $$; while :; do sleep 0.1; done"}});
   reaper.add(id);
   auto stream = open_sse(port, "/jobs/" + id + "/stream?from_beginning=true");
   auto first = stream.next_of_type("log", 20s);
   CAF_REQUIRE(first.has_value());
-  auto pid = static_cast<pid_t>(
-    std::stol(json_field(first->json(), "/line")));
+  auto pid = static_cast<pid_t>(std::stol(json_field(first->json(), "/line")));
   auto started = steady::now();
   auto del = request(port, "DELETE", "/jobs/" + id, {}, {}, 20s);
   auto took = ms_since(started);
@@ -828,8 +787,7 @@ struct single_slot {
   single_slot() {
     blocker = submit_ok(port, {{"command", "echo busy; sleep 60"}});
     reaper.add(blocker);
-    auto stream = open_sse(port, "/jobs/" + blocker
-                                   + "/stream?from_beginning=true");
+    auto stream = open_sse(port, "/jobs/" + blocker + "/stream?from_beginning=true");
     CAF_REQUIRE(stream.next_of_type("log", 20s).has_value());
   }
 };
@@ -855,13 +813,10 @@ CAF_TEST(cancelling a queued job means it never starts) {
   CAF_CHECK(got.logs.empty());
   // Free the slot, then run one more job: had the cancelled one been started
   // anyway, it would have run before this one (FIFO).
-  CAF_CHECK_EQUAL(request(port, "DELETE", "/jobs/" + blocker, {}, {}, 20s)
-                    .status,
-                  200);
+  CAF_CHECK_EQUAL(request(port, "DELETE", "/jobs/" + blocker, {}, {}, 20s).status, 200);
   auto after = submit_ok(port, {{"command", "echo after"}});
   reaper.add(after);
-  CAF_CHECK_EQUAL(json_field(wait_terminal(port, after), "/status"),
-                  "succeeded");
+  CAF_CHECK_EQUAL(json_field(wait_terminal(port, after), "/status"), "succeeded");
   info = job_info(port, queued);
   CAF_CHECK_EQUAL(json_field(info, "/status"), "cancelled");
   CAF_CHECK(info["start_time"].is_null());
@@ -876,8 +831,7 @@ CAF_TEST(a stream open on a queued job ends with complete when it is cancelled) 
   for (int i = 0; i < rounds; ++i) {
     auto queued = submit_ok(port, {{"command", "echo must-not-run"}});
     reaper.add(queued);
-    auto stream = open_sse(port, "/jobs/" + queued
-                                   + "/stream?from_beginning=true");
+    auto stream = open_sse(port, "/jobs/" + queued + "/stream?from_beginning=true");
     CAF_REQUIRE_EQUAL(stream.status(), 200);
     auto del = request(port, "DELETE", "/jobs/" + queued, {}, {}, 20s);
     CAF_CHECK_EQUAL(json_field(del, "/status"), "cancelled");
@@ -888,16 +842,14 @@ CAF_TEST(a stream open on a queued job ends with complete when it is cancelled) 
         for (auto& ev : got.events)
           seen += ev.type + " " + ev.data + "; ";
         CAF_MESSAGE("round " << i << ": no complete, stream "
-                             << (stream.ended() ? "closed" : "still open")
-                             << " after: " << seen);
+                             << (stream.ended() ? "closed" : "still open") << " after: " << seen);
       }
       continue;
     }
     CAF_CHECK_EQUAL(json_field(got.complete->json(), "/status"), "cancelled");
   }
   if (bare_closes > 0)
-    CAF_MESSAGE(bare_closes << " of " << rounds
-                            << " streams closed without a complete event");
+    CAF_MESSAGE(bare_closes << " of " << rounds << " streams closed without a complete event");
   CAF_CHECK_EQUAL(bare_closes, 0);
 }
 
@@ -909,8 +861,7 @@ CAF_TEST_FIXTURE_SCOPE(e2e_jobs_tests_2, fixture)
 
 CAF_TEST(a job over its timeout ends timed_out) {
   auto started = steady::now();
-  auto id = submit_ok(port, {{"command", "echo $$; sleep 30"},
-                             {"timeout_seconds", 1}});
+  auto id = submit_ok(port, {{"command", "echo $$; sleep 30"}, {"timeout_seconds", 1}});
   reaper.add(id);
   auto got = follow(port, id, "?from_beginning=true", {}, 20s);
   CAF_REQUIRE(got.complete.has_value());
@@ -936,10 +887,18 @@ CAF_TEST(two hundred jobs at concurrency two all end in the right state) {
   for (int i = 0; i < n; ++i) {
     json command;
     switch (i % 4) {
-      case 0: command = "true"; break;
-      case 1: command = "false"; break;
-      case 2: command = json::array({"true"}); break;
-      default: command = json::array({"false"}); break;
+    case 0:
+      command = "true";
+      break;
+    case 1:
+      command = "false";
+      break;
+    case 2:
+      command = json::array({"true"});
+      break;
+    default:
+      command = json::array({"false"});
+      break;
     }
     json spec{{"name", "bulk-" + std::to_string(i)},
               {"command", command},
@@ -958,18 +917,18 @@ CAF_TEST(two hundred jobs at concurrency two all end in the right state) {
   // Wait until every job ended.
   json jobs;
   auto all_done = poll_until(
-    [&] {
-      auto res = get(port, "/jobs?limit=1000");
-      jobs = res.json();
-      if (!jobs.is_object() || !jobs["jobs"].is_array()
-          || jobs["jobs"].size() != static_cast<size_t>(n))
-        return false;
-      for (auto& job : jobs["jobs"])
-        if (!is_terminal(job.value("status", "")))
+      [&] {
+        auto res = get(port, "/jobs?limit=1000");
+        jobs = res.json();
+        if (!jobs.is_object() || !jobs["jobs"].is_array() ||
+            jobs["jobs"].size() != static_cast<size_t>(n))
           return false;
-      return true;
-    },
-    120s);
+        for (auto& job : jobs["jobs"])
+          if (!is_terminal(job.value("status", "")))
+            return false;
+        return true;
+      },
+      120s);
   CAF_REQUIRE(all_done);
   CAF_CHECK(jobs["next_cursor"].is_null());
   // Newest first: the reverse of the submission order.
@@ -985,12 +944,11 @@ CAF_TEST(two hundred jobs at concurrency two all end in the right state) {
     auto& job = by_id[ids[i]];
     bool ok = i % 2 == 0;
     auto want_status = ok ? "succeeded" : "failed";
-    if (json_field(job, "/status") != want_status
-        || json_field(job, "/exit_code") != (ok ? "0" : "1")
-        || json_field(job, "/success") != (ok ? "true" : "false")) {
+    if (json_field(job, "/status") != want_status ||
+        json_field(job, "/exit_code") != (ok ? "0" : "1") ||
+        json_field(job, "/success") != (ok ? "true" : "false")) {
       if (++wrong <= 5)
-        CAF_MESSAGE("job " << i << " wanted " << want_status
-                           << ", got: " << job.dump());
+        CAF_MESSAGE("job " << i << " wanted " << want_status << ", got: " << job.dump());
     }
   }
   CAF_CHECK_EQUAL(wrong, 0);
@@ -1039,33 +997,30 @@ CAF_TEST(two hundred jobs at concurrency two all end in the right state) {
 // 11 ------------------------------------------------------------------------
 
 CAF_TEST(a failing job is retried and ends failed after its last attempt) {
-  auto id = submit_ok(port, {{"command", "echo attempt $TROUPE_JOB_ATTEMPT; exit 7"},
-                             {"retries", 2}});
+  auto id =
+      submit_ok(port, {{"command", "echo attempt $TROUPE_JOB_ATTEMPT; exit 7"}, {"retries", 2}});
   reaper.add(id);
   // One stream across all attempts: `complete` only after the last one.
   auto got = follow(port, id, "?from_beginning=true", {}, 30s);
   CAF_REQUIRE(got.complete.has_value());
   CAF_CHECK_EQUAL(json_field(got.complete->json(), "/status"), "failed");
   CAF_CHECK_EQUAL(json_field(got.complete->json(), "/exit_code"), "7");
-  CAF_CHECK_EQUAL(join(got.lines()),
-                  join({"attempt 1", "attempt 2", "attempt 3"}));
+  CAF_CHECK_EQUAL(join(got.lines()), join({"attempt 1", "attempt 2", "attempt 3"}));
   auto info = job_info(port, id);
   CAF_CHECK_EQUAL(json_field(info, "/status"), "failed");
   CAF_CHECK_EQUAL(json_field(info, "/attempt"), "3");
   CAF_CHECK_EQUAL(json_field(info, "/retries"), "2");
   CAF_CHECK_EQUAL(json_field(info, "/exit_code"), "7");
-  CAF_CHECK_EQUAL(join(log_lines(port, id)),
-                  join({"attempt 1", "attempt 2", "attempt 3"}));
-  auto retrying = events_of_type(get(port, "/events?limit=1000").json(),
-                                 "job.retrying");
+  CAF_CHECK_EQUAL(join(log_lines(port, id)), join({"attempt 1", "attempt 2", "attempt 3"}));
+  auto retrying = events_of_type(get(port, "/events?limit=1000").json(), "job.retrying");
   CAF_CHECK_EQUAL(retrying.size(), 2u);
 }
 
 CAF_TEST(a retried job that succeeds stops retrying) {
   // Fails on the first attempt only.
-  auto id = submit_ok(
-    port, {{"command", "echo try $TROUPE_JOB_ATTEMPT; test $TROUPE_JOB_ATTEMPT -ge 2"},
-           {"retries", 3}});
+  auto id =
+      submit_ok(port, {{"command", "echo try $TROUPE_JOB_ATTEMPT; test $TROUPE_JOB_ATTEMPT -ge 2"},
+                       {"retries", 3}});
   reaper.add(id);
   auto info = wait_terminal(port, id);
   CAF_CHECK_EQUAL(json_field(info, "/status"), "succeeded");
@@ -1079,8 +1034,7 @@ CAF_TEST(the job sees the submitter request id and its own id) {
   auto id = submit_ok(port,
                       {{"command", "echo \"$TROUPE_REQUEST_ID\"; echo \"$TROUPE_JOB_ID\"; "
                                    "env | grep '^TROUPE_' | cut -d= -f1 | sort"}},
-                      {{"Content-Type", "application/json"},
-                       {"X-Request-ID", "e2e-rid-123"}});
+                      {{"Content-Type", "application/json"}, {"X-Request-ID", "e2e-rid-123"}});
   reaper.add(id);
   auto got = follow(port, id);
   CAF_REQUIRE(got.complete.has_value());
@@ -1090,10 +1044,9 @@ CAF_TEST(the job sees the submitter request id and its own id) {
   CAF_CHECK_EQUAL(lines[1], id);
   // troupe's own TROUPE_* settings (the daemon runs with three) stay out.
   std::vector<std::string> names(lines.begin() + 2, lines.end());
-  CAF_CHECK_EQUAL(join(names), join({"TROUPE_JOB_ATTEMPT", "TROUPE_JOB_ID",
-                                     "TROUPE_NODE", "TROUPE_REQUEST_ID"}));
-  CAF_CHECK_EQUAL(json_field(job_info(port, id), "/request_id"),
-                  "e2e-rid-123");
+  CAF_CHECK_EQUAL(join(names), join({"TROUPE_JOB_ATTEMPT", "TROUPE_JOB_ID", "TROUPE_NODE",
+                                     "TROUPE_REQUEST_ID"}));
+  CAF_CHECK_EQUAL(json_field(job_info(port, id), "/request_id"), "e2e-rid-123");
 }
 
 CAF_TEST(spec env and resource limits reach the process) {
@@ -1138,7 +1091,9 @@ CAF_TEST(what the main process leaves running in its group is killed) {
 
 // 9 (live part) -------------------------------------------------------------
 
+// clang-format off
 CAF_TEST(Last-Event-ID resumes a running job without gaps or duplicates) {
+  // clang-format on
   // The job prints two lines, then waits for a file the test creates.
   auto id = submit_ok(port, {{"command", "echo l1; echo l2; "
                                          "while [ ! -e go ]; do sleep 0.05; done; "
@@ -1155,8 +1110,8 @@ CAF_TEST(Last-Event-ID resumes a running job without gaps or duplicates) {
     CAF_CHECK_EQUAL(ev->id, "2");
   } // disconnect
   // Resume after line 1; from_beginning=false loses to Last-Event-ID.
-  auto resumed = open_sse(port, "/jobs/" + id + "/stream?from_beginning=false",
-                          {{"Last-Event-ID", "1"}});
+  auto resumed =
+      open_sse(port, "/jobs/" + id + "/stream?from_beginning=false", {{"Last-Event-ID", "1"}});
   CAF_REQUIRE_EQUAL(resumed.status(), 200);
   auto replayed = resumed.next_of_type("log", 10s);
   CAF_REQUIRE(replayed.has_value());
@@ -1193,8 +1148,7 @@ CAF_TEST(dangerous archives are rejected and leave nothing behind) {
   // A harmless archive from the same writer is accepted: the rejections
   // below are about the entries, not the writer.
   {
-    auto good = make_archive("tar.gz",
-                             {file_item("ci.sh", "#!/bin/sh\necho fine\n", 0755)});
+    auto good = make_archive("tar.gz", {file_item("ci.sh", "#!/bin/sh\necho fine\n", 0755)});
     auto res = post_archive(port, "/jobs", good);
     CAF_REQUIRE_EQUAL(res.status, 201);
     auto id = json_field(res, "/job_id");
@@ -1216,64 +1170,73 @@ CAF_TEST(dangerous archives are rejected and leave nothing behind) {
   };
   auto file_ok = file_item("ok.txt", "fine\n");
   std::vector<bad_case> cases{
-    {"zip slip one level", "zip", {file_ok, file_item("../" + evil + ".txt", "x")},
-     evil},
-    {"tar slip to the scratch dir", "tar.gz",
-     {file_ok, file_item("../../../../" + evil + ".txt", "x")}, evil},
-    {"zip slip through a sub dir", "zip",
-     {file_item("sub/../../../" + evil + ".txt", "x")}, evil},
-    {"tar slip to TMPDIR", "tar.gz",
-     {file_item("../../../../../" + evil + ".txt", "x")}, evil},
-    {"tar absolute path", "tar.gz",
-     {file_ok, file_item(outside + "/" + evil + ".txt", "x")}, evil},
-    {"zip absolute path", "zip", {file_item(outside + "/" + evil + ".txt", "x")},
-     evil},
-    {"tar absolute symlink then a file through it", "tar.gz",
-     {symlink_item("link", outside), file_item("link/" + evil + ".txt", "x")},
-     "link"},
-    {"tar relative symlink out then a file through it", "tar.gz",
-     {symlink_item("link", "../../../../outside"),
-      file_item("link/" + evil + ".txt", "x")},
-     "link"},
-    {"zip symlink then a file through it", "zip",
-     {symlink_item("link", outside), file_item("link/" + evil + ".txt", "x")},
-     "link"},
-    {"tar symlink to a file then overwrite through it", "tar.gz",
-     {symlink_item("target.txt", outside + "/target.txt"),
-      file_item("target.txt", "pwned\n")},
-     "target.txt"},
-    // Each link looks inside on its own (x/y is the workspace root, x/z is
-    // lexically x/y/../.. = the root), but through the file system x/z is
-    // two levels above the workspace: only refusing to write through links
-    // (or resolving them for real) stops this one.
-    {"tar symlink chain then a file through it", "tar.gz",
-     {{archive_item::dir, "x", "", 0755},
-      symlink_item("x/y", ".."),
-      symlink_item("x/z", "y/../.."),
-      file_item("x/z/" + evil + ".txt", "x")},
-     "x/"},
-    {"zip symlink chain then a file through it", "zip",
-     {{archive_item::dir, "x", "", 0755},
-      symlink_item("x/y", ".."),
-      symlink_item("x/z", "y/../.."),
-      file_item("x/z/" + evil + ".txt", "x")},
-     "x/"},
-    // README: symlinks "written through" are rejected, even inside.
-    {"tar file written through an inside symlink", "tar.gz",
-     {{archive_item::dir, "real", "", 0755},
-      symlink_item("alias", "real"),
-      file_item("alias/inner.txt", "x")},
-     "alias"},
-    {"tar symlink pointing out", "tar.gz",
-     {file_ok, symlink_item("etc", "/etc")}, "etc"},
-    {"tar hardlink to a file outside", "tar.gz",
-     {{archive_item::hardlink, "hl", outside + "/target.txt", 0644},
-      file_item("hl", "pwned\n")},
-     "hl"},
-    {"submit-async zip slip", "zip",
-     {file_item("../../" + evil + ".txt", "x")}, evil, "/submit-async"},
-    {"submit zip slip", "zip", {file_item("../../" + evil + ".txt", "x")}, evil,
-     "/submit"},
+      {"zip slip one level", "zip", {file_ok, file_item("../" + evil + ".txt", "x")}, evil},
+      {"tar slip to the scratch dir",
+       "tar.gz",
+       {file_ok, file_item("../../../../" + evil + ".txt", "x")},
+       evil},
+      {"zip slip through a sub dir",
+       "zip",
+       {file_item("sub/../../../" + evil + ".txt", "x")},
+       evil},
+      {"tar slip to TMPDIR", "tar.gz", {file_item("../../../../../" + evil + ".txt", "x")}, evil},
+      {"tar absolute path",
+       "tar.gz",
+       {file_ok, file_item(outside + "/" + evil + ".txt", "x")},
+       evil},
+      {"zip absolute path", "zip", {file_item(outside + "/" + evil + ".txt", "x")}, evil},
+      {"tar absolute symlink then a file through it",
+       "tar.gz",
+       {symlink_item("link", outside), file_item("link/" + evil + ".txt", "x")},
+       "link"},
+      {"tar relative symlink out then a file through it",
+       "tar.gz",
+       {symlink_item("link", "../../../../outside"), file_item("link/" + evil + ".txt", "x")},
+       "link"},
+      {"zip symlink then a file through it",
+       "zip",
+       {symlink_item("link", outside), file_item("link/" + evil + ".txt", "x")},
+       "link"},
+      {"tar symlink to a file then overwrite through it",
+       "tar.gz",
+       {symlink_item("target.txt", outside + "/target.txt"), file_item("target.txt", "pwned\n")},
+       "target.txt"},
+      // Each link looks inside on its own (x/y is the workspace root, x/z is
+      // lexically x/y/../.. = the root), but through the file system x/z is
+      // two levels above the workspace: only refusing to write through links
+      // (or resolving them for real) stops this one.
+      {"tar symlink chain then a file through it",
+       "tar.gz",
+       {{archive_item::dir, "x", "", 0755},
+        symlink_item("x/y", ".."),
+        symlink_item("x/z", "y/../.."),
+        file_item("x/z/" + evil + ".txt", "x")},
+       "x/"},
+      {"zip symlink chain then a file through it",
+       "zip",
+       {{archive_item::dir, "x", "", 0755},
+        symlink_item("x/y", ".."),
+        symlink_item("x/z", "y/../.."),
+        file_item("x/z/" + evil + ".txt", "x")},
+       "x/"},
+      // README: symlinks "written through" are rejected, even inside.
+      {"tar file written through an inside symlink",
+       "tar.gz",
+       {{archive_item::dir, "real", "", 0755},
+        symlink_item("alias", "real"),
+        file_item("alias/inner.txt", "x")},
+       "alias"},
+      {"tar symlink pointing out", "tar.gz", {file_ok, symlink_item("etc", "/etc")}, "etc"},
+      {"tar hardlink to a file outside",
+       "tar.gz",
+       {{archive_item::hardlink, "hl", outside + "/target.txt", 0644}, file_item("hl", "pwned\n")},
+       "hl"},
+      {"submit-async zip slip",
+       "zip",
+       {file_item("../../" + evil + ".txt", "x")},
+       evil,
+       "/submit-async"},
+      {"submit zip slip", "zip", {file_item("../../" + evil + ".txt", "x")}, evil, "/submit"},
   };
   for (auto& c : cases) {
     CAF_MESSAGE("case: " << c.what);
@@ -1282,7 +1245,7 @@ CAF_TEST(dangerous archives are rejected and leave nothing behind) {
     CAF_CHECK_EQUAL(res.status, 400);
     CAF_CHECK_EQUAL(json_field(res, "/error/code"), "invalid_archive");
     auto message = json_field(res, "/error/message");
-    CAF_MESSAGE("-> " << res.status << " " << message);
+    CAF_MESSAGE("answer: " << res.status << " " << message);
     CAF_CHECK(contains(message, c.named));
     if (!contains(message, c.named))
       CAF_MESSAGE("message does not name '" << c.named << "': " << message);
@@ -1336,8 +1299,7 @@ void check_resume_after_two(uint16_t port, const std::string& id) {
     CAF_CHECK(got.ended);
   }
   // After the last line, only `complete`.
-  auto tail = follow(port, id, "?from_beginning=true", {{"Last-Event-ID", "5"}},
-                     10s);
+  auto tail = follow(port, id, "?from_beginning=true", {{"Last-Event-ID", "5"}}, 10s);
   CAF_REQUIRE(tail.complete.has_value());
   CAF_CHECK(tail.logs.empty());
   // Without Last-Event-ID, from_beginning=true replays everything.
@@ -1347,14 +1309,15 @@ void check_resume_after_two(uint16_t port, const std::string& id) {
 
 } // namespace
 
+// clang-format off
 CAF_TEST(Last-Event-ID resumes a finished job also after a restart) {
+  // clang-format on
   scratch_dir data{"troupe-e2e-resume"};
   std::string id;
   job_reaper reaper;
   {
     e2e::daemon node{job_daemon(2, data.path())};
-    id = submit_ok(node.port(),
-                   {{"command", "for i in 1 2 3 4 5; do echo line$i; done"}});
+    id = submit_ok(node.port(), {{"command", "for i in 1 2 3 4 5; do echo line$i; done"}});
     reaper.add(id);
     auto info = wait_terminal(node.port(), id);
     CAF_REQUIRE_EQUAL(json_field(info, "/status"), "succeeded");
@@ -1365,8 +1328,7 @@ CAF_TEST(Last-Event-ID resumes a finished job also after a restart) {
     CAF_CHECK_EQUAL(status->to_string(), "exit code 0");
   }
   e2e::daemon again{job_daemon(2, data.path())};
-  CAF_CHECK_EQUAL(json_field(job_info(again.port(), id), "/status"),
-                  "succeeded");
+  CAF_CHECK_EQUAL(json_field(job_info(again.port(), id), "/status"), "succeeded");
   check_resume_after_two(again.port(), id);
 }
 
@@ -1378,8 +1340,7 @@ CAF_TEST(a graceful shutdown stops a running job and marks it lost) {
     e2e::daemon node{job_daemon(2, data.path())};
     id = submit_ok(node.port(), {{"command", "echo started; sleep 60"}});
     reaper.add(id);
-    auto stream = open_sse(node.port(),
-                           "/jobs/" + id + "/stream?from_beginning=true");
+    auto stream = open_sse(node.port(), "/jobs/" + id + "/stream?from_beginning=true");
     CAF_REQUIRE(stream.next_of_type("log", 20s).has_value());
     CAF_CHECK(!job_processes(id).empty());
     node.terminate();
@@ -1390,15 +1351,16 @@ CAF_TEST(a graceful shutdown stops a running job and marks it lost) {
   }
   e2e::daemon again{job_daemon(2, data.path())};
   auto info = wait_job(
-    again.port(), id, [](const std::string& s) { return s != "running"; },
-    10s);
+      again.port(), id, [](const std::string& s) { return s != "running"; }, 10s);
   CAF_CHECK_EQUAL(json_field(info, "/status"), "lost");
   CAF_CHECK_EQUAL(join(log_lines(again.port(), id)), join({"started"}));
 }
 
 // 10 ------------------------------------------------------------------------
 
+// clang-format off
 CAF_TEST(a job running at kill -9 is lost and its process killed on restart) {
+  // clang-format on
   scratch_dir data{"troupe-e2e-kill9"};
   std::string id;
   job_reaper reaper;
@@ -1407,8 +1369,7 @@ CAF_TEST(a job running at kill -9 is lost and its process killed on restart) {
     e2e::daemon node{job_daemon(2, data.path())};
     id = submit_ok(node.port(), {{"command", "echo started; sleep 60"}});
     reaper.add(id);
-    auto stream = open_sse(node.port(),
-                           "/jobs/" + id + "/stream?from_beginning=true");
+    auto stream = open_sse(node.port(), "/jobs/" + id + "/stream?from_beginning=true");
     auto first = stream.next_of_type("log", 20s);
     CAF_REQUIRE(first.has_value());
     CAF_CHECK_EQUAL(json_field(first->json(), "/line"), "started");
@@ -1423,12 +1384,11 @@ CAF_TEST(a job running at kill -9 is lost and its process killed on restart) {
   size_t survivors = 0;
   for (auto pid : orphans)
     survivors += process_alive(pid) ? 1 : 0;
-  CAF_MESSAGE(survivors << " of " << orphans.size()
-                        << " job processes survived the kill -9");
+  CAF_MESSAGE(survivors << " of " << orphans.size() << " job processes survived the kill -9");
   e2e::daemon again{job_daemon(2, data.path())};
   auto port = again.port();
   auto info = wait_job(
-    port, id, [](const std::string& s) { return s != "running"; }, 20s);
+      port, id, [](const std::string& s) { return s != "running"; }, 20s);
   CAF_CHECK_EQUAL(json_field(info, "/status"), "lost");
   CAF_CHECK(info["reason"].is_string());
   CAF_CHECK_EQUAL(json_field(info, "/success"), "false");
