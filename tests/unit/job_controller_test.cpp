@@ -2,6 +2,8 @@
 #include "support/dsl.hpp"
 
 #include <csignal>
+#include <filesystem>
+#include <thread>
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -348,6 +350,44 @@ CAF_TEST(shutdown stops running jobs and answers when they are recorded) {
   CAF_CHECK_EQUAL(status_of("a"), js::lost);
   CAF_CHECK_EQUAL(status_of("c"), js::queued);
   CAF_CHECK_EQUAL(launched_names().size(), 2u);
+}
+
+CAF_TEST(the sweep removes expired workspaces and purges expired jobs) {
+  auto make_ended = [&](std::chrono::hours ago, const std::string& ws) {
+    job_record r;
+    r.id = persistence::new_job_id();
+    r.status = js::succeeded;
+    r.spec = "{}";
+    r.ended_at = now_ns() - std::chrono::nanoseconds(ago).count();
+    r.workspace = ws;
+    std::filesystem::create_directories(ws + "/sub");
+    put_record(*env, r);
+    persistence::txn t{*env, false};
+    t.put("job_logs", persistence::log_key(r.id, 1), persistence::encode_log(1, 1, "line"));
+    t.commit();
+    return r.id;
+  };
+  auto old_id = make_ended(std::chrono::hours(24 * 8), dir / "ws-old");
+  auto mid_id = make_ended(std::chrono::hours(2), dir / "ws-mid");
+  auto new_id = make_ended(std::chrono::hours(0), dir / "ws-new");
+  start(1);  // retention 7d and workspace retention 1h are the defaults
+  caf::anon_send(ctl, sweep_atom::value);
+  consume_messages();
+  CAF_CHECK(!persistence::get_job(*env, old_id).has_value());
+  CAF_CHECK(persistence::read_logs(*env, old_id, 0, 10).empty());
+  auto mid = persistence::get_job(*env, mid_id);
+  CAF_REQUIRE(mid.has_value());
+  CAF_CHECK_EQUAL(mid->workspace, "");
+  CAF_CHECK_EQUAL(persistence::read_logs(*env, mid_id, 0, 10).size(), 1u);
+  CAF_CHECK_EQUAL(persistence::get_job(*env, new_id)->workspace, dir / "ws-new");
+  // Directories go on a thread of their own: wait for them with a bound.
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while ((std::filesystem::exists(dir / "ws-old") || std::filesystem::exists(dir / "ws-mid"))
+         && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  CAF_CHECK(!std::filesystem::exists(dir / "ws-old"));
+  CAF_CHECK(!std::filesystem::exists(dir / "ws-mid"));
+  CAF_CHECK(std::filesystem::exists(dir / "ws-new"));
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()
