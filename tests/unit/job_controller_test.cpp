@@ -329,7 +329,9 @@ CAF_TEST(recovery requeues or loses running jobs and kills their orphans) {
   CAF_CHECK(l->reason.find("no retries left") != std::string::npos);
   auto a = persistence::get_job(*env, again_id);
   CAF_CHECK_EQUAL(a->attempt, 2);
-  CAF_CHECK_EQUAL(persistence::get_job(*env, done_id)->status, js::succeeded);
+  auto done = persistence::get_job(*env, done_id);
+  CAF_REQUIRE(done.has_value());
+  CAF_CHECK_EQUAL(done->status, js::succeeded);
   // Queued jobs run again, by priority: the queued one first.
   CAF_REQUIRE_EQUAL(launched->size(), 2u);
   CAF_CHECK_EQUAL(launched->at(0), queued_id);
@@ -379,7 +381,9 @@ CAF_TEST(the sweep removes expired workspaces and purges expired jobs) {
   CAF_REQUIRE(mid.has_value());
   CAF_CHECK_EQUAL(mid->workspace, "");
   CAF_CHECK_EQUAL(persistence::read_logs(*env, mid_id, 0, 10).size(), 1u);
-  CAF_CHECK_EQUAL(persistence::get_job(*env, new_id)->workspace, dir / "ws-new");
+  auto fresh = persistence::get_job(*env, new_id);
+  CAF_REQUIRE(fresh.has_value());
+  CAF_CHECK_EQUAL(fresh->workspace, dir / "ws-new");
   // Directories go on a thread of their own: wait for them with a bound.
   auto deadline = std::chrono::steady_clock::now() + 20s;
   while ((std::filesystem::exists(dir / "ws-old") || std::filesystem::exists(dir / "ws-mid"))
