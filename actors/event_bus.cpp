@@ -75,6 +75,15 @@ void publish_done(event_bus_actor::stateful_pointer<event_bus_state> self) {
   }
 }
 
+/// Answers once no publish is waiting for the store.
+caf::result<ok_atom> drained(event_bus_actor::stateful_pointer<event_bus_state> self) {
+  if (self->state.in_flight == 0)
+    return ok_atom::value;
+  auto rp = self->make_response_promise<ok_atom>();
+  self->state.flush_waiters.push_back(rp);
+  return rp;
+}
+
 } // namespace
 
 event_bus_actor::behavior_type event_bus(event_bus_actor::stateful_pointer<event_bus_state> self,
@@ -124,20 +133,8 @@ event_bus_actor::behavior_type event_bus(event_bus_actor::stateful_pointer<event
       auto& subs = self->state.subscribers;
       subs.erase(std::remove(subs.begin(), subs.end(), sub), subs.end());
     },
-    [self](shutdown_atom) -> caf::result<ok_atom> {
-      if (self->state.in_flight == 0)
-        return ok_atom::value;
-      auto rp = self->make_response_promise<ok_atom>();
-      self->state.flush_waiters.push_back(rp);
-      return rp;
-    },
-    [self](flush_atom) -> caf::result<ok_atom> {
-      if (self->state.in_flight == 0)
-        return ok_atom::value;
-      auto rp = self->make_response_promise<ok_atom>();
-      self->state.flush_waiters.push_back(rp);
-      return rp;
-    },
+    [self](shutdown_atom) { return drained(self); },
+    [self](flush_atom) { return drained(self); },
   };
 }
 
