@@ -143,6 +143,36 @@ typename Inspector::result_type inspect(Inspector& f, proc_output& x) {
   return f(caf::meta::type_name("proc_output"), x.stream, x.ts_ns, x.lines, x.eof);
 }
 
+/// One line in the log pipeline (job output, troupe's own logs, later app
+/// instances). The router adds namespace and node and assigns the global seq.
+struct log_record {
+  /// Position in the persisted `logs` table; assigned by the router's write.
+  uint64_t seq = 0;
+  int64_t ts_ns = 0;
+  std::string line;
+  /// 1 = stdout, 2 = stderr.
+  uint8_t stream = 1;
+  /// Empty: detected from the line (JSON level/severity) or the stream.
+  std::string level;
+  /// Job name or app name; `troupe` for the daemon's own lines.
+  std::string service;
+  /// Job id or replica id (Loki's `pod`); the logger name for troupe.
+  std::string instance;
+  /// `job`, `app`, `troupe` or a subprocess name.
+  std::string source;
+  std::string request_id;
+  std::string ns;
+  std::string node;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, log_record& x) {
+  return f(caf::meta::type_name("log_record"), x.seq, x.ts_ns, x.line, x.stream, x.level,
+           x.service, x.instance, x.source, x.request_id, x.ns, x.node);
+}
+
+using log_batch = std::vector<log_record>;
+
 } // namespace troupe
 
 CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
@@ -154,6 +184,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::log_line))
   CAF_ADD_TYPE_ID(troupe, (troupe::job_update))
   CAF_ADD_TYPE_ID(troupe, (troupe::proc_output))
+  CAF_ADD_TYPE_ID(troupe, (troupe::log_record))
+  CAF_ADD_TYPE_ID(troupe, (troupe::log_batch))
 
   // CAF already defines get, put, flush, ping, publish, subscribe, ok …
   CAF_ADD_ATOM(troupe, troupe, write_atom, "write")
@@ -170,6 +202,9 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_ATOM(troupe, troupe, started_atom, "started")
   CAF_ADD_ATOM(troupe, troupe, replay_atom, "replay")
   CAF_ADD_ATOM(troupe, troupe, deferred_atom, "deferred")
+  CAF_ADD_ATOM(troupe, troupe, ingest_atom, "ingest")
+  CAF_ADD_ATOM(troupe, troupe, drain_atom, "drain")
+  CAF_ADD_ATOM(troupe, troupe, nudge_atom, "nudge")
   CAF_ADD_ATOM(troupe, troupe, requeue_atom, "requeue")
   CAF_ADD_ATOM(troupe, troupe, sweep_atom, "sweep")
 
@@ -218,6 +253,38 @@ using event_bus_actor = caf::typed_actor<
   // Answers once every publish accepted before it is delivered or failed.
   caf::replies_to<flush_atom>::with<ok_atom>,
   // Prepares to stop: answers once publishes in flight are done.
+  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+
+// -- logs ------------------------------------------------------------------------
+
+/// Receives persisted log records (GET /logs?follow=true, sinks).
+using log_subscriber_actor = caf::typed_actor<
+  // Delivers records committed to the `logs` table, in seq order.
+  caf::reacts_to<log_batch>>;
+
+/// A sink that reads the `logs` table at its own pace (Loki).
+using log_batcher_actor = caf::typed_actor<
+  // Records up to this seq are committed: read on when ready.
+  caf::reacts_to<nudge_atom, uint64_t>,
+  // Internal: the batch wait or backoff number N elapsed (older ones are stale).
+  caf::reacts_to<timeout_atom, uint64_t>,
+  // Status of the sink (cursor, lag, failures, breaker) as JSON.
+  caf::replies_to<status_atom>::with<std::string>,
+  // Prepares to stop: answers once no push is in flight.
+  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+
+/// Fans every line to the sinks: persists it in the `logs` table (the store
+/// sink and the outbox of the others), then tells subscribers and batchers.
+using log_router_actor = caf::typed_actor<
+  // A producer's lines (one message per batch, never per line).
+  caf::reacts_to<ingest_atom, log_batch>,
+  // troupe's own log lines are waiting in the logging buffer: take them.
+  caf::reacts_to<drain_atom>,
+  // Adds a live subscriber; dropped when it terminates.
+  caf::reacts_to<subscribe_atom, log_subscriber_actor>,
+  // Pipeline status (seq, batchers) as JSON.
+  caf::replies_to<status_atom>::with<std::string>,
+  // Prepares to stop: answers once written batches are committed.
   caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
 // -- jobs ------------------------------------------------------------------------

@@ -171,6 +171,23 @@ void on_output(self_ptr self, proc_output& out) {
   write(self, std::move(batch), [self, lines = std::move(lines), stream, eof]() mutable {
     auto& st = self->state;
     --st.pending_writes;
+    // Into the log pipeline (Loki, /logs) with the job's labels.
+    if (auto router = lookup<log_router_actor>(self->system(), names::logs)) {
+      log_batch batch;
+      batch.reserve(lines.size());
+      for (auto& l : lines) {
+        log_record r;
+        r.ts_ns = l.ts_ns;
+        r.line = l.line;
+        r.stream = l.stream;
+        r.service = st.rec.name.empty() ? "job" : st.rec.name;
+        r.instance = st.rec.id;
+        r.source = "job";
+        r.request_id = st.rec.request_id;
+        batch.push_back(std::move(r));
+      }
+      self->send(router, ingest_atom::value, std::move(batch));
+    }
     job_update up;
     up.job_id = st.rec.id;
     up.lines = std::move(lines);

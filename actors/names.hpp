@@ -16,6 +16,8 @@ namespace names {
 inline constexpr caf::atom_value store = caf::atom("store");
 inline constexpr caf::atom_value event_bus = caf::atom("event_bus");
 inline constexpr caf::atom_value jobs = caf::atom("jobs");
+inline constexpr caf::atom_value logs = caf::atom("logs");
+inline constexpr caf::atom_value loki = caf::atom("loki");
 
 } // namespace names
 

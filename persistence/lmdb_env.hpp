@@ -23,7 +23,7 @@ inline constexpr uint32_t schema_version = 1;
 
 /// Tables (LMDB named databases) of the current schema.
 inline const std::vector<std::string>& tables() {
-  static const std::vector<std::string> xs{"meta", "events", "jobs", "job_logs"};
+  static const std::vector<std::string> xs{"meta", "events", "jobs", "job_logs", "logs"};
   return xs;
 }
 

@@ -298,6 +298,13 @@ template <class S, class T> auto at(S config::*section, T S::*member) {
   return [section, member](auto& c) -> decltype(auto) { return (c.*section).*member; };
 }
 
+/// Binds a member of a nested section (logs.loki.url).
+template <class S, class N, class T> auto at(S config::*section, N S::*sub, T N::*member) {
+  return [section, sub, member](auto& c) -> decltype(auto) {
+    return ((c.*section).*sub).*member;
+  };
+}
+
 template <class Kind, class Ref, class Check>
 field make_field(std::string path, std::string type, Kind kind, Ref ref, Check check,
                  std::string help) {
@@ -310,6 +317,12 @@ field make_field(std::string path, std::string type, Kind kind, Ref ref, Check c
 
 template <class Ref> field text(std::string path, Ref ref, std::string help) {
   return make_field(std::move(path), "string", text_kind{}, ref, non_empty, std::move(help));
+}
+
+/// A string that may be empty (optional settings such as logs.loki.url).
+template <class Ref> field optional_text(std::string path, Ref ref, std::string help) {
+  auto any = [](const std::string&, const config&) -> problem { return std::nullopt; };
+  return make_field(std::move(path), "string", text_kind{}, ref, any, std::move(help));
 }
 
 template <class Ref> field address(std::string path, Ref ref, std::string help) {
@@ -440,6 +453,60 @@ const std::vector<field>& fields() {
                 1, INT_MAX, "Most entries a project archive may have"),
         size("jobs.max_expanded_bytes", at(&config::jobs, &jobs_config::max_expanded_bytes), 1,
              "Most bytes a project archive may expand to"),
+        text("logs.namespace", at(&config::logs, &logs_config::ns),
+             "namespace label of every log entry"),
+        text("logs.service", at(&config::logs, &logs_config::service),
+             "service label of troupe's own log lines"),
+        choice("logs.stdout_level", at(&config::logs, &logs_config::stdout_level),
+               {"trace", "debug", "info", "warn", "error", "critical"},
+               "Level of stdout lines that carry none of their own"),
+        choice("logs.stderr_level", at(&config::logs, &logs_config::stderr_level),
+               {"trace", "debug", "info", "warn", "error", "critical"},
+               "Level of stderr lines that carry none of their own"),
+        boolean("logs.stdout_sink", at(&config::logs, &logs_config::stdout_sink),
+                "Forward every log entry (jobs included) to troupe's stdout"),
+        optional_text("logs.loki.url", at(&config::logs, &logs_config::loki, &loki_config::url),
+             "Loki base URL, e.g. http://127.0.0.1:3100; empty: the Loki sink is off"),
+        optional_text("logs.loki.tenant", at(&config::logs, &logs_config::loki, &loki_config::tenant),
+             "X-Scope-OrgID sent to Loki; empty: none"),
+        boolean("logs.loki.gzip", at(&config::logs, &logs_config::loki, &loki_config::gzip),
+                "gzip push bodies"),
+        optional_text("logs.loki.username", at(&config::logs, &logs_config::loki, &loki_config::username),
+             "Basic auth user for Loki"),
+        optional_text("logs.loki.password", at(&config::logs, &logs_config::loki, &loki_config::password),
+             "Basic auth password for Loki"),
+        optional_text("logs.loki.bearer_token",
+             at(&config::logs, &logs_config::loki, &loki_config::bearer_token),
+             "Bearer token for Loki"),
+        integer("logs.loki.batch_entries",
+                at(&config::logs, &logs_config::loki, &loki_config::batch_entries), 1, 1000000,
+                "Flush a batch at this many entries"),
+        size("logs.loki.batch_bytes",
+             at(&config::logs, &logs_config::loki, &loki_config::batch_bytes), 1,
+             "Flush a batch at this many bytes of lines"),
+        duration("logs.loki.batch_wait",
+                 at(&config::logs, &logs_config::loki, &loki_config::batch_wait), above(0ms),
+                 "Flush a batch when its oldest entry waited this long"),
+        choice("logs.loki.request_id_as",
+               at(&config::logs, &logs_config::loki, &loki_config::request_id_as),
+               {"structured_metadata", "label"}, "How request_id is sent to Loki"),
+        size("logs.loki.outbox_bytes",
+             at(&config::logs, &logs_config::loki, &loki_config::outbox_bytes), 1,
+             "Unshipped bytes kept while Loki is away; the oldest beyond are dropped and counted"),
+        duration("logs.loki.timeout", at(&config::logs, &logs_config::loki, &loki_config::timeout),
+                 above(0ms), "Timeout of one push"),
+        duration("logs.loki.backoff_initial",
+                 at(&config::logs, &logs_config::loki, &loki_config::backoff_initial), above(0ms),
+                 "First retry delay after a failed push (doubled, with jitter)"),
+        duration("logs.loki.backoff_max",
+                 at(&config::logs, &logs_config::loki, &loki_config::backoff_max), above(0ms),
+                 "Upper bound of the retry delay"),
+        integer("logs.loki.breaker_failures",
+                at(&config::logs, &logs_config::loki, &loki_config::breaker_failures), 1, 1000,
+                "Consecutive failures that open the circuit breaker"),
+        duration("logs.loki.breaker_cooldown",
+                 at(&config::logs, &logs_config::loki, &loki_config::breaker_cooldown),
+                 above(0ms), "How long the open breaker waits before a probe"),
         boolean("debug.fault_injection", at(&config::debug, &debug_config::fault_injection),
                 "Enables POST /debug/crash/{actor} (for tests and chaos drills)"),
     };

@@ -88,6 +88,45 @@ struct jobs_config {
   uint64_t max_expanded_bytes = 2ull << 30;
 };
 
+struct loki_config {
+  /// Base URL of Loki (empty: the Loki sink is off), e.g. http://127.0.0.1:3100
+  std::string url;
+  /// X-Scope-OrgID (multi-tenant Loki); empty: not sent.
+  std::string tenant;
+  bool gzip = false;
+  /// Basic auth (with password) or bearer token; empty: none.
+  std::string username;
+  std::string password;
+  std::string bearer_token;
+  /// Flush at this many entries, bytes of lines, or age of the oldest entry.
+  int batch_entries = 100;
+  uint64_t batch_bytes = 1ull << 20;
+  std::chrono::milliseconds batch_wait{1000};
+  /// structured_metadata or label.
+  std::string request_id_as = "structured_metadata";
+  /// Unshipped bytes kept; beyond that the oldest are dropped (and counted).
+  uint64_t outbox_bytes = 256ull << 20;
+  std::chrono::milliseconds timeout{10'000};
+  std::chrono::milliseconds backoff_initial{500};
+  std::chrono::milliseconds backoff_max{30'000};
+  /// Consecutive failures that open the circuit breaker, and its cooldown.
+  int breaker_failures = 5;
+  std::chrono::milliseconds breaker_cooldown{10'000};
+};
+
+struct logs_config {
+  /// `namespace` label of every entry.
+  std::string ns = "default";
+  /// `service` label of troupe's own lines.
+  std::string service = "troupe";
+  /// Level of lines without one of their own, by stream.
+  std::string stdout_level = "info";
+  std::string stderr_level = "error";
+  /// Forward every entry to troupe's stdout (for kubectl logs / journald).
+  bool stdout_sink = false;
+  loki_config loki;
+};
+
 struct debug_config {
   /// Enables `POST /debug/crash/{actor}` (for tests and chaos drills).
   bool fault_injection = false;
@@ -106,6 +145,7 @@ struct config {
   store_config store;
   supervisor_config supervisor;
   jobs_config jobs;
+  logs_config logs;
   debug_config debug;
 
   /// Host part of `listen`.

@@ -1,5 +1,6 @@
 #include "runtime/logging.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <mutex>
@@ -7,6 +8,7 @@
 
 #include <spdlog/details/log_msg.h>
 #include <spdlog/formatter.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -97,9 +99,79 @@ private:
   bool json_;
 };
 
+/// Copies lines into the capture buffer when capturing is on.
+class capture_sink final : public spdlog::sinks::base_sink<std::mutex> {
+public:
+  void start(size_t capacity, std::function<void()> notify, std::vector<std::string> excluded) {
+    std::lock_guard<std::mutex> guard{buf_mtx_};
+    capacity_ = capacity;
+    notify_ = std::move(notify);
+    excluded_ = std::move(excluded);
+    on_ = true;
+  }
+
+  void stop() {
+    std::lock_guard<std::mutex> guard{buf_mtx_};
+    on_ = false;
+    buf_.clear();
+    notify_ = nullptr;
+  }
+
+  std::vector<captured_line> take(uint64_t& dropped) {
+    std::lock_guard<std::mutex> guard{buf_mtx_};
+    dropped = dropped_;
+    dropped_ = 0;
+    std::vector<captured_line> out;
+    out.swap(buf_);
+    return out;
+  }
+
+protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    std::function<void()> notify;
+    {
+      std::lock_guard<std::mutex> guard{buf_mtx_};
+      if (!on_)
+        return;
+      std::string logger(msg.logger_name.data(), msg.logger_name.size());
+      if (std::find(excluded_.begin(), excluded_.end(), logger) != excluded_.end())
+        return;
+      if (buf_.size() >= capacity_) {
+        buf_.erase(buf_.begin());
+        ++dropped_;
+      }
+      captured_line line;
+      line.ts_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     msg.time.time_since_epoch())
+                     .count();
+      line.level = std::string{level_name(msg.level)};
+      line.logger = std::move(logger);
+      line.message.assign(msg.payload.data(), msg.payload.size());
+      line.request_id = tl_request_id;
+      buf_.push_back(std::move(line));
+      if (buf_.size() == 1)
+        notify = notify_;
+    }
+    if (notify)
+      notify();
+  }
+
+  void flush_() override {}
+
+private:
+  std::mutex buf_mtx_;
+  bool on_ = false;
+  size_t capacity_ = 0;
+  uint64_t dropped_ = 0;
+  std::function<void()> notify_;
+  std::vector<std::string> excluded_;
+  std::vector<captured_line> buf_;
+};
+
 struct registry {
   std::mutex mtx;
   spdlog::sink_ptr sink;
+  std::shared_ptr<capture_sink> capture = std::make_shared<capture_sink>();
   spdlog::level::level_enum level = spdlog::level::info;
   bool json = false;
   std::unordered_map<std::string, std::shared_ptr<spdlog::logger>> loggers;
@@ -136,12 +208,26 @@ std::shared_ptr<spdlog::logger> get(const std::string& component) {
   if (auto i = r.loggers.find(component); i != r.loggers.end())
     return i->second;
   r.ensure_sink();
-  auto lg = std::make_shared<spdlog::logger>(component, r.sink);
+  auto lg = std::make_shared<spdlog::logger>(component,
+                                              spdlog::sinks_init_list{r.sink, r.capture});
   lg->set_level(r.level);
   // A crash must not eat the lines that explain it.
   lg->flush_on(spdlog::level::trace);
   r.loggers.emplace(component, lg);
   return lg;
+}
+
+void start_capture(size_t capacity, std::function<void()> notify,
+                   std::vector<std::string> excluded) {
+  reg().capture->start(capacity, std::move(notify), std::move(excluded));
+}
+
+void stop_capture() {
+  reg().capture->stop();
+}
+
+std::vector<captured_line> take_captured(uint64_t& dropped) {
+  return reg().capture->take(dropped);
 }
 
 const std::string& current_request_id() {

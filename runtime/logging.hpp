@@ -4,7 +4,9 @@
 // line) for machines. Every line carries the request id of the HTTP call being
 // served on that thread, if any.
 
+#include <functional>
 #include <memory>
+#include <vector>
 #include <string>
 #include <string_view>
 
@@ -33,6 +35,29 @@ public:
 private:
   std::string previous_;
 };
+
+/// One of troupe's own log lines, captured for the log pipeline.
+struct captured_line {
+  int64_t ts_ns = 0;
+  std::string level;
+  std::string logger;
+  std::string message;
+  std::string request_id;
+};
+
+/// Starts copying troupe's own log lines into a bounded buffer (at most
+/// `capacity` lines; beyond that the oldest are dropped and counted).
+/// `notify` runs (outside any lock) when the buffer turns non-empty. Lines of
+/// the loggers in `excluded` (the pipeline's own) are never captured.
+void start_capture(size_t capacity, std::function<void()> notify,
+                   std::vector<std::string> excluded);
+
+/// Stops capturing (the buffer is discarded).
+void stop_capture();
+
+/// Takes everything captured so far; `dropped` gets the number of lines lost
+/// to the capacity since the last call.
+std::vector<captured_line> take_captured(uint64_t& dropped);
 
 /// Appends `s` to `out` as the contents of a JSON string (no quotes).
 void append_json_escaped(std::string& out, std::string_view s);

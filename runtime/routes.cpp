@@ -10,6 +10,9 @@
 
 #include "actors/event_bus.hpp"
 #include "actors/event_stream.hpp"
+#include "actors/log_stream.hpp"
+#include "persistence/logs.hpp"
+#include "runtime/clock.hpp"
 #include "actors/names.hpp"
 #include "persistence/lmdb_env.hpp"
 #include "runtime/logging.hpp"
@@ -148,9 +151,74 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
   }, ex->req().request_id});
 }
 
+void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
+  auto& req = ex->req();
+  persistence::log_query q;
+  q.service = req.param("service").value_or("");
+  q.instance = req.param("instance").value_or(req.param("job").value_or(""));
+  q.level = req.param("level").value_or("");
+  q.request_id = req.param("request_id").value_or("");
+  q.source = req.param("source").value_or("");
+  for (auto [name, out] : {std::pair{"since", &q.since_ns}, std::pair{"until", &q.until_ns}}) {
+    if (auto raw = req.param(name)) {
+      auto t = parse_time(*raw);
+      if (!t) {
+        ex->reply(http::response::error(400, "invalid_parameter",
+                                        std::string{name}
+                                          + " must be an RFC 3339 time or Unix seconds, got "
+                                          + *raw,
+                                        name));
+        return;
+      }
+      *out = *t;
+    }
+  }
+  auto limit = uint_param(ex, "limit", 1000, 10000);
+  if (!limit)
+    return;
+  auto after = uint_param(ex, "after", 0, UINT64_MAX);
+  if (!after)
+    return;
+  auto follow = req.param("follow").value_or("false");
+  if (follow == "true" || follow == "1") {
+    std::optional<uint64_t> last;
+    auto& header = req.header("last-event-id");
+    if (!header.empty()) {
+      uint64_t v = 0;
+      auto [ptr, err] = std::from_chars(header.data(), header.data() + header.size(), v);
+      if (err != std::errc{} || ptr != header.data() + header.size()) {
+        ex->reply(http::response::error(400, "invalid_parameter",
+                                        "Last-Event-ID must be a log sequence number",
+                                        "Last-Event-ID"));
+        return;
+      }
+      last = v;
+    } else if (req.param("after")) {
+      last = *after;
+    }
+    auto stream = ex->stream();
+    ctx->sys->spawn(log_stream, stream, ctx->env, q, last);
+    return;
+  }
+  uint64_t scanned = 0;
+  auto records = persistence::query_logs(*ctx->env, q, *after, *limit, scanned);
+  std::string body;
+  for (auto& rec : records) {
+    body += persistence::to_api_json(rec);
+    body += '\n';
+  }
+  http::response res;
+  res.content_type = "application/x-ndjson";
+  res.body = std::move(body);
+  // Where the next page starts (pass it as ?after=).
+  res.headers.emplace_back("X-Next-After", std::to_string(scanned));
+  ex->reply(std::move(res));
+}
+
 } // namespace
 
 void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx) {
+  r.add("GET", "/logs", [ctx](const http::exchange_ptr& ex) { get_logs(ctx, ex); });
   r.add("GET", "/healthz", [](const http::exchange_ptr& ex) {
     ex->reply(http::response::json(200, R"({"status":"ok"})"));
   });

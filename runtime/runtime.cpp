@@ -22,6 +22,8 @@
 #include "actors/http_bridge.hpp"
 #include "actors/job.hpp"
 #include "actors/job_controller.hpp"
+#include "actors/log_batcher.hpp"
+#include "actors/log_router.hpp"
 #include "actors/names.hpp"
 #include "actors/node_supervisor.hpp"
 #include "actors/store.hpp"
@@ -187,12 +189,23 @@ void runtime::start() {
      [node_name](caf::actor_system& sys) {
        return caf::actor_cast<caf::actor>(sys.spawn(event_bus, node_name));
      }},
+    {"logs",
+     [logs_cfg = cfg.logs, node_name, json = cfg.log.format == "json"](caf::actor_system& sys) {
+       return caf::actor_cast<caf::actor>(sys.spawn(log_router, logs_cfg, node_name, json));
+     }},
+  };
+  if (!cfg.logs.loki.url.empty())
+    children.push_back({"loki", [env, loki_cfg = cfg.logs.loki](caf::actor_system& sys) {
+                          // Detached: pushes are blocking HTTP calls.
+                          return caf::actor_cast<caf::actor>(
+                            sys.spawn<caf::detached>(log_batcher, env, loki_cfg));
+                        }});
+  children.push_back(
     {"jobs",
      [jobs_ctx](caf::actor_system& sys) {
        return caf::actor_cast<caf::actor>(
          sys.spawn(job_controller, std::shared_ptr<const job_env>{jobs_ctx}));
-     }},
-  };
+     }});
   d.supervisor = d.sys->spawn(node_supervisor, cfg.supervisor, std::move(children));
   d.supervisor_alive = true;
   {
@@ -204,6 +217,15 @@ void runtime::start() {
                  throw std::runtime_error("node supervisor did not start: " + caf::to_string(err));
                });
   }
+  // troupe's own lines join the pipeline (its own loggers excepted: no loops).
+  auto* sys_ptr = d.sys.get();
+  logging::start_capture(
+    16384,
+    [sys_ptr] {
+      if (auto router = lookup<log_router_actor>(*sys_ptr, names::logs))
+        caf::anon_send(router, drain_atom::value);
+    },
+    {"logs", "loki"});
   auto* raw = impl_.get();
   caf::actor_cast<caf::abstract_actor*>(d.supervisor)->attach_functor([raw](const caf::error& reason) {
     raw->supervisor_alive = false;
@@ -274,6 +296,7 @@ int runtime::run_until_stopped() {
                  d.log->error("supervisor shutdown failed: {}", caf::to_string(err));
                });
   }
+  logging::stop_capture();
   for (auto& b : d.bridges)
     caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
   d.bridges.clear();

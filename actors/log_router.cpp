@@ -1,0 +1,173 @@
+#include "actors/log_router.hpp"
+
+#include <cstdio>
+
+#include <caf/actor_system.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actors/names.hpp"
+#include "http/loki.hpp"
+#include "persistence/lmdb_env.hpp"
+#include "persistence/logs.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/logging.hpp"
+
+namespace troupe {
+
+namespace {
+
+using self_ptr = log_router_actor::stateful_pointer<log_router_state>;
+
+void finished_one(self_ptr self) {
+  auto& st = self->state;
+  if (--st.in_flight == 0) {
+    for (auto& rp : st.shutdown_waiters)
+      rp.deliver(ok_atom::value);
+    st.shutdown_waiters.clear();
+  }
+}
+
+void route(self_ptr self, log_batch batch) {
+  auto& st = self->state;
+  if (batch.empty())
+    return;
+  write_batch ops;
+  ops.reserve(batch.size());
+  for (auto& r : batch) {
+    if (r.ns.empty())
+      r.ns = st.cfg.ns;
+    if (r.node.empty())
+      r.node = st.node;
+    if (r.level.empty())
+      r.level = loki::detect_level(r.line, r.stream == 2, st.cfg.stdout_level,
+                                   st.cfg.stderr_level);
+    ops.push_back(write_op{write_op::append, "logs", {}, persistence::encode(r)});
+  }
+  auto store = lookup<store_actor>(self->system(), names::store);
+  if (!store) {
+    // The store restarts under its supervisor; producers keep their own
+    // copies (job logs), troupe's lines still reach stdout.
+    logging::get("logs")->warn("store unavailable: {} log lines not routed", batch.size());
+    return;
+  }
+  ++st.in_flight;
+  self->request(store, std::chrono::seconds(30), write_atom::value, std::move(ops))
+    .then(
+      [self, batch = std::move(batch)](write_result& res) mutable {
+        auto& st = self->state;
+        for (size_t i = 0; i < batch.size() && i < res.appended.size(); ++i)
+          batch[i].seq = res.appended[i];
+        st.last_seq = std::max(st.last_seq, batch.back().seq);
+        st.lines += batch.size();
+        if (st.cfg.stdout_sink) {
+          std::string out;
+          for (auto& r : batch)
+            if (r.source != "troupe")  // spdlog printed those already
+              out += stdout_line(r, st.json_stdout);
+          std::fwrite(out.data(), 1, out.size(), stdout);
+          std::fflush(stdout);
+        }
+        if (auto loki = lookup<log_batcher_actor>(self->system(), names::loki))
+          self->send(loki, nudge_atom::value, st.last_seq);
+        for (auto& sub : st.subscribers)
+          self->send(sub, batch);
+        finished_one(self);
+      },
+      [self](caf::error& err) {
+        logging::get("logs")->error("log batch not stored: {}", caf::to_string(err));
+        finished_one(self);
+      });
+}
+
+} // namespace
+
+std::string stdout_line(const log_record& r, bool json) {
+  if (json) {
+    nlohmann::json j{{"timestamp", rfc3339(r.ts_ns)}, {"level", r.level},
+                     {"service", r.service},          {"instance", r.instance},
+                     {"source", r.source},            {"message", r.line}};
+    if (!r.request_id.empty())
+      j["request_id"] = r.request_id;
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  }
+  std::string out = rfc3339(r.ts_ns);
+  out += ' ';
+  out += r.level;
+  out += " [";
+  out += r.service;
+  out += '/';
+  out += r.instance;
+  out += "] ";
+  out += r.line;
+  out += '\n';
+  return out;
+}
+
+log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::string node,
+                                           bool json_stdout) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.node = std::move(node);
+  st.json_stdout = json_stdout;
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& subs = self->state.subscribers;
+    subs.erase(std::remove_if(subs.begin(), subs.end(),
+                              [&](const auto& s) { return s.address() == dm.source; }),
+               subs.end());
+  });
+  return {
+    [self](ingest_atom, log_batch& batch) { route(self, std::move(batch)); },
+    [self](drain_atom) {
+      uint64_t dropped = 0;
+      auto lines = logging::take_captured(dropped);
+      auto& st = self->state;
+      log_batch batch;
+      batch.reserve(lines.size() + 1);
+      if (dropped > 0) {
+        st.dropped_own += dropped;
+        log_record r;
+        r.ts_ns = now_ns();
+        r.line = std::to_string(dropped) + " troupe log lines dropped: the capture buffer was full";
+        r.level = "warn";
+        r.service = st.cfg.service;
+        r.instance = "logs";
+        r.source = "troupe";
+        batch.push_back(std::move(r));
+      }
+      for (auto& l : lines) {
+        log_record r;
+        r.ts_ns = l.ts_ns;
+        r.line = std::move(l.message);
+        r.level = std::move(l.level);
+        r.service = st.cfg.service;
+        r.instance = std::move(l.logger);
+        r.source = "troupe";
+        r.request_id = std::move(l.request_id);
+        batch.push_back(std::move(r));
+      }
+      route(self, std::move(batch));
+    },
+    [self](subscribe_atom, log_subscriber_actor& sub) {
+      self->monitor(sub);
+      self->state.subscribers.push_back(std::move(sub));
+    },
+    [self](status_atom) -> std::string {
+      auto& st = self->state;
+      return nlohmann::json{{"last_seq", st.last_seq},
+                            {"lines", st.lines},
+                            {"own_lines_dropped", st.dropped_own},
+                            {"subscribers", st.subscribers.size()}}
+        .dump();
+    },
+    [self](shutdown_atom) -> caf::result<ok_atom> {
+      if (self->state.in_flight == 0)
+        return ok_atom::value;
+      auto rp = self->make_response_promise<ok_atom>();
+      self->state.shutdown_waiters.push_back(rp);
+      return rp;
+    },
+  };
+}
+
+} // namespace troupe

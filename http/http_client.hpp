@@ -1,0 +1,47 @@
+#pragma once
+
+// A small blocking HTTP/1.1 client for shipping data out (Loki pushes): one
+// request per fresh connection, bounded by a timeout, never throwing. Beast
+// stays in http_client.cpp.
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace troupe::http {
+
+/// A parsed base URL.
+struct url {
+  std::string scheme; ///< "http"
+  std::string host;   ///< without brackets for IPv6 literals
+  std::string port;   ///< "80" when not given
+  std::string target; ///< base path, "/" when not given
+};
+
+/// Parses "http://host[:port][/base/path]". nullopt with `error` set when
+/// malformed or unsupported (https, credentials, query, fragment).
+std::optional<url> parse_url(std::string_view text, std::string* error = nullptr);
+
+/// What came back.
+struct client_response {
+  unsigned status = 0;                        ///< 0 on transport errors
+  std::map<std::string, std::string> headers; ///< names lower-cased; repeats joined with ", "
+  std::string body;
+  std::string error; ///< transport error text when status is 0
+};
+
+/// One HTTP/1.1 request to `base.target` + `path_suffix` on a fresh
+/// connection; resolve, connect, write and read together take at most
+/// `timeout`. Never throws.
+client_response fetch(const url& base, std::string_view method, std::string_view path_suffix,
+                      const std::vector<std::pair<std::string, std::string>>& headers,
+                      std::string_view body, std::chrono::milliseconds timeout);
+
+/// Standard base64 with padding (RFC 4648), e.g. for Basic auth.
+std::string base64(std::string_view data);
+
+} // namespace troupe::http

@@ -1,0 +1,199 @@
+#define CAF_SUITE e2e_logs
+#include "support/dsl.hpp"
+
+#include <set>
+
+#include "support/capture_server.hpp"
+#include "support/e2e.hpp"
+
+using namespace troupe;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+/// Every value pushed to the capture server for one job instance, in push
+/// order: {line, labels, metadata}.
+struct pushed {
+  std::string ts;
+  std::string line;
+  json labels;
+  json metadata;
+};
+
+std::vector<pushed> pushed_for(const test::capture_server& srv, const std::string& instance) {
+  std::vector<pushed> out;
+  for (auto& req : srv.requests()) {
+    if (req.answered / 100 != 2)
+      continue;  // refused pushes do not count as delivered
+    auto body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.contains("streams"))
+      continue;
+    for (auto& s : body["streams"]) {
+      if (s["stream"].value("instance", "") != instance)
+        continue;
+      for (auto& v : s["values"])
+        out.push_back({v[0].get<std::string>(), v[1].get<std::string>(), s["stream"],
+                       v.size() > 2 ? v[2] : json::object()});
+    }
+  }
+  return out;
+}
+
+std::string submit(uint16_t port, const std::string& command, const std::string& rid = {}) {
+  e2e::header_list headers{{"Content-Type", "application/json"}};
+  if (!rid.empty())
+    headers.emplace_back("X-Request-ID", rid);
+  auto res = e2e::request(port, "POST", "/jobs", headers,
+                          json{{"name", "counter"}, {"command", command}}.dump());
+  CAF_REQUIRE_EQUAL(res.status, 201);
+  return res.json()["job_id"].get<std::string>();
+}
+
+/// Waits (bounded) until the server received `n` values of `instance`.
+std::vector<pushed> wait_pushed(const test::capture_server& srv, const std::string& instance,
+                                size_t n, std::chrono::seconds timeout = 60s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto got = pushed_for(srv, instance);
+    if (got.size() >= n || std::chrono::steady_clock::now() > deadline)
+      return got;
+    srv.wait_for(srv.count() + 1, 200ms);
+  }
+}
+
+/// Checks lines "1".."n", each exactly once and in order.
+void check_numbered(const std::vector<pushed>& got, size_t n) {
+  CAF_REQUIRE_EQUAL(got.size(), n);
+  size_t wrong = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (got[i].line != std::to_string(i + 1))
+      ++wrong;
+  CAF_CHECK_EQUAL(wrong, 0u);
+}
+
+e2e::daemon_options with_loki(const std::string& url, e2e::environment extra = {}) {
+  e2e::daemon_options opts;
+  opts.env = {{"TROUPE_LOGS__LOKI__URL", url},
+              {"TROUPE_LOGS__LOKI__BATCH_WAIT", "100ms"},
+              {"TROUPE_LOGS__LOKI__BACKOFF_INITIAL", "50ms"},
+              {"TROUPE_LOGS__LOKI__BACKOFF_MAX", "200ms"},
+              {"TROUPE_LOGS__LOKI__BREAKER_COOLDOWN", "200ms"},
+              {"TROUPE_LOGS__NAMESPACE", "e2e"}};
+  opts.env.insert(opts.env.end(), extra.begin(), extra.end());
+  return opts;
+}
+
+} // namespace
+
+CAF_TEST(ten thousand job lines reach Loki once in order with labels and metadata) {
+  test::capture_server loki;
+  e2e::daemon node{with_loki(loki.url())};
+  auto id = submit(node.port(), "seq 1 10000", "rid-e2e-1");
+  auto got = wait_pushed(loki, id, 10000);
+  check_numbered(got, 10000);
+  auto& first = got.front();
+  CAF_CHECK_EQUAL(first.labels["service"], "counter");
+  CAF_CHECK_EQUAL(first.labels["namespace"], "e2e");
+  CAF_CHECK_EQUAL(first.labels["source"], "job");
+  CAF_CHECK_EQUAL(first.labels["level"], "info");
+  CAF_CHECK(!first.labels.value("node", "").empty());
+  CAF_CHECK(!first.labels.contains("request_id"));
+  CAF_CHECK_EQUAL(first.metadata.value("request_id", ""), "rid-e2e-1");
+  CAF_CHECK(first.ts.find_first_not_of("0123456789") == std::string::npos);
+  CAF_CHECK(first.ts.size() >= 19);  // nanoseconds since the epoch, as a string
+  auto reqs = loki.requests();
+  CAF_CHECK_EQUAL(reqs.front().target, "/loki/api/v1/push");
+  CAF_CHECK_EQUAL(reqs.front().headers["content-type"], "application/json");
+  // Batches flush at 100 entries.
+  for (auto& r : reqs) {
+    size_t values = 0;
+    for (auto& s : json::parse(r.body)["streams"])
+      values += s["values"].size();
+    CAF_CHECK(values <= 100);
+  }
+}
+
+CAF_TEST(errors and rate limits delay lines but lose none and duplicate none) {
+  test::capture_server loki;
+  loki.script({500, {}, "down"}, 3);
+  loki.script({429, {{"Retry-After", "1"}}, ""}, 2);
+  loki.script({503, {}, ""}, 2);
+  e2e::daemon node{with_loki(loki.url(), {{"TROUPE_LOGS__LOKI__GZIP", "false"}})};
+  auto id = submit(node.port(), "seq 1 2000");
+  check_numbered(wait_pushed(loki, id, 2000), 2000);
+  auto line = node.wait_for_line(std::regex{"Loki push failed"}, 1s);
+  CAF_CHECK(line.has_value());
+}
+
+CAF_TEST(the outbox survives kill -9 while Loki is down) {
+  test::capture_server loki;
+  loki.set_default({503, {}, ""});
+  std::string data_dir;
+  std::string id;
+  {
+    e2e::daemon node{with_loki(loki.url())};
+    node.keep_data_dir();
+    data_dir = node.data_dir();
+    id = submit(node.port(), "seq 1 500");
+    // The job ends (its lines are committed) while every push fails.
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto job = e2e::get(node.port(), "/jobs/" + id).json();
+      if (job["status"] == "succeeded")
+        break;
+      loki.wait_for(loki.count() + 1, 100ms);
+    }
+    CAF_REQUIRE(pushed_for(loki, id).empty());
+    node.kill9();
+    node.wait_exit();
+  }
+  loki.set_default({204, {}, ""});
+  e2e::daemon_options opts = with_loki(loki.url());
+  opts.data_dir = data_dir;
+  e2e::daemon again{opts};
+  auto got = wait_pushed(loki, id, 500);
+  check_numbered(got, 500);
+  std::error_code ec;
+  std::filesystem::remove_all(data_dir, ec);
+}
+
+CAF_TEST(logs are queried by request id and followed live) {
+  e2e::daemon node;
+  auto id = submit(node.port(), "echo first; echo second >&2", "abc");
+  // Wait for the job to end, then query its lines by request id.
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  std::vector<json> lines;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto res = e2e::get(node.port(), "/logs?request_id=abc&source=job");
+    CAF_REQUIRE_EQUAL(res.status, 200);
+    lines.clear();
+    std::istringstream in{res.body};
+    for (std::string l; std::getline(in, l);)
+      lines.push_back(json::parse(l));
+    if (lines.size() >= 2)
+      break;
+    e2e::get(node.port(), "/jobs/" + id);
+  }
+  CAF_REQUIRE_EQUAL(lines.size(), 2u);
+  CAF_CHECK_EQUAL(lines[0]["line"], "first");
+  CAF_CHECK_EQUAL(lines[0]["level"], "info");
+  CAF_CHECK_EQUAL(lines[1]["line"], "second");
+  CAF_CHECK_EQUAL(lines[1]["level"], "error");
+  CAF_CHECK_EQUAL(lines[1]["labels"]["instance"], id);
+  CAF_CHECK_EQUAL(lines[1]["request_id"], "abc");
+  // troupe's own line about that request carries the id too.
+  auto own = e2e::get(node.port(), "/logs?request_id=abc&service=troupe");
+  CAF_CHECK(own.body.find("POST /jobs 201") != std::string::npos);
+  // Following: a new matching line arrives as an SSE event.
+  auto follow = e2e::open_sse(node.port(), "/logs?follow=true&service=late");
+  CAF_REQUIRE_EQUAL(follow.status(), 200);
+  e2e::request(node.port(), "POST", "/jobs", {{"Content-Type", "application/json"}},
+               json{{"name", "late"}, {"command", "echo arrived"}}.dump());
+  auto ev = follow.next_of_type("log", 20s);
+  CAF_REQUIRE(ev.has_value());
+  auto data = ev->json();
+  CAF_CHECK_EQUAL(data["line"], "arrived");
+  auto bad = e2e::get(node.port(), "/logs?since=yesterday");
+  CAF_CHECK_EQUAL(bad.status, 400);
+}

@@ -1,0 +1,323 @@
+#define CAF_SUITE log_pipeline
+#include "support/dsl.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "actors/log_batcher.hpp"
+#include "actors/log_router.hpp"
+#include "actors/names.hpp"
+#include "actors/store.hpp"
+#include "persistence/logs.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/logging.hpp"
+#include "support/capture_server.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace troupe;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+struct recorder_state {
+  static inline const char* name = "log_recorder";
+  std::vector<log_record> seen;
+};
+
+log_subscriber_actor::behavior_type
+recorder(log_subscriber_actor::stateful_pointer<recorder_state> self) {
+  return {[self](const log_batch& b) {
+    self->state.seen.insert(self->state.seen.end(), b.begin(), b.end());
+  }};
+}
+
+struct fixture : test::deterministic_fixture {
+  test::temp_dir dir;
+  std::shared_ptr<persistence::lmdb_env> env
+    = persistence::lmdb_env::open(dir / "store", 64ull << 20);
+  store_actor st = sys.spawn(store, env);
+  test::capture_server loki_server;
+  std::vector<caf::actor> extra;
+
+  fixture() {
+    sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st));
+  }
+
+  ~fixture() override {
+    for (auto name : {names::store, names::logs, names::loki})
+      sys.registry().erase(name);
+    for (auto& a : extra)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
+    consume_messages();
+  }
+
+  /// Appends records straight into the `logs` table (what the router does).
+  uint64_t put_lines(std::vector<std::string> lines, const std::string& rid = {},
+                     int64_t ts = 0) {
+    persistence::txn t{*env, false};
+    uint64_t last = 0;
+    for (auto& l : lines) {
+      log_record r;
+      r.ts_ns = ts != 0 ? ts : now_ns();
+      r.line = l;
+      r.level = "info";
+      r.service = "svc";
+      r.instance = "i-1";
+      r.source = "job";
+      r.ns = "default";
+      r.node = "n1";
+      r.request_id = rid;
+      last = t.append("logs", persistence::encode(r));
+    }
+    t.commit();
+    return last;
+  }
+
+  log_batcher_actor start_batcher(loki_config cfg) {
+    cfg.url = loki_server.url();
+    auto b = sys.spawn(log_batcher, env, cfg);
+    extra.push_back(caf::actor_cast<caf::actor>(b));
+    consume_messages();
+    return b;
+  }
+
+  std::optional<std::string> cursor() {
+    return env->read([](persistence::txn& t) { return t.get("meta", "loki.cursor"); });
+  }
+
+  /// The pushed lines, in push order.
+  static std::vector<std::string> lines_of(const test::capture_server::request& req) {
+    std::vector<std::string> out;
+    auto j = json::parse(req.body);
+    for (auto& s : j.at("streams"))
+      for (auto& v : s.at("values"))
+        out.push_back(v.at(1).get<std::string>());
+    return out;
+  }
+};
+
+} // namespace
+
+CAF_TEST_FIXTURE_SCOPE(log_pipeline_tests, fixture)
+
+CAF_TEST(the router labels levels persists and forwards batches) {
+  logs_config cfg;
+  cfg.ns = "prod";
+  auto router = sys.spawn(log_router, cfg, std::string{"node-a"}, false);
+  extra.push_back(caf::actor_cast<caf::actor>(router));
+  auto rec = sys.spawn(recorder);
+  extra.push_back(caf::actor_cast<caf::actor>(rec));
+  caf::anon_send(router, subscribe_atom::value, rec);
+  consume_messages();
+  log_batch batch(3);
+  batch[0].line = "plain stdout";
+  batch[1].line = "plain stderr";
+  batch[1].stream = 2;
+  batch[2].line = R"({"severity":"WARNING","msg":"x"})";
+  for (auto& r : batch) {
+    r.ts_ns = now_ns();
+    r.service = "build";
+    r.instance = "j-1";
+    r.source = "job";
+    r.request_id = "abc";
+  }
+  caf::anon_send(router, ingest_atom::value, batch);
+  consume_messages();
+  auto& seen = deref<log_subscriber_actor::stateful_base<recorder_state>>(rec).state.seen;
+  CAF_REQUIRE_EQUAL(seen.size(), 3u);
+  CAF_CHECK_EQUAL(seen[0].seq, 1u);
+  CAF_CHECK_EQUAL(seen[2].seq, 3u);
+  CAF_CHECK_EQUAL(seen[0].level, "info");
+  CAF_CHECK_EQUAL(seen[1].level, "error");
+  CAF_CHECK_EQUAL(seen[2].level, "warn");
+  uint64_t scanned = 0;
+  persistence::log_query q;
+  q.request_id = "abc";
+  auto stored = persistence::query_logs(*env, q, 0, 10, scanned);
+  CAF_REQUIRE_EQUAL(stored.size(), 3u);
+  CAF_CHECK_EQUAL(stored[1].ns, "prod");
+  CAF_CHECK_EQUAL(stored[1].node, "node-a");
+  q.level = "error";
+  CAF_CHECK_EQUAL(persistence::query_logs(*env, q, 0, 10, scanned).size(), 1u);
+}
+
+CAF_TEST(the router takes the daemon own captured lines) {
+  auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
+  extra.push_back(caf::actor_cast<caf::actor>(router));
+  consume_messages();
+  logging::start_capture(16, [] {}, {"logs"});
+  logging::get("pipeline-test")->warn("hello from troupe");
+  logging::get("logs")->warn("never captured");
+  caf::anon_send(router, drain_atom::value);
+  consume_messages();
+  logging::stop_capture();
+  uint64_t scanned = 0;
+  persistence::log_query q;
+  q.service = "troupe";
+  auto stored = persistence::query_logs(*env, q, 0, 10, scanned);
+  CAF_REQUIRE_EQUAL(stored.size(), 1u);
+  CAF_CHECK_EQUAL(stored[0].line, "hello from troupe");
+  CAF_CHECK_EQUAL(stored[0].instance, "pipeline-test");
+  CAF_CHECK_EQUAL(stored[0].level, "warn");
+  CAF_CHECK_EQUAL(stored[0].source, "troupe");
+}
+
+CAF_TEST(a batch is pushed when it reaches batch_entries) {
+  loki_config cfg;
+  cfg.batch_entries = 3;
+  cfg.batch_wait = 1h;
+  auto b = start_batcher(cfg);
+  put_lines({"a", "b"});
+  caf::anon_send(b, nudge_atom::value, uint64_t{2});
+  consume_messages();
+  CAF_CHECK_EQUAL(loki_server.count(), 0u);
+  auto last = put_lines({"c", "d"}, "rid-1");
+  caf::anon_send(b, nudge_atom::value, last);
+  consume_messages();
+  CAF_REQUIRE_EQUAL(loki_server.count(), 1u);
+  auto req = loki_server.requests()[0];
+  CAF_CHECK_EQUAL(req.method, "POST");
+  CAF_CHECK_EQUAL(req.target, "/loki/api/v1/push");
+  CAF_CHECK_EQUAL(req.headers["content-type"], "application/json");
+  CAF_CHECK_EQUAL(lines_of(req), (std::vector<std::string>{"a", "b", "c"}));
+  auto body = json::parse(req.body);
+  auto& stream = body["streams"][0];
+  CAF_CHECK_EQUAL(stream["stream"]["service"], "svc");
+  CAF_CHECK_EQUAL(stream["stream"]["instance"], "i-1");
+  CAF_CHECK(stream["values"][0][0].is_string());
+  CAF_CHECK_EQUAL(cursor(), std::optional<std::string>{"3"});
+}
+
+CAF_TEST(a partial batch is pushed once batch_wait passed) {
+  loki_config cfg;
+  cfg.batch_entries = 100;
+  cfg.batch_wait = 1s;
+  auto b = start_batcher(cfg);
+  put_lines({"only"});
+  caf::anon_send(b, nudge_atom::value, uint64_t{1});
+  consume_messages();
+  CAF_CHECK_EQUAL(loki_server.count(), 0u);
+  advance_time(1s);
+  consume_messages();
+  CAF_REQUIRE_EQUAL(loki_server.count(), 1u);
+  CAF_CHECK_EQUAL(lines_of(loki_server.requests()[0]), std::vector<std::string>{"only"});
+}
+
+CAF_TEST(outages are retried with backoff and every line arrives once in order) {
+  loki_config cfg;
+  cfg.batch_entries = 2;
+  cfg.backoff_initial = 100ms;
+  cfg.backoff_max = 100ms;
+  cfg.breaker_failures = 100;
+  auto b = start_batcher(cfg);
+  loki_server.script({500, {}, "boom"}, 2);
+  auto last = put_lines({"1", "2", "3", "4"});
+  caf::anon_send(b, nudge_atom::value, last);
+  consume_messages();
+  CAF_CHECK_EQUAL(loki_server.count(), 1u);
+  advance_time(100ms);
+  consume_messages();
+  CAF_CHECK_EQUAL(loki_server.count(), 2u);
+  advance_time(100ms);
+  consume_messages();
+  auto reqs = loki_server.requests();
+  CAF_REQUIRE_EQUAL(reqs.size(), 4u);
+  // The same batch twice while failing, then both batches once.
+  CAF_CHECK_EQUAL(lines_of(reqs[0]), lines_of(reqs[2]));
+  CAF_CHECK_EQUAL(lines_of(reqs[2]), (std::vector<std::string>{"1", "2"}));
+  CAF_CHECK_EQUAL(lines_of(reqs[3]), (std::vector<std::string>{"3", "4"}));
+  CAF_CHECK_EQUAL(cursor(), std::optional<std::string>{"4"});
+}
+
+CAF_TEST(a 429 waits at least Retry-After) {
+  loki_config cfg;
+  cfg.batch_entries = 1;
+  cfg.backoff_initial = 10ms;
+  cfg.backoff_max = 10ms;
+  auto b = start_batcher(cfg);
+  loki_server.script({429, {{"Retry-After", "2"}}, ""});
+  put_lines({"x"});
+  caf::anon_send(b, nudge_atom::value, uint64_t{1});
+  consume_messages();
+  CAF_CHECK_EQUAL(loki_server.count(), 1u);
+  advance_time(1s);
+  consume_messages();
+  CAF_CHECK_EQUAL(loki_server.count(), 1u);
+  advance_time(1s);
+  consume_messages();
+  CAF_CHECK_EQUAL(loki_server.count(), 2u);
+  CAF_CHECK_EQUAL(cursor(), std::optional<std::string>{"1"});
+}
+
+CAF_TEST(a batch rejected with 400 is skipped not retried) {
+  loki_config cfg;
+  cfg.batch_entries = 1;
+  auto b = start_batcher(cfg);
+  loki_server.script({400, {}, "entry out of order"});
+  auto last = put_lines({"bad", "good"});
+  caf::anon_send(b, nudge_atom::value, last);
+  consume_messages();
+  auto reqs = loki_server.requests();
+  CAF_REQUIRE_EQUAL(reqs.size(), 2u);
+  CAF_CHECK_EQUAL(lines_of(reqs[1]), std::vector<std::string>{"good"});
+  CAF_CHECK_EQUAL(cursor(), std::optional<std::string>{"2"});
+}
+
+CAF_TEST(the breaker opens after repeated failures and probes after its cooldown) {
+  loki_config cfg;
+  cfg.batch_entries = 1;
+  cfg.backoff_initial = 10ms;
+  cfg.backoff_max = 10ms;
+  cfg.breaker_failures = 2;
+  cfg.breaker_cooldown = 5s;
+  auto b = start_batcher(cfg);
+  loki_server.script({503, {}, ""}, 2);
+  put_lines({"x"});
+  caf::anon_send(b, nudge_atom::value, uint64_t{1});
+  consume_messages();
+  advance_time(10ms);
+  consume_messages();
+  CAF_CHECK_EQUAL(loki_server.count(), 2u);
+  // Open: the backoff passing alone sends nothing.
+  advance_time(10ms);
+  consume_messages();
+  CAF_CHECK_EQUAL(loki_server.count(), 2u);
+  advance_time(5s);
+  consume_messages();
+  CAF_CHECK_EQUAL(loki_server.count(), 3u);
+  CAF_CHECK_EQUAL(cursor(), std::optional<std::string>{"1"});
+}
+
+CAF_TEST(a full outbox drops the oldest entries and counts them) {
+  loki_config cfg;
+  cfg.batch_entries = 1;
+  cfg.outbox_bytes = 600;
+  cfg.backoff_initial = 10ms;
+  cfg.backoff_max = 10ms;
+  auto b = start_batcher(cfg);
+  loki_server.set_default({500, {}, ""});
+  std::vector<std::string> lines;
+  for (int i = 0; i < 20; ++i)
+    lines.push_back("line-" + std::to_string(i));
+  auto last = put_lines(lines);
+  caf::anon_send(b, nudge_atom::value, last);
+  consume_messages();
+  auto status = json::parse([&] {
+    auto h = self->request(b, caf::infinite, status_atom::value);
+    consume_messages();
+    std::string s;
+    h.receive([&](std::string& x) { s = x; }, [](caf::error&) {});
+    return s;
+  }());
+  CAF_CHECK(status["dropped"].get<uint64_t>() > 0);
+  CAF_CHECK(status["cursor"].get<uint64_t>() == status["dropped"].get<uint64_t>());
+  loki_server.set_default({204, {}, ""});
+  advance_time(10ms);
+  consume_messages();
+  // What is left arrives, newest included.
+  auto reqs = loki_server.requests();
+  CAF_CHECK_EQUAL(lines_of(reqs.back()), std::vector<std::string>{"line-19"});
+}
+
+CAF_TEST_FIXTURE_SCOPE_END()
