@@ -10,6 +10,7 @@
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -188,6 +189,10 @@ public:
   // Declared last, destroyed first: pending handlers (and the sessions they
   // own) go away while the members above still exist.
   net::io_context ioc_;
+  /// Keeps the io threads running while stop() still posts work to sessions
+  /// (without it run() returns once the last socket closed, and the posted
+  /// shutdown steps never run).
+  net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
   tcp::acceptor acceptor_;
   net::steady_timer sweep_timer_{acceptor_.get_executor()};
   std::vector<std::thread> threads_;
@@ -814,6 +819,7 @@ void server::impl::stop(std::chrono::milliseconds grace) {
       log_->warn("{} connections still open after the grace period; closing them",
                  sessions_.size());
   }
+  work_.reset();
   ioc_.stop();
   for (auto& t : threads_)
     if (t.joinable())
