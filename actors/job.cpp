@@ -7,6 +7,7 @@
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/job_controller.hpp"
 #include "actors/names.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/logging.hpp"
@@ -63,7 +64,8 @@ void maybe_finish(self_ptr self);
 
 void stop_process(self_ptr self, job_state::stop_kind why, std::chrono::milliseconds grace) {
   auto& st = self->state;
-  if (st.finishing || st.stop != job_state::stop_kind::none)
+  // An attempt whose main process already exited ends by its exit status.
+  if (st.finishing || st.stop != job_state::stop_kind::none || st.exited)
     return;
   st.stop = why;
   if (!st.spawned) {
@@ -314,7 +316,16 @@ job_actor::behavior_type job(job_actor::stateful_pointer<job_state> self,
   st.next_seq = persistence::last_log_seq(*ctx->env, id) + 1;
   for (auto& sub : st.subscribers)
     self->monitor(sub);
+  self->monitor(st.controller);
   self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (dm.source == st.controller.address()) {
+      // Without its controller no one would record the outcome: stop the
+      // process; the next controller's recovery reconciles the record.
+      kill_job_processes(st.rec.id, st.rec.pgid);
+      self->quit(dm.reason);
+      return;
+    }
     auto& subs = self->state.subscribers;
     subs.erase(std::remove_if(subs.begin(), subs.end(),
                               [&](const auto& s) { return s.address() == dm.source; }),
@@ -348,8 +359,12 @@ job_actor::behavior_type job(job_actor::stateful_pointer<job_state> self,
       st.exit_code = code;
       st.signal = sig;
       // Whatever the job left behind in its group goes with it, so its
-      // pipes reach EOF.
+      // pipes reach EOF. Processes that left the group (setsid, daemons)
+      // and still hold a pipe get a bounded drain, then the same end.
       process::signal_group(static_cast<pid_t>(st.rec.pgid), SIGKILL);
+      if (!(st.out_eof && st.err_eof))
+        self->delayed_send(self, std::min(st.ctx->cfg.cancel_grace, std::chrono::milliseconds(2000)),
+                           kill_atom::value);
       maybe_finish(self);
     },
     [self](cancel_atom) -> ok_atom {
@@ -371,8 +386,21 @@ job_actor::behavior_type job(job_actor::stateful_pointer<job_state> self,
     },
     [self](kill_atom) {
       auto& st = self->state;
-      if (!st.exited)
+      if (!st.exited) {
         process::signal_group(static_cast<pid_t>(st.rec.pgid), SIGKILL);
+        return;
+      }
+      if (st.finishing || (st.out_eof && st.err_eof))
+        return;
+      // The main process is gone but something still holds its pipes.
+      auto n = kill_job_processes(st.rec.id, 0);
+      log()->warn("job {}: {} processes outside its process group still held its output; "
+                  "killed them",
+                  st.rec.id, n);
+      if (st.watch)
+        st.watch->close();
+      st.out_eof = st.err_eof = true;
+      maybe_finish(self);
     },
     [self](subscribe_atom, job_subscriber_actor& sub) -> uint64_t {
       self->monitor(sub);

@@ -89,6 +89,8 @@ void try_start(self_ptr self) {
     st.queue.erase(st.queue.begin());
     st.queued_index.erase(e.id);
     auto subs = st.subscribers[e.id];
+    // Job actors monitor the controller: if it goes, they stop their
+    // processes and end too (the next controller's recovery reconciles them).
     auto hdl = st.ctx->launch
                  ? st.ctx->launch(self->system(), e.id, job_controller_actor{self}, subs)
                  : self->spawn(job, st.ctx, e.id, job_controller_actor{self}, subs);
@@ -339,6 +341,14 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
   st.ctx = ctx;
   st.slots = ctx->cfg.concurrency;
   self->set_down_handler([self](caf::down_msg& dm) { on_job_down(self, dm); });
+  // Told to exit (escalation, restart): the processes of running jobs are
+  // killed first, so nothing runs unsupervised; their records stay
+  // `running` and the next start reconciles them.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    for (auto& [id, hdl] : self->state.running)
+      kill_job_processes(id, 0);
+    self->quit(std::move(msg.reason));
+  });
   recover(self);
   self->delayed_send(self, ctx->cfg.sweep_interval, sweep_atom::value);
   return {

@@ -150,6 +150,13 @@ job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
     finished(self, *rec, replay_all);
   } else {
     send_status(self, rec->status, rec->attempt);
+    // If the controller (which holds this subscription) goes away, end the
+    // stream: the client resumes with Last-Event-ID.
+    self->monitor(controller);
+    self->set_down_handler([self](caf::down_msg&) {
+      self->state.stream->close();
+      self->quit();
+    });
     // Register first, then read the store: a line committed after the read
     // arrives live; duplicates are dropped by seq.
     self->request(controller, std::chrono::seconds(30), subscribe_atom::value, opts.job_id,

@@ -195,6 +195,7 @@ public:
   net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
   tcp::acceptor acceptor_;
   net::steady_timer sweep_timer_{acceptor_.get_executor()};
+  net::steady_timer accept_retry_{acceptor_.get_executor()};
   std::vector<std::thread> threads_;
 };
 
@@ -305,6 +306,15 @@ public:
       self->begin_sse(stream, *req, headers, started, route);
     });
     return stream;
+  }
+
+  /// Closes the connection at once, dropping whatever is queued (slow SSE
+  /// clients).
+  void abort() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      self->outq_.clear();
+      self->do_close();
+    });
   }
 
   /// Queues raw bytes of an SSE stream (already chunk-framed) on the strand.
@@ -447,6 +457,15 @@ private:
     stream(std::vector<std::pair<std::string, std::string>> headers) override {
       if (answered_.exchange(true))
         throw std::logic_error("exchange answered twice");
+      if (req_->method == "HEAD") {
+        // Headers only; the producer finds the stream closed and stops.
+        response res;
+        res.content_type = "text/event-stream";
+        session_->post_response(std::move(res), req_, started_, route_);
+        auto closed = std::make_shared<sse_impl>(std::weak_ptr<session>{}, 0);
+        closed->mark_closed();
+        return closed;
+      }
       return session_->start_sse(req_, std::move(headers), started_, route_);
     }
 
@@ -604,6 +623,9 @@ private:
       return;
     }
     writing_ = true;
+    // A client that stops reading must not pin the queue: the sweep closes
+    // the connection once a write has not finished within request_timeout.
+    arm_deadline();
     auto& front = outq_.front();
     net::async_write(stream_, net::buffer(front.bytes),
                      [self = shared_from_this()](beast::error_code ec, size_t) {
@@ -612,6 +634,9 @@ private:
   }
 
   void on_sse_write(beast::error_code ec) {
+    deadline_.store(0, std::memory_order_relaxed);
+    if (outq_.empty())  // aborted meanwhile
+      return;
     auto item = std::move(outq_.front());
     outq_.pop_front();
     last_write_ = clock_type::now();
@@ -684,9 +709,10 @@ bool sse_impl::enqueue(std::string payload) {
   }
   if (++queued_ > limit_) {
     // A reader this slow resumes with Last-Event-ID instead of holding memory.
-    logging::get("http")->warn("SSE client too slow ({} events queued); closing its stream",
+    logging::get("http")->warn("SSE client too slow ({} events queued); dropping the connection",
                                queued_.load());
-    close();
+    mark_closed();
+    s->abort();
     return false;
   }
   std::string chunk;
@@ -756,7 +782,14 @@ void server::impl::on_accept(beast::error_code ec, tcp::socket socket) {
   if (ec) {
     if (ec == net::error::operation_aborted || !acceptor_.is_open())
       return;
-    log_->warn("accept failed: {}", ec.message());
+    // Out of file descriptors (or similar): retry shortly instead of spinning.
+    log_->warn("accept failed: {}; retrying in 100 ms", ec.message());
+    accept_retry_.expires_after(std::chrono::milliseconds(100));
+    accept_retry_.async_wait([this](beast::error_code e) {
+      if (!e && !stopping_)
+        do_accept();
+    });
+    return;
   } else {
     serve(std::move(socket));
     // Drain the rest of the backlog without another trip through the
@@ -784,6 +817,7 @@ void server::impl::stop(std::chrono::milliseconds grace) {
     beast::error_code ec;
     acceptor_.close(ec);
     sweep_timer_.cancel();
+    accept_retry_.cancel();
   });
   // In-flight requests finish first (they may still need the actors).
   {

@@ -558,6 +558,7 @@ std::string env_key(std::string_view name) {
 /// Set by troupe for its jobs or injected by Kubernetes service links; never config.
 bool ignored_env(std::string_view name) {
   return name == "TROUPE_CONFIG" || name == "TROUPE_JOB_ID" || name == "TROUPE_REQUEST_ID" ||
+         name == "TROUPE_JOB_ATTEMPT" || name == "TROUPE_NODE" ||
          name == "TROUPE_SERVICE_HOST" || starts_with(name, "TROUPE_SERVICE_PORT") ||
          starts_with(name, "TROUPE_PORT");
 }

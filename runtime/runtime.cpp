@@ -127,9 +127,10 @@ runtime::~runtime() {
     request_stop(0, "runtime destroyed");
     run_until_stopped();
   }
-  // Actors hold the environment: the system goes first.
-  impl_->server.reset();
+  // Actors may still hold HTTP exchanges (and so sessions) and the
+  // environment: the actor system goes first, then the server, then LMDB.
   impl_->sys.reset();
+  impl_->server.reset();
   impl_->proc_io.reset();
   impl_->env.reset();
 }
@@ -243,7 +244,13 @@ void runtime::start() {
     d.bridges.push_back(d.sys->spawn(http_bridge));
   ctx->sys = d.sys.get();
   ctx->env = d.env;
-  ctx->bridge = [raw] { return raw->bridges[raw->next_bridge++ % raw->bridges.size()]; };
+  // After shutdown the bridges are gone; tasks sent to an invalid handle are
+  // dropped and their exchanges answer 500.
+  ctx->bridge = [raw]() -> http_bridge_actor {
+    if (raw->bridges.empty())
+      return {};
+    return raw->bridges[raw->next_bridge++ % raw->bridges.size()];
+  };
   ctx->stopping = [raw] { return raw->stopping.load(); };
   d.server->start();
   d.started = true;
@@ -299,7 +306,6 @@ int runtime::run_until_stopped() {
   logging::stop_capture();
   for (auto& b : d.bridges)
     caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
-  d.bridges.clear();
   if (d.supervisor)
     caf::anon_send_exit(d.supervisor, caf::exit_reason::user_shutdown);
   d.supervisor = nullptr;
