@@ -276,8 +276,10 @@ using log_batcher_actor = caf::typed_actor<
 /// Fans every line to the sinks: persists it in the `logs` table (the store
 /// sink and the outbox of the others), then tells subscribers and batchers.
 using log_router_actor = caf::typed_actor<
-  // A producer's lines (one message per batch, never per line).
-  caf::reacts_to<ingest_atom, log_batch>,
+  // A producer's lines (one message per batch, never per line); answers
+  // with the last seq once they are committed, so producers can pace
+  // themselves (credit) instead of filling the router's mailbox.
+  caf::replies_to<ingest_atom, log_batch>::with<uint64_t>,
   // troupe's own log lines are waiting in the logging buffer: take them.
   caf::reacts_to<drain_atom>,
   // Adds a live subscriber; dropped when it terminates.

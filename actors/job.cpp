@@ -172,34 +172,52 @@ void on_output(self_ptr self, proc_output& out) {
   auto eof = out.eof;
   write(self, std::move(batch), [self, lines = std::move(lines), stream, eof]() mutable {
     auto& st = self->state;
-    --st.pending_writes;
-    // Into the log pipeline (Loki, /logs) with the job's labels.
-    if (auto router = lookup<log_router_actor>(self->system(), names::logs)) {
-      log_batch batch;
-      batch.reserve(lines.size());
-      for (auto& l : lines) {
-        log_record r;
-        r.ts_ns = l.ts_ns;
-        r.line = l.line;
-        r.stream = l.stream;
-        r.service = st.rec.name.empty() ? "job" : st.rec.name;
-        r.instance = st.rec.id;
-        r.source = "job";
-        r.request_id = st.rec.request_id;
-        batch.push_back(std::move(r));
-      }
-      self->send(router, ingest_atom::value, std::move(batch));
-    }
     job_update up;
     up.job_id = st.rec.id;
-    up.lines = std::move(lines);
+    up.lines = lines;
     notify(self, std::move(up));
-    // Credit: the reader goes on only once this batch is stored.
+    // Credit: the reader goes on once this batch is in the job's table and
+    // at most a few batches wait for the pipeline's commit, so memory stays
+    // bounded however fast the job writes, while the two writes overlap.
     if (eof)
       (stream == 1 ? st.out_eof : st.err_eof) = true;
-    else if (st.watch)
+    else if (st.pipeline_in_flight < job_state::max_pipeline_batches && st.watch)
       st.watch->resume(stream);
-    maybe_finish(self);
+    else
+      st.held_streams.push_back(stream);
+    ++st.pipeline_in_flight;
+    auto resume = [self] {
+      auto& st = self->state;
+      --st.pending_writes;
+      --st.pipeline_in_flight;
+      auto held = std::move(st.held_streams);
+      st.held_streams.clear();
+      for (auto s : held)
+        if (st.watch)
+          st.watch->resume(s);
+      maybe_finish(self);
+    };
+    // Into the log pipeline (Loki, /logs) with the job's labels.
+    auto router = lookup<log_router_actor>(self->system(), names::logs);
+    if (!router) {
+      resume();
+      return;
+    }
+    log_batch batch;
+    batch.reserve(lines.size());
+    for (auto& l : lines) {
+      log_record r;
+      r.ts_ns = l.ts_ns;
+      r.line = std::move(l.line);
+      r.stream = l.stream;
+      r.service = st.rec.name.empty() ? "job" : st.rec.name;
+      r.instance = st.rec.id;
+      r.source = "job";
+      r.request_id = st.rec.request_id;
+      batch.push_back(std::move(r));
+    }
+    self->request(router, std::chrono::seconds(60), ingest_atom::value, std::move(batch))
+      .then([resume](uint64_t) { resume(); }, [resume](caf::error&) { resume(); });
   });
 }
 

@@ -1,6 +1,7 @@
 #include "actors/log_router.hpp"
 
 #include <cstdio>
+#include <functional>
 
 #include <caf/actor_system.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -28,10 +29,14 @@ void finished_one(self_ptr self) {
   }
 }
 
-void route(self_ptr self, log_batch batch) {
+/// Persists and forwards a batch; `done` gets the last seq (0 on failure).
+void route(self_ptr self, log_batch batch, std::function<void(uint64_t)> done = nullptr) {
   auto& st = self->state;
-  if (batch.empty())
+  if (batch.empty()) {
+    if (done)
+      done(st.last_seq);
     return;
+  }
   write_batch ops;
   ops.reserve(batch.size());
   for (auto& r : batch) {
@@ -49,12 +54,14 @@ void route(self_ptr self, log_batch batch) {
     // The store restarts under its supervisor; producers keep their own
     // copies (job logs), troupe's lines still reach stdout.
     logging::get("logs")->warn("store unavailable: {} log lines not routed", batch.size());
+    if (done)
+      done(0);
     return;
   }
   ++st.in_flight;
   self->request(store, std::chrono::seconds(30), write_atom::value, std::move(ops))
     .then(
-      [self, batch = std::move(batch)](write_result& res) mutable {
+      [self, batch = std::move(batch), done](write_result& res) mutable {
         auto& st = self->state;
         for (size_t i = 0; i < batch.size() && i < res.appended.size(); ++i)
           batch[i].seq = res.appended[i];
@@ -72,10 +79,14 @@ void route(self_ptr self, log_batch batch) {
           self->send(loki, nudge_atom::value, st.last_seq);
         for (auto& sub : st.subscribers)
           self->send(sub, batch);
+        if (done)
+          done(st.last_seq);
         finished_one(self);
       },
-      [self](caf::error& err) {
+      [self, done](caf::error& err) {
         logging::get("logs")->error("log batch not stored: {}", caf::to_string(err));
+        if (done)
+          done(0);
         finished_one(self);
       });
 }
@@ -117,7 +128,11 @@ log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::
                subs.end());
   });
   return {
-    [self](ingest_atom, log_batch& batch) { route(self, std::move(batch)); },
+    [self](ingest_atom, log_batch& batch) -> caf::result<uint64_t> {
+      auto rp = self->make_response_promise<uint64_t>();
+      route(self, std::move(batch), [rp](uint64_t seq) mutable { rp.deliver(seq); });
+      return rp;
+    },
     [self](drain_atom) {
       uint64_t dropped = 0;
       auto lines = logging::take_captured(dropped);
