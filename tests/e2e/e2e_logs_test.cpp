@@ -1,6 +1,8 @@
 #define CAF_SUITE e2e_logs
 #include "support/dsl.hpp"
 
+#include <algorithm>
+#include <fstream>
 #include <set>
 
 #include "support/capture_server.hpp"
@@ -196,4 +198,33 @@ CAF_TEST(logs are queried by request id and followed live) {
   CAF_CHECK_EQUAL(data["line"], "arrived");
   auto bad = e2e::get(node.port(), "/logs?since=yesterday");
   CAF_CHECK_EQUAL(bad.status, 400);
+}
+
+CAF_TEST(a burst of output keeps the daemon heap bounded) {
+  // 400,000 lines of 100 bytes (40 MB): if anything buffered the burst, the
+  // heap would grow by tens of MB; credit-based reading keeps it flat.
+  e2e::daemon node;
+  auto id = submit(node.port(),
+                   "awk 'BEGIN { s = sprintf(\"%099d\", 0); for (i = 0; i < 400000; i++) print s }'");
+  auto anon_kb = [&] {
+    std::ifstream in("/proc/" + std::to_string(node.pid()) + "/status");
+    for (std::string l; std::getline(in, l);)
+      if (l.rfind("RssAnon:", 0) == 0)
+        return std::stol(l.substr(8));
+    return 0L;
+  };
+  long peak = 0;
+  auto deadline = std::chrono::steady_clock::now() + 120s;
+  std::string status;
+  while (std::chrono::steady_clock::now() < deadline) {
+    peak = std::max(peak, anon_kb());
+    status = e2e::get(node.port(), "/jobs/" + id).json().value("status", "");
+    if (status == "succeeded" || status == "failed")
+      break;
+  }
+  CAF_REQUIRE_EQUAL(status, "succeeded");
+  CAF_MESSAGE("peak anonymous RSS during the burst: " << peak / 1024 << " MiB");
+  CAF_CHECK_LESS(peak, 96L * 1024);
+  auto logs = e2e::get(node.port(), "/jobs/" + id + "/logs", {}, 60s);
+  CAF_CHECK_EQUAL(std::count(logs.body.begin(), logs.body.end(), '\n'), 400000);
 }
