@@ -88,12 +88,8 @@ caf::result<ok_atom> drained(event_bus_actor::stateful_pointer<event_bus_state> 
 
 event_bus_actor::behavior_type event_bus(event_bus_actor::stateful_pointer<event_bus_state> self,
                                          std::string node_name) {
-  self->set_down_handler([self](caf::down_msg& dm) {
-    auto& subs = self->state.subscribers;
-    subs.erase(std::remove_if(subs.begin(), subs.end(),
-                              [&](const auto& s) { return s.address() == dm.source; }),
-               subs.end());
-  });
+  self->set_down_handler(
+    [self](caf::down_msg& dm) { drop_terminated(self->state.subscribers, dm.source); });
   return {
     [self, node_name](publish_atom, event& ev) -> caf::result<uint64_t> {
       auto store = lookup<store_actor>(self->system(), names::store);

@@ -344,10 +344,7 @@ job_actor::behavior_type job(job_actor::stateful_pointer<job_state> self,
       self->quit(dm.reason);
       return;
     }
-    auto& subs = self->state.subscribers;
-    subs.erase(std::remove_if(subs.begin(), subs.end(),
-                              [&](const auto& s) { return s.address() == dm.source; }),
-               subs.end());
+    drop_terminated(st.subscribers, dm.source);
   });
   st.rec.status = js::running;
   st.rec.started_at = now_ns();

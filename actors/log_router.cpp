@@ -121,12 +121,8 @@ log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::
   st.cfg = std::move(cfg);
   st.node = std::move(node);
   st.json_stdout = json_stdout;
-  self->set_down_handler([self](caf::down_msg& dm) {
-    auto& subs = self->state.subscribers;
-    subs.erase(std::remove_if(subs.begin(), subs.end(),
-                              [&](const auto& s) { return s.address() == dm.source; }),
-               subs.end());
-  });
+  self->set_down_handler(
+    [self](caf::down_msg& dm) { drop_terminated(self->state.subscribers, dm.source); });
   return {
     [self](ingest_atom, log_batch& batch) -> caf::result<uint64_t> {
       auto rp = self->make_response_promise<uint64_t>();

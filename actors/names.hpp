@@ -4,6 +4,9 @@
 // supervisor updates the registry on every (re)start, so a lookup always
 // yields the current incarnation.
 
+#include <algorithm>
+
+#include <caf/actor_addr.hpp>
 #include <caf/actor_cast.hpp>
 #include <caf/actor_registry.hpp>
 #include <caf/actor_system.hpp>
@@ -20,6 +23,14 @@ inline constexpr caf::atom_value logs = caf::atom("logs");
 inline constexpr caf::atom_value loki = caf::atom("loki");
 
 } // namespace names
+
+/// Removes the handle of a terminated actor (from a down message) from a
+/// list of subscribers.
+template <class Handles>
+void drop_terminated(Handles& xs, const caf::actor_addr& who) {
+  xs.erase(std::remove_if(xs.begin(), xs.end(), [&](const auto& x) { return x.address() == who; }),
+           xs.end());
+}
 
 /// The actor currently registered under `name` (invalid handle if none).
 template <class Handle>
