@@ -277,8 +277,13 @@ void start_process(self_ptr self) {
   if (st.spec.timeout_seconds > 0)
     self->delayed_send(self, std::chrono::seconds(st.spec.timeout_seconds), timeout_atom::value);
   log()->info("job {} started (attempt {}, pid {})", st.rec.id, st.rec.attempt, c.pid);
-  // Record the process group for crash recovery.
-  write(self, write_batch{record_op(st.rec)}, [] {});
+  // Record the process group for crash recovery; the attempt's final record
+  // waits for this write, so a retried write can never land after it.
+  ++st.pending_writes;
+  write(self, write_batch{record_op(st.rec)}, [self] {
+    --self->state.pending_writes;
+    maybe_finish(self);
+  });
 }
 
 } // namespace

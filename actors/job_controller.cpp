@@ -121,8 +121,8 @@ void maybe_done_shutting_down(self_ptr self) {
 
 /// Ends a job that never reached (or no longer has) a job actor.
 void end_without_actor(self_ptr self, job_record rec, const std::string& status,
-                       const std::string& reason,
-                       std::function<void()> then = [] {}) {
+                       const std::string& reason, std::function<void()> then = [] {},
+                       std::function<void(caf::error&)> failed = [](caf::error&) {}) {
   rec.status = status;
   rec.reason = reason;
   rec.ended_at = now_ns();
@@ -146,9 +146,10 @@ void end_without_actor(self_ptr self, job_record rec, const std::string& status,
       publish(self, "job." + status, id, {{"status", status}});
       then();
     },
-    [self, id](caf::error& err) {
+    [self, id, failed](caf::error& err) {
       self->state.ending.erase(id);
       log()->error("job {}: could not record its end: {}", id, caf::to_string(err));
+      failed(err);
     });
 }
 
@@ -404,8 +405,17 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
       st.backing_off.erase(id);
       --st.counts[js::queued];
       auto rp = self->make_response_promise<std::string>();
-      end_without_actor(self, *rec, js::cancelled, "cancelled while queued",
-                        [rp]() mutable { rp.deliver(std::string{js::cancelled}); });
+      auto original = *rec;
+      end_without_actor(
+        self, *rec, js::cancelled, "cancelled while queued",
+        [rp]() mutable { rp.deliver(std::string{js::cancelled}); },
+        [self, rp, original](caf::error& err) mutable {
+          // Not recorded: the job is still queued, in the store and here.
+          ++self->state.counts[js::queued];
+          enqueue(self, original);
+          try_start(self);
+          rp.deliver(err);
+        });
       return rp;
     },
     [self](subscribe_atom, const std::string& id,

@@ -317,7 +317,7 @@ private:
   void wait_exit() {
     pidfd_.async_wait(net::posix::stream_descriptor::wait_read,
                       [self = shared_from_this()](boost::system::error_code ec) {
-                        if (ec || self->closed_)
+                        if (ec)
                           return;
                         self->reap();
                       });
@@ -343,9 +343,12 @@ private:
       es.signal = info.si_status;
     boost::system::error_code ignored;
     pidfd_.close(ignored);
-    cb_.on_exit(es);
+    if (!closed_)
+      cb_.on_exit(es);
   }
 
+  /// Stops reporting. The pidfd wait stays armed so the child is still
+  /// reaped when it ends (no zombie for the daemon's lifetime).
   void shutdown() {
     if (closed_)
       return;
@@ -353,7 +356,6 @@ private:
     boost::system::error_code ignored;
     out_.close(ignored);
     err_.close(ignored);
-    pidfd_.close(ignored);
   }
 
   net::io_context& ctx_;
