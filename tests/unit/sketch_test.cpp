@@ -2,6 +2,7 @@
 #include "support/dsl.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -11,9 +12,11 @@
 
 #include "runtime/byte_codec.hpp"
 #include "runtime/sketch.hpp"
+#include "runtime/window_ring.hpp"
 
 using namespace troupe;
 using namespace troupe::metrics;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -93,6 +96,11 @@ std::vector<double> mixed_values(size_t n, uint64_t seed) {
   }
   return values;
 }
+
+using time_point = window_ring::clock::time_point;
+
+/// A synthetic steady_clock origin: the ring only sees offsets from it.
+const time_point t0 = time_point{} + 1000h;
 
 } // namespace
 
@@ -430,4 +438,291 @@ CAF_TEST(decode survives random garbage and corrupted encodings) {
       CAF_CHECK(s->empty() || !std::isnan(s->quantile(0.5)));
     }
   }
+}
+
+// -- aggregate ----------------------------------------------------------------------
+
+CAF_TEST(an aggregate tracks count sum extremes and quantiles) {
+  aggregate a;
+  CAF_CHECK_EQUAL(a.count, 0u);
+  CAF_CHECK(a.min == std::numeric_limits<double>::infinity());
+  CAF_CHECK(a.max == -std::numeric_limits<double>::infinity());
+  a.add(2);
+  a.add(-1, 3);
+  a.add(std::numeric_limits<double>::quiet_NaN());
+  CAF_CHECK_EQUAL(a.count, 4u);
+  CAF_CHECK_EQUAL(a.sum, -1.0);
+  CAF_CHECK_EQUAL(a.min, -1.0);
+  CAF_CHECK_EQUAL(a.max, 2.0);
+  CAF_CHECK_EQUAL(a.values.count(), 4u);
+  aggregate b;
+  b.add(10);
+  a.merge(b);
+  CAF_CHECK_EQUAL(a.count, 5u);
+  CAF_CHECK_EQUAL(a.sum, 9.0);
+  CAF_CHECK_EQUAL(a.max, 10.0);
+  CAF_CHECK_LESS_OR_EQUAL(relative_error(a.values.quantile(1), 10), 0.01);
+  a.clear();
+  CAF_CHECK_EQUAL(a.count, 0u);
+  CAF_CHECK_EQUAL(a.sum, 0.0);
+  CAF_CHECK(a.min == std::numeric_limits<double>::infinity());
+  CAF_CHECK(a.values.empty());
+}
+
+CAF_TEST(an aggregate round trips and rejects malformed input) {
+  aggregate a{0.02, 100};
+  for (auto v : mixed_values(3000, 61))
+    a.add(v);
+  auto bytes = a.encode();
+  auto decoded = aggregate::decode(bytes);
+  CAF_REQUIRE(decoded);
+  CAF_CHECK_EQUAL(decoded->count, a.count);
+  CAF_CHECK_EQUAL(decoded->sum, a.sum);
+  CAF_CHECK_EQUAL(decoded->min, a.min);
+  CAF_CHECK_EQUAL(decoded->max, a.max);
+  CAF_CHECK_EQUAL(decoded->values.relative_accuracy(), 0.02);
+  CAF_CHECK_EQUAL(decoded->encode(), bytes);
+  auto empty = aggregate::decode(aggregate{}.encode());
+  CAF_REQUIRE(empty);
+  CAF_CHECK_EQUAL(empty->count, 0u);
+  CAF_CHECK(empty->min == std::numeric_limits<double>::infinity());
+  for (size_t n = 0; n < bytes.size(); ++n)
+    if (aggregate::decode(std::string_view{bytes}.substr(0, n)))
+      CAF_FAIL("a prefix of " << n << " bytes decoded");
+  auto wrong_count = bytes;
+  wrong_count[1] ^= 1; // the count's first varint byte no longer matches the sketch
+  CAF_CHECK(!aggregate::decode(wrong_count));
+  CAF_CHECK(!aggregate::decode(bytes + '\0'));
+}
+
+// -- window_ring ----------------------------------------------------------------------
+
+CAF_TEST(window names) {
+  CAF_CHECK_EQUAL(std::string{to_string(window::m1)}, "1m");
+  CAF_CHECK_EQUAL(std::string{to_string(window::m15)}, "15m");
+  CAF_CHECK_EQUAL(std::string{to_string(window::h1)}, "1h");
+  CAF_CHECK_EQUAL(std::string{to_string(window::all)}, "all");
+}
+
+CAF_TEST(an empty window reports count zero and NaN) {
+  window_ring ring{t0};
+  for (auto w : {window::m1, window::m15, window::h1, window::all}) {
+    auto s = ring.stats(t0 + 30s, w);
+    CAF_CHECK(s.w == w);
+    CAF_CHECK_EQUAL(s.count, 0u);
+    CAF_CHECK_EQUAL(s.sum, 0.0);
+    CAF_CHECK_EQUAL(s.rate, 0.0);
+    CAF_CHECK_EQUAL(s.seconds, 30.0);
+    for (auto x : {s.min, s.max, s.avg, s.p50, s.p95, s.p99})
+      CAF_CHECK(std::isnan(x));
+    CAF_CHECK(std::isnan(ring.quantile(t0 + 30s, w, 0.5)));
+  }
+  auto at_start = ring.stats(t0, window::m1);
+  CAF_CHECK_EQUAL(at_start.seconds, 0.0);
+  CAF_CHECK_EQUAL(at_start.rate, 0.0);
+  CAF_CHECK_EQUAL(ring.memory_bytes(), sizeof(window_ring));
+}
+
+CAF_TEST(values leave 1m after 60 s 15m after 15 min and 1h after an hour) {
+  window_ring ring{t0};
+  ring.add(t0, 42);
+  auto count = [&](auto offset, window w) { return ring.stats(t0 + offset, w).count; };
+  CAF_CHECK_EQUAL(count(59s, window::m1), 1u);
+  CAF_CHECK_EQUAL(count(60s, window::m1), 0u);
+  CAF_CHECK_EQUAL(count(60s, window::m15), 1u);
+  CAF_CHECK_EQUAL(count(60s, window::h1), 1u);
+  CAF_CHECK_EQUAL(count(899s, window::m15), 1u);
+  CAF_CHECK_EQUAL(count(900s, window::m15), 0u);
+  CAF_CHECK_EQUAL(count(900s, window::h1), 1u);
+  CAF_CHECK_EQUAL(count(3599s, window::h1), 1u);
+  CAF_CHECK_EQUAL(count(3600s, window::h1), 0u);
+  CAF_CHECK_EQUAL(count(3600s, window::all), 1u);
+  CAF_CHECK_EQUAL(count(1000h, window::all), 1u);
+  auto lifetime = ring.stats(t0 + 3600s, window::all);
+  CAF_CHECK_EQUAL(lifetime.min, 42.0);
+  CAF_CHECK_EQUAL(lifetime.max, 42.0);
+  CAF_CHECK_EQUAL(ring.lifetime().count, 1u);
+}
+
+CAF_TEST(a window holds the current bucket and the n minus 1 before it) {
+  window_ring ring{t0};
+  ring.add(t0 + 5s, 1);  // 1m epoch 0
+  ring.add(t0 + 15s, 2); // 1m epoch 1
+  // At 65 s the 1m window is epochs 1 to 6: the first value has left.
+  auto s = ring.stats(t0 + 65s, window::m1);
+  CAF_CHECK_EQUAL(s.count, 1u);
+  CAF_CHECK_EQUAL(s.min, 2.0);
+  CAF_CHECK_EQUAL(s.seconds, 55.0);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 69999ms, window::m1).count, 1u);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 70s, window::m1).count, 0u);
+  // A later add to the slot of epoch 0 resets it before counting.
+  ring.add(t0 + 60s, 3);
+  s = ring.stats(t0 + 60s, window::m1);
+  CAF_CHECK_EQUAL(s.count, 2u);
+  CAF_CHECK_EQUAL(s.sum, 5.0);
+}
+
+CAF_TEST(rate and seconds early on and once the windows have filled) {
+  window_ring ring{t0};
+  // One value per second.
+  for (int i = 0; i < 30; ++i)
+    ring.add(t0 + std::chrono::seconds{i}, i);
+  for (auto w : {window::m1, window::m15, window::h1, window::all}) {
+    auto s = ring.stats(t0 + 30s, w);
+    CAF_CHECK_EQUAL(s.seconds, 30.0);
+    CAF_CHECK_EQUAL(s.count, 30u);
+    CAF_CHECK_EQUAL(s.rate, 1.0);
+    CAF_CHECK_EQUAL(s.sum, 435.0);
+    CAF_CHECK_EQUAL(s.avg, 14.5);
+    CAF_CHECK_EQUAL(s.min, 0.0);
+    CAF_CHECK_EQUAL(s.max, 29.0);
+  }
+  for (int i = 30; i < 7200; ++i)
+    ring.add(t0 + std::chrono::seconds{i}, i);
+  // At 2 h each window spans its oldest live bucket's start to now, and
+  // counts exactly the values in that span: the rate stays 1/s.
+  struct expected {
+    window w;
+    double seconds;
+  };
+  for (auto [w, seconds] : {expected{window::m1, 50}, expected{window::m15, 840},
+                            expected{window::h1, 3300}, expected{window::all, 7200}}) {
+    auto s = ring.stats(t0 + 7200s, w);
+    CAF_CHECK_EQUAL(s.seconds, seconds);
+    CAF_CHECK_EQUAL(s.count, static_cast<uint64_t>(seconds));
+    CAF_CHECK_EQUAL(s.rate, 1.0);
+    CAF_CHECK_EQUAL(s.max, 7199.0);
+    CAF_CHECK_EQUAL(s.min, 7200 - seconds);
+  }
+  // Mid-bucket: 1m spans 5 full buckets and half of the current one.
+  auto s = ring.stats(t0 + 7205s, window::m1);
+  CAF_CHECK_EQUAL(s.seconds, 55.0);
+  CAF_CHECK_EQUAL(s.count, 50u); // nothing was added after 7199 s
+}
+
+CAF_TEST(windows report their own quantiles) {
+  window_ring ring{t0};
+  for (int i = 0; i < 100; ++i)
+    ring.add(t0 + std::chrono::milliseconds{i * 100}, 1.0); // within the first 10 s
+  ring.add(t0 + 70s, 100.0, 10);
+  CAF_CHECK_LESS_OR_EQUAL(relative_error(ring.quantile(t0 + 70s, window::m1, 0.5), 100), 0.01);
+  CAF_CHECK_LESS_OR_EQUAL(relative_error(ring.quantile(t0 + 70s, window::h1, 0.5), 1), 0.01);
+  CAF_CHECK_LESS_OR_EQUAL(relative_error(ring.quantile(t0 + 70s, window::h1, 0.95), 100), 0.01);
+  auto s = ring.stats(t0 + 70s, window::m15);
+  CAF_CHECK_EQUAL(s.count, 110u);
+  CAF_CHECK_LESS_OR_EQUAL(relative_error(s.p50, 1), 0.01);
+  CAF_CHECK_LESS_OR_EQUAL(relative_error(s.p95, 100), 0.01);
+  CAF_CHECK_LESS_OR_EQUAL(relative_error(s.p99, 100), 0.01);
+  CAF_CHECK_EQUAL(ring.merged(t0 + 70s, window::all).encode(), ring.lifetime().encode());
+  CAF_CHECK_EQUAL(ring.merged(t0 + 70s, window::h1).encode(), ring.lifetime().encode());
+  CAF_CHECK_EQUAL(ring.merged(t0 + 70s, window::m1).count, 10u);
+}
+
+CAF_TEST(a gap longer than a window leaves only the new values in it) {
+  window_ring ring{t0};
+  ring.add(t0 + 1s, 5);
+  ring.add(t0 + 2h + 1s, 7);
+  for (auto w : {window::m1, window::m15, window::h1}) {
+    auto s = ring.stats(t0 + 2h + 1s, w);
+    CAF_CHECK_EQUAL(s.count, 1u);
+    CAF_CHECK_EQUAL(s.min, 7.0);
+  }
+  auto all = ring.stats(t0 + 2h + 1s, window::all);
+  CAF_CHECK_EQUAL(all.count, 2u);
+  CAF_CHECK_EQUAL(all.min, 5.0);
+  CAF_CHECK_EQUAL(all.max, 7.0);
+  // A gap of exactly a multiple of each tier's span lands in the same slots.
+  ring.add(t0 + 4h + 1s, 9);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 4h + 1s, window::h1).count, 1u);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 4h + 1s, window::m1).max, 9.0);
+}
+
+CAF_TEST(time going backwards counts as the latest time seen) {
+  window_ring ring{t0};
+  ring.add(t0 + 100s, 1);
+  ring.add(t0 + 30s, 2); // before the latest: recorded at 100 s
+  ring.add(t0 - 1h, 3);  // before start: also at 100 s
+  auto at_100 = ring.stats(t0 + 100s, window::m1);
+  CAF_CHECK_EQUAL(at_100.count, 3u);
+  CAF_CHECK_EQUAL(at_100.seconds, 50.0); // epochs 5 to 10, from 50 s
+  auto earlier = ring.stats(t0 + 30s, window::m1);
+  CAF_CHECK_EQUAL(earlier.count, at_100.count);
+  CAF_CHECK_EQUAL(earlier.seconds, at_100.seconds);
+  // All three leave together, with the 100 s bucket.
+  CAF_CHECK_EQUAL(ring.stats(t0 + 159s, window::m1).count, 3u);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 160s, window::m1).count, 0u);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 160s, window::m15).count, 3u);
+  // A ring queried before its start reports from its start.
+  window_ring fresh{t0};
+  CAF_CHECK_EQUAL(fresh.stats(t0 - 10s, window::all).seconds, 0.0);
+  fresh.add(t0 - 10s, 4);
+  CAF_CHECK_EQUAL(fresh.stats(t0, window::m1).count, 1u);
+  CAF_CHECK_EQUAL(fresh.stats(t0 + 59s, window::m1).count, 1u);
+  CAF_CHECK_EQUAL(fresh.stats(t0 + 60s, window::m1).count, 0u);
+}
+
+CAF_TEST(merging a delta counts it in every window) {
+  window_ring ring{t0};
+  aggregate delta;
+  delta.add(3, 4);
+  delta.add(8);
+  ring.merge(t0 + 5s, delta);
+  ring.add(t0 + 6s, 1);
+  for (auto w : {window::m1, window::m15, window::h1, window::all}) {
+    auto s = ring.stats(t0 + 6s, w);
+    CAF_CHECK_EQUAL(s.count, 6u);
+    CAF_CHECK_EQUAL(s.sum, 21.0);
+    CAF_CHECK_EQUAL(s.min, 1.0);
+    CAF_CHECK_EQUAL(s.max, 8.0);
+  }
+  auto before = ring.lifetime().encode();
+  try {
+    ring.merge(t0 + 7s, aggregate{0.05});
+    CAF_FAIL("merge accepted another accuracy");
+  } catch (const std::invalid_argument&) {
+  }
+  CAF_CHECK_EQUAL(ring.lifetime().encode(), before);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 7s, window::m1).count, 6u);
+}
+
+CAF_TEST(expire releases stale buckets without changing what windows report) {
+  window_ring ring{t0, 0.01, 2048};
+  auto values = draw(std::lognormal_distribution<double>{-4, 1}, 6000, 71);
+  for (size_t i = 0; i < values.size(); ++i)
+    ring.add(t0 + std::chrono::milliseconds{i * 100}, values[i]); // 10 minutes
+  auto busy = ring.memory_bytes();
+  auto lifetime_bytes = ring.lifetime().memory_bytes();
+  CAF_CHECK_GREATER(busy, sizeof(window_ring) + lifetime_bytes);
+  // After 20 minutes the 1m and 15m windows are empty; 1h still holds all.
+  auto m15 = ring.stats(t0 + 20min, window::m15);
+  auto h1 = ring.stats(t0 + 20min, window::h1);
+  ring.expire(t0 + 20min);
+  CAF_CHECK_LESS(ring.memory_bytes(), busy);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 20min, window::m15).count, m15.count);
+  CAF_CHECK(ring.stats(t0 + 20min, window::h1).p99 == h1.p99);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 20min, window::h1).count, 6000u);
+  // Once all are stale, only the ring and its lifetime remain.
+  ring.expire(t0 + 2h);
+  CAF_CHECK_EQUAL(ring.memory_bytes(),
+                  sizeof(window_ring) - sizeof(aggregate) + ring.lifetime().memory_bytes());
+  CAF_CHECK_EQUAL(ring.stats(t0 + 2h, window::h1).count, 0u);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 2h, window::all).count, 6000u);
+  ring.add(t0 + 2h, 1);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 2h, window::m1).count, 1u);
+  CAF_CHECK_EQUAL(ring.stats(t0 + 2h, window::all).count, 6001u);
+}
+
+CAF_TEST(memory stays within the documented bound) {
+  constexpr uint32_t max_bins = 64;
+  window_ring ring{t0, 0.01, max_bins};
+  std::mt19937_64 rng{81};
+  std::uniform_real_distribution<double> exponent{-6, 12};
+  for (int i = 0; i < 100'000; ++i) {
+    double v = std::pow(10, exponent(rng));
+    ring.add(t0 + std::chrono::milliseconds{i * 50}, i % 2 == 0 ? v : -v);
+  }
+  // 33 buckets and the lifetime: two stores of max_bins each.
+  size_t bound = sizeof(window_ring) + 33 * (sizeof(aggregate) + 8) + 34 * 2 * max_bins * 8;
+  CAF_CHECK_LESS_OR_EQUAL(ring.memory_bytes(), bound);
+  CAF_CHECK_EQUAL(ring.lifetime().count, 100'000u);
 }
