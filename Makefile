@@ -32,7 +32,7 @@ test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 bench: build
-	cmake --build $(BUILD_DIR) -j $(JOBS) --target jobs_bench lmdb_lines metrics_bench
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target jobs_bench lmdb_lines metrics_bench scrape_bench
 	benchmarks/run.sh $(BUILD_DIR)
 
 clean:

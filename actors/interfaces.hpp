@@ -173,6 +173,77 @@ typename Inspector::result_type inspect(Inspector& f, log_record& x) {
 
 using log_batch = std::vector<log_record>;
 
+/// Observations of one metric series gathered by a producer since its last
+/// flush. Producers send many in one message (never one per observation).
+struct metric_delta {
+  /// Internal family key, e.g. `http.request.duration` (runtime/metrics_model.hpp).
+  std::string family;
+  /// Label values in the order of the family's label names.
+  std::vector<std::string> labels;
+  /// Counter: the increment. Gauge: the current value. Histogram: unused.
+  double value = 0;
+  /// Histogram: the observations, as metrics::aggregate::encode().
+  std::string observations;
+  /// Histogram: observations per bucket of the family's bounds, `+Inf` last;
+  /// not cumulative.
+  std::vector<uint64_t> buckets;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, metric_delta& x) {
+  return f(caf::meta::type_name("metric_delta"), x.family, x.labels, x.value, x.observations,
+           x.buckets);
+}
+
+using metric_deltas = std::vector<metric_delta>;
+
+/// One rolling window of a series (`1m`, `15m`, `1h`).
+struct metric_window_stats {
+  std::string window;
+  uint64_t count = 0;
+  double sum = 0;
+  double min = 0;
+  double max = 0;
+  double avg = 0;
+  /// Counters: increments per second; histograms: observations per second.
+  double rate = 0;
+  /// Span the window covers so far (shorter than the window early on).
+  double seconds = 0;
+  double p50 = 0;
+  double p95 = 0;
+  double p99 = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, metric_window_stats& x) {
+  return f(caf::meta::type_name("metric_window_stats"), x.window, x.count, x.sum, x.min, x.max,
+           x.avg, x.rate, x.seconds, x.p50, x.p95, x.p99);
+}
+
+/// What a series knows right now: lifetime totals and its windows.
+struct metric_snapshot {
+  std::string family;
+  std::vector<std::string> labels;
+  /// Counter: lifetime total. Gauge: current value. Histogram: lifetime sum.
+  double value = 0;
+  /// Lifetime number of observations (histograms) or samples (gauges).
+  uint64_t count = 0;
+  double sum = 0;
+  /// Largest value seen since start (NaN if none).
+  double max = 0;
+  /// Histogram: lifetime observations per bucket (`+Inf` last), not cumulative.
+  std::vector<uint64_t> buckets;
+  std::vector<metric_window_stats> windows;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, metric_snapshot& x) {
+  return f(caf::meta::type_name("metric_snapshot"), x.family, x.labels, x.value, x.count, x.sum,
+           x.max, x.buckets, x.windows);
+}
+
+using metric_snapshots = std::vector<metric_snapshot>;
+
 } // namespace troupe
 
 CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
@@ -186,6 +257,11 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::proc_output))
   CAF_ADD_TYPE_ID(troupe, (troupe::log_record))
   CAF_ADD_TYPE_ID(troupe, (troupe::log_batch))
+  CAF_ADD_TYPE_ID(troupe, (troupe::metric_delta))
+  CAF_ADD_TYPE_ID(troupe, (troupe::metric_deltas))
+  CAF_ADD_TYPE_ID(troupe, (troupe::metric_window_stats))
+  CAF_ADD_TYPE_ID(troupe, (troupe::metric_snapshot))
+  CAF_ADD_TYPE_ID(troupe, (troupe::metric_snapshots))
 
   // CAF already defines get, put, flush, ping, publish, subscribe, ok …
   CAF_ADD_ATOM(troupe, troupe, write_atom, "write")
@@ -207,6 +283,13 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_ATOM(troupe, troupe, nudge_atom, "nudge")
   CAF_ADD_ATOM(troupe, troupe, requeue_atom, "requeue")
   CAF_ADD_ATOM(troupe, troupe, sweep_atom, "sweep")
+  CAF_ADD_ATOM(troupe, troupe, sample_atom, "sample")
+  CAF_ADD_ATOM(troupe, troupe, tick_atom, "tick")
+  CAF_ADD_ATOM(troupe, troupe, activity_atom, "activity")
+  CAF_ADD_ATOM(troupe, troupe, prometheus_atom, "prometheus")
+  CAF_ADD_ATOM(troupe, troupe, monitoring_atom, "monitoring")
+  CAF_ADD_ATOM(troupe, troupe, export_atom, "export")
+  CAF_ADD_ATOM(troupe, troupe, proxied_atom, "proxied")
 
 CAF_END_TYPE_ID_BLOCK(troupe)
 
@@ -343,6 +426,47 @@ using job_controller_actor = caf::typed_actor<
   // Internal: the periodic workspace/retention sweep.
   caf::reacts_to<sweep_atom>,
   // Node shutdown: stops running jobs and answers once they are recorded.
+  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+
+// -- metrics -----------------------------------------------------------------------
+
+/// One series: a ring of sub-window buckets (runtime/window_ring.hpp).
+using metric_window_actor = caf::typed_actor<
+  // Merges a producer's observations (histogram), increment (counter) or
+  // current value (gauge).
+  caf::reacts_to<metric_delta>,
+  // Gauges: records the current value as one sample now.
+  caf::reacts_to<sample_atom>,
+  // Lifetime totals and the 1m/15m/1h windows.
+  caf::replies_to<get_atom>::with<metric_snapshot>>;
+
+/// Owns the node's series (one metric_window actor each) and renders them.
+using metrics_actor = caf::typed_actor<
+  // Producers' observations, routed to their series (created on first sight).
+  caf::reacts_to<metric_deltas>,
+  // Something happened (request, job, instance): last activity = now.
+  caf::reacts_to<activity_atom>,
+  // Internal: drains the pull sources, samples gauges, beats the heartbeat.
+  caf::reacts_to<tick_atom>,
+  // A proxied upstream's series (proxy mode): replaces what came from it before.
+  caf::reacts_to<proxied_atom, std::string, metric_snapshots>,
+  // Every series, local and proxied.
+  caf::replies_to<get_atom>::with<metric_snapshots>,
+  // Prometheus text exposition 0.0.4 (cached for metrics.prometheus.scrape_ttl).
+  caf::replies_to<prometheus_atom>::with<std::string>,
+  // The /monitoring/system JSON document.
+  caf::replies_to<monitoring_atom>::with<std::string>>;
+
+/// Ships the registry's series out on a schedule (Pushgateway, Redis) and
+/// pulls upstreams (proxy mode). Detached: its I/O blocks.
+using metrics_exporter_actor = caf::typed_actor<
+  // Internal: the export interval passed.
+  caf::reacts_to<tick_atom>,
+  // Runs one export cycle now; replies with a JSON summary (errors included).
+  caf::replies_to<export_atom>::with<std::string>,
+  // State of each exporter (Redis connection, last push …) as JSON.
+  caf::replies_to<status_atom>::with<std::string>,
+  // Clean shutdown: deletes the Pushgateway group, then answers.
   caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
 // -- node supervisor -------------------------------------------------------------

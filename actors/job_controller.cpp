@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/event_bus.hpp"
+#include "actors/metrics.hpp"
 #include "actors/names.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/logging.hpp"
@@ -73,8 +74,22 @@ write_op record_op(const job_record& r) {
   return write_op{write_op::put, "jobs", r.id, persistence::encode(r)};
 }
 
+/// Queue depth, pressure and slot use as gauges of the metrics registry.
+void report_gauges(self_ptr self) {
+  auto& st = self->state;
+  auto depth = static_cast<double>(st.queue.size() + st.backing_off.size());
+  auto slots = static_cast<double>(std::max(1, st.slots));
+  report_metrics(self->system(),
+                 {gauge_delta("jobs.queue.depth", {}, depth),
+                  gauge_delta("jobs.queue.pressure", {}, depth / slots),
+                  gauge_delta("jobs.pool.utilization", {},
+                              static_cast<double>(st.running.size()) / slots),
+                  gauge_delta("troupe.last_activity", {}, static_cast<double>(now_ns()) / 1e9)});
+}
+
 void enqueue(self_ptr self, const job_record& r) {
   auto& st = self->state;
+  st.queued_since.emplace(r.id, now_ns());
   job_controller_state::entry e{r.priority, st.next_order++, r.id};
   st.queue.insert(e);
   st.queued_index.emplace(r.id, e);
@@ -98,7 +113,16 @@ void try_start(self_ptr self) {
     st.running.emplace(e.id, hdl);
     --st.counts[js::queued];
     ++st.counts[js::running];
+    auto now = now_ns();
+    if (auto q = st.queued_since.find(e.id); q != st.queued_since.end()) {
+      if (auto fam = metrics::find_family("jobs.queue.wait"))
+        report_metrics(self->system(),
+                       {histogram_delta(*fam, {}, static_cast<double>(now - q->second) / 1e9)});
+      st.queued_since.erase(q);
+    }
+    st.started_since[e.id] = now;
   }
+  report_gauges(self);
 }
 
 void finish_cancels(self_ptr self, const std::string& id, const std::string& status) {
@@ -401,8 +425,10 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
       if (queued) {
         st.queue.erase(st.queued_index.at(id));
         st.queued_index.erase(id);
+        st.queued_since.erase(id);
       }
       st.backing_off.erase(id);
+      report_gauges(self);
       --st.counts[js::queued];
       auto rp = self->make_response_promise<std::string>();
       auto original = *rec;
@@ -441,6 +467,12 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
       auto& st = self->state;
       st.running.erase(id);
       --st.counts[js::running];
+      if (auto r = st.started_since.find(id); r != st.started_since.end()) {
+        if (auto fam = metrics::find_family("jobs.run.duration"))
+          report_metrics(self->system(),
+                         {histogram_delta(*fam, {}, static_cast<double>(now_ns() - r->second) / 1e9)});
+        st.started_since.erase(r);
+      }
       if (requeued) {
         ++st.counts[js::queued];
         st.subscribers[id] = std::move(subs);

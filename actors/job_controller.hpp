@@ -44,6 +44,9 @@ struct job_controller_state {
   std::map<std::string, std::vector<caf::typed_response_promise<std::string>>> cancels;
   /// Job counts by state.
   std::map<std::string, uint64_t> counts;
+  /// Wall-clock ns when a job entered the queue and when it started (metrics).
+  std::map<std::string, int64_t> queued_since;
+  std::map<std::string, int64_t> started_since;
   uint64_t next_order = 0;
   int slots = 1;
   /// True until the recovery writes committed: no job starts before.

@@ -21,6 +21,8 @@ inline constexpr caf::atom_value event_bus = caf::atom("event_bus");
 inline constexpr caf::atom_value jobs = caf::atom("jobs");
 inline constexpr caf::atom_value logs = caf::atom("logs");
 inline constexpr caf::atom_value loki = caf::atom("loki");
+inline constexpr caf::atom_value metrics = caf::atom("metrics");
+inline constexpr caf::atom_value exporter = caf::atom("exporter");
 
 } // namespace names
 

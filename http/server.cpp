@@ -479,6 +479,9 @@ private:
 
   void access_log(const request& req, unsigned status, clock_type::time_point started,
                   const std::string& route) {
+    if (srv_.opts_.on_answered)
+      srv_.opts_.on_answered(
+        req, route, status, std::chrono::duration<double>(clock_type::now() - started).count());
     auto quiet = std::find(srv_.opts_.quiet_routes.begin(), srv_.opts_.quiet_routes.end(), route)
                  != srv_.opts_.quiet_routes.end();
     auto lvl = quiet ? spdlog::level::debug : spdlog::level::info;

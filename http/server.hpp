@@ -23,6 +23,12 @@ struct server_options {
   size_t sse_queue_limit = 4096;
   /// Routes whose access log line is written at debug level (probes).
   std::vector<std::string> quiet_routes{"/healthz", "/readyz", "/metrics"};
+  /// Called on the io thread once per answered request (an SSE stream when it
+  /// starts) with the matched route pattern ("" if none), the status and the
+  /// seconds from reading the request to writing the response head. Must be
+  /// cheap and must not throw.
+  std::function<void(const request&, const std::string& route, unsigned status, double seconds)>
+    on_answered;
 };
 
 class server {

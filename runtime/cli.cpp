@@ -1,7 +1,22 @@
 #include "runtime/cli.hpp"
 
+#include <algorithm>
+#include <csignal>
 #include <iostream>
 #include <map>
+#include <optional>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actors/metrics.hpp"
+#include "actors/metrics_exporter.hpp"
+#include "actors/names.hpp"
+#include "runtime/logging.hpp"
 
 #include "runtime/config.hpp"
 #include "runtime/runtime.hpp"
@@ -17,6 +32,10 @@ const char* main_help = R"(troupe — a workload runtime: jobs, apps, logs, metr
 
 Usage:
   troupe serve [flags]     run a node (HTTP API, store, actors)
+  troupe metrics export [--once] [flags]
+                           run only the metrics export loop (Redis fold and
+                           write-back, Pushgateway push, proxy polls); --once
+                           (or metrics.run_once) exports once and exits
   troupe version           print the version
   troupe help [command]    show help
 
@@ -58,13 +77,33 @@ constexpr flag_spec serve_flags[] = {
   {"--log-format", "log.format"},
 };
 
-int serve(const std::vector<std::string>& args) {
-  config_sources src;
+const char* export_help = R"(Usage: troupe metrics export [--once] [flags]
+
+Runs the metrics export loop without the rest of a node: every
+metrics.export_interval it folds Redis stats and writes windows back (redis
+mode), polls upstreams (proxy mode) and pushes to the Pushgateway. With --once
+(or metrics.run_once: true) it exports once, prints a JSON summary and exits:
+0 if every exporter succeeded, 1 otherwise (for schedulers such as cron or
+EventBridge). Without it, SIGTERM deletes the Pushgateway group and exits 0.
+
+Flags: --config FILE, --set KEY=VALUE, --log-level, --log-format (as for serve).
+)";
+
+/// Parses the config flags shared by the commands into `src`; returns an exit
+/// code when the command should end now (help shown or bad flags).
+std::optional<int> parse_config_flags(const std::string& cmd, const std::vector<std::string>& args,
+                                      const char* help, config_sources& src,
+                                      const std::vector<std::string>& switches,
+                                      std::map<std::string, bool>* seen_switches) {
   for (size_t i = 0; i < args.size(); ++i) {
     auto& a = args[i];
     if (a == "-h" || a == "--help") {
-      std::cout << serve_help << describe_config_keys();
+      std::cout << help << describe_config_keys();
       return 0;
+    }
+    if (std::find(switches.begin(), switches.end(), a) != switches.end()) {
+      (*seen_switches)[a] = true;
+      continue;
     }
     auto eq = a.find('=');
     auto name = a.substr(0, eq);
@@ -74,7 +113,7 @@ int serve(const std::vector<std::string>& args) {
         return true;
       }
       if (i + 1 >= args.size()) {
-        std::cerr << "troupe serve: " << name << " needs a value\n";
+        std::cerr << "troupe " << cmd << ": " << name << " needs a value\n";
         return false;
       }
       out = args[++i];
@@ -92,7 +131,7 @@ int serve(const std::vector<std::string>& args) {
         return exit_usage;
       auto kv = value.find('=');
       if (kv == std::string::npos || kv == 0) {
-        std::cerr << "troupe serve: --set needs KEY=VALUE, got '" << value << "'\n";
+        std::cerr << "troupe " << cmd << ": --set needs KEY=VALUE, got '" << value << "'\n";
         return exit_usage;
       }
       src.flags[value.substr(0, kv)] = value.substr(kv + 1);
@@ -109,18 +148,86 @@ int serve(const std::vector<std::string>& args) {
       }
     }
     if (!known) {
-      std::cerr << "troupe serve: unknown flag '" << a << "' (see troupe serve --help)\n";
+      std::cerr << "troupe " << cmd << ": unknown flag '" << a << "' (see troupe " << cmd
+                << " --help)\n";
       return exit_usage;
     }
   }
   src.environment = process_environment();
-  config cfg;
+  return std::nullopt;
+}
+
+std::optional<config> load_or_report(const config_sources& src) {
   try {
-    cfg = load_config(src);
+    return load_config(src);
   } catch (const config_error& e) {
     std::cerr << e.what() << '\n';
-    return exit_usage;
+    return std::nullopt;
   }
+}
+
+struct plain_system_config : caf::actor_system_config {
+  plain_system_config() { add_troupe_types(*this); }
+};
+
+int metrics_export(const std::vector<std::string>& args) {
+  config_sources src;
+  std::map<std::string, bool> switches;
+  if (auto rc = parse_config_flags("metrics export", args, export_help, src, {"--once"}, &switches))
+    return *rc;
+  auto cfg = load_or_report(src);
+  if (!cfg)
+    return exit_usage;
+  bool once = switches["--once"] || cfg->metrics.run_once;
+  block_stop_signals();
+  logging::setup(cfg->log.level, cfg->log.format);
+  plain_system_config sys_cfg;
+  caf::actor_system sys{sys_cfg};
+  auto registry = sys.spawn(metrics_registry, cfg->metrics, cfg->node_name,
+                            std::vector<metric_source>{});
+  sys.registry().put(names::metrics, caf::actor_cast<caf::strong_actor_ptr>(registry));
+  auto exporter = sys.spawn<caf::detached>(metrics_exporter, cfg->metrics, !once);
+  sys.registry().put(names::exporter, caf::actor_cast<caf::strong_actor_ptr>(exporter));
+  int rc = 0;
+  caf::scoped_actor self{sys};
+  if (once) {
+    auto timeout = std::chrono::seconds(60);
+    self->request(exporter, timeout, export_atom::value)
+      .receive(
+        [&](std::string& summary) {
+          std::cout << summary << '\n';
+          auto doc = nlohmann::json::parse(summary, nullptr, false);
+          rc = !doc.is_discarded() && doc.value("ok", false) ? 0 : 1;
+        },
+        [&](caf::error& err) {
+          std::cerr << "troupe metrics export: " << caf::to_string(err) << '\n';
+          rc = 1;
+        });
+  } else {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    int sig = 0;
+    sigwait(&set, &sig);
+    self->request(exporter, std::chrono::seconds(30), shutdown_atom::value)
+      .receive([](ok_atom) {}, [](caf::error&) {});
+  }
+  sys.registry().erase(names::exporter);
+  sys.registry().erase(names::metrics);
+  self->send_exit(exporter, caf::exit_reason::user_shutdown);
+  self->send_exit(registry, caf::exit_reason::user_shutdown);
+  return rc;
+}
+
+int serve(const std::vector<std::string>& args) {
+  config_sources src;
+  if (auto rc = parse_config_flags("serve", args, serve_help, src, {}, nullptr))
+    return *rc;
+  auto loaded = load_or_report(src);
+  if (!loaded)
+    return exit_usage;
+  auto cfg = std::move(*loaded);
   block_stop_signals();
   runtime rt{std::move(cfg)};
   try {
@@ -151,6 +258,12 @@ int main(const std::vector<std::string>& args) {
   }
   if (args[0] == "serve")
     return serve({args.begin() + 1, args.end()});
+  if (args[0] == "metrics") {
+    if (args.size() >= 2 && args[1] == "export")
+      return metrics_export({args.begin() + 2, args.end()});
+    std::cerr << "troupe metrics: expected 'export' (troupe metrics export [--once])\n";
+    return exit_usage;
+  }
   std::cerr << "troupe: unknown command '" << args[0] << "'\n" << main_help;
   return exit_usage;
 }

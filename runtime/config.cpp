@@ -18,7 +18,15 @@
 #include <thread>
 #include <utility>
 
+#include <cmath>
+
+#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
+
+#include "http/http_client.hpp"
+#include "http/prometheus.hpp"
+#include "persistence/redis.hpp"
+#include "runtime/metrics_model.hpp"
 
 extern char** environ;
 
@@ -205,6 +213,86 @@ struct bool_kind {
   std::string show(bool v) const { return v ? "true" : "false"; }
 };
 
+struct number_kind {
+  problem parse(std::string_view raw, double& out) const {
+    auto t = std::string{trim(raw)};
+    char* end = nullptr;
+    errno = 0;
+    double v = std::strtod(t.c_str(), &end);
+    if (t.empty() || end != t.c_str() + t.size() || errno == ERANGE || !std::isfinite(v))
+      return "expected a number like 0.01, got " + in_quotes(raw);
+    out = v;
+    return std::nullopt;
+  }
+  std::string show(double v) const {
+    std::ostringstream out;
+    out << v;
+    return out.str();
+  }
+};
+
+/// A JSON object (or empty). YAML mappings are converted to JSON text.
+struct json_object_kind {
+  problem parse(std::string_view raw, std::string& out) const {
+    auto t = trim(raw);
+    if (t.empty()) {
+      out.clear();
+      return std::nullopt;
+    }
+    if (!valid_json_object(t))
+      return "expected a JSON object like {\"tenant\":\"t\"}, got " + in_quotes(raw);
+    out = std::string{t};
+    return std::nullopt;
+  }
+  std::string show(const std::string& v) const { return v.empty() ? "{}" : v; }
+  static bool valid_json_object(std::string_view t);
+};
+
+/// A list of strings: comma-separated or a JSON array (YAML sequences are
+/// converted); stored comma-separated.
+struct list_kind {
+  problem parse(std::string_view raw, std::string& out) const;
+  std::string show(const std::string& v) const { return v.empty() ? "\"\"" : v; }
+};
+
+bool json_object_kind::valid_json_object(std::string_view t) {
+  auto doc = nlohmann::json::parse(t, nullptr, false);
+  return !doc.is_discarded() && doc.is_object();
+}
+
+problem list_kind::parse(std::string_view raw, std::string& out) const {
+  auto t = trim(raw);
+  std::vector<std::string> items;
+  if (!t.empty() && t.front() == '[') {
+    auto doc = nlohmann::json::parse(t, nullptr, false);
+    if (doc.is_discarded() || !doc.is_array())
+      return "expected a JSON array of strings or a comma-separated list, got " + in_quotes(raw);
+    for (auto& item : doc) {
+      if (!item.is_string())
+        return "expected strings in the list, got " + item.dump();
+      items.push_back(item.get<std::string>());
+    }
+  } else {
+    std::string_view rest = t;
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      auto item = trim(rest.substr(0, comma));
+      if (!item.empty())
+        items.emplace_back(item);
+      if (comma == std::string_view::npos)
+        break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  out.clear();
+  for (auto& item : items) {
+    if (item.find(',') != std::string::npos)
+      return "list items must not contain commas, got " + in_quotes(item);
+    out += (out.empty() ? "" : ",") + item;
+  }
+  return std::nullopt;
+}
+
 // -- checks of final values -------------------------------------------------------
 
 problem non_empty(const std::string& v, const config&) {
@@ -373,6 +461,73 @@ template <class Ref> field boolean(std::string path, Ref ref, std::string help) 
   return make_field(std::move(path), "bool", bool_kind{}, ref, any, std::move(help));
 }
 
+template <class Ref>
+field number(std::string path, Ref ref, double lo_exclusive, double hi_exclusive, std::string help) {
+  std::ostringstream type;
+  type << "number in (" << lo_exclusive << ", " << hi_exclusive << ")";
+  auto check = [lo_exclusive, hi_exclusive](double v, const config&) -> problem {
+    if (v > lo_exclusive && v < hi_exclusive)
+      return std::nullopt;
+    std::ostringstream why;
+    why << "must be between " << lo_exclusive << " and " << hi_exclusive << " (exclusive), got "
+        << v;
+    return why.str();
+  };
+  return make_field(std::move(path), type.str(), number_kind{}, ref, check, std::move(help));
+}
+
+template <class Ref, class Check>
+field json_object(std::string path, Ref ref, Check check, std::string help) {
+  return make_field(std::move(path), "JSON object", json_object_kind{}, ref, check,
+                    std::move(help));
+}
+
+template <class Ref> field string_list(std::string path, Ref ref, std::string help) {
+  auto any = [](const std::string&, const config&) -> problem { return std::nullopt; };
+  return make_field(std::move(path), "list", list_kind{}, ref, any, std::move(help));
+}
+
+/// A URL of an optional HTTP service (empty: off).
+problem optional_http_url(const std::string& v, const config&) {
+  if (v.empty())
+    return std::nullopt;
+  std::string why;
+  if (!http::parse_url(v, &why))
+    return why;
+  return std::nullopt;
+}
+
+problem optional_redis_url(const std::string& v, const config&) {
+  if (v.empty())
+    return std::nullopt;
+  std::string why;
+  if (!redis::parse_url(v, &why))
+    return why;
+  return std::nullopt;
+}
+
+problem valid_mapping(const std::string& v, const config&) {
+  try {
+    metrics::naming{v};
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return std::nullopt;
+}
+
+problem valid_grouping(const std::string& v, const config&) {
+  if (v.empty())
+    return std::nullopt;
+  auto doc = nlohmann::json::parse(v, nullptr, false);
+  for (auto& [k, val] : doc.items()) {
+    if (!val.is_string())
+      return k + ": expected a string value";
+    if (!prom::valid_label_name(k) || k == "job")
+      return k + ": not a usable label name";
+  }
+  return std::nullopt;
+}
+
 field noting_default(std::string note, field f) {
   f.default_note = std::move(note);
   return f;
@@ -507,6 +662,80 @@ const std::vector<field>& fields() {
         duration("logs.loki.breaker_cooldown",
                  at(&config::logs, &logs_config::loki, &loki_config::breaker_cooldown),
                  above(0ms), "How long the open breaker waits before a probe"),
+        choice("metrics.mode", at(&config::metrics, &metrics_config::mode),
+               {"local", "redis", "proxy"},
+               "local series; redis: plus stats folded from Redis and windows written back; "
+               "proxy: upstreams' /monitoring/system re-exported"),
+        number("metrics.relative_accuracy",
+               at(&config::metrics, &metrics_config::relative_accuracy), 0.0, 0.5,
+               "Relative error of the percentile sketches (0.01 = 1 %)"),
+        duration("metrics.sample_interval",
+                 at(&config::metrics, &metrics_config::sample_interval), above(0ms),
+                 "Hot paths are drained and gauges sampled this often"),
+        integer("metrics.max_series", at(&config::metrics, &metrics_config::max_series), 1,
+                INT_MAX, "Most windowed series; observations of further ones are dropped and counted"),
+        duration("metrics.export_interval",
+                 at(&config::metrics, &metrics_config::export_interval), above(0ms),
+                 "Interval of the export loop (Pushgateway, Redis, proxy polls)"),
+        boolean("metrics.export_on_start",
+                at(&config::metrics, &metrics_config::export_on_start),
+                "Export once right after start"),
+        boolean("metrics.run_once", at(&config::metrics, &metrics_config::run_once),
+                "`troupe metrics export` exports once and exits (like --once)"),
+        json_object("metrics.mapping", at(&config::metrics, &metrics_config::mapping),
+                    valid_mapping,
+                    "Internal key -> {name, unit}, e.g. {\"sse.connections\":{\"name\":\"ingress_sse\"}}"),
+        duration("metrics.prometheus.scrape_ttl",
+                 [](auto& c) -> decltype(auto) { return (c.metrics.scrape_ttl); }, at_least(0ms),
+                 "GET /metrics answers from a cache this old at most (0: live)"),
+        make_field("metrics.pushgateway.url", "URL", text_kind{},
+                   at(&config::metrics, &metrics_config::pushgateway, &pushgateway_config::url),
+                   optional_http_url, "Pushgateway base URL; empty: no push"),
+        text("metrics.pushgateway.job",
+             at(&config::metrics, &metrics_config::pushgateway, &pushgateway_config::job),
+             "job of the Pushgateway grouping key"),
+        json_object("metrics.pushgateway.grouping",
+                    at(&config::metrics, &metrics_config::pushgateway,
+                       &pushgateway_config::grouping),
+                    valid_grouping, "Further grouping labels, e.g. {\"tenant\":\"t\"}"),
+        duration("metrics.pushgateway.timeout",
+                 at(&config::metrics, &metrics_config::pushgateway, &pushgateway_config::timeout),
+                 above(0ms), "Timeout of one push or delete"),
+        make_field("metrics.redis.url", "URL", text_kind{},
+                   at(&config::metrics, &metrics_config::redis, &redis_metrics_config::url),
+                   optional_redis_url, "redis://[[user]:password@]host[:port][/db] (redis mode)"),
+        text("metrics.redis.prefix",
+             at(&config::metrics, &metrics_config::redis, &redis_metrics_config::prefix),
+             "First part of every Redis key"),
+        text("metrics.redis.tenant",
+             at(&config::metrics, &metrics_config::redis, &redis_metrics_config::tenant),
+             "Tenant part of the Redis keys"),
+        text("metrics.redis.project",
+             at(&config::metrics, &metrics_config::redis, &redis_metrics_config::project),
+             "Project part of the Redis keys"),
+        duration("metrics.redis.stats_max_age",
+                 at(&config::metrics, &metrics_config::redis, &redis_metrics_config::stats_max_age),
+                 above(0ms), "Published stats older than this are ignored"),
+        duration("metrics.redis.ttl",
+                 at(&config::metrics, &metrics_config::redis, &redis_metrics_config::ttl),
+                 at_least(1000ms), "TTL of the windows written back to Redis"),
+        duration("metrics.redis.timeout",
+                 at(&config::metrics, &metrics_config::redis, &redis_metrics_config::timeout),
+                 above(0ms), "Connect and command timeout"),
+        string_list("metrics.proxy.urls",
+                    at(&config::metrics, &metrics_config::proxy, &proxy_metrics_config::urls),
+                    "Base URLs whose /monitoring/system is re-exported (proxy mode)"),
+        optional_text("metrics.proxy.auth_header_name",
+                      at(&config::metrics, &metrics_config::proxy,
+                         &proxy_metrics_config::auth_header_name),
+                      "Header sent with every poll, e.g. Authorization"),
+        optional_text("metrics.proxy.auth_header_value",
+                      at(&config::metrics, &metrics_config::proxy,
+                         &proxy_metrics_config::auth_header_value),
+                      "Its value, e.g. Bearer <token>"),
+        duration("metrics.proxy.timeout",
+                 at(&config::metrics, &metrics_config::proxy, &proxy_metrics_config::timeout),
+                 above(0ms), "Timeout of one poll"),
         boolean("debug.fault_injection", at(&config::debug, &debug_config::fault_injection),
                 "Enables POST /debug/crash/{actor} (for tests and chaos drills)"),
     };
@@ -619,6 +848,25 @@ std::string describe(const YAML::Node& node) {
   return in_quotes(node.Scalar());
 }
 
+/// A YAML mapping or sequence as JSON text (scalars become strings).
+nlohmann::json yaml_to_json(const YAML::Node& node) {
+  if (node.IsMap()) {
+    auto obj = nlohmann::json::object();
+    for (const auto& kv : node)
+      obj[kv.first.Scalar()] = yaml_to_json(kv.second);
+    return obj;
+  }
+  if (node.IsSequence()) {
+    auto arr = nlohmann::json::array();
+    for (const auto& item : node)
+      arr.push_back(yaml_to_json(item));
+    return arr;
+  }
+  if (node.IsNull())
+    return nullptr;
+  return node.Scalar();
+}
+
 void apply_yaml_map(config& c, const YAML::Node& map, const std::string& prefix) {
   std::set<std::string> seen;
   for (const auto& kv : map) {
@@ -641,8 +889,14 @@ void apply_yaml_map(config& c, const YAML::Node& map, const std::string& prefix)
       throw config_error(path, "unknown key");
     if (value.IsNull()) // `key: ~` keeps the built-in default
       continue;
-    if (!value.IsScalar())
+    if (!value.IsScalar()) {
+      auto type = find_field(path)->type;
+      if ((type == "JSON object" && value.IsMap()) || (type == "list" && value.IsSequence())) {
+        assign(c, path, yaml_to_json(value).dump());
+        continue;
+      }
       throw config_error(path, "expected a single value, got " + describe(value));
+    }
     assign(c, path, value.Scalar());
   }
 }
@@ -782,6 +1036,26 @@ config load_config(const config_sources& src) {
   for (auto& f : fields())
     if (auto p = f.check(c))
       throw config_error(f.path, *p);
+  if (c.metrics.mode == "redis" && c.metrics.redis.url.empty())
+    throw config_error("metrics.redis.url", "required when metrics.mode is redis");
+  if (c.metrics.mode == "proxy") {
+    if (c.metrics.proxy.urls.empty())
+      throw config_error("metrics.proxy.urls", "required when metrics.mode is proxy");
+    std::string_view rest = c.metrics.proxy.urls;
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      auto item = rest.substr(0, comma);
+      std::string why;
+      if (!http::parse_url(item, &why))
+        throw config_error("metrics.proxy.urls", why);
+      if (comma == std::string_view::npos)
+        break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  if (c.metrics.proxy.auth_header_name.empty() != c.metrics.proxy.auth_header_value.empty())
+    throw config_error("metrics.proxy.auth_header_name",
+                       "auth_header_name and auth_header_value go together");
   return c;
 }
 

@@ -127,6 +127,65 @@ struct logs_config {
   loki_config loki;
 };
 
+struct pushgateway_config {
+  /// Pushgateway base URL (empty: no push), e.g. http://127.0.0.1:9091
+  std::string url;
+  /// `job` of the grouping key.
+  std::string job = "troupe";
+  /// Further grouping labels as a JSON object, e.g. {"tenant":"t","project":"p"}.
+  std::string grouping;
+  std::chrono::milliseconds timeout{10'000};
+};
+
+struct redis_metrics_config {
+  /// redis://[[user]:password@]host[:port][/db]; required in redis mode.
+  std::string url;
+  /// Key layout: {prefix}:{tenant}:{project}:sse:connections:{instance}:{pid}
+  /// (read) and {prefix}:{tenant}:{project}:metrics:{series} (written).
+  std::string prefix = "troupe";
+  std::string tenant = "default";
+  std::string project = "default";
+  /// Published stats older than this are ignored.
+  std::chrono::milliseconds stats_max_age{120'000};
+  /// TTL of the windows written back.
+  std::chrono::milliseconds ttl{120'000};
+  std::chrono::milliseconds timeout{2'000};
+};
+
+struct proxy_metrics_config {
+  /// Base URLs whose /monitoring/system is re-exported (comma-separated or a
+  /// JSON/YAML list); required in proxy mode.
+  std::string urls;
+  /// Header sent with every poll (e.g. Authorization: Bearer …); empty: none.
+  std::string auth_header_name;
+  std::string auth_header_value;
+  std::chrono::milliseconds timeout{5'000};
+};
+
+struct metrics_config {
+  /// local: this node's series; redis: local plus stats folded from Redis,
+  /// windows written back; proxy: upstreams' /monitoring/system re-exported.
+  std::string mode = "local";
+  /// Relative error of the percentile sketches (0.01 = 1 %).
+  double relative_accuracy = 0.01;
+  /// Hot paths are drained and gauges sampled this often.
+  std::chrono::milliseconds sample_interval{1'000};
+  /// Most windowed series; observations of further series are dropped and counted.
+  int max_series = 20'000;
+  /// Export loop (Pushgateway push, Redis fold/write-back, proxy poll).
+  std::chrono::milliseconds export_interval{30'000};
+  bool export_on_start = true;
+  /// `troupe metrics export` exports once and exits (as with --once).
+  bool run_once = false;
+  /// Internal key → {"name", "unit"} as a JSON object.
+  std::string mapping;
+  /// Cache of GET /metrics (0: live).
+  std::chrono::milliseconds scrape_ttl{0};
+  pushgateway_config pushgateway;
+  redis_metrics_config redis;
+  proxy_metrics_config proxy;
+};
+
 struct debug_config {
   /// Enables `POST /debug/crash/{actor}` (for tests and chaos drills).
   bool fault_injection = false;
@@ -146,6 +205,7 @@ struct config {
   supervisor_config supervisor;
   jobs_config jobs;
   logs_config logs;
+  metrics_config metrics;
   debug_config debug;
 
   /// Host part of `listen`.

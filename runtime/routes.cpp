@@ -130,12 +130,32 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
           // Queue depth and job counts by state ride along as details.
           self->request(jobs, std::chrono::seconds(2), status_atom::value)
             .then(
-              [ex, checks](const std::string& stats) mutable {
+              [self, ex, checks](const std::string& stats) mutable {
                 auto details = json::parse(stats, nullptr, false);
                 details["status"] = "ok";
                 checks["jobs"] = std::move(details);
-                ex->reply(http::response::json(
-                  200, json{{"status", "ready"}, {"checks", checks}}.dump()));
+                auto exporter = lookup<metrics_exporter_actor>(self->system(), names::exporter);
+                if (!exporter) {
+                  ex->reply(http::response::json(
+                    200, json{{"status", "ready"}, {"checks", checks}}.dump()));
+                  return;
+                }
+                // Optional dependencies (Redis, Pushgateway, proxy upstreams) are
+                // shown, but do not make the node unready: jobs still run.
+                self->request(exporter, std::chrono::seconds(3), status_atom::value)
+                  .then(
+                    [ex, checks](const std::string& st) mutable {
+                      auto details = json::parse(st, nullptr, false);
+                      checks["metrics_exporter"] = std::move(details);
+                      ex->reply(http::response::json(
+                        200, json{{"status", "ready"}, {"checks", checks}}.dump()));
+                    },
+                    [ex, checks](caf::error& err) mutable {
+                      checks["metrics_exporter"] = {{"status", "unknown"},
+                                                    {"error", caf::to_string(err)}};
+                      ex->reply(http::response::json(
+                        200, json{{"status", "ready"}, {"checks", checks}}.dump()));
+                    });
               },
               [ex, checks](caf::error& err) mutable {
                 checks["jobs"] = {{"status", "failing"}, {"error", caf::to_string(err)}};

@@ -24,6 +24,8 @@
 #include "actors/job_controller.hpp"
 #include "actors/log_batcher.hpp"
 #include "actors/log_router.hpp"
+#include "actors/metrics.hpp"
+#include "actors/metrics_exporter.hpp"
 #include "actors/names.hpp"
 #include "actors/node_supervisor.hpp"
 #include "actors/store.hpp"
@@ -31,6 +33,9 @@
 #include "persistence/lmdb_env.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/job_routes.hpp"
+#include "runtime/metrics_model.hpp"
+#include "runtime/metrics_routes.hpp"
+#include "runtime/clock.hpp"
 #include "runtime/process.hpp"
 #include "runtime/routes.hpp"
 #include "troupe/build_info.hpp"
@@ -145,7 +150,28 @@ void runtime::start() {
   auto routes = std::make_shared<http::router>();
   add_node_routes(*routes, ctx);
   add_job_routes(*routes, ctx);
+  add_metrics_routes(*routes, ctx);
   http::server_options opts;
+  // Request metrics: one short lock per request on the io thread; the
+  // metrics registry drains the recorder on its tick.
+  auto recorder = std::make_shared<metrics::recorder>(cfg.metrics.relative_accuracy);
+  auto activity_ns = std::make_shared<std::atomic<int64_t>>(0);
+  opts.on_answered = [recorder, activity_ns, quiet = opts.quiet_routes,
+                      duration = metrics::find_family("http.request.duration"),
+                      latency = metrics::find_family("http.request.latency")](
+                       const http::request& req, const std::string& route, unsigned status,
+                       double seconds) {
+    static const std::string unmatched = "unmatched";
+    recorder->observe(*duration,
+                      {req.method, route.empty() ? unmatched : route, std::to_string(status)},
+                      seconds);
+    if (route == "/monitoring/system"
+        || std::find(quiet.begin(), quiet.end(), route) != quiet.end())
+      return;
+    static const std::vector<std::string> none;
+    recorder->observe(*latency, none, seconds);
+    activity_ns->store(now_ns(), std::memory_order_relaxed);
+  };
   opts.io_threads = cfg.http.io_threads;
   opts.body_limit = cfg.http.max_body_bytes;
   opts.request_timeout = cfg.http.request_timeout;
@@ -195,6 +221,32 @@ void runtime::start() {
        return caf::actor_cast<caf::actor>(sys.spawn(log_router, logs_cfg, node_name, json));
      }},
   };
+  auto* server_ptr = d.server.get();
+  std::vector<metric_source> metric_sources{
+    [recorder] { return recorder->take(); },
+    [server_ptr, activity_ns, last = std::make_shared<int64_t>(0)] {
+      metric_deltas out{
+        gauge_delta("http.active_requests", {}, static_cast<double>(server_ptr->in_flight())),
+        gauge_delta("sse.connections", {}, static_cast<double>(server_ptr->sse_streams()))};
+      if (auto t = activity_ns->load(std::memory_order_relaxed); t != *last) {
+        *last = t;
+        out.push_back(gauge_delta("troupe.last_activity", {}, static_cast<double>(t) / 1e9));
+      }
+      return out;
+    }};
+  if (cfg.metrics.mode == "proxy")
+    metric_sources.clear(); // proxy mode re-exports upstreams instead of local series
+  children.push_back({"metrics", [metrics_cfg = cfg.metrics, node_name,
+                                  metric_sources](caf::actor_system& sys) {
+                        return caf::actor_cast<caf::actor>(
+                          sys.spawn(metrics_registry, metrics_cfg, node_name, metric_sources));
+                      }});
+  if (cfg.metrics.mode != "local" || !cfg.metrics.pushgateway.url.empty())
+    children.push_back({"exporter", [metrics_cfg = cfg.metrics](caf::actor_system& sys) {
+                          // Detached: Redis and HTTP calls block.
+                          return caf::actor_cast<caf::actor>(
+                            sys.spawn<caf::detached>(metrics_exporter, metrics_cfg, true));
+                        }});
   if (!cfg.logs.loki.url.empty())
     children.push_back({"loki", [env, loki_cfg = cfg.logs.loki](caf::actor_system& sys) {
                           // Detached: pushes are blocking HTTP calls.

@@ -1,5 +1,6 @@
 #define CAF_SUITE config
 #include "runtime/config.hpp"
+#include "runtime/metrics_model.hpp"
 #include "support/dsl.hpp"
 
 #include <stdlib.h>
@@ -12,6 +13,8 @@
 #include <initializer_list>
 #include <thread>
 #include <utility>
+
+#include <nlohmann/json.hpp>
 
 using troupe::config;
 using troupe::config_error;
@@ -41,6 +44,30 @@ const std::vector<std::string> all_keys = {
     "supervisor.backoff_initial",
     "supervisor.backoff_max",
     "jobs.concurrency",
+    "metrics.mode",
+    "metrics.relative_accuracy",
+    "metrics.sample_interval",
+    "metrics.max_series",
+    "metrics.export_interval",
+    "metrics.export_on_start",
+    "metrics.run_once",
+    "metrics.mapping",
+    "metrics.prometheus.scrape_ttl",
+    "metrics.pushgateway.url",
+    "metrics.pushgateway.job",
+    "metrics.pushgateway.grouping",
+    "metrics.pushgateway.timeout",
+    "metrics.redis.url",
+    "metrics.redis.prefix",
+    "metrics.redis.tenant",
+    "metrics.redis.project",
+    "metrics.redis.stats_max_age",
+    "metrics.redis.ttl",
+    "metrics.redis.timeout",
+    "metrics.proxy.urls",
+    "metrics.proxy.auth_header_name",
+    "metrics.proxy.auth_header_value",
+    "metrics.proxy.timeout",
     "debug.fault_injection",
 };
 
@@ -131,6 +158,15 @@ struct fixture {
 
   config flag(const std::string& key, const std::string& value) {
     return load_config(with_flag(key, value));
+  }
+
+  /// The YAML fails on `path` with a reason starting with `reason`.
+  void check_yaml_error(const std::string& yaml, const std::string& path,
+                        const std::string& reason) {
+    auto err = file_error(yaml);
+    auto want = "config error: " + path + ": " + reason;
+    if (!contains(err, want))
+      CAF_FAIL("expected '" << want << "' in '" << err << "'");
   }
 };
 
@@ -561,6 +597,16 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
   CAF_CHECK_EQUAL(shipped.supervisor.backoff_max.count(), builtin.supervisor.backoff_max.count());
   CAF_CHECK_EQUAL(shipped.jobs.concurrency, builtin.jobs.concurrency);
   CAF_CHECK_EQUAL(shipped.debug.fault_injection, builtin.debug.fault_injection);
+  CAF_CHECK_EQUAL(shipped.metrics.mode, builtin.metrics.mode);
+  CAF_CHECK_EQUAL(shipped.metrics.relative_accuracy, builtin.metrics.relative_accuracy);
+  CAF_CHECK_EQUAL(shipped.metrics.max_series, builtin.metrics.max_series);
+  CAF_CHECK_EQUAL(shipped.metrics.export_interval.count(), builtin.metrics.export_interval.count());
+  CAF_CHECK_EQUAL(shipped.metrics.scrape_ttl.count(), builtin.metrics.scrape_ttl.count());
+  CAF_CHECK_EQUAL(shipped.metrics.mapping, "{}");
+  CAF_CHECK_EQUAL(shipped.metrics.proxy.urls, builtin.metrics.proxy.urls);
+  CAF_CHECK_EQUAL(shipped.metrics.redis.ttl.count(), builtin.metrics.redis.ttl.count());
+  CAF_CHECK_EQUAL(shipped.metrics.redis.stats_max_age.count(),
+                  builtin.metrics.redis.stats_max_age.count());
   // Every key is documented in the file: a leaf name followed by a colon.
   std::ifstream in{path};
   std::string text{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
@@ -602,6 +648,32 @@ CAF_TEST(process_environment returns NAME = VALUE entries) {
   auto env = troupe::process_environment();
   unsetenv("TROUPE_CONFIG_TEST_MARKER");
   CAF_CHECK(std::find(env.begin(), env.end(), "TROUPE_CONFIG_TEST_MARKER=a=b") != env.end());
+}
+
+CAF_TEST(metrics keys accept YAML mappings and lists and name what is wrong) {
+  auto c = load_config(with_file("metrics:\n  mode: proxy\n  proxy:\n    urls: [http://127.0.0.1:1, "
+                     "http://127.0.0.1:2/base]\n  pushgateway:\n    grouping: {tenant: t1, "
+                     "project: p/1}\n  mapping:\n    sse.connections: {name: "
+                     "Ingress/SSEConnections, unit: Count}\n"));
+  CAF_CHECK_EQUAL(c.metrics.proxy.urls, "http://127.0.0.1:1,http://127.0.0.1:2/base");
+  auto grouping = nlohmann::json::parse(c.metrics.pushgateway.grouping);
+  CAF_CHECK_EQUAL(grouping["project"].get<std::string>(), std::string{"p/1"});
+  troupe::metrics::naming names{c.metrics.mapping};
+  CAF_CHECK_EQUAL(names.name(*troupe::metrics::find_family("sse.connections")), "Ingress_SSEConnections");
+  CAF_CHECK_EQUAL(names.unit(*troupe::metrics::find_family("sse.connections")), "Count");
+  check_yaml_error("metrics:\n  mode: redis\n", "metrics.redis.url", "required when metrics.mode is redis");
+  check_yaml_error("metrics:\n  mode: proxy\n", "metrics.proxy.urls", "required");
+  check_yaml_error("metrics:\n  mapping: {nope.key: {name: x}}\n", "metrics.mapping",
+                    "nope.key: unknown metric key");
+  check_yaml_error("metrics:\n  mapping: {troupe.heartbeat: {name: beats}}\n",
+                    "metrics.mapping",
+                   "troupe.heartbeat.name: a counter's name must end in _total");
+  check_yaml_error("metrics:\n  relative_accuracy: 0.7\n", "metrics.relative_accuracy",
+                    "must be between 0 and 0.5");
+  check_yaml_error("metrics:\n  pushgateway:\n    url: https://x\n", "metrics.pushgateway.url", "");
+  check_yaml_error("metrics:\n  redis:\n    url: http://x\n", "metrics.redis.url", "");
+  check_yaml_error("metrics:\n  pushgateway:\n    grouping: not json\n",
+                    "metrics.pushgateway.grouping", "expected a JSON object");
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()

@@ -1,0 +1,273 @@
+#include "actors/metrics.hpp"
+
+#include <cmath>
+#include <limits>
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <caf/send.hpp>
+
+#include "actors/names.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/logging.hpp"
+#include "runtime/metrics_export.hpp"
+
+namespace troupe {
+
+namespace {
+
+constexpr auto nan = std::numeric_limits<double>::quiet_NaN();
+
+metric_window_stats to_stats(const metrics::window_stats& w, metrics::kind k) {
+  metric_window_stats out;
+  out.window = metrics::to_string(w.w);
+  out.count = w.count;
+  out.sum = w.sum;
+  out.min = w.min;
+  out.max = w.max;
+  out.avg = w.avg;
+  out.seconds = w.seconds;
+  // A counter's window holds increments: its rate is their sum per second.
+  out.rate = k == metrics::kind::counter ? (w.seconds > 0 ? w.sum / w.seconds : 0) : w.rate;
+  out.p50 = w.p50;
+  out.p95 = w.p95;
+  out.p99 = w.p99;
+  return out;
+}
+
+} // namespace
+
+metric_window_actor::behavior_type
+metric_window(metric_window_actor::stateful_pointer<metric_window_state> self,
+              const metrics::family* fam, std::vector<std::string> labels,
+              double relative_accuracy) {
+  auto& st = self->state;
+  st.fam = fam;
+  st.labels = std::move(labels);
+  st.ring = std::make_unique<metrics::window_ring>(self->clock().now(), relative_accuracy);
+  if (fam->type == metrics::kind::histogram)
+    st.buckets.assign(fam->bounds.size() + 1, 0);
+  return {
+    [self](metric_delta& d) {
+      auto& st = self->state;
+      auto now = self->clock().now();
+      switch (st.fam->type) {
+        case metrics::kind::histogram: {
+          auto agg = metrics::aggregate::decode(d.observations);
+          if (!agg)
+            return; // a malformed delta is dropped, never merged half-way
+          st.ring->merge(now, *agg);
+          for (size_t i = 0; i < d.buckets.size() && i < st.buckets.size(); ++i)
+            st.buckets[i] += d.buckets[i];
+          break;
+        }
+        case metrics::kind::counter:
+          st.value += d.value;
+          st.ring->add(now, d.value);
+          break;
+        case metrics::kind::gauge:
+          st.value = d.value;
+          // The first value counts at once (a one-shot export sees it);
+          // afterwards the registry's tick samples the current value.
+          if (!st.has_value)
+            st.ring->add(now, d.value);
+          st.has_value = true;
+          break;
+      }
+    },
+    [self](sample_atom) {
+      auto& st = self->state;
+      if (st.fam->type == metrics::kind::gauge && st.has_value)
+        st.ring->add(self->clock().now(), st.value);
+    },
+    [self](get_atom) -> metric_snapshot {
+      auto& st = self->state;
+      auto now = self->clock().now();
+      metric_snapshot s;
+      s.family = st.fam->key;
+      s.labels = st.labels;
+      auto& life = st.ring->lifetime();
+      s.count = life.count;
+      s.sum = life.sum;
+      s.max = life.count > 0 ? life.max : nan;
+      s.value = st.fam->type == metrics::kind::histogram ? life.sum : st.value;
+      s.buckets = st.buckets;
+      for (auto w : {metrics::window::m1, metrics::window::m15, metrics::window::h1})
+        s.windows.push_back(to_stats(st.ring->stats(now, w), st.fam->type));
+      return s;
+    },
+  };
+}
+
+namespace {
+
+using registry_ptr = metrics_actor::stateful_pointer<metrics_state>;
+
+void route(registry_ptr self, metric_delta& d) {
+  auto& st = self->state;
+  auto fam = metrics::find_family(d.family);
+  if (fam == nullptr)
+    return;
+  if (!fam->windowed) {
+    if (fam->key == "troupe.last_activity")
+      st.last_activity = std::max(st.last_activity, d.value);
+    return;
+  }
+  if (st.cfg.mode == "proxy" && fam->key != "redis.sse.connections")
+    return; // proxy mode exports its upstreams' series, not this node's
+  auto id = metrics::series_id(*fam, d.labels);
+  auto i = st.by_id.find(id);
+  if (i == st.by_id.end()) {
+    if (static_cast<int>(st.by_id.size()) >= st.cfg.max_series) {
+      if (st.dropped++ == 0)
+        logging::get("metrics")->warn("metrics.max_series ({}) reached: new series such as {} are "
+                                      "dropped (counted in troupe_metrics_dropped_series_total)",
+                                      st.cfg.max_series, id);
+      return;
+    }
+    // Linked: a series lives and dies with its registry.
+    auto hdl = self->spawn<caf::linked>(metric_window, fam, d.labels, st.cfg.relative_accuracy);
+    i = st.by_id.emplace(id, metrics_state::series{fam, d.labels, hdl}).first;
+    if (fam->type == metrics::kind::gauge)
+      st.gauges.push_back(hdl);
+  }
+  self->send(i->second.hdl, std::move(d));
+}
+
+/// Asks every series for its snapshot; `done` gets them all (in no order).
+void collect(registry_ptr self, std::function<void(metric_snapshots)> done) {
+  auto& st = self->state;
+  if (st.by_id.empty()) {
+    done({});
+    return;
+  }
+  auto acc = std::make_shared<metric_snapshots>();
+  acc->reserve(st.by_id.size());
+  auto left = std::make_shared<size_t>(st.by_id.size());
+  auto finish = [acc, left, done] {
+    if (--*left == 0)
+      done(std::move(*acc));
+  };
+  for (auto& [id, s] : st.by_id)
+    self->request(s.hdl, std::chrono::seconds(10), get_atom::value)
+      .then([acc, finish](metric_snapshot& snap) {
+        acc->push_back(std::move(snap));
+        finish();
+      },
+            [finish](caf::error&) { finish(); });
+}
+
+metrics::registry_view view(registry_ptr self, const metric_snapshots& local) {
+  auto& st = self->state;
+  metrics::registry_view v;
+  v.local = &local;
+  v.proxied = &st.proxied;
+  v.last_activity = st.last_activity;
+  v.heartbeat = st.heartbeat;
+  v.series = st.by_id.size();
+  v.dropped = st.dropped;
+  v.node = st.node;
+  v.mode = st.cfg.mode;
+  return v;
+}
+
+} // namespace
+
+metrics_actor::behavior_type metrics_registry(metrics_actor::stateful_pointer<metrics_state> self,
+                                              metrics_config cfg, std::string node,
+                                              std::vector<metric_source> sources) {
+  auto& st = self->state;
+  st.names = metrics::naming{cfg.mapping};
+  st.cfg = std::move(cfg);
+  st.node = std::move(node);
+  st.sources = std::move(sources);
+  st.last_activity = static_cast<double>(now_ns()) / 1e9;
+  self->delayed_send(self, st.cfg.sample_interval, tick_atom::value);
+  return {
+    [self](metric_deltas& ds) {
+      for (auto& d : ds)
+        route(self, d);
+    },
+    [self](activity_atom) {
+      self->state.last_activity = static_cast<double>(now_ns()) / 1e9;
+    },
+    [self](tick_atom) {
+      auto& st = self->state;
+      ++st.heartbeat;
+      for (auto& src : st.sources)
+        for (auto& d : src())
+          route(self, d);
+      for (auto& g : st.gauges)
+        self->send(g, sample_atom::value);
+      self->delayed_send(self, st.cfg.sample_interval, tick_atom::value);
+    },
+    [self](proxied_atom, const std::string& upstream, metric_snapshots& snaps) {
+      self->state.proxied[upstream] = std::move(snaps);
+    },
+    [self](get_atom) -> caf::result<metric_snapshots> {
+      auto rp = self->make_response_promise<metric_snapshots>();
+      collect(self, [self, rp](metric_snapshots local) mutable {
+        for (auto& [upstream, snaps] : self->state.proxied)
+          local.insert(local.end(), snaps.begin(), snaps.end());
+        rp.deliver(std::move(local));
+      });
+      return rp;
+    },
+    [self](prometheus_atom) -> caf::result<std::string> {
+      auto& st = self->state;
+      auto now = self->clock().now();
+      if (st.has_cache && st.cfg.scrape_ttl.count() > 0 && now - st.cached_at < st.cfg.scrape_ttl)
+        return st.cached;
+      auto rp = self->make_response_promise<std::string>();
+      collect(self, [self, rp](metric_snapshots local) mutable {
+        auto& st = self->state;
+        auto text = metrics::render_prometheus(view(self, local), st.names);
+        if (st.cfg.scrape_ttl.count() > 0) {
+          st.cached = text;
+          st.cached_at = self->clock().now();
+          st.has_cache = true;
+        }
+        rp.deliver(std::move(text));
+      });
+      return rp;
+    },
+    [self](monitoring_atom) -> caf::result<std::string> {
+      auto rp = self->make_response_promise<std::string>();
+      collect(self, [self, rp](metric_snapshots local) mutable {
+        rp.deliver(metrics::render_monitoring(view(self, local), self->state.names));
+      });
+      return rp;
+    },
+  };
+}
+
+void report_metrics(caf::actor_system& sys, metric_deltas deltas) {
+  if (deltas.empty())
+    return;
+  if (auto m = lookup<metrics_actor>(sys, names::metrics))
+    caf::anon_send(m, std::move(deltas));
+}
+
+metric_delta gauge_delta(std::string family, std::vector<std::string> labels, double value) {
+  metric_delta d;
+  d.family = std::move(family);
+  d.labels = std::move(labels);
+  d.value = value;
+  return d;
+}
+
+metric_delta histogram_delta(const metrics::family& fam, std::vector<std::string> labels,
+                             double value, double relative_accuracy) {
+  metric_delta d;
+  d.family = fam.key;
+  d.labels = std::move(labels);
+  metrics::aggregate agg{relative_accuracy};
+  agg.add(value);
+  d.observations = agg.encode();
+  d.buckets.assign(fam.bounds.size() + 1, 0);
+  ++d.buckets[metrics::bucket_index(fam.bounds, value)];
+  return d;
+}
+
+} // namespace troupe

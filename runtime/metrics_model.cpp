@@ -1,0 +1,228 @@
+#include "runtime/metrics_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "http/prometheus.hpp"
+
+namespace troupe::metrics {
+
+const char* to_string(kind k) {
+  switch (k) {
+    case kind::counter: return "counter";
+    case kind::gauge: return "gauge";
+    case kind::histogram: return "histogram";
+  }
+  return "untyped";
+}
+
+namespace {
+
+std::vector<family>& table() {
+  static std::vector<family> fams = [] {
+    const std::vector<double> http_bounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                          0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+    const std::vector<double> wait_bounds{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
+    const std::vector<double> run_bounds{0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200};
+    std::vector<family> v;
+    v.push_back({"http.request.duration", "troupe_http_request_duration_seconds", kind::histogram,
+                 "seconds", "Time from reading an HTTP request to writing its response head",
+                 {"method", "route", "status"}, http_bounds, "troupe_http_requests_total", true});
+    v.push_back({"http.request.latency", "troupe_http_request_latency_seconds", kind::histogram,
+                 "seconds", "Latency of API requests (probes, /metrics and SSE streams excluded)",
+                 {}, http_bounds, {}, true});
+    v.push_back({"http.active_requests", "troupe_http_active_requests", kind::gauge, "requests",
+                 "HTTP requests being handled (SSE streams excluded once started)", {}, {}, {},
+                 true});
+    v.push_back({"sse.connections", "troupe_sse_connections", kind::gauge, "connections",
+                 "Open server-sent-event streams", {}, {}, {}, true});
+    v.push_back({"jobs.queue.depth", "troupe_job_queue_depth", kind::gauge, "jobs",
+                 "Jobs queued (waiting for a slot or a retry backoff)", {}, {}, {}, true});
+    v.push_back({"jobs.queue.pressure", "troupe_job_queue_pressure_ratio", kind::gauge, "ratio",
+                 "Queued jobs per concurrency slot", {}, {}, {}, true});
+    v.push_back({"jobs.pool.utilization", "troupe_job_slots_utilization_ratio", kind::gauge,
+                 "ratio", "Share of concurrency slots running a job", {}, {}, {}, true});
+    v.push_back({"jobs.queue.wait", "troupe_job_queue_wait_seconds", kind::histogram, "seconds",
+                 "Time a job waited in the queue before it started", {}, wait_bounds, {}, true});
+    v.push_back({"jobs.run.duration", "troupe_job_run_duration_seconds", kind::histogram,
+                 "seconds", "Run time of job attempts", {}, run_bounds,
+                 {}, true});
+    v.push_back({"logs.sink.lag", "troupe_log_sink_lag_entries", kind::gauge, "entries",
+                 "Log entries committed but not yet shipped by a sink", {"sink"}, {}, {}, true});
+    v.push_back({"redis.sse.connections", "troupe_redis_sse_connections", kind::gauge,
+                 "connections",
+                 "SSE connections published to Redis by every process of a tenant/project",
+                 {"tenant", "project"}, {}, {}, true});
+    v.push_back({"troupe.last_activity", "troupe_last_activity_timestamp_seconds", kind::gauge,
+                 "seconds",
+                 "Unix time of the last non-probe request or job activity (for idle TTLs)", {},
+                 {}, {}, false});
+    v.push_back({"troupe.heartbeat", "troupe_heartbeat_total", kind::counter, "count",
+                 "Ticks of the metrics registry (proves the export loop is alive)", {}, {}, {},
+                 false});
+    v.push_back({"metrics.series", "troupe_metrics_series", kind::gauge, "series",
+                 "Windowed series held by the metrics registry", {}, {}, {}, false});
+    v.push_back({"metrics.dropped", "troupe_metrics_dropped_series_total", kind::counter,
+                 "series", "Observations of new series refused because metrics.max_series was reached",
+                 {}, {}, {}, false});
+    return v;
+  }();
+  return fams;
+}
+
+} // namespace
+
+const std::vector<family>& families() {
+  return table();
+}
+
+const family* find_family(std::string_view key) {
+  for (auto& f : table())
+    if (f.key == key)
+      return &f;
+  return nullptr;
+}
+
+bool add_family(family f) {
+  if (find_family(f.key) != nullptr)
+    return false;
+  table().push_back(std::move(f));
+  return true;
+}
+
+naming::naming(std::string_view mapping_json) {
+  if (mapping_json.empty())
+    return;
+  auto doc = nlohmann::json::parse(mapping_json, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object())
+    throw std::invalid_argument("expected a JSON object of {\"<key>\": {\"name\", \"unit\"}}");
+  for (auto& [key, spec] : doc.items()) {
+    auto fam = find_family(key);
+    if (fam == nullptr) {
+      std::string known;
+      for (auto& f : families())
+        known += (known.empty() ? "" : ", ") + f.key;
+      throw std::invalid_argument(key + ": unknown metric key (known: " + known + ")");
+    }
+    if (!spec.is_object())
+      throw std::invalid_argument(key + ": expected an object with name and/or unit");
+    auto name = fam->name;
+    auto unit = fam->unit;
+    for (auto& [field, value] : spec.items()) {
+      if (!value.is_string())
+        throw std::invalid_argument(key + "." + field + ": expected a string");
+      if (field == "name")
+        name = value.get<std::string>();
+      else if (field == "unit")
+        unit = value.get<std::string>();
+      else
+        throw std::invalid_argument(key + "." + field + ": unknown field (name, unit)");
+    }
+    // CloudWatch-style names (Ingress/SSEConnections) are made Prometheus-safe.
+    name = prom::sanitize_name(name);
+    if (fam->type == kind::counter && name.size() < 6)
+      throw std::invalid_argument(key + ".name: a counter's name must end in _total");
+    if (fam->type == kind::counter && name.compare(name.size() - 6, 6, "_total") != 0)
+      throw std::invalid_argument(key + ".name: a counter's name must end in _total, got " + name);
+    overrides_[key] = {std::move(name), std::move(unit)};
+  }
+}
+
+const std::string& naming::name(const family& f) const {
+  if (auto i = overrides_.find(f.key); i != overrides_.end())
+    return i->second.first;
+  return f.name;
+}
+
+const std::string& naming::unit(const family& f) const {
+  if (auto i = overrides_.find(f.key); i != overrides_.end())
+    return i->second.second;
+  return f.unit;
+}
+
+std::string series_id(const family& f, const std::vector<std::string>& labels) {
+  std::string out = f.key;
+  if (f.label_names.empty())
+    return out;
+  out += '{';
+  for (size_t i = 0; i < f.label_names.size(); ++i) {
+    if (i > 0)
+      out += ',';
+    out += f.label_names[i];
+    out += '=';
+    if (i < labels.size())
+      out += labels[i];
+  }
+  out += '}';
+  return out;
+}
+
+size_t bucket_index(const std::vector<double>& bounds, double value) {
+  return static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), value)
+                             - bounds.begin());
+}
+
+recorder::recorder(double relative_accuracy) : alpha_(relative_accuracy) {}
+
+recorder::pending_series& recorder::slot(const family& f, const std::vector<std::string>& labels) {
+  key_.clear();
+  key_ += f.key;
+  for (auto& l : labels) {
+    key_ += '\x1f';
+    key_ += l;
+  }
+  auto i = pending_.find(key_);
+  if (i == pending_.end()) {
+    i = pending_.emplace(key_, pending_series{alpha_}).first;
+    i->second.fam = &f;
+    i->second.labels = labels;
+    if (f.type == kind::histogram)
+      i->second.buckets.assign(f.bounds.size() + 1, 0);
+  }
+  return i->second;
+}
+
+void recorder::observe(const family& f, const std::vector<std::string>& labels, double value) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto& s = slot(f, labels);
+  s.obs.add(value);
+  if (!s.buckets.empty())
+    ++s.buckets[bucket_index(f.bounds, value)];
+}
+
+void recorder::add(const family& f, const std::vector<std::string>& labels, double n) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  slot(f, labels).increment += n;
+}
+
+metric_deltas recorder::take() {
+  std::unordered_map<std::string, pending_series> taken;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    taken.swap(pending_);
+  }
+  metric_deltas out;
+  out.reserve(taken.size());
+  for (auto& [key, s] : taken) {
+    metric_delta d;
+    d.family = s.fam->key;
+    d.labels = std::move(s.labels);
+    d.value = s.increment;
+    if (s.fam->type == kind::histogram) {
+      d.observations = s.obs.encode();
+      d.buckets = std::move(s.buckets);
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+size_t recorder::pending() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return pending_.size();
+}
+
+} // namespace troupe::metrics
