@@ -70,6 +70,10 @@ struct write_op {
     erase,
     /// Stores `value` under the next sequence key of `table` (big-endian u64).
     append,
+    /// Appends the log lines packed in `value` (persistence::log_op_builder)
+    /// to `logs` and, if `key` is not empty, indexes them under it in
+    /// `job_logs`. Its result is the first global seq and the line count.
+    log_append,
   };
   uint8_t kind = put;
   std::string table;
@@ -85,7 +89,8 @@ typename Inspector::result_type inspect(Inspector& f, write_op& x) {
 using write_batch = std::vector<write_op>;
 
 /// What a committed batch produced: the sequence numbers given to its
-/// `append` ops, in op order.
+/// `append` ops, in op order (a `log_append` op adds its first seq and its
+/// line count).
 struct write_result {
   std::vector<uint64_t> appended;
 };
@@ -133,14 +138,17 @@ typename Inspector::result_type inspect(Inspector& f, job_update& x) {
 struct proc_output {
   uint8_t stream = 1;
   int64_t ts_ns = 0;
-  std::vector<std::string> lines;
+  /// The lines back to back, each a 4-byte length then its bytes
+  /// (persistence::pack_line): one allocation per read, not per line.
+  std::string lines;
+  uint32_t count = 0;
   /// The pipe reached end of file with this batch.
   bool eof = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, proc_output& x) {
-  return f(caf::meta::type_name("proc_output"), x.stream, x.ts_ns, x.lines, x.eof);
+  return f(caf::meta::type_name("proc_output"), x.stream, x.ts_ns, x.lines, x.count, x.eof);
 }
 
 /// One line in the log pipeline (job output, troupe's own logs, later app
@@ -244,6 +252,48 @@ typename Inspector::result_type inspect(Inspector& f, metric_snapshot& x) {
 
 using metric_snapshots = std::vector<metric_snapshot>;
 
+/// The labels a batch of lines shares: stored once per distinct set (the
+/// `log_labels` table), not with every line.
+struct log_labels {
+  /// Job name or app name; `troupe` for the daemon's own lines.
+  std::string service;
+  /// Job id or replica id; the logger name for troupe.
+  std::string instance;
+  /// `job`, `app`, `troupe` or a subprocess name.
+  std::string source;
+  std::string request_id;
+  /// Filled in by the router when empty.
+  std::string ns;
+  std::string node;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, log_labels& x) {
+  return f(caf::meta::type_name("log_labels"), x.service, x.instance, x.source, x.request_id,
+           x.ns, x.node);
+}
+
+/// A producer's batch for the log pipeline: one label set, one read's lines.
+struct log_ingest {
+  log_labels labels;
+  /// Per-instance index the lines join (the job id); empty for none.
+  std::string index;
+  /// Per-instance seq of the first line; the others follow consecutively.
+  uint64_t first_seq = 0;
+  int64_t ts_ns = 0;
+  /// 1 = stdout, 2 = stderr.
+  uint8_t stream = 1;
+  /// Packed as in proc_output.
+  std::string lines;
+  uint32_t count = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, log_ingest& x) {
+  return f(caf::meta::type_name("log_ingest"), x.labels, x.index, x.first_seq, x.ts_ns, x.stream,
+           x.lines, x.count);
+}
+
 } // namespace troupe
 
 CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
@@ -262,6 +312,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::metric_window_stats))
   CAF_ADD_TYPE_ID(troupe, (troupe::metric_snapshot))
   CAF_ADD_TYPE_ID(troupe, (troupe::metric_snapshots))
+  CAF_ADD_TYPE_ID(troupe, (troupe::log_labels))
+  CAF_ADD_TYPE_ID(troupe, (troupe::log_ingest))
 
   // CAF already defines get, put, flush, ping, publish, subscribe, ok …
   CAF_ADD_ATOM(troupe, troupe, write_atom, "write")
@@ -360,9 +412,10 @@ using log_batcher_actor = caf::typed_actor<
 /// sink and the outbox of the others), then tells subscribers and batchers.
 using log_router_actor = caf::typed_actor<
   // A producer's lines (one message per batch, never per line); answers
-  // with the last seq once they are committed, so producers can pace
-  // themselves (credit) instead of filling the router's mailbox.
-  caf::replies_to<ingest_atom, log_batch>::with<uint64_t>,
+  // with the global seq of the first line once they are committed, so
+  // producers can pace themselves (credit) instead of filling the router's
+  // mailbox.
+  caf::replies_to<ingest_atom, log_ingest>::with<uint64_t>,
   // troupe's own log lines are waiting in the logging buffer: take them.
   caf::reacts_to<drain_atom>,
   // Adds a live subscriber; dropped when it terminates.

@@ -9,6 +9,7 @@
 
 #include "actors/job_controller.hpp"
 #include "actors/names.hpp"
+#include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/logging.hpp"
 
@@ -147,9 +148,46 @@ void maybe_finish(self_ptr self) {
     finalize(self);
 }
 
+/// Hands a batch of lines to the log router, which writes it once (the
+/// job's index and the global log) and answers with its first global seq;
+/// then runs `then(batch)`. A router or store that is briefly away
+/// (restarting under the supervisor) is retried: the batch is the only copy.
+template <class Then>
+void ingest(self_ptr self, std::shared_ptr<log_ingest> batch, Then then, int attempt = 0) {
+  auto router = lookup<log_router_actor>(self->system(), names::logs);
+  auto retry = [self, batch, then, attempt](const std::string& why) mutable {
+    if (attempt >= 100) {
+      log()->error("job {}: giving up on writing {} output lines: {}", self->state.rec.id,
+                   batch->count, why);
+      self->quit(caf::make_error(ec::store_failure, why));
+      return;
+    }
+    auto key = self->state.next_deferred++;
+    self->state.deferred.emplace(key, [self, batch, then, attempt]() mutable {
+      ingest(self, std::move(batch), std::move(then), attempt + 1);
+    });
+    self->delayed_send(self, std::chrono::milliseconds(100), deferred_atom::value, key);
+  };
+  if (!router) {
+    retry("log router not running");
+    return;
+  }
+  // The message takes a copy; ours stays for the subscribers and a retry.
+  self->request(router, store_timeout * 2, ingest_atom::value, *batch)
+    .then(
+      [batch, then, retry](uint64_t first) mutable {
+        if (first == 0) {
+          retry("the log batch was not stored");
+          return;
+        }
+        then(*batch);
+      },
+      [retry](caf::error& err) mutable { retry(caf::to_string(err)); });
+}
+
 void on_output(self_ptr self, proc_output& out) {
   auto& st = self->state;
-  if (out.lines.empty()) {
+  if (out.count == 0) {
     if (out.eof)
       (out.stream == 1 ? st.out_eof : st.err_eof) = true;
     else if (st.watch)
@@ -157,67 +195,49 @@ void on_output(self_ptr self, proc_output& out) {
     maybe_finish(self);
     return;
   }
-  write_batch batch;
-  batch.reserve(out.lines.size());
-  std::vector<log_line> lines;
-  lines.reserve(out.lines.size());
-  for (auto& text : out.lines) {
-    auto seq = st.next_seq++;
-    batch.push_back(write_op{write_op::put, "job_logs", persistence::log_key(st.rec.id, seq),
-                             persistence::encode_log(out.ts_ns, out.stream, text)});
-    lines.push_back(log_line{seq, out.ts_ns, out.stream, std::move(text)});
-  }
+  auto batch = std::make_shared<log_ingest>();
+  batch->labels.service = st.rec.name.empty() ? "job" : st.rec.name;
+  batch->labels.instance = st.rec.id;
+  batch->labels.source = "job";
+  batch->labels.request_id = st.rec.request_id;
+  batch->index = st.rec.id;
+  batch->first_seq = st.next_seq;
+  batch->ts_ns = out.ts_ns;
+  batch->stream = out.stream;
+  batch->lines = std::move(out.lines);
+  batch->count = out.count;
+  st.next_seq += out.count;
   ++st.pending_writes;
-  auto stream = out.stream;
-  auto eof = out.eof;
-  write(self, std::move(batch), [self, lines = std::move(lines), stream, eof]() mutable {
+  ++st.pipeline_in_flight;
+  // Credit: the pipe is read on while at most a few batches wait for their
+  // commit, so memory stays bounded however fast the job writes, while
+  // reading overlaps the commits.
+  if (out.eof)
+    (out.stream == 1 ? st.out_eof : st.err_eof) = true;
+  else if (st.pipeline_in_flight < job_state::max_pipeline_batches && st.watch)
+    st.watch->resume(out.stream);
+  else
+    st.held_streams.push_back(out.stream);
+  ingest(self, std::move(batch), [self](const log_ingest& b) {
     auto& st = self->state;
-    job_update up;
-    up.job_id = st.rec.id;
-    up.lines = lines;
-    notify(self, std::move(up));
-    // Credit: the reader goes on once this batch is in the job's table and
-    // at most a few batches wait for the pipeline's commit, so memory stays
-    // bounded however fast the job writes, while the two writes overlap.
-    if (eof)
-      (stream == 1 ? st.out_eof : st.err_eof) = true;
-    else if (st.pipeline_in_flight < job_state::max_pipeline_batches && st.watch)
-      st.watch->resume(stream);
-    else
-      st.held_streams.push_back(stream);
-    ++st.pipeline_in_flight;
-    auto resume = [self] {
-      auto& st = self->state;
-      --st.pending_writes;
-      --st.pipeline_in_flight;
-      auto held = std::move(st.held_streams);
-      st.held_streams.clear();
-      for (auto s : held)
-        if (st.watch)
-          st.watch->resume(s);
-      maybe_finish(self);
-    };
-    // Into the log pipeline (Loki, /logs) with the job's labels.
-    auto router = lookup<log_router_actor>(self->system(), names::logs);
-    if (!router) {
-      resume();
-      return;
+    if (!st.subscribers.empty()) {
+      job_update up;
+      up.job_id = st.rec.id;
+      up.lines.reserve(b.count);
+      auto seq = b.first_seq;
+      persistence::for_each_packed(b.lines, [&](std::string_view l) {
+        up.lines.push_back(log_line{seq++, b.ts_ns, b.stream, std::string{l}});
+      });
+      notify(self, std::move(up));
     }
-    log_batch batch;
-    batch.reserve(lines.size());
-    for (auto& l : lines) {
-      log_record r;
-      r.ts_ns = l.ts_ns;
-      r.line = std::move(l.line);
-      r.stream = l.stream;
-      r.service = st.rec.name.empty() ? "job" : st.rec.name;
-      r.instance = st.rec.id;
-      r.source = "job";
-      r.request_id = st.rec.request_id;
-      batch.push_back(std::move(r));
-    }
-    self->request(router, std::chrono::seconds(60), ingest_atom::value, std::move(batch))
-      .then([resume](uint64_t) { resume(); }, [resume](caf::error&) { resume(); });
+    --st.pending_writes;
+    --st.pipeline_in_flight;
+    auto held = std::move(st.held_streams);
+    st.held_streams.clear();
+    for (auto s : held)
+      if (st.watch)
+        st.watch->resume(s);
+    maybe_finish(self);
   });
 }
 
@@ -263,7 +283,7 @@ void start_process(self_ptr self) {
   process::callbacks cb;
   cb.on_output = [weak](process::output o) {
     if (auto hdl = caf::actor_cast<job_actor>(weak))
-      caf::anon_send(hdl, proc_output{o.stream, o.ts_ns, std::move(o.lines), o.eof});
+      caf::anon_send(hdl, proc_output{o.stream, o.ts_ns, std::move(o.lines), o.count, o.eof});
   };
   cb.on_exit = [weak](process::exit_status es) {
     if (auto hdl = caf::actor_cast<job_actor>(weak))

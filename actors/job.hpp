@@ -44,10 +44,9 @@ struct job_state {
   std::shared_ptr<process::watch> watch;
   /// Next sequence number for an output line (continues across attempts).
   uint64_t next_seq = 1;
-  /// Output batches not yet committed in both the job's table and the log
-  /// pipeline.
+  /// Writes not yet committed (output batches and the process record).
   int pending_writes = 0;
-  /// Batches waiting for the pipeline's commit, and streams whose reading
+  /// Output batches waiting for their commit, and streams whose reading
   /// waits for one of them.
   static constexpr int max_pipeline_batches = 4;
   int pipeline_in_flight = 0;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "persistence/jobs.hpp"
+#include "persistence/logs.hpp"
 
 namespace troupe {
 
@@ -16,12 +17,19 @@ using nlohmann::json;
 constexpr size_t replay_page = 512;
 
 std::string log_data(uint64_t seq, int64_t ts_ns, uint8_t stream, const std::string& line) {
-  persistence::log_entry e{seq, ts_ns, stream, line};
-  auto j = json::parse(persistence::to_api_json(e));
+  persistence::stored_line s;
+  s.ts_ns = ts_ns;
+  s.stream = stream;
+  s.line = line;
+  std::string out;
+  out.reserve(128 + 2 * line.size());
+  persistence::append_api_json(out, seq, s);
   // Seed clients read {"type":"log","data":"...\n"}; both shapes in one.
-  j["type"] = "log";
-  j["data"] = line + "\n";
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+  out.pop_back();
+  out += ",\"type\":\"log\",\"data\":";
+  persistence::append_json_string(out, line + "\n");
+  out += '}';
+  return out;
 }
 
 bool send_line(self_ptr self, uint64_t seq, int64_t ts, uint8_t stream, const std::string& line) {

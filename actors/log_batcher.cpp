@@ -78,30 +78,77 @@ std::vector<std::pair<std::string, std::string>> push_headers(const loki_config&
   return h;
 }
 
+/// The next batch after the cursor, already written as a push body: read in
+/// place from the `logs` table, streams keyed by label set and level.
+struct push_batch {
+  size_t count = 0;
+  size_t bytes = 0;
+  uint64_t first_seq = 0;
+  uint64_t last_seq = 0;
+  int64_t first_ts = 0;
+  std::string body;
+};
+
+push_batch read_batch(self_ptr self) {
+  auto& st = self->state;
+  push_batch b;
+  bool label_mode = st.cfg.request_id_as == "label";
+  loki::push_body_builder body;
+  std::map<std::pair<uint64_t, uint32_t>, size_t> streams;
+  st.env->read([&](persistence::txn& t) {
+    persistence::scan_logs(t, st.cursor, [&](const persistence::stored_line& s) {
+      if (b.count > 0 && b.bytes + s.line.size() > st.cfg.batch_bytes)
+        return false;
+      if (b.count == 0) {
+        b.first_seq = s.seq;
+        b.first_ts = s.ts_ns;
+      }
+      b.last_seq = s.seq;
+      ++b.count;
+      b.bytes += s.line.size();
+      auto level = st.levels.try_emplace(std::string{s.level}, st.levels.size()).first->second;
+      auto& l = st.labels.get(t, s.labels);
+      auto [it, added] = streams.try_emplace({s.labels, level}, body.streams());
+      if (added) {
+        // Loki shows labels sorted by name.
+        std::vector<std::pair<std::string_view, std::string_view>> ls{
+          {"instance", l.instance}, {"level", s.level}, {"namespace", l.ns}, {"node", l.node}};
+        if (label_mode && !l.request_id.empty())
+          ls.emplace_back("request_id", l.request_id);
+        ls.emplace_back("service", l.service);
+        ls.emplace_back("source", l.source);
+        body.add_stream(ls);
+      }
+      body.add(it->second, s.ts_ns, s.line, label_mode ? std::string_view{} : l.request_id);
+      return b.count < static_cast<size_t>(st.cfg.batch_entries);
+    });
+  });
+  if (st.levels.size() > 1024)
+    st.levels.clear();
+  b.body = body.finish();
+  return b;
+}
+
 /// Sends at most one batch, then re-nudges itself: other messages (status,
 /// shutdown) interleave with a long backlog.
 void pump(self_ptr self) {
   auto& st = self->state;
   if (st.waiting != log_batcher_state::wait_kind::backoff && st.cursor < st.head) {
     st.waiting = log_batcher_state::wait_kind::none;
-    auto records = persistence::read_logs_after(*st.env, st.cursor, st.cfg.batch_entries,
-                                                st.cfg.batch_bytes);
-    if (records.empty()) {
+    auto batch = read_batch(self);
+    if (batch.count == 0) {
       st.head = st.cursor;
       return;
     }
-    size_t bytes = 0;
-    for (auto& r : records)
-      bytes += r.line.size();
     if (st.pending_after != st.cursor) {
       st.pending_after = st.cursor;
       st.pending_since = self->clock().now();
     }
     auto waited = std::chrono::duration_cast<milliseconds>(self->clock().now() - st.pending_since);
-    auto age = std::max(milliseconds{(now_ns() - records.front().ts_ns) / 1'000'000}, waited);
+    auto age = std::max(milliseconds{(now_ns() - batch.first_ts) / 1'000'000}, waited);
     loki::batch_limits limits{static_cast<size_t>(st.cfg.batch_entries),
                               static_cast<size_t>(st.cfg.batch_bytes), st.cfg.batch_wait};
-    auto d = loki::decide(limits, records.size(), bytes, std::max(age, milliseconds{0}));
+    auto d = loki::decide(limits, batch.count, batch.bytes, std::max(age, milliseconds{0}));
     if (!d.flush) {
       wait_for(self, d.wait, log_batcher_state::wait_kind::batch);
       return;
@@ -111,20 +158,7 @@ void pump(self_ptr self) {
       wait_for(self, st.cfg.breaker_cooldown, log_batcher_state::wait_kind::backoff);
       return;
     }
-    std::vector<loki::entry> entries;
-    entries.reserve(records.size());
-    for (auto& r : records)
-      entries.push_back(loki::entry{r.ts_ns, r.line,
-                                    {{"service", r.service},
-                                     {"instance", r.instance},
-                                     {"namespace", r.ns},
-                                     {"level", r.level},
-                                     {"source", r.source},
-                                     {"node", r.node}},
-                                    r.request_id});
-    auto body = loki::push_body(entries, st.cfg.request_id_as == "label"
-                                           ? loki::request_id_mode::label
-                                           : loki::request_id_mode::structured_metadata);
+    auto body = std::move(batch.body);
     if (st.cfg.gzip)
       body = loki::gzip(body);
     auto res = http::fetch(st.base, "POST", "/loki/api/v1/push", push_headers(st.cfg), body,
@@ -135,18 +169,18 @@ void pump(self_ptr self) {
         if (st.failures > 0)
           log()->info("Loki is back after {} failed pushes", st.failures);
         st.failures = 0;
-        st.shipped += records.size();
-        st.cursor = records.back().seq;
+        st.shipped += batch.count;
+        st.cursor = batch.last_seq;
         save_cursor(self);
         break;
       case loki::outcome::drop:
         st.breaker->success();
         st.failures = 0;
-        st.rejected += records.size();
-        st.cursor = records.back().seq;
+        st.rejected += batch.count;
+        st.cursor = batch.last_seq;
         save_cursor(self);
         log()->error("Loki rejected a batch of {} entries (seq {}..{}) with {}: {}; skipping it",
-                     records.size(), records.front().seq, records.back().seq, res.status,
+                     batch.count, batch.first_seq, batch.last_seq, res.status,
                      res.body.substr(0, 300));
         break;
       case loki::outcome::retry: {
@@ -189,19 +223,35 @@ log_batcher_actor::behavior_type log_batcher(self_ptr self,
   }
   st.base = *base;
   st.breaker.emplace(st.cfg.breaker_failures, st.cfg.breaker_cooldown);
+  bool fresh = false;
   st.env->read([&](persistence::txn& t) {
     st.head = t.last_seq("logs");
-    if (auto c = t.get("meta", cursor_key))
+    if (auto c = t.get("meta", cursor_key)) {
       st.cursor = std::stoull(*c);
-    else
-      st.cursor = st.head;  // a newly enabled sink starts now, not with history
+      return;
+    }
+    // A newly enabled sink ships what the outbox still holds, like Promtail
+    // reading a file from its start: the retained log, newest first up to
+    // outbox_bytes — so troupe's own first lines reach Loki too.
+    fresh = true;
+    uint64_t bytes = 0;
+    st.cursor = 0;
+    t.scan_reverse("logs", {}, [&](std::string_view k, std::string_view v) {
+      bytes += v.size();
+      if (bytes > st.cfg.outbox_bytes) {
+        st.cursor = persistence::seq_from_key(k);
+        return false;
+      }
+      return true;
+    });
   });
   if (st.cursor > st.head)
     st.cursor = st.head;
   // Remember where a newly enabled sink starts: after a crash it resumes
-  // here instead of skipping what was logged while Loki was away.
+  // here instead of starting over.
   save_cursor(self);
-  log()->info("shipping logs to {} from seq {}", st.cfg.url, st.cursor + 1);
+  log()->info("shipping logs to {} from seq {}{}", st.cfg.url, st.cursor + 1,
+              fresh ? " (new sink: the retained log first)" : "");
   return {
     [self](nudge_atom, uint64_t head) {
       self->state.head = std::max(self->state.head, head);

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -12,6 +13,7 @@
 #include "http/http_client.hpp"
 #include "http/loki.hpp"
 #include "persistence/lmdb_env.hpp"
+#include "persistence/logs.hpp"
 #include "runtime/config.hpp"
 
 namespace troupe {
@@ -41,6 +43,9 @@ struct log_batcher_state {
   uint64_t pending_after = UINT64_MAX;
   caf::actor_clock::time_point pending_since;
   std::mt19937_64 rng{std::random_device{}()};
+  /// Label sets and levels seen in the table, for the push body's streams.
+  persistence::label_cache labels;
+  std::map<std::string, uint32_t> levels;
 };
 
 /// The Loki sink: reads the `logs` table after its cursor at its own pace,

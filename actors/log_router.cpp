@@ -9,6 +9,7 @@
 
 #include "actors/names.hpp"
 #include "http/loki.hpp"
+#include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
@@ -29,58 +30,60 @@ void finished_one(self_ptr self) {
   }
 }
 
-/// Persists and forwards a batch; `done` gets the last seq (0 on failure).
-void route(self_ptr self, log_batch batch, std::function<void(uint64_t)> done = nullptr) {
+/// Persists log_append ops in one store write and forwards what they hold;
+/// `done` gets the first global seq (0 on failure).
+void route(self_ptr self, write_batch ops, std::function<void(uint64_t)> done = nullptr) {
   auto& st = self->state;
-  if (batch.empty()) {
+  if (ops.empty()) {
     if (done)
       done(st.last_seq);
     return;
   }
-  write_batch ops;
-  ops.reserve(batch.size());
-  for (auto& r : batch) {
-    if (r.ns.empty())
-      r.ns = st.cfg.ns;
-    if (r.node.empty())
-      r.node = st.node;
-    if (r.level.empty())
-      r.level = loki::detect_level(r.line, r.stream == 2, st.cfg.stdout_level,
-                                   st.cfg.stderr_level);
-    ops.push_back(write_op{write_op::append, "logs", {}, persistence::encode(r)});
-  }
   auto store = lookup<store_actor>(self->system(), names::store);
   if (!store) {
-    // The store restarts under its supervisor; producers keep their own
-    // copies (job logs), troupe's lines still reach stdout.
-    logging::get("logs")->warn("store unavailable: {} log lines not routed", batch.size());
+    // The store restarts under its supervisor; job producers retry, troupe's
+    // lines still reached stdout.
+    logging::get("logs")->warn("store unavailable: a log batch was not routed");
     if (done)
       done(0);
     return;
   }
+  // Only live readers need the lines back as records: keep a copy for them.
+  std::shared_ptr<write_batch> copy;
+  if (!st.subscribers.empty() || st.cfg.stdout_sink)
+    copy = std::make_shared<write_batch>(ops);
   ++st.in_flight;
   self->request(store, std::chrono::seconds(30), write_atom::value, std::move(ops))
     .then(
-      [self, batch = std::move(batch), done](write_result& res) mutable {
+      [self, copy, done](write_result& res) mutable {
         auto& st = self->state;
-        for (size_t i = 0; i < batch.size() && i < res.appended.size(); ++i)
-          batch[i].seq = res.appended[i];
-        st.last_seq = std::max(st.last_seq, batch.back().seq);
-        st.lines += batch.size();
-        if (st.cfg.stdout_sink) {
-          std::string out;
-          for (auto& r : batch)
-            if (r.source != "troupe")  // spdlog printed those already
-              out += stdout_line(r, st.json_stdout);
-          std::fwrite(out.data(), 1, out.size(), stdout);
-          std::fflush(stdout);
+        uint64_t first = res.appended.empty() ? 0 : res.appended[0];
+        for (size_t i = 0; i + 1 < res.appended.size(); i += 2) {
+          st.last_seq = std::max(st.last_seq, res.appended[i] + res.appended[i + 1] - 1);
+          st.lines += res.appended[i + 1];
+        }
+        if (copy) {
+          log_batch batch;
+          for (size_t i = 0; i < copy->size() && 2 * i < res.appended.size(); ++i) {
+            auto part = persistence::decode_log_op((*copy)[i].value, res.appended[2 * i]);
+            batch.insert(batch.end(), std::make_move_iterator(part.begin()),
+                         std::make_move_iterator(part.end()));
+          }
+          if (st.cfg.stdout_sink) {
+            std::string out;
+            for (auto& r : batch)
+              if (r.source != "troupe")  // spdlog printed those already
+                out += stdout_line(r, st.json_stdout);
+            std::fwrite(out.data(), 1, out.size(), stdout);
+            std::fflush(stdout);
+          }
+          for (auto& sub : st.subscribers)
+            self->send(sub, batch);
         }
         if (auto loki = lookup<log_batcher_actor>(self->system(), names::loki))
           self->send(loki, nudge_atom::value, st.last_seq);
-        for (auto& sub : st.subscribers)
-          self->send(sub, batch);
         if (done)
-          done(st.last_seq);
+          done(first);
         finished_one(self);
       },
       [self, done](caf::error& err) {
@@ -89,6 +92,23 @@ void route(self_ptr self, log_batch batch, std::function<void(uint64_t)> done = 
           done(0);
         finished_one(self);
       });
+}
+
+/// One op per run of records with equal labels (troupe's own lines).
+write_batch ops_for(const log_batch& records) {
+  write_batch ops;
+  size_t i = 0;
+  while (i < records.size()) {
+    auto& r0 = records[i];
+    log_labels l{r0.service, r0.instance, r0.source, r0.request_id, r0.ns, r0.node};
+    persistence::log_op_builder b{l};
+    for (; i < records.size() && records[i].service == r0.service && records[i].source == r0.source
+           && records[i].instance == r0.instance && records[i].request_id == r0.request_id;
+         ++i)
+      b.add(records[i].ts_ns, records[i].stream, records[i].level, records[i].line);
+    ops.push_back(write_op{write_op::log_append, "logs", {}, b.take()});
+  }
+  return ops;
 }
 
 } // namespace
@@ -124,9 +144,24 @@ log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::
   self->set_down_handler(
     [self](caf::down_msg& dm) { drop_terminated(self->state.subscribers, dm.source); });
   return {
-    [self](ingest_atom, log_batch& batch) -> caf::result<uint64_t> {
+    [self](ingest_atom, log_ingest& in) -> caf::result<uint64_t> {
+      auto& st = self->state;
+      if (in.labels.ns.empty())
+        in.labels.ns = st.cfg.ns;
+      if (in.labels.node.empty())
+        in.labels.node = st.node;
+      persistence::log_op_builder b{in.labels};
+      persistence::for_each_packed(in.lines, [&](std::string_view line) {
+        b.add(in.ts_ns, in.stream,
+              loki::detect_level(line, in.stream == 2, st.cfg.stdout_level, st.cfg.stderr_level),
+              line);
+      });
+      write_batch ops{write_op{write_op::log_append, "logs",
+                               in.index.empty() ? std::string{}
+                                                : persistence::log_key(in.index, in.first_seq),
+                               b.take()}};
       auto rp = self->make_response_promise<uint64_t>();
-      route(self, std::move(batch), [rp](uint64_t seq) mutable { rp.deliver(seq); });
+      route(self, std::move(ops), [rp](uint64_t seq) mutable { rp.deliver(seq); });
       return rp;
     },
     [self](drain_atom) {
@@ -157,7 +192,11 @@ log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::
         r.request_id = std::move(l.request_id);
         batch.push_back(std::move(r));
       }
-      route(self, std::move(batch));
+      for (auto& r : batch) {
+        r.ns = st.cfg.ns;
+        r.node = st.node;
+      }
+      route(self, ops_for(batch));
     },
     [self](subscribe_atom, log_subscriber_actor& sub) {
       self->monitor(sub);

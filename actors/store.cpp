@@ -1,5 +1,6 @@
 #include "actors/store.hpp"
 
+#include "persistence/logs.hpp"
 #include "runtime/logging.hpp"
 
 namespace troupe {
@@ -13,6 +14,12 @@ write_result apply_batch(persistence::txn& t, const write_batch& ops) {
       case write_op::put: t.put(op.table, op.key, op.value); break;
       case write_op::erase: t.erase(op.table, op.key); break;
       case write_op::append: result.appended.push_back(t.append(op.table, op.value)); break;
+      case write_op::log_append: {
+        auto [first, count] = persistence::append_log_op(t, op.key, op.value);
+        result.appended.push_back(first);
+        result.appended.push_back(count);
+        break;
+      }
       default: throw std::invalid_argument("unknown write op kind " + std::to_string(op.kind));
     }
   }

@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <zlib.h>
 
+#include "persistence/logs.hpp"
+
 namespace troupe::loki {
 
 namespace {
@@ -26,13 +28,6 @@ label_set stream_labels(const entry& e, request_id_mode mode) {
   auto labels = e.labels;
   labels["request_id"] = e.request_id;
   return labels;
-}
-
-json stream_value(const entry& e, request_id_mode mode) {
-  auto value = json::array({std::to_string(e.ts_ns), e.line});
-  if (mode == request_id_mode::structured_metadata && !e.request_id.empty())
-    value.push_back({{"request_id", e.request_id}});
-  return value;
 }
 
 std::string_view trim(std::string_view s) {
@@ -282,16 +277,75 @@ std::string normalise_level(std::string level) {
 
 std::string push_body(const std::vector<entry>& entries, request_id_mode mode) {
   std::map<label_set, size_t> index;
-  auto streams = json::array();
+  push_body_builder b;
   for (const auto& e : entries) {
     auto labels = stream_labels(e, mode);
-    auto [it, added] = index.try_emplace(labels, streams.size());
-    if (added)
-      streams.push_back({{"stream", labels}, {"values", json::array()}});
-    streams[it->second]["values"].push_back(stream_value(e, mode));
+    auto [it, added] = index.try_emplace(labels, b.streams());
+    if (added) {
+      std::vector<std::pair<std::string_view, std::string_view>> pairs{labels.begin(),
+                                                                       labels.end()};
+      b.add_stream(pairs);
+    }
+    b.add(it->second, e.ts_ns, e.line,
+          mode == request_id_mode::structured_metadata ? std::string_view{e.request_id}
+                                                       : std::string_view{});
   }
-  json body{{"streams", std::move(streams)}};
-  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+  return b.finish();
+}
+
+size_t push_body_builder::add_stream(
+  const std::vector<std::pair<std::string_view, std::string_view>>& labels) {
+  std::string head = "{\"stream\":{";
+  bool first = true;
+  for (auto& [k, v] : labels) {
+    if (!first)
+      head += ',';
+    first = false;
+    persistence::append_json_string(head, k);
+    head += ':';
+    persistence::append_json_string(head, v);
+  }
+  head += "},\"values\":[";
+  heads_.push_back(std::move(head));
+  values_.emplace_back();
+  return heads_.size() - 1;
+}
+
+void push_body_builder::add(size_t n, int64_t ts_ns, std::string_view line,
+                            std::string_view request_id) {
+  auto& out = values_[n];
+  if (!out.empty())
+    out += ',';
+  out += "[\"";
+  out += std::to_string(ts_ns);
+  out += "\",";
+  persistence::append_json_string(out, line);
+  if (!request_id.empty()) {
+    out += ",{\"request_id\":";
+    persistence::append_json_string(out, request_id);
+    out += '}';
+  }
+  out += ']';
+}
+
+std::string push_body_builder::finish() {
+  size_t size = 16;
+  for (size_t i = 0; i < heads_.size(); ++i)
+    size += heads_[i].size() + values_[i].size() + 4;
+  std::string body;
+  body.reserve(size);
+  body += "{\"streams\":[";
+  for (size_t i = 0; i < heads_.size(); ++i) {
+    if (i > 0)
+      body += ',';
+    body += heads_[i];
+    body += values_[i];
+    body += "]}";
+  }
+  body += "]}";
+  heads_.clear();
+  values_.clear();
+  return body;
 }
 
 std::string gzip(std::string_view data) {

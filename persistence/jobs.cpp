@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "persistence/lmdb_env.hpp"
+#include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
 
 namespace troupe::persistence {
@@ -173,32 +174,82 @@ std::string log_key(const std::string& job_id, uint64_t seq) {
   return log_prefix(job_id) + seq_key(seq);
 }
 
-std::string encode_log(int64_t ts_ns, uint8_t stream, std::string_view line) {
-  std::string out = seq_key(static_cast<uint64_t>(ts_ns));
-  out += static_cast<char>(stream);
-  out.append(line);
-  return out;
+namespace {
+
+struct index_entry {
+  uint64_t first_seq = 0;  ///< per-job
+  uint64_t first_global = 0;
+  uint64_t count = 0;
+};
+
+bool decode_index(std::string_view prefix, std::string_view k, std::string_view v,
+                  index_entry& e) {
+  if (k.size() != prefix.size() + 8 || k.compare(0, prefix.size(), prefix) != 0 || v.size() < 12)
+    return false;
+  e.first_seq = seq_from_key(k.substr(prefix.size()));
+  e.first_global = 0;
+  for (int i = 7; i >= 0; --i)
+    e.first_global = (e.first_global << 8) | static_cast<unsigned char>(v[static_cast<size_t>(i)]);
+  e.count = 0;
+  for (int i = 11; i >= 8; --i)
+    e.count = (e.count << 8) | static_cast<unsigned char>(v[static_cast<size_t>(i)]);
+  return true;
+}
+
+} // namespace
+
+void read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t after, size_t limit,
+                    const std::function<void(uint64_t seq, const stored_line&)>& fn) {
+  auto prefix = log_prefix(job_id);
+  env.read([&](txn& t) {
+    // The index entry holding after + 1 is the last one at or before it.
+    std::vector<index_entry> ranges;
+    t.scan_reverse("job_logs", log_key(job_id, after + 2),
+                   [&](std::string_view k, std::string_view v) {
+                     index_entry e;
+                     if (decode_index(prefix, k, v, e) && e.first_seq + e.count > after + 1)
+                       ranges.push_back(e);
+                     return false;
+                   });
+    size_t lines = 0;
+    t.scan("job_logs", log_key(job_id, after + 2), [&](std::string_view k, std::string_view v) {
+      index_entry e;
+      if (!decode_index(prefix, k, v, e))
+        return false;
+      ranges.push_back(e);
+      lines += e.count;
+      return lines < limit;
+    });
+    size_t sent = 0;
+    for (auto& r : ranges) {
+      auto skip = after + 1 > r.first_seq ? after + 1 - r.first_seq : 0;
+      if (skip >= r.count)
+        continue;
+      uint64_t seq = r.first_seq + skip;
+      auto first = r.first_global + skip;
+      auto last = r.first_global + r.count - 1;
+      t.scan("logs", seq_key(first), [&](std::string_view k, std::string_view v) {
+        auto g = seq_from_key(k);
+        if (g > last || sent >= limit)
+          return false;
+        stored_line s;
+        if (decode_stored(g, v, s)) {
+          fn(seq + (g - first), s);
+          ++sent;
+        }
+        return true;
+      });
+      if (sent >= limit)
+        break;
+    }
+  });
 }
 
 std::vector<log_entry> read_logs(const lmdb_env& env, const std::string& job_id, uint64_t after,
                                  size_t limit) {
   std::vector<log_entry> out;
-  auto prefix = log_prefix(job_id);
-  env.read([&](txn& t) {
-    t.scan("job_logs", log_key(job_id, after + 1), [&](std::string_view k, std::string_view v) {
-      if (k.size() != prefix.size() + 8 || k.compare(0, prefix.size(), prefix) != 0
-          || out.size() >= limit)
-        return false;
-      if (v.size() < 9)
-        return true;
-      log_entry e;
-      e.seq = seq_from_key(k.substr(prefix.size()));
-      e.ts_ns = static_cast<int64_t>(seq_from_key(v.substr(0, 8)));
-      e.stream = static_cast<uint8_t>(v[8]);
-      e.line.assign(v.substr(9));
-      out.push_back(std::move(e));
-      return true;
-    });
+  read_log_lines(env, job_id, after, limit, [&](uint64_t seq, const stored_line& s) {
+    out.push_back(log_entry{seq, s.ts_ns, s.stream, std::string{s.line}});
   });
   return out;
 }
@@ -209,22 +260,34 @@ uint64_t last_log_seq(const lmdb_env& env, const std::string& job_id) {
   env.read([&](txn& t) {
     // The key just past this job's range is prefix with '/' + 1.
     auto end = job_id + static_cast<char>('/' + 1);
-    t.scan_reverse("job_logs", end, [&](std::string_view k, std::string_view) {
-      if (k.size() == prefix.size() + 8 && k.compare(0, prefix.size(), prefix) == 0)
-        last = seq_from_key(k.substr(prefix.size()));
+    t.scan_reverse("job_logs", end, [&](std::string_view k, std::string_view v) {
+      index_entry e;
+      if (decode_index(prefix, k, v, e))
+        last = e.first_seq + e.count - 1;
       return false;
     });
   });
   return last;
 }
 
+void append_api_json(std::string& out, uint64_t seq, const stored_line& s) {
+  out += "{\"seq\":";
+  out += std::to_string(seq);
+  out += ",\"ts\":";
+  append_json_string(out, rfc3339(s.ts_ns));
+  out += s.stream == 2 ? ",\"stream\":\"stderr\",\"line\":" : ",\"stream\":\"stdout\",\"line\":";
+  append_json_string(out, s.line);
+  out += '}';
+}
+
 std::string to_api_json(const log_entry& e) {
-  json j{{"seq", e.seq},
-         {"ts", rfc3339(e.ts_ns)},
-         {"stream", e.stream == 2 ? "stderr" : "stdout"},
-         {"line", e.line}};
-  // Output is arbitrary bytes: replace invalid UTF-8 instead of failing.
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+  stored_line s;
+  s.ts_ns = e.ts_ns;
+  s.stream = e.stream;
+  s.line = e.line;
+  std::string out;
+  append_api_json(out, e.seq, s);
+  return out;
 }
 
 } // namespace troupe::persistence

@@ -1,8 +1,9 @@
 #pragma once
 
 // Job records and job logs in LMDB. Records live in `jobs` under their id
-// (time-ordered, so key order is submission order); log lines live in
-// `job_logs` under id + '/' + big-endian sequence number.
+// (time-ordered, so key order is submission order); a job's lines live once,
+// in the global `logs` table, and `job_logs` indexes them by the job's own
+// sequence numbers (persistence/logs.hpp has the layout).
 
 #include <cstdint>
 #include <atomic>
@@ -96,8 +97,15 @@ struct log_entry {
   std::string line;
 };
 
+struct stored_line;
+
+/// The `job_logs` index key of the batch starting at the job's line `seq`.
 std::string log_key(const std::string& job_id, uint64_t seq);
-std::string encode_log(int64_t ts_ns, uint8_t stream, std::string_view line);
+
+/// Visits the job's lines with seq > `after`, in order, at most `limit`,
+/// in place (one read transaction; the line views live during `fn`).
+void read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t after, size_t limit,
+                    const std::function<void(uint64_t seq, const stored_line&)>& fn);
 
 /// Lines with seq > `after`, in order, at most `limit`.
 std::vector<log_entry> read_logs(const lmdb_env& env, const std::string& job_id, uint64_t after,
@@ -108,5 +116,7 @@ uint64_t last_log_seq(const lmdb_env& env, const std::string& job_id);
 
 /// A log line as the API shows it: {"seq","ts","stream","line"}.
 std::string to_api_json(const log_entry& e);
+/// Appends the same JSON for a stored line without copying it first.
+void append_api_json(std::string& out, uint64_t seq, const stored_line& s);
 
 } // namespace troupe::persistence

@@ -3,6 +3,9 @@
 #include <cstring>
 #include <filesystem>
 
+#include "persistence/logs.hpp"
+#include "runtime/logging.hpp"
+
 namespace troupe::persistence {
 
 namespace {
@@ -145,6 +148,10 @@ void txn::scan_reverse(const std::string& table, std::string_view before,
     check(rc, "mdb_cursor_get");
 }
 
+MDB_dbi txn::dbi(const std::string& table) const {
+  return env_.dbi(table);
+}
+
 void txn::commit() {
   auto rc = mdb_txn_commit(txn_);
   txn_ = nullptr;
@@ -177,8 +184,8 @@ std::shared_ptr<lmdb_env> lmdb_env::open(const std::string& dir, uint64_t map_si
     self->dbis_.emplace(name, dbi);
   };
   open_table("meta");
+  uint32_t found = schema_version;
   if (auto v = w.get("meta", "schema_version")) {
-    uint32_t found = 0;
     try {
       found = static_cast<uint32_t>(std::stoul(*v));
     } catch (const std::exception&) {
@@ -195,6 +202,15 @@ std::shared_ptr<lmdb_env> lmdb_env::open(const std::string& dir, uint64_t map_si
   for (auto& name : tables())
     if (name != "meta")
       open_table(name);
+  if (found < schema_version) {
+    // Schema 1 kept every job line twice (JSON in `logs`, inline in
+    // `job_logs`); schema 2 keeps one binary copy and a per-job index.
+    auto appended = migrate_logs_v1(w);
+    w.put("meta", "schema_version", std::to_string(schema_version));
+    logging::get("store")->info("data dir {}: migrated schema {} to {} ({} job lines had no "
+                                "copy in the log table and were added to it)",
+                                dir, found, schema_version, appended);
+  }
   w.commit();
   return self;
 }

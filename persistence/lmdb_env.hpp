@@ -19,11 +19,12 @@
 namespace troupe::persistence {
 
 /// The on-disk schema this build writes and understands.
-inline constexpr uint32_t schema_version = 1;
+inline constexpr uint32_t schema_version = 2;
 
 /// Tables (LMDB named databases) of the current schema.
 inline const std::vector<std::string>& tables() {
-  static const std::vector<std::string> xs{"meta", "events", "jobs", "job_logs", "logs"};
+  static const std::vector<std::string> xs{"meta",     "events", "jobs",
+                                           "job_logs", "logs",   "log_labels"};
   return xs;
 }
 
@@ -69,6 +70,7 @@ public:
                     const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
   void commit();
   MDB_txn* raw() const noexcept { return txn_; }
+  MDB_dbi dbi(const std::string& table) const;
 
 private:
   const lmdb_env& env_;
@@ -79,7 +81,8 @@ private:
 class lmdb_env {
 public:
   /// Opens (creating if needed) the environment under `dir`, creates the
-  /// tables, and checks the schema version: a newer one is refused.
+  /// tables, and checks the schema version: a newer one is refused, an older
+  /// one is migrated within the same write transaction (all or nothing).
   static std::shared_ptr<lmdb_env> open(const std::string& dir, uint64_t map_size);
   ~lmdb_env();
   lmdb_env(const lmdb_env&) = delete;

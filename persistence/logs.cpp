@@ -1,39 +1,299 @@
 #include "persistence/logs.hpp"
 
+#include <cstring>
+#include <map>
+
 #include <nlohmann/json.hpp>
 
+#include "http/loki.hpp"
+#include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
 #include "runtime/clock.hpp"
 
 namespace troupe::persistence {
 
-using nlohmann::json;
+namespace {
 
-std::string encode(const log_record& r) {
-  json j{{"ts", r.ts_ns},          {"line", r.line},     {"stream", r.stream},
-         {"level", r.level},       {"service", r.service}, {"instance", r.instance},
-         {"source", r.source},     {"request_id", r.request_id}, {"namespace", r.ns},
-         {"node", r.node}};
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+constexpr size_t record_header = 8 + 1 + 8 + 1;  // ts, stream, labels, level length
+
+void put_le(char* p, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i)
+    p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
 }
 
-log_record decode_log_record(uint64_t seq, std::string_view value) {
+void append_le(std::string& out, uint64_t v, int bytes) {
+  char buf[8];
+  put_le(buf, v, bytes);
+  out.append(buf, static_cast<size_t>(bytes));
+}
+
+uint64_t get_le(const char* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i)
+    v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+/// Reads the little-endian integer of `bytes` at the front of `in`.
+bool take(std::string_view& in, int bytes, uint64_t& v) {
+  if (in.size() < static_cast<size_t>(bytes))
+    return false;
+  v = get_le(in.data(), bytes);
+  in.remove_prefix(static_cast<size_t>(bytes));
+  return true;
+}
+
+bool take_string(std::string_view& in, int len_bytes, std::string_view& s) {
+  uint64_t n = 0;
+  if (!take(in, len_bytes, n) || in.size() < n)
+    return false;
+  s = in.substr(0, n);
+  in.remove_prefix(n);
+  return true;
+}
+
+MDB_val to_val(std::string_view s) {
+  return MDB_val{s.size(), const_cast<char*>(s.data())};
+}
+
+void check(int rc, const char* what) {
+  if (rc != MDB_SUCCESS)
+    throw lmdb_error(what, rc);
+}
+
+/// FNV-1a, then a final mix: a stable 64-bit id for a label set.
+uint64_t hash64(std::string_view enc) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : enc) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h == 0 ? 1 : h;
+}
+
+/// The id of a label set, stored on first use; an id taken by another set
+/// (a hash collision) moves on to the next free one.
+uint64_t intern_labels(txn& t, std::string_view enc) {
+  auto id = hash64(enc);
+  for (;;) {
+    auto key = seq_key(id);
+    auto found = t.get("log_labels", key);
+    if (!found) {
+      t.put("log_labels", key, enc);
+      return id;
+    }
+    if (*found == enc)
+      return id;
+    ++id;
+  }
+}
+
+} // namespace
+
+// -- packed lines ------------------------------------------------------------------
+
+void pack_line(std::string& out, std::string_view line) {
+  append_le(out, line.size(), 4);
+  out.append(line);
+}
+
+// -- label sets --------------------------------------------------------------------
+
+std::string encode_labels(const log_labels& l) {
+  std::string out;
+  for (auto* s : {&l.service, &l.instance, &l.source, &l.request_id, &l.ns, &l.node}) {
+    append_le(out, s->size(), 2);
+    out.append(*s);
+  }
+  return out;
+}
+
+log_labels decode_labels(std::string_view v) {
+  log_labels l;
+  for (auto* s : {&l.service, &l.instance, &l.source, &l.request_id, &l.ns, &l.node}) {
+    std::string_view part;
+    if (!take_string(v, 2, part))
+      break;
+    s->assign(part);
+  }
+  return l;
+}
+
+// -- writing -------------------------------------------------------------------------
+
+log_op_builder::log_op_builder(const log_labels& labels) {
+  auto enc = encode_labels(labels);
+  append_le(buf_, enc.size(), 4);
+  buf_ += enc;
+}
+
+void log_op_builder::add(int64_t ts_ns, uint8_t stream, std::string_view level,
+                         std::string_view line) {
+  level = level.substr(0, 255);
+  append_le(buf_, static_cast<uint64_t>(ts_ns), 8);
+  buf_ += static_cast<char>(stream);
+  buf_ += static_cast<char>(level.size());
+  buf_.append(level);
+  append_le(buf_, line.size(), 4);
+  buf_.append(line);
+  ++count_;
+}
+
+std::string log_op_builder::take() {
+  count_ = 0;
+  return std::move(buf_);
+}
+
+std::pair<uint64_t, uint32_t> append_log_op(txn& t, std::string_view index_key,
+                                           std::string_view op) {
+  std::string_view labels;
+  if (!take_string(op, 4, labels))
+    throw std::invalid_argument("malformed log batch");
+  auto labels_id = intern_labels(t, labels);
+  auto first = t.last_seq("logs") + 1;
+  auto seq = first;
+  auto dbi = t.dbi("logs");
+  while (!op.empty()) {
+    uint64_t ts = 0, stream = 0, level_len = 0, line_len = 0;
+    if (!take(op, 8, ts) || !take(op, 1, stream) || !take(op, 1, level_len)
+        || op.size() < level_len)
+      throw std::invalid_argument("malformed log batch");
+    auto level = op.substr(0, level_len);
+    op.remove_prefix(level_len);
+    if (!take(op, 4, line_len) || op.size() < line_len)
+      throw std::invalid_argument("malformed log batch");
+    auto line = op.substr(0, line_len);
+    op.remove_prefix(line_len);
+    // Written in place into LMDB's page: no intermediate buffer per line.
+    auto key = seq_key(seq);
+    auto k = to_val(key);
+    MDB_val v{record_header + level.size() + line.size(), nullptr};
+    check(mdb_put(t.raw(), dbi, &k, &v, MDB_APPEND | MDB_RESERVE), "mdb_put(logs)");
+    auto p = static_cast<char*>(v.mv_data);
+    put_le(p, ts, 8);
+    p[8] = static_cast<char>(stream);
+    put_le(p + 9, labels_id, 8);
+    p[17] = static_cast<char>(level.size());
+    std::memcpy(p + record_header, level.data(), level.size());
+    std::memcpy(p + record_header + level.size(), line.data(), line.size());
+    ++seq;
+  }
+  auto count = static_cast<uint32_t>(seq - first);
+  if (!index_key.empty() && count > 0) {
+    std::string entry;
+    append_le(entry, first, 8);
+    append_le(entry, count, 4);
+    t.put("job_logs", index_key, entry);
+  }
+  return {first, count};
+}
+
+std::vector<log_record> decode_log_op(std::string_view op, uint64_t first) {
+  std::vector<log_record> out;
+  std::string_view enc;
+  if (!take_string(op, 4, enc))
+    return out;
+  auto l = decode_labels(enc);
+  while (!op.empty()) {
+    uint64_t ts = 0, stream = 0;
+    std::string_view level, line;
+    if (!take(op, 8, ts) || !take(op, 1, stream) || !take_string(op, 1, level)
+        || !take_string(op, 4, line))
+      break;
+    stored_line s;
+    s.seq = first++;
+    s.ts_ns = static_cast<int64_t>(ts);
+    s.stream = static_cast<uint8_t>(stream);
+    s.level = level;
+    s.line = line;
+    out.push_back(to_record(s, l));
+  }
+  return out;
+}
+
+uint64_t append_log_records(txn& t, const std::vector<log_record>& records) {
+  uint64_t last = 0;
+  size_t i = 0;
+  while (i < records.size()) {
+    auto labels_of = [](const log_record& r) {
+      return log_labels{r.service, r.instance, r.source, r.request_id, r.ns, r.node};
+    };
+    auto labels = labels_of(records[i]);
+    log_op_builder b{labels};
+    auto enc = encode_labels(labels);
+    for (; i < records.size() && encode_labels(labels_of(records[i])) == enc; ++i)
+      b.add(records[i].ts_ns, records[i].stream, records[i].level, records[i].line);
+    auto [first, n] = append_log_op(t, {}, b.take());
+    last = first + n - 1;
+  }
+  return last;
+}
+
+// -- reading ---------------------------------------------------------------------------
+
+bool decode_stored(uint64_t seq, std::string_view v, stored_line& out) {
+  if (v.size() < record_header)
+    return false;
+  out.seq = seq;
+  out.ts_ns = static_cast<int64_t>(get_le(v.data(), 8));
+  out.stream = static_cast<uint8_t>(v[8]);
+  out.labels = get_le(v.data() + 9, 8);
+  size_t level_len = static_cast<unsigned char>(v[17]);
+  if (v.size() < record_header + level_len)
+    return false;
+  out.level = v.substr(record_header, level_len);
+  out.line = v.substr(record_header + level_len);
+  return true;
+}
+
+const log_labels& label_cache::get(const txn& t, uint64_t id) {
+  if (auto i = sets_.find(id); i != sets_.end())
+    return i->second;
+  if (sets_.size() >= capacity_)
+    sets_.clear();
+  auto raw = t.get("log_labels", seq_key(id));
+  return sets_.emplace(id, raw ? decode_labels(*raw) : log_labels{}).first->second;
+}
+
+void scan_logs(const txn& t, uint64_t after, const std::function<bool(const stored_line&)>& fn) {
+  t.scan("logs", seq_key(after + 1), [&](std::string_view k, std::string_view v) {
+    stored_line s;
+    if (!decode_stored(seq_from_key(k), v, s))
+      return true;
+    return fn(s);
+  });
+}
+
+log_record to_record(const stored_line& s, const log_labels& l) {
   log_record r;
-  r.seq = seq;
-  auto j = json::parse(value, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return r;
-  r.ts_ns = j.value("ts", int64_t{0});
-  r.line = j.value("line", "");
-  r.stream = j.value("stream", uint8_t{1});
-  r.level = j.value("level", "");
-  r.service = j.value("service", "");
-  r.instance = j.value("instance", "");
-  r.source = j.value("source", "");
-  r.request_id = j.value("request_id", "");
-  r.ns = j.value("namespace", "");
-  r.node = j.value("node", "");
+  r.seq = s.seq;
+  r.ts_ns = s.ts_ns;
+  r.line.assign(s.line);
+  r.stream = s.stream;
+  r.level.assign(s.level);
+  r.service = l.service;
+  r.instance = l.instance;
+  r.source = l.source;
+  r.request_id = l.request_id;
+  r.ns = l.ns;
+  r.node = l.node;
   return r;
+}
+
+bool log_query::matches(const log_labels& l) const {
+  auto eq = [](const std::string& want, const std::string& have) {
+    return want.empty() || want == have;
+  };
+  return eq(service, l.service) && eq(instance, l.instance) && eq(request_id, l.request_id)
+         && eq(source, l.source);
+}
+
+bool log_query::matches(const stored_line& s) const {
+  return (level.empty() || level == s.level) && (since_ns == 0 || s.ts_ns >= since_ns)
+         && (until_ns == 0 || s.ts_ns <= until_ns);
 }
 
 bool log_query::matches(const log_record& r) const {
@@ -49,54 +309,277 @@ std::vector<log_record> query_logs(const lmdb_env& env, const log_query& q, uint
                                    size_t limit, uint64_t& scanned_to) {
   std::vector<log_record> out;
   scanned_to = after;
+  label_cache labels;
   env.read([&](txn& t) {
-    t.scan("logs", seq_key(after + 1), [&](std::string_view k, std::string_view v) {
-      auto r = decode_log_record(seq_from_key(k), v);
-      scanned_to = r.seq;
-      if (q.until_ns != 0 && r.ts_ns > q.until_ns)
+    scan_logs(t, after, [&](const stored_line& s) {
+      scanned_to = s.seq;
+      if (q.until_ns != 0 && s.ts_ns > q.until_ns)
         return false;  // seq order is time order
-      if (q.matches(r))
-        out.push_back(std::move(r));
+      if (q.matches(s)) {
+        auto& l = labels.get(t, s.labels);
+        if (q.matches(l))
+          out.push_back(to_record(s, l));
+      }
       return out.size() < limit;
     });
   });
   return out;
 }
 
-std::vector<log_record> read_logs_after(const lmdb_env& env, uint64_t after, size_t limit,
-                                        size_t max_bytes) {
-  std::vector<log_record> out;
-  size_t bytes = 0;
+size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after, size_t limit,
+                         uint64_t& scanned_to, std::string& out) {
+  size_t n = 0;
+  scanned_to = after;
+  label_cache labels;
   env.read([&](txn& t) {
-    t.scan("logs", seq_key(after + 1), [&](std::string_view k, std::string_view v) {
-      auto r = decode_log_record(seq_from_key(k), v);
-      bytes += r.line.size();
-      if (!out.empty() && bytes > max_bytes)
-        return false;
-      out.push_back(std::move(r));
-      return out.size() < limit;
+    scan_logs(t, after, [&](const stored_line& s) {
+      scanned_to = s.seq;
+      if (q.until_ns != 0 && s.ts_ns > q.until_ns)
+        return false;  // seq order is time order
+      if (q.matches(s)) {
+        auto& l = labels.get(t, s.labels);
+        if (q.matches(l)) {
+          append_api_json(out, s, l);
+          out += '\n';
+          ++n;
+        }
+      }
+      return n < limit;
     });
   });
-  return out;
+  return n;
+}
+
+uint64_t last_log_record_seq(const lmdb_env& env) {
+  return env.read([](txn& t) { return t.last_seq("logs"); });
+}
+
+void append_api_json(std::string& out, const stored_line& s, const log_labels& l) {
+  out += "{\"seq\":";
+  out += std::to_string(s.seq);
+  out += ",\"ts\":";
+  append_json_string(out, rfc3339(s.ts_ns));
+  out += ",\"ts_ns\":\"";
+  out += std::to_string(s.ts_ns);
+  out += "\",\"line\":";
+  append_json_string(out, s.line);
+  out += s.stream == 2 ? ",\"stream\":\"stderr\",\"level\":" : ",\"stream\":\"stdout\",\"level\":";
+  append_json_string(out, s.level);
+  out += ",\"labels\":{\"service\":";
+  append_json_string(out, l.service);
+  out += ",\"instance\":";
+  append_json_string(out, l.instance);
+  out += ",\"namespace\":";
+  append_json_string(out, l.ns);
+  out += ",\"level\":";
+  append_json_string(out, s.level);
+  out += ",\"source\":";
+  append_json_string(out, l.source);
+  out += ",\"node\":";
+  append_json_string(out, l.node);
+  out += '}';
+  if (!l.request_id.empty()) {
+    out += ",\"request_id\":";
+    append_json_string(out, l.request_id);
+  }
+  out += '}';
 }
 
 std::string to_api_json(const log_record& r) {
-  json j{{"seq", r.seq},
-         {"ts", rfc3339(r.ts_ns)},
-         {"ts_ns", std::to_string(r.ts_ns)},
-         {"line", r.line},
-         {"stream", r.stream == 2 ? "stderr" : "stdout"},
-         {"level", r.level},
-         {"labels",
-          {{"service", r.service},
-           {"instance", r.instance},
-           {"namespace", r.ns},
-           {"level", r.level},
-           {"source", r.source},
-           {"node", r.node}}}};
-  if (!r.request_id.empty())
-    j["request_id"] = r.request_id;
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+  stored_line s;
+  s.seq = r.seq;
+  s.ts_ns = r.ts_ns;
+  s.stream = r.stream;
+  s.level = r.level;
+  s.line = r.line;
+  log_labels l{r.service, r.instance, r.source, r.request_id, r.ns, r.node};
+  std::string out;
+  out.reserve(256 + r.line.size());
+  append_api_json(out, s, l);
+  return out;
+}
+
+// -- JSON text ------------------------------------------------------------------------
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += '"';
+  size_t i = 0;
+  const auto n = s.size();
+  while (i < n) {
+    // Runs of plain ASCII are copied in one go.
+    size_t j = i;
+    while (j < n) {
+      auto c = static_cast<unsigned char>(s[j]);
+      if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80)
+        break;
+      ++j;
+    }
+    out.append(s.data() + i, j - i);
+    i = j;
+    if (i == n)
+      break;
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        default:
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 0xf];
+      }
+      ++i;
+      continue;
+    }
+    // A UTF-8 sequence: copied when well-formed, else one U+FFFD per bad byte.
+    size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+    bool ok = len != 0 && c <= 0xf4 && i + len <= n;
+    for (size_t k = 1; ok && k < len; ++k)
+      ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
+    if (ok && len >= 3) {
+      auto c1 = static_cast<unsigned char>(s[i + 1]);
+      if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90)
+          || (c == 0xf4 && c1 >= 0x90))
+        ok = false;  // overlong, surrogate or beyond U+10FFFF
+    }
+    if (ok) {
+      out.append(s.data() + i, len);
+      i += len;
+    } else {
+      out += "\xef\xbf\xbd";
+      ++i;
+    }
+  }
+  out += '"';
+}
+
+// -- schema 1 → 2 -------------------------------------------------------------------------
+
+uint64_t migrate_logs_v1(txn& t) {
+  using nlohmann::json;
+  // 1. `logs`: each JSON record becomes a binary one under the same seq, in
+  //    place; the pipeline's copies of job lines are remembered per job.
+  struct copy {
+    uint64_t seq;
+    int64_t ts;
+    uint64_t line_hash;
+  };
+  std::map<std::string, std::vector<copy>, std::less<>> job_copies;
+  {
+    MDB_cursor* raw = nullptr;
+    check(mdb_cursor_open(t.raw(), t.dbi("logs"), &raw), "mdb_cursor_open");
+    std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> cur{raw, mdb_cursor_close};
+    MDB_val k, v;
+    for (int rc = mdb_cursor_get(raw, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(raw, &k, &v, MDB_NEXT)) {
+      std::string_view key{static_cast<const char*>(k.mv_data), k.mv_size};
+      auto j = json::parse(std::string_view{static_cast<const char*>(v.mv_data), v.mv_size},
+                           nullptr, false);
+      if (j.is_discarded() || !j.is_object())
+        continue;
+      log_labels l{j.value("service", ""),    j.value("instance", ""), j.value("source", ""),
+                   j.value("request_id", ""), j.value("namespace", ""), j.value("node", "")};
+      auto ts = j.value("ts", int64_t{0});
+      auto line = j.value("line", "");
+      auto level = j.value("level", "").substr(0, 255);
+      auto id = intern_labels(t, encode_labels(l));
+      std::string rec(record_header, '\0');
+      put_le(rec.data(), static_cast<uint64_t>(ts), 8);
+      rec[8] = static_cast<char>(j.value("stream", uint8_t{1}));
+      put_le(rec.data() + 9, id, 8);
+      rec[17] = static_cast<char>(level.size());
+      rec += level;
+      rec += line;
+      auto seq = seq_from_key(key);
+      // The key must not point into the page that the put rewrites.
+      auto key_copy = seq_key(seq);
+      MDB_val kc = to_val(key_copy);
+      MDB_val nv = to_val(rec);
+      check(mdb_cursor_put(raw, &kc, &nv, MDB_CURRENT), "mdb_cursor_put(migrate logs)");
+      if (l.source == "job")
+        job_copies[l.instance].push_back(copy{seq, ts, hash64(line)});
+    }
+  }
+  // 2. `job_logs`: each job's lines point at their copy in `logs` when the
+  //    pipeline stored one (same order, time and text), else at a record
+  //    appended now; consecutive ones become one index entry.
+  std::vector<std::pair<std::string, std::string>> index;
+  uint64_t appended = 0;
+  std::string job;
+  std::optional<job_record> rec;
+  const std::vector<copy>* copies = nullptr;
+  size_t next_copy = 0;
+  uint64_t s0 = 0, g0 = 0, count = 0;
+  auto flush = [&] {
+    if (count == 0)
+      return;
+    std::string entry;
+    append_le(entry, g0, 8);
+    append_le(entry, count, 4);
+    index.emplace_back(log_key(job, s0), std::move(entry));
+    count = 0;
+  };
+  t.scan("job_logs", {}, [&](std::string_view k, std::string_view v) {
+    if (k.size() < 9 || k[k.size() - 9] != '/' || v.size() < 9)
+      return true;
+    auto id = k.substr(0, k.size() - 9);
+    auto seq = seq_from_key(k.substr(k.size() - 8));
+    auto ts = static_cast<int64_t>(seq_from_key(v.substr(0, 8)));
+    auto stream = static_cast<uint8_t>(v[8]);
+    auto line = v.substr(9);
+    if (id != job) {
+      flush();
+      job.assign(id);
+      auto raw = t.get("jobs", job);
+      rec.reset();
+      if (raw) {
+        try {
+          rec = decode_job(*raw);
+        } catch (const std::exception&) {
+        }
+      }
+      auto c = job_copies.find(job);
+      copies = c == job_copies.end() ? nullptr : &c->second;
+      next_copy = 0;
+    }
+    uint64_t g = 0;
+    if (copies && next_copy < copies->size() && (*copies)[next_copy].ts == ts
+        && (*copies)[next_copy].line_hash == hash64(line)) {
+      g = (*copies)[next_copy++].seq;
+    } else {
+      log_labels l;
+      l.service = rec && !rec->name.empty() ? rec->name : "job";
+      l.instance = job;
+      l.source = "job";
+      l.request_id = rec ? rec->request_id : "";
+      l.ns = "default";
+      l.node = rec ? rec->node : "";
+      log_op_builder b{l};
+      b.add(ts, stream, loki::detect_level(line, stream == 2, "info", "error"), line);
+      g = append_log_op(t, {}, b.take()).first;
+      ++appended;
+    }
+    if (count > 0 && seq == s0 + count && g == g0 + count) {
+      ++count;
+    } else {
+      flush();
+      s0 = seq;
+      g0 = g;
+      count = 1;
+    }
+    return true;
+  });
+  flush();
+  check(mdb_drop(t.raw(), t.dbi("job_logs"), 0), "mdb_drop(job_logs)");
+  for (auto& [k, v] : index)
+    t.put("job_logs", k, v);
+  return appended;
 }
 
 } // namespace troupe::persistence

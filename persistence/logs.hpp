@@ -1,14 +1,29 @@
 #pragma once
 
-// The `logs` table: every line of the pipeline under a global sequence
-// number. It is the local store sink that GET /logs queries, and the outbox
-// that the other sinks (Loki) read at their own pace.
+// The `logs` table: every line of the pipeline, written once, under a global
+// sequence number. It is the local store sink that GET /logs queries, the
+// outbox that the other sinks (Loki) read at their own pace, and — through
+// the per-instance index in `job_logs` — what a job's stream and
+// GET /jobs/{id}/logs read.
+//
+// Layout (schema 2; integers little-endian unless noted):
+//   logs       seq (8, big-endian) → ts_ns (8) | stream (1) | label set id (8)
+//                                    | level length (1) | level | line
+//   log_labels id (8, big-endian)  → the label set (encode_labels); the id is
+//                                    a hash of the set, so interning is an
+//                                    idempotent put and needs no counter
+//   job_logs   instance + '/' + first per-instance seq (8, big-endian)
+//                                  → first global seq (8) | count (4): one
+//                                    entry per written batch, whose lines have
+//                                    consecutive global seqs
 
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "actors/interfaces.hpp"
@@ -16,9 +31,95 @@
 namespace troupe::persistence {
 
 class lmdb_env;
+class txn;
 
-std::string encode(const log_record& r);
-log_record decode_log_record(uint64_t seq, std::string_view value);
+// -- packed lines (producer → router) -------------------------------------------
+
+/// Appends `line` to a packed buffer: a 4-byte length, then its bytes.
+void pack_line(std::string& out, std::string_view line);
+
+/// Calls `fn(std::string_view)` for every line of a packed buffer, in order.
+template <class F>
+void for_each_packed(std::string_view packed, F&& fn) {
+  while (packed.size() >= 4) {
+    auto p = reinterpret_cast<const unsigned char*>(packed.data());
+    size_t n = p[0] | (size_t{p[1]} << 8) | (size_t{p[2]} << 16) | (size_t{p[3]} << 24);
+    packed.remove_prefix(4);
+    n = std::min(n, packed.size());
+    fn(packed.substr(0, n));
+    packed.remove_prefix(n);
+  }
+}
+
+// -- label sets -------------------------------------------------------------------
+
+std::string encode_labels(const log_labels& l);
+log_labels decode_labels(std::string_view v);
+
+// -- writing (router → store) ------------------------------------------------------
+
+/// Builds the value of a `write_op::log_append`: one label set, then the
+/// lines with their time, stream and level.
+class log_op_builder {
+public:
+  explicit log_op_builder(const log_labels& labels);
+  void add(int64_t ts_ns, uint8_t stream, std::string_view level, std::string_view line);
+  uint32_t count() const noexcept { return count_; }
+  /// The op's value; the builder is empty afterwards.
+  std::string take();
+
+private:
+  std::string buf_;
+  uint32_t count_ = 0;
+};
+
+/// Applies a log_append op inside a write transaction: interns the label set,
+/// appends every line under the next global seqs (MDB_APPEND), and, when
+/// `index_key` is not empty, records the batch in `job_logs` under it.
+/// Returns the global seq of the first line and the number of lines.
+std::pair<uint64_t, uint32_t> append_log_op(txn& t, std::string_view index_key,
+                                           std::string_view op);
+
+/// The records of a log_append op whose first line got global seq `first`.
+std::vector<log_record> decode_log_op(std::string_view op, uint64_t first);
+
+/// Appends records (each with its own labels and level) in one go; consecutive
+/// records with equal labels share an op. Returns the last global seq.
+uint64_t append_log_records(txn& t, const std::vector<log_record>& records);
+
+// -- reading -------------------------------------------------------------------------
+
+/// A stored line, viewed in place: the views live as long as the transaction.
+struct stored_line {
+  uint64_t seq = 0;
+  int64_t ts_ns = 0;
+  uint8_t stream = 1;
+  uint64_t labels = 0;
+  std::string_view level;
+  std::string_view line;
+};
+
+/// Decodes a `logs` value; false if it is malformed.
+bool decode_stored(uint64_t seq, std::string_view value, stored_line& out);
+
+/// Label sets by id, read on first use. Bounded: it forgets everything when
+/// it grows past `capacity` sets.
+class label_cache {
+public:
+  explicit label_cache(size_t capacity = 4096) : capacity_(capacity) {}
+  /// The set with this id; an empty set if it is unknown.
+  const log_labels& get(const txn& t, uint64_t id);
+
+private:
+  size_t capacity_;
+  std::unordered_map<uint64_t, log_labels> sets_;
+};
+
+/// Visits stored lines with seq > `after` in order until `fn` returns false.
+void scan_logs(const txn& t, uint64_t after, const std::function<bool(const stored_line&)>& fn);
+
+/// The full record of a stored line.
+log_record to_record(const stored_line& s, const log_labels& labels);
 
 /// GET /logs filters; empty fields match everything.
 struct log_query {
@@ -30,6 +131,8 @@ struct log_query {
   int64_t since_ns = 0;
   int64_t until_ns = 0;  ///< 0 = no upper bound
   bool matches(const log_record& r) const;
+  bool matches(const log_labels& l) const;
+  bool matches(const stored_line& s) const;
 };
 
 /// Matching records with seq > `after`, oldest first, at most `limit`;
@@ -37,12 +140,32 @@ struct log_query {
 std::vector<log_record> query_logs(const lmdb_env& env, const log_query& q, uint64_t after,
                                    size_t limit, uint64_t& scanned_to);
 
-/// Records with seq > `after`, oldest first, until `limit` records or
-/// `max_bytes` of lines (at least one record).
-std::vector<log_record> read_logs_after(const lmdb_env& env, uint64_t after, size_t limit,
-                                        size_t max_bytes);
+/// Like query_logs, but appends the matches to `out` as NDJSON (one
+/// to_api_json object per line) straight from the table; returns how many.
+size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after, size_t limit,
+                         uint64_t& scanned_to, std::string& out);
+
+/// The highest global seq (0 if the table is empty).
+uint64_t last_log_record_seq(const lmdb_env& env);
 
 /// The record as GET /logs shows it (one JSON object).
 std::string to_api_json(const log_record& r);
+/// Appends what to_api_json(r) returns, without building the record.
+void append_api_json(std::string& out, const stored_line& s, const log_labels& labels);
+
+// -- JSON text ---------------------------------------------------------------------
+
+/// Appends `s` as a JSON string (with quotes). Control characters are escaped
+/// and invalid UTF-8 is replaced with U+FFFD, as nlohmann's `replace` does.
+void append_json_string(std::string& out, std::string_view s);
+
+// -- schema 1 → 2 ------------------------------------------------------------------
+
+/// Rewrites a schema-1 store in the open write transaction: JSON `logs`
+/// records become binary ones under the same seqs (so sink cursors stay
+/// valid), and `job_logs` lines become index entries — pointing at their copy
+/// in `logs` when the pipeline had stored it, else at a new record appended
+/// for it. Returns the number of job lines that needed a new record.
+uint64_t migrate_logs_v1(txn& t);
 
 } // namespace troupe::persistence

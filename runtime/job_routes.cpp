@@ -13,6 +13,7 @@
 #include "actors/names.hpp"
 #include "http/multipart.hpp"
 #include "persistence/jobs.hpp"
+#include "persistence/logs.hpp"
 #include "persistence/lmdb_env.hpp"
 #include "runtime/archive.hpp"
 #include "runtime/clock.hpp"
@@ -382,18 +383,19 @@ void logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex
   std::string body;
   uint64_t after = 0;
   for (;;) {
-    auto page = persistence::read_logs(*ctx->env, rec->id, after, 4096);
-    for (auto& e : page) {
-      if (ndjson) {
-        body += persistence::to_api_json(e);
-      } else {
-        body += e.line;
-      }
-      body += '\n';
-    }
-    if (page.size() < 4096)
+    size_t n = 0;
+    persistence::read_log_lines(*ctx->env, rec->id, after, 4096,
+                                [&](uint64_t seq, const persistence::stored_line& s) {
+                                  if (ndjson)
+                                    persistence::append_api_json(body, seq, s);
+                                  else
+                                    body += s.line;
+                                  body += '\n';
+                                  after = seq;
+                                  ++n;
+                                });
+    if (n < 4096)
       break;
-    after = page.back().seq;
   }
   http::response res;
   res.status = 200;

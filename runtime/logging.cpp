@@ -102,12 +102,34 @@ private:
 /// Copies lines into the capture buffer when capturing is on.
 class capture_sink final : public spdlog::sinks::base_sink<std::mutex> {
 public:
-  void start(size_t capacity, std::function<void()> notify, std::vector<std::string> excluded) {
+  /// Buffers lines until start(): what troupe logs before its pipeline
+  /// runs (binding, opening the store) is shipped too.
+  void arm(size_t capacity) {
     std::lock_guard<std::mutex> guard{buf_mtx_};
+    if (on_)
+      return;
     capacity_ = capacity;
-    notify_ = std::move(notify);
-    excluded_ = std::move(excluded);
     on_ = true;
+  }
+  void start(size_t capacity, std::function<void()> notify, std::vector<std::string> excluded) {
+    std::function<void()> pending;
+    {
+      std::lock_guard<std::mutex> guard{buf_mtx_};
+      capacity_ = capacity;
+      notify_ = std::move(notify);
+      excluded_ = std::move(excluded);
+      on_ = true;
+      buf_.erase(std::remove_if(buf_.begin(), buf_.end(),
+                                [&](const captured_line& l) {
+                                  return std::find(excluded_.begin(), excluded_.end(), l.logger)
+                                         != excluded_.end();
+                                }),
+                 buf_.end());
+      if (!buf_.empty())
+        pending = notify_;
+    }
+    if (pending)
+      pending();
   }
 
   void stop() {
@@ -200,6 +222,7 @@ void setup(const std::string& level, const std::string& format) {
   r.sink->set_formatter(std::make_unique<structured_formatter>(r.json));
   for (auto& [name, lg] : r.loggers)
     lg->set_level(r.level);
+  r.capture->arm(1024);
 }
 
 std::shared_ptr<spdlog::logger> get(const std::string& component) {

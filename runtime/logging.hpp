@@ -15,6 +15,8 @@
 namespace troupe::logging {
 
 /// Configures the shared sink and formatter. `format` is json or text.
+/// From then on troupe's lines are buffered (at most 1024) until
+/// start_capture, so the log pipeline gets those logged before it ran.
 /// Safe to call again (tests, embedding hosts).
 void setup(const std::string& level, const std::string& format);
 
@@ -46,7 +48,8 @@ struct captured_line {
 };
 
 /// Starts copying troupe's own log lines into a bounded buffer (at most
-/// `capacity` lines; beyond that the oldest are dropped and counted).
+/// `capacity` lines; beyond that the oldest are dropped and counted); lines
+/// buffered since setup() are kept and `notify` runs at once for them.
 /// `notify` runs (outside any lock) when the buffer turns non-empty. Lines of
 /// the loggers in `excluded` (the pipeline's own) are never captured.
 void start_capture(size_t capacity, std::function<void()> notify,

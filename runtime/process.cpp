@@ -20,6 +20,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 
+#include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
 
 namespace troupe::process {
@@ -271,25 +272,31 @@ private:
     o.stream = s;
     o.ts_ns = now_ns();
     if (n > 0)
-      split(p, std::string_view{p.buf, n}, o.lines);
+      split(p, std::string_view{p.buf, n}, o);
     if (ec) {
       // EOF (or an error, which ends the stream just the same).
       if (!p.partial.empty())
-        o.lines.push_back(std::move(p.partial));
+        emit(o, p.partial);
       p.partial.clear();
       p.eof = true;
       o.eof = true;
       boost::system::error_code ignored;
       fd(s).close(ignored);
     }
-    if (o.lines.empty() && !o.eof) {
+    if (o.count == 0 && !o.eof) {
       read(s);  // only a partial line so far
       return;
     }
     cb_.on_output(std::move(o));
   }
 
-  void split(pipe_state& p, std::string_view data, std::vector<std::string>& lines) {
+  static void emit(output& o, std::string_view line) {
+    persistence::pack_line(o.lines, line);
+    ++o.count;
+  }
+
+  void split(pipe_state& p, std::string_view data, output& o) {
+    o.lines.reserve(data.size() + data.size() / 8 + 64);
     size_t pos = 0;
     while (pos < data.size()) {
       auto nl = data.find('\n', pos);
@@ -299,16 +306,23 @@ private:
       while (p.partial.size() + piece.size() > max_line_) {
         auto take = max_line_ - p.partial.size();
         p.partial.append(piece.substr(0, take));
-        lines.push_back(std::move(p.partial));
+        emit(o, p.partial);
         p.partial.clear();
         piece.remove_prefix(take);
       }
-      p.partial.append(piece);
-      if (nl == std::string_view::npos)
+      if (nl == std::string_view::npos) {
+        p.partial.append(piece);
         break;
-      if (!p.partial.empty() && p.partial.back() == '\r')
-        p.partial.pop_back();
-      lines.push_back(std::move(p.partial));
+      }
+      // A line complete within this read is packed straight from the buffer.
+      std::string_view line = piece;
+      if (!p.partial.empty()) {
+        p.partial.append(piece);
+        line = p.partial;
+      }
+      if (!line.empty() && line.back() == '\r')
+        line.remove_suffix(1);
+      emit(o, line);
       p.partial.clear();
       pos = nl + 1;
     }

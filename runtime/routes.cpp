@@ -221,12 +221,8 @@ void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr
     return;
   }
   uint64_t scanned = 0;
-  auto records = persistence::query_logs(*ctx->env, q, *after, *limit, scanned);
   std::string body;
-  for (auto& rec : records) {
-    body += persistence::to_api_json(rec);
-    body += '\n';
-  }
+  persistence::query_logs_ndjson(*ctx->env, q, *after, *limit, scanned, body);
   http::response res;
   res.content_type = "application/x-ndjson";
   res.body = std::move(body);

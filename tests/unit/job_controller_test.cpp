@@ -11,6 +11,7 @@
 #include "actors/names.hpp"
 #include "actors/store.hpp"
 #include "persistence/jobs.hpp"
+#include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
 #include "support/temp_dir.hpp"
 
@@ -365,7 +366,9 @@ CAF_TEST(the sweep removes expired workspaces and purges expired jobs) {
     std::filesystem::create_directories(ws + "/sub");
     put_record(*env, r);
     persistence::txn t{*env, false};
-    t.put("job_logs", persistence::log_key(r.id, 1), persistence::encode_log(1, 1, "line"));
+    persistence::log_op_builder line{log_labels{"svc", r.id, "job", "", "default", "n"}};
+    line.add(1, 1, "info", "line");
+    persistence::append_log_op(t, persistence::log_key(r.id, 1), line.take());
     t.commit();
     return r.id;
   };

@@ -7,6 +7,7 @@
 #include "actors/log_router.hpp"
 #include "actors/names.hpp"
 #include "actors/store.hpp"
+#include "persistence/jobs.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/logging.hpp"
@@ -56,7 +57,7 @@ struct fixture : test::deterministic_fixture {
   uint64_t put_lines(std::vector<std::string> lines, const std::string& rid = {},
                      int64_t ts = 0) {
     persistence::txn t{*env, false};
-    uint64_t last = 0;
+    std::vector<log_record> records;
     for (auto& l : lines) {
       log_record r;
       r.ts_ns = ts != 0 ? ts : now_ns();
@@ -68,8 +69,9 @@ struct fixture : test::deterministic_fixture {
       r.ns = "default";
       r.node = "n1";
       r.request_id = rid;
-      last = t.append("logs", persistence::encode(r));
+      records.push_back(std::move(r));
     }
+    auto last = persistence::append_log_records(t, records);
     t.commit();
     return last;
   }
@@ -110,27 +112,32 @@ CAF_TEST(the router labels levels persists and forwards batches) {
   extra.push_back(caf::actor_cast<caf::actor>(rec));
   caf::anon_send(router, subscribe_atom::value, rec);
   consume_messages();
-  log_batch batch(3);
-  batch[0].line = "plain stdout";
-  batch[1].line = "plain stderr";
-  batch[1].stream = 2;
-  batch[2].line = R"({"severity":"WARNING","msg":"x"})";
-  for (auto& r : batch) {
-    r.ts_ns = now_ns();
-    r.service = "build";
-    r.instance = "j-1";
-    r.source = "job";
-    r.request_id = "abc";
-  }
-  caf::anon_send(router, ingest_atom::value, batch);
+  auto ts = now_ns();
+  log_ingest out;
+  out.labels = log_labels{"build", "j-1", "job", "abc", "", ""};
+  out.index = "j-1";
+  out.first_seq = 1;
+  out.ts_ns = ts;
+  out.count = 2;
+  persistence::pack_line(out.lines, "plain stdout");
+  persistence::pack_line(out.lines, R"({"severity":"WARNING","msg":"x"})");
+  auto err = out;
+  err.first_seq = 3;
+  err.stream = 2;
+  err.count = 1;
+  err.lines.clear();
+  persistence::pack_line(err.lines, "plain stderr");
+  caf::anon_send(router, ingest_atom::value, out);
+  caf::anon_send(router, ingest_atom::value, err);
   consume_messages();
   auto& seen = deref<log_subscriber_actor::stateful_base<recorder_state>>(rec).state.seen;
   CAF_REQUIRE_EQUAL(seen.size(), 3u);
   CAF_CHECK_EQUAL(seen[0].seq, 1u);
   CAF_CHECK_EQUAL(seen[2].seq, 3u);
   CAF_CHECK_EQUAL(seen[0].level, "info");
-  CAF_CHECK_EQUAL(seen[1].level, "error");
-  CAF_CHECK_EQUAL(seen[2].level, "warn");
+  CAF_CHECK_EQUAL(seen[1].level, "warn");
+  CAF_CHECK_EQUAL(seen[2].level, "error");
+  CAF_CHECK_EQUAL(seen[2].line, "plain stderr");
   uint64_t scanned = 0;
   persistence::log_query q;
   q.request_id = "abc";
@@ -140,6 +147,15 @@ CAF_TEST(the router labels levels persists and forwards batches) {
   CAF_CHECK_EQUAL(stored[1].node, "node-a");
   q.level = "error";
   CAF_CHECK_EQUAL(persistence::query_logs(*env, q, 0, 10, scanned).size(), 1u);
+  // The job's own view: its seqs, through the per-instance index.
+  auto mine = persistence::read_logs(*env, "j-1", 0, 10);
+  CAF_REQUIRE_EQUAL(mine.size(), 3u);
+  CAF_CHECK_EQUAL(mine[0].seq, 1u);
+  CAF_CHECK_EQUAL(mine[2].seq, 3u);
+  CAF_CHECK_EQUAL(mine[2].line, "plain stderr");
+  CAF_CHECK_EQUAL(persistence::read_logs(*env, "j-1", 1, 10).size(), 2u);
+  CAF_CHECK_EQUAL(persistence::read_logs(*env, "j-1", 2, 1).at(0).line, "plain stderr");
+  CAF_CHECK_EQUAL(persistence::last_log_seq(*env, "j-1"), 3u);
 }
 
 CAF_TEST(the router takes the daemon own captured lines) {
@@ -292,7 +308,7 @@ CAF_TEST(the breaker opens after repeated failures and probes after its cooldown
 CAF_TEST(a full outbox drops the oldest entries and counts them) {
   loki_config cfg;
   cfg.batch_entries = 1;
-  cfg.outbox_bytes = 600;
+  cfg.outbox_bytes = 200;  // about 7 of the 20 binary records
   cfg.backoff_initial = 10ms;
   cfg.backoff_max = 10ms;
   auto b = start_batcher(cfg);

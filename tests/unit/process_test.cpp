@@ -6,6 +6,7 @@
 #include <mutex>
 #include <optional>
 
+#include "persistence/logs.hpp"
 #include "runtime/process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -31,7 +32,7 @@ struct collector {
     cb.on_output = [this](process::output o) {
       std::lock_guard<std::mutex> guard{mtx};
       auto& dst = o.stream == 1 ? out : err;
-      dst.insert(dst.end(), o.lines.begin(), o.lines.end());
+      persistence::for_each_packed(o.lines, [&](std::string_view l) { dst.emplace_back(l); });
       if (o.eof)
         (o.stream == 1 ? out_eof : err_eof) = true;
       else
