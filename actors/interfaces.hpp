@@ -508,7 +508,9 @@ using metrics_actor = caf::typed_actor<
   // Prometheus text exposition 0.0.4 (cached for metrics.prometheus.scrape_ttl).
   caf::replies_to<prometheus_atom>::with<std::string>,
   // The /monitoring/system JSON document.
-  caf::replies_to<monitoring_atom>::with<std::string>>;
+  caf::replies_to<monitoring_atom>::with<std::string>,
+  // Node shutdown: nothing to flush (series live in memory); answers at once.
+  caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
 /// Ships the registry's series out on a schedule (Pushgateway, Redis) and
 /// pulls upstreams (proxy mode). Detached: its I/O blocks.

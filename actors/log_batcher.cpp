@@ -4,6 +4,7 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actors/metrics.hpp"
 #include "actors/names.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
@@ -127,6 +128,20 @@ push_batch read_batch(self_ptr self) {
     st.levels.clear();
   b.body = body.finish();
   return b;
+}
+
+/// The sink's lag (entries committed but not shipped) as a gauge of the
+/// metrics registry, at most four times a second and whenever it drops to 0.
+void report_lag(self_ptr self) {
+  auto& st = self->state;
+  auto lag = st.head > st.cursor ? st.head - st.cursor : 0;
+  auto now = self->clock().now();
+  if (lag == st.reported_lag || (lag != 0 && now - st.lag_reported_at < milliseconds{250}))
+    return;
+  st.reported_lag = lag;
+  st.lag_reported_at = now;
+  report_metrics(self->system(),
+                 {gauge_delta("logs.sink.lag", {"loki"}, static_cast<double>(lag))});
 }
 
 /// Sends at most one batch, then re-nudges itself: other messages (status,
@@ -256,12 +271,14 @@ log_batcher_actor::behavior_type log_batcher(self_ptr self,
     [self](nudge_atom, uint64_t head) {
       self->state.head = std::max(self->state.head, head);
       pump(self);
+      report_lag(self);
     },
     [self](timeout_atom, uint64_t gen) {
       if (gen != self->state.wait_gen)
         return;
       self->state.waiting = log_batcher_state::wait_kind::none;
       pump(self);
+      report_lag(self);
     },
     [self](status_atom) -> std::string {
       auto& st = self->state;

@@ -232,6 +232,7 @@ metrics_actor::behavior_type metrics_registry(metrics_actor::stateful_pointer<me
       });
       return rp;
     },
+    [](shutdown_atom) { return ok_atom::value; },
     [self](monitoring_atom) -> caf::result<std::string> {
       auto rp = self->make_response_promise<std::string>();
       collect(self, [self, rp](metric_snapshots local) mutable {

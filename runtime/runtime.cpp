@@ -1,6 +1,7 @@
 #include "runtime/runtime.hpp"
 
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
 #include <csignal>
 #include <filesystem>
@@ -108,19 +109,29 @@ struct runtime::impl {
   std::atomic<bool> started{false};
   std::atomic<bool> supervisor_alive{false};
 
-  /// Publishes an event and waits for its commit (main thread only).
+  /// Publishes an event and waits for its commit (main thread only). A bus
+  /// that is restarting under its supervisor is waited for, up to 10 s.
   bool publish(const std::string& type, const nlohmann::json& data) {
-    auto bus = lookup<event_bus_actor>(*sys, names::event_bus);
-    if (!bus)
-      return false;
-    caf::scoped_actor self{*sys};
-    bool ok = false;
-    self->request(bus, std::chrono::seconds(10), publish_atom::value, make_event(type, data.dump()))
-      .receive([&](uint64_t) { ok = true; },
-               [&](caf::error& err) {
-                 log->error("could not publish {}: {}", type, caf::to_string(err));
-               });
-    return ok;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    std::string last_error = "event bus is not running";
+    while (supervisor_alive) {
+      if (auto bus = lookup<event_bus_actor>(*sys, names::event_bus)) {
+        caf::scoped_actor self{*sys};
+        bool ok = false;
+        self->request(bus, std::chrono::seconds(10), publish_atom::value,
+                      make_event(type, data.dump()))
+          .receive([&](uint64_t) { ok = true; },
+                   [&](caf::error& err) { last_error = caf::to_string(err); });
+        if (ok)
+          return true;
+      }
+      if (std::chrono::steady_clock::now() >= deadline)
+        break;
+      // The supervisor restarts the bus after its backoff; look again soon.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    log->error("could not publish {}: {}", type, last_error);
+    return false;
   }
 };
 
@@ -161,10 +172,14 @@ void runtime::start() {
                       latency = metrics::find_family("http.request.latency")](
                        const http::request& req, const std::string& route, unsigned status,
                        double seconds) {
-    static const std::string unmatched = "unmatched";
-    recorder->observe(*duration,
-                      {req.method, route.empty() ? unmatched : route, std::to_string(status)},
-                      seconds);
+    // Reused per io thread: no allocation per request once warm.
+    thread_local std::vector<std::string> labels(3);
+    labels[0].assign(req.method);
+    labels[1].assign(route.empty() ? std::string_view{"unmatched"} : std::string_view{route});
+    char digits[8];
+    auto end = std::to_chars(digits, digits + sizeof(digits), status).ptr;
+    labels[2].assign(digits, end);
+    recorder->observe(*duration, labels, seconds);
     if (route == "/monitoring/system"
         || std::find(quiet.begin(), quiet.end(), route) != quiet.end())
       return;

@@ -379,7 +379,10 @@ std::optional<external_server> start_redis(const std::string& dir, uint16_t port
 
 std::optional<external_server> start_pushgateway(const std::string& dir, uint16_t port,
                                                  std::string* error) {
-  return start_go_server("pushgateway", {"/usr/bin/prometheus-pushgateway"}, dir, port, error);
+  // Debian builds default --persistence.file to /var/lib/prometheus: keep
+  // every test gateway in memory, private to its test.
+  return start_go_server("pushgateway", {"/usr/bin/prometheus-pushgateway", "--persistence.file="},
+                         dir, port, error);
 }
 
 std::optional<external_server> start_prometheus(const std::string& dir,

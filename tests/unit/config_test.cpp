@@ -337,7 +337,8 @@ CAF_TEST(unknown keys are rejected in file environment and flags) {
   CAF_CHECK_EQUAL(file_error("colour: blue\n"), "config error: colour: unknown key");
   CAF_CHECK_EQUAL(file_error("http:\n  io_thread: 2\n"),
                   "config error: http.io_thread: unknown key");
-  CAF_CHECK_EQUAL(file_error("metrics:\n  port: 9\n"), "config error: metrics: unknown key");
+  CAF_CHECK_EQUAL(file_error("metrics:\n  port: 9\n"), "config error: metrics.port: unknown key");
+  CAF_CHECK_EQUAL(file_error("cluster:\n  port: 9\n"), "config error: cluster: unknown key");
   CAF_CHECK_EQUAL(env_error("TROUPE_HTTP__IO_THREAD=2"),
                   "config error: http.io_thread: unknown key (from TROUPE_HTTP__IO_THREAD)");
   CAF_CHECK_EQUAL(env_error("TROUPE_VERBOSE=1"),
