@@ -30,6 +30,8 @@ for port in $(shuf -i 20000-29999 -n 20); do
   if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then nginx_port=$port; break; fi
 done
 mkdir -p "$work/nginx/logs" "$work/www"
+# nginx workers run as an unprivileged user: let them read the file.
+chmod 755 "$work" "$work/www"
 cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes 1;
 error_log $work/nginx/logs/error.log;

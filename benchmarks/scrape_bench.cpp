@@ -81,11 +81,9 @@ int main(int argc, char** argv) {
   std::string text;
   for (int tries = 0;; ++tries) {
     time_gets(base, "/metrics", 1, &text);
-    auto want = "troupe_metrics_series " + std::to_string(series + 0);
-    if (text.find("troupe_metrics_series ") != std::string::npos) {
-      auto pos = text.find("troupe_metrics_series ");
-      auto n = std::stoi(text.substr(pos + 22));
-      if (n >= series)
+    const std::string key = "\ntroupe_metrics_series ";
+    if (auto pos = text.find(key); pos != std::string::npos) {
+      if (std::stoi(text.substr(pos + key.size())) >= series)
         break;
     }
     if (tries > 600) {

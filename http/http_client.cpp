@@ -193,12 +193,15 @@ client_response perform(const url& base, std::string_view method, std::string_vi
   if (auto ec = run(ioc, [&](auto h) { bhttp::async_write(stream, req, h); }))
     return transport_error("write", base, ec, timeout);
   beast::flat_buffer buffer;
-  bhttp::response<bhttp::string_body> res;
-  if (auto ec = run(ioc, [&](auto h) { bhttp::async_read(stream, buffer, res, h); }))
+  // Beast's default 8 MiB is too small for large expositions (proxy mode
+  // reads whole /monitoring/system documents).
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.body_limit(max_response_bytes);
+  if (auto ec = run(ioc, [&](auto h) { bhttp::async_read(stream, buffer, parser, h); }))
     return transport_error("read", base, ec, timeout);
   error_code ignored;
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  return to_client_response(res);
+  return to_client_response(parser.get());
 }
 
 } // namespace

@@ -5,6 +5,7 @@
 // stays in http_client.cpp.
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -25,6 +26,9 @@ struct url {
 /// Parses "http://host[:port][/base/path]". nullopt with `error` set when
 /// malformed or unsupported (https, credentials, query, fragment).
 std::optional<url> parse_url(std::string_view text, std::string* error = nullptr);
+
+/// Largest response body fetch() reads (larger ones fail with an error).
+inline constexpr uint64_t max_response_bytes = 256ull << 20;
 
 /// What came back.
 struct client_response {

@@ -97,12 +97,8 @@ void render_family(prom::writer& w, const family& f, const naming& names,
       w.sample(base + "_window_sum", l, std::isnan(win.sum) ? 0 : win.sum);
       w.sample(base + "_window_count", l, static_cast<double>(win.count));
     }
+  // Averages are _window_sum / _window_count; no separate family.
   if (f.type != kind::counter) {
-    w.family(base + "_window_avg", "gauge", "Average of " + name + " per window");
-    for (auto& e : series)
-      for (auto& win : e.snap->windows)
-        w.sample(base + "_window_avg", with(label_pairs(f, *e.snap, *e.upstream), "window", win.window),
-                 win.avg);
     w.family(base + "_window_max", "gauge", "Largest " + name + " per window");
     for (auto& e : series)
       for (auto& win : e.snap->windows)

@@ -29,8 +29,8 @@ struct registry_view {
 };
 
 /// The exposition: per family its counter/gauge/histogram samples, then the
-/// windows as gauges — `<name>_window{window, quantile}` (p50/p95/p99),
-/// `<name>_window_avg|_max{window}`, `<name>_window_rate{window}` (counters
+/// windows — a summary `<name>_window{window, quantile}` (p50/p95/p99 with
+/// _sum/_count per window), `<name>_window_max{window}`, `<name>_window_rate{window}` (counters
 /// and histograms) — and `<name>_max` (largest value since start). Proxied
 /// series carry an extra `upstream` label.
 std::string render_prometheus(const registry_view& v, const naming& names);
