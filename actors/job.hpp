@@ -13,6 +13,10 @@
 #include "runtime/job_spec.hpp"
 #include "runtime/process.hpp"
 
+namespace troupe::metrics {
+class gauge_board;
+} // namespace troupe::metrics
+
 namespace troupe {
 
 /// What every job actor of a node shares.
@@ -21,6 +25,12 @@ struct job_env {
   std::shared_ptr<process::io> io;
   jobs_config cfg;
   std::string node_name;
+  /// metrics.relative_accuracy: the sketches of queue-wait and run-duration
+  /// observations are made with it.
+  double metrics_accuracy = 0.01;
+  /// Where the controller keeps its gauges for the metrics registry to
+  /// sample; null: it sends them to the registry as they change.
+  std::shared_ptr<metrics::gauge_board> gauges;
   /// The environment jobs inherit (troupe's own, minus TROUPE_* settings).
   std::vector<std::string> base_env;
   /// Starts the actor of one attempt; empty: the real `job` actor. (Tests

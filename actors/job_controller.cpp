@@ -79,6 +79,14 @@ void report_gauges(self_ptr self) {
   auto& st = self->state;
   auto depth = static_cast<double>(st.queue.size() + st.backing_off.size());
   auto slots = static_cast<double>(std::max(1, st.slots));
+  if (auto& board = st.ctx->gauges) {
+    board->set("jobs.queue.depth", {}, depth);
+    board->set("jobs.queue.pressure", {}, depth / slots);
+    board->set("jobs.pool.utilization", {}, static_cast<double>(st.running.size()) / slots);
+    report_metrics(self->system(), {gauge_delta("troupe.last_activity", {},
+                                                static_cast<double>(now_ns()) / 1e9)});
+    return;
+  }
   report_metrics(self->system(),
                  {gauge_delta("jobs.queue.depth", {}, depth),
                   gauge_delta("jobs.queue.pressure", {}, depth / slots),
@@ -117,7 +125,8 @@ void try_start(self_ptr self) {
     if (auto q = st.queued_since.find(e.id); q != st.queued_since.end()) {
       if (auto fam = metrics::find_family("jobs.queue.wait"))
         report_metrics(self->system(),
-                       {histogram_delta(*fam, {}, static_cast<double>(now - q->second) / 1e9)});
+                       {histogram_delta(*fam, {}, static_cast<double>(now - q->second) / 1e9,
+                                        st.ctx->metrics_accuracy)});
       st.queued_since.erase(q);
     }
     st.started_since[e.id] = now;
@@ -470,7 +479,8 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
       if (auto r = st.started_since.find(id); r != st.started_since.end()) {
         if (auto fam = metrics::find_family("jobs.run.duration"))
           report_metrics(self->system(),
-                         {histogram_delta(*fam, {}, static_cast<double>(now_ns() - r->second) / 1e9)});
+                         {histogram_delta(*fam, {}, static_cast<double>(now_ns() - r->second) / 1e9,
+                                          st.ctx->metrics_accuracy)});
         st.started_since.erase(r);
       }
       if (requeued) {

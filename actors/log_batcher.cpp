@@ -135,6 +135,10 @@ push_batch read_batch(self_ptr self) {
 void report_lag(self_ptr self) {
   auto& st = self->state;
   auto lag = st.head > st.cursor ? st.head - st.cursor : 0;
+  if (st.gauges) {
+    st.gauges->set("logs.sink.lag", {"loki"}, static_cast<double>(lag));
+    return;
+  }
   auto now = self->clock().now();
   if (lag == st.reported_lag || (lag != 0 && now - st.lag_reported_at < milliseconds{250}))
     return;
@@ -225,8 +229,10 @@ void pump(self_ptr self) {
 
 log_batcher_actor::behavior_type log_batcher(self_ptr self,
                                              std::shared_ptr<persistence::lmdb_env> env,
-                                             loki_config cfg) {
+                                             loki_config cfg,
+                                             std::shared_ptr<metrics::gauge_board> gauges) {
   auto& st = self->state;
+  st.gauges = std::move(gauges);
   st.env = std::move(env);
   st.cfg = std::move(cfg);
   std::string err;

@@ -16,6 +16,10 @@
 #include "persistence/logs.hpp"
 #include "runtime/config.hpp"
 
+namespace troupe::metrics {
+class gauge_board;
+} // namespace troupe::metrics
+
 namespace troupe {
 
 struct log_batcher_state {
@@ -39,6 +43,8 @@ struct log_batcher_state {
   uint64_t dropped = 0;
   std::string last_error;
   /// Last lag reported to the metrics registry, and when (actor clock).
+  /// Where the lag gauge is kept (null: sent to the registry, throttled).
+  std::shared_ptr<metrics::gauge_board> gauges;
   uint64_t reported_lag = UINT64_MAX;
   caf::actor_clock::time_point lag_reported_at;
   /// When the pending batch starting after `pending_after` was first seen
@@ -61,6 +67,7 @@ struct log_batcher_state {
 /// HTTP: spawn it detached.
 log_batcher_actor::behavior_type
 log_batcher(log_batcher_actor::stateful_pointer<log_batcher_state> self,
-            std::shared_ptr<persistence::lmdb_env> env, loki_config cfg);
+            std::shared_ptr<persistence::lmdb_env> env, loki_config cfg,
+            std::shared_ptr<metrics::gauge_board> gauges);
 
 } // namespace troupe

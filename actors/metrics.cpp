@@ -78,8 +78,10 @@ metric_window(metric_window_actor::stateful_pointer<metric_window_state> self,
     },
     [self](sample_atom) {
       auto& st = self->state;
+      auto now = self->clock().now();
       if (st.fam->type == metrics::kind::gauge && st.has_value)
-        st.ring->add(self->clock().now(), st.value);
+        st.ring->add(now, st.value);
+      st.ring->expire(now); // release buckets that left every window
     },
     [self](get_atom) -> metric_snapshot {
       auto& st = self->state;
@@ -104,6 +106,12 @@ namespace {
 
 using registry_ptr = metrics_actor::stateful_pointer<metrics_state>;
 
+/// Ticks between two expiry rounds: about a minute.
+uint64_t expire_every(caf::timespan sample_interval) {
+  auto n = std::chrono::duration_cast<caf::timespan>(std::chrono::minutes(1)) / sample_interval;
+  return std::max<uint64_t>(1, static_cast<uint64_t>(n));
+}
+
 void route(registry_ptr self, metric_delta& d) {
   auto& st = self->state;
   auto fam = metrics::find_family(d.family);
@@ -112,6 +120,14 @@ void route(registry_ptr self, metric_delta& d) {
   if (!fam->windowed) {
     if (fam->key == "troupe.last_activity")
       st.last_activity = std::max(st.last_activity, d.value);
+    else if (fam->key == "metrics.dropped" && d.value > 0) {
+      if (st.dropped == 0)
+        logging::get("metrics")->warn("metrics.max_series ({}) reached by the request recorder: "
+                                      "observations of further series are dropped (counted in "
+                                      "troupe_metrics_dropped_series_total)",
+                                      st.cfg.max_series);
+      st.dropped += static_cast<uint64_t>(d.value); // refused by a recorder
+    }
     return;
   }
   if (st.cfg.mode == "proxy" && fam->key != "redis.sse.connections")
@@ -136,26 +152,52 @@ void route(registry_ptr self, metric_delta& d) {
 }
 
 /// Asks every series for its snapshot; `done` gets them all (in no order).
-void collect(registry_ptr self, std::function<void(metric_snapshots)> done) {
+/// Callers arriving while a collection runs wait for it and share its result.
+void collect(registry_ptr self, std::function<void(const metric_snapshots&)> done) {
   auto& st = self->state;
+  st.collect_waiters.push_back(std::move(done));
+  if (st.collect_waiters.size() > 1)
+    return; // one is in flight
+  auto acc = std::make_shared<metric_snapshots>();
+  auto finish_all = [self, acc] {
+    auto waiters = std::move(self->state.collect_waiters);
+    self->state.collect_waiters.clear();
+    for (auto& w : waiters)
+      w(*acc);
+  };
   if (st.by_id.empty()) {
-    done({});
+    finish_all();
     return;
   }
-  auto acc = std::make_shared<metric_snapshots>();
   acc->reserve(st.by_id.size());
-  auto left = std::make_shared<size_t>(st.by_id.size());
-  auto finish = [acc, left, done] {
-    if (--*left == 0)
-      done(std::move(*acc));
+  struct progress {
+    size_t left = 0;
+    size_t timed_out = 0;
+  };
+  auto prog = std::make_shared<progress>();
+  prog->left = st.by_id.size();
+  auto finish = [self, prog, finish_all] {
+    if (--prog->left > 0)
+      return;
+    if (prog->timed_out > 0) {
+      self->state.collect_timeouts += prog->timed_out;
+      logging::get("metrics")->warn("{} series did not answer within 10 s; this scrape leaves "
+                                    "them out ({} so far)",
+                                    prog->timed_out, self->state.collect_timeouts);
+    }
+    finish_all();
   };
   for (auto& [id, s] : st.by_id)
     self->request(s.hdl, std::chrono::seconds(10), get_atom::value)
-      .then([acc, finish](metric_snapshot& snap) {
-        acc->push_back(std::move(snap));
-        finish();
-      },
-            [finish](caf::error&) { finish(); });
+      .then(
+        [acc, finish](metric_snapshot& snap) {
+          acc->push_back(std::move(snap));
+          finish();
+        },
+        [prog, finish](caf::error&) {
+          ++prog->timed_out;
+          finish();
+        });
 }
 
 metrics::registry_view view(registry_ptr self, const metric_snapshots& local) {
@@ -198,8 +240,15 @@ metrics_actor::behavior_type metrics_registry(metrics_actor::stateful_pointer<me
       for (auto& src : st.sources)
         for (auto& d : src())
           route(self, d);
-      for (auto& g : st.gauges)
-        self->send(g, sample_atom::value);
+      // Gauges are sampled every tick; every minute or so all series are
+      // told too, so that idle ones release their expired buckets.
+      if (st.heartbeat % expire_every(st.cfg.sample_interval) == 0) {
+        for (auto& [id, s] : st.by_id)
+          self->send(s.hdl, sample_atom::value);
+      } else {
+        for (auto& g : st.gauges)
+          self->send(g, sample_atom::value);
+      }
       self->delayed_send(self, st.cfg.sample_interval, tick_atom::value);
     },
     [self](proxied_atom, const std::string& upstream, metric_snapshots& snaps) {
@@ -207,7 +256,8 @@ metrics_actor::behavior_type metrics_registry(metrics_actor::stateful_pointer<me
     },
     [self](get_atom) -> caf::result<metric_snapshots> {
       auto rp = self->make_response_promise<metric_snapshots>();
-      collect(self, [self, rp](metric_snapshots local) mutable {
+      collect(self, [self, rp](const metric_snapshots& collected) mutable {
+        auto local = collected;
         for (auto& [upstream, snaps] : self->state.proxied)
           local.insert(local.end(), snaps.begin(), snaps.end());
         rp.deliver(std::move(local));
@@ -220,7 +270,7 @@ metrics_actor::behavior_type metrics_registry(metrics_actor::stateful_pointer<me
       if (st.has_cache && st.cfg.scrape_ttl.count() > 0 && now - st.cached_at < st.cfg.scrape_ttl)
         return st.cached;
       auto rp = self->make_response_promise<std::string>();
-      collect(self, [self, rp](metric_snapshots local) mutable {
+      collect(self, [self, rp](const metric_snapshots& local) mutable {
         auto& st = self->state;
         auto text = metrics::render_prometheus(view(self, local), st.names);
         if (st.cfg.scrape_ttl.count() > 0) {
@@ -235,7 +285,7 @@ metrics_actor::behavior_type metrics_registry(metrics_actor::stateful_pointer<me
     [](shutdown_atom) { return ok_atom::value; },
     [self](monitoring_atom) -> caf::result<std::string> {
       auto rp = self->make_response_promise<std::string>();
-      collect(self, [self, rp](metric_snapshots local) mutable {
+      collect(self, [self, rp](const metric_snapshots& local) mutable {
         rp.deliver(metrics::render_monitoring(view(self, local), self->state.names));
       });
       return rp;

@@ -63,6 +63,11 @@ struct metrics_state {
   double last_activity = 0;
   uint64_t heartbeat = 0;
   uint64_t dropped = 0;
+  /// Callers waiting for the collection in flight (scrapes arriving while
+  /// one runs share it instead of fanning out again).
+  std::vector<std::function<void(const metric_snapshots&)>> collect_waiters;
+  /// Series that did not answer a collection in time (cumulative).
+  uint64_t collect_timeouts = 0;
   /// Cached exposition and when it was rendered (actor clock).
   std::string cached;
   caf::actor_clock::time_point cached_at;

@@ -153,6 +153,10 @@ void write_back(self_ptr self, const metric_snapshots& snaps, json& summary) {
 
 void push(self_ptr self, const std::string& exposition, json& summary) {
   auto& st = self->state;
+  if (st.stopping) {
+    summary["pushgateway"] = {{"status", "ok"}, {"skipped", "shutting down"}};
+    return; // the group is deleted (or about to be): do not recreate it
+  }
   auto res = http::fetch(*st.pushgateway, "PUT", st.push_path,
                          {{"Content-Type", "text/plain; version=0.0.4; charset=utf-8"}},
                          exposition, st.cfg.pushgateway.timeout);
@@ -275,7 +279,7 @@ std::optional<sse_stat> parse_sse_stat(std::string_view value) {
 
 metrics_exporter_actor::behavior_type
 metrics_exporter(metrics_exporter_actor::stateful_pointer<metrics_exporter_state> self,
-                 metrics_config cfg, bool schedule) {
+                 metrics_config cfg, bool schedule, std::shared_ptr<exporter_status> board) {
   auto& st = self->state;
   st.names = metrics::naming{cfg.mapping};
   st.cfg = std::move(cfg);
@@ -313,6 +317,9 @@ metrics_exporter(metrics_exporter_actor::stateful_pointer<metrics_exporter_state
     }
     st.proxy_status = "unknown";
   }
+  st.board = std::move(board);
+  if (st.board)
+    st.board->set(status_json(st).dump());
   if (schedule) {
     if (st.cfg.export_on_start)
       self->send(self, tick_atom::value);
@@ -321,15 +328,23 @@ metrics_exporter(metrics_exporter_actor::stateful_pointer<metrics_exporter_state
   }
   return {
     [self](tick_atom) {
+      if (self->state.stopping)
+        return;
       cycle(self, [self](json summary) {
+        auto& st = self->state;
         if (failed(summary))
           log()->debug("export cycle: {}", summary.dump());
-        self->delayed_send(self, self->state.cfg.export_interval, tick_atom::value);
+        if (st.board)
+          st.board->set(status_json(st).dump());
+        if (!st.stopping)
+          self->delayed_send(self, st.cfg.export_interval, tick_atom::value);
       });
     },
     [self](export_atom) -> caf::result<std::string> {
       auto rp = self->make_response_promise<std::string>();
-      cycle(self, [rp](json summary) mutable {
+      cycle(self, [self, rp](json summary) mutable {
+        if (self->state.board)
+          self->state.board->set(status_json(self->state).dump());
         summary["ok"] = !failed(summary);
         rp.deliver(summary.dump());
       });
@@ -338,6 +353,7 @@ metrics_exporter(metrics_exporter_actor::stateful_pointer<metrics_exporter_state
     [self](status_atom) -> std::string { return status_json(self->state).dump(); },
     [self](shutdown_atom) -> ok_atom {
       auto& st = self->state;
+      st.stopping = true;
       if (st.pushgateway && st.pushed) {
         auto res = http::fetch(*st.pushgateway, "DELETE", st.push_path, {}, {},
                                st.cfg.pushgateway.timeout);

@@ -13,6 +13,7 @@
 // Detached: Redis and HTTP calls block.
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -24,6 +25,25 @@
 
 namespace troupe {
 
+/// The exporter's latest status (JSON), readable without asking the actor:
+/// it is detached and may be inside a blocking Redis or HTTP call, and a
+/// readiness probe must not wait for that.
+class exporter_status {
+public:
+  void set(std::string json) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    json_ = std::move(json);
+  }
+  std::string get() const {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return json_;
+  }
+
+private:
+  mutable std::mutex mtx_;
+  std::string json_;
+};
+
 struct metrics_exporter_state {
   static inline const char* name = "metrics_exporter";
   metrics_config cfg;
@@ -32,8 +52,12 @@ struct metrics_exporter_state {
   std::optional<http::url> pushgateway;
   std::string push_path;
   std::vector<http::url> upstreams;
+  std::shared_ptr<exporter_status> board;
   uint64_t cycles = 0;
   bool pushed = false;
+  /// Set by shutdown: no further cycle runs, and a cycle still in flight
+  /// does not push again after the group was deleted.
+  bool stopping = false;
   /// Per exporter: {"status": ok|failing, "error", "last_success"}.
   std::string redis_status = "disabled";
   std::string redis_error;
@@ -49,7 +73,7 @@ struct metrics_exporter_state {
 
 metrics_exporter_actor::behavior_type
 metrics_exporter(metrics_exporter_actor::stateful_pointer<metrics_exporter_state> self,
-                 metrics_config cfg, bool schedule);
+                 metrics_config cfg, bool schedule, std::shared_ptr<exporter_status> board);
 
 /// Parses one published SSE stats value: a JSON object with `count` (or
 /// `connections`/`value`) and `ts` (Unix seconds, or `timestamp`). nullopt

@@ -186,7 +186,8 @@ int metrics_export(const std::vector<std::string>& args) {
   auto registry = sys.spawn(metrics_registry, cfg->metrics, cfg->node_name,
                             std::vector<metric_source>{});
   sys.registry().put(names::metrics, caf::actor_cast<caf::strong_actor_ptr>(registry));
-  auto exporter = sys.spawn<caf::detached>(metrics_exporter, cfg->metrics, !once);
+  auto exporter = sys.spawn<caf::detached>(metrics_exporter, cfg->metrics, !once,
+                                                 std::shared_ptr<exporter_status>{});
   sys.registry().put(names::exporter, caf::actor_cast<caf::strong_actor_ptr>(exporter));
   int rc = 0;
   caf::scoped_actor self{sys};

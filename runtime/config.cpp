@@ -667,7 +667,7 @@ const std::vector<field>& fields() {
                "local series; redis: plus stats folded from Redis and windows written back; "
                "proxy: upstreams' /monitoring/system re-exported"),
         number("metrics.relative_accuracy",
-               at(&config::metrics, &metrics_config::relative_accuracy), 0.0, 0.5,
+               at(&config::metrics, &metrics_config::relative_accuracy), 1e-6, 0.5,
                "Relative error of the percentile sketches (0.01 = 1 %)"),
         duration("metrics.sample_interval",
                  at(&config::metrics, &metrics_config::sample_interval), above(0ms),

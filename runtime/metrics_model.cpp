@@ -160,14 +160,46 @@ std::string series_id(const family& f, const std::vector<std::string>& labels) {
   return out;
 }
 
+void gauge_board::set(const std::string& family, std::vector<std::string> labels, double value) {
+  std::string key = family;
+  for (auto& l : labels) {
+    key += '\x1f';
+    key += l;
+  }
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto& d = values_[key];
+  d.family = family;
+  d.labels = std::move(labels);
+  d.value = value;
+}
+
+metric_deltas gauge_board::read() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  metric_deltas out;
+  out.reserve(values_.size());
+  for (auto& [key, d] : values_)
+    out.push_back(d);
+  return out;
+}
+
+std::string_view method_label(std::string_view method) noexcept {
+  static constexpr std::string_view known[] = {"GET",    "HEAD",  "POST",   "PUT",
+                                               "DELETE", "PATCH", "OPTIONS"};
+  for (auto k : known)
+    if (method == k)
+      return k;
+  return "OTHER";
+}
+
 size_t bucket_index(const std::vector<double>& bounds, double value) {
   return static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), value)
                              - bounds.begin());
 }
 
-recorder::recorder(double relative_accuracy) : alpha_(relative_accuracy) {}
+recorder::recorder(double relative_accuracy, size_t max_pending)
+    : alpha_(relative_accuracy), max_pending_(max_pending) {}
 
-recorder::pending_series& recorder::slot(const family& f, const std::vector<std::string>& labels) {
+recorder::pending_series* recorder::slot(const family& f, const std::vector<std::string>& labels) {
   key_.clear();
   key_ += f.key;
   for (auto& l : labels) {
@@ -176,36 +208,53 @@ recorder::pending_series& recorder::slot(const family& f, const std::vector<std:
   }
   auto i = pending_.find(key_);
   if (i == pending_.end()) {
+    if (pending_.size() >= max_pending_) {
+      ++dropped_;
+      return nullptr;
+    }
     i = pending_.emplace(key_, pending_series{alpha_}).first;
     i->second.fam = &f;
     i->second.labels = labels;
     if (f.type == kind::histogram)
       i->second.buckets.assign(f.bounds.size() + 1, 0);
   }
-  return i->second;
+  return &i->second;
 }
 
 void recorder::observe(const family& f, const std::vector<std::string>& labels, double value) {
+  if (!std::isfinite(value))
+    return; // no bucket holds NaN; the sketch ignores it too
   std::lock_guard<std::mutex> guard{mtx_};
-  auto& s = slot(f, labels);
-  s.obs.add(value);
-  if (!s.buckets.empty())
-    ++s.buckets[bucket_index(f.bounds, value)];
+  auto s = slot(f, labels);
+  if (s == nullptr)
+    return;
+  s->obs.add(value);
+  if (!s->buckets.empty())
+    ++s->buckets[bucket_index(f.bounds, value)];
 }
 
 void recorder::add(const family& f, const std::vector<std::string>& labels, double n) {
   std::lock_guard<std::mutex> guard{mtx_};
-  slot(f, labels).increment += n;
+  if (auto s = slot(f, labels))
+    s->increment += n;
 }
 
 metric_deltas recorder::take() {
   std::unordered_map<std::string, pending_series> taken;
+  uint64_t dropped = 0;
   {
     std::lock_guard<std::mutex> guard{mtx_};
     taken.swap(pending_);
+    std::swap(dropped, dropped_);
   }
   metric_deltas out;
-  out.reserve(taken.size());
+  out.reserve(taken.size() + 1);
+  if (dropped > 0) {
+    metric_delta d;
+    d.family = "metrics.dropped";
+    d.value = static_cast<double>(dropped);
+    out.push_back(std::move(d));
+  }
   for (auto& [key, s] : taken) {
     metric_delta d;
     d.family = s.fam->key;

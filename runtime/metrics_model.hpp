@@ -74,9 +74,11 @@ std::string series_id(const family& f, const std::vector<std::string>& labels);
 
 /// Accumulates observations of hot paths between two registry ticks; the
 /// registry drains it with take(). Thread-safe; one short lock per call.
+/// At most `max_pending` series are held between two takes; observations of
+/// further ones are dropped and handed on as a `metrics.dropped` delta.
 class recorder {
 public:
-  explicit recorder(double relative_accuracy = 0.01);
+  explicit recorder(double relative_accuracy = 0.01, size_t max_pending = 20000);
 
   /// A histogram observation.
   void observe(const family& f, const std::vector<std::string>& labels, double value);
@@ -96,13 +98,35 @@ private:
     std::vector<uint64_t> buckets;
     explicit pending_series(double alpha) : obs(alpha) {}
   };
-  pending_series& slot(const family& f, const std::vector<std::string>& labels);
+  /// nullptr when the series is new and max_pending are already held.
+  pending_series* slot(const family& f, const std::vector<std::string>& labels);
 
   double alpha_;
+  size_t max_pending_;
+  uint64_t dropped_ = 0; // under mtx_
   mutable std::mutex mtx_;
   std::unordered_map<std::string, pending_series> pending_;
   std::string key_; // reused lookup key (under mtx_)
 };
+
+/// Latest values of gauges kept by actors (queue depth, sink lag). The
+/// registry reads the board on every tick (a pull source), so a gauge keeps
+/// being sampled while it does not change and a restarted registry learns
+/// every value again at once. Thread-safe.
+class gauge_board {
+public:
+  void set(const std::string& family, std::vector<std::string> labels, double value);
+  /// One gauge delta per value set so far.
+  metric_deltas read() const;
+
+private:
+  mutable std::mutex mtx_;
+  std::map<std::string, metric_delta> values_;
+};
+
+/// The `method` label of an HTTP request: one of GET, HEAD, POST, PUT, DELETE,
+/// PATCH, OPTIONS, or OTHER for anything else (a client cannot mint series).
+std::string_view method_label(std::string_view method) noexcept;
 
 /// Index of the bucket `value` falls in (`bounds.size()` for +Inf).
 size_t bucket_index(const std::vector<double>& bounds, double value);

@@ -11,6 +11,7 @@
 #include "actors/event_bus.hpp"
 #include "actors/event_stream.hpp"
 #include "actors/log_stream.hpp"
+#include "actors/metrics_exporter.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
 #include "actors/names.hpp"
@@ -130,32 +131,20 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
           // Queue depth and job counts by state ride along as details.
           self->request(jobs, std::chrono::seconds(2), status_atom::value)
             .then(
-              [self, ex, checks](const std::string& stats) mutable {
+              [ctx, ex, checks](const std::string& stats) mutable {
                 auto details = json::parse(stats, nullptr, false);
                 details["status"] = "ok";
                 checks["jobs"] = std::move(details);
-                auto exporter = lookup<metrics_exporter_actor>(self->system(), names::exporter);
-                if (!exporter) {
-                  ex->reply(http::response::json(
-                    200, json{{"status", "ready"}, {"checks", checks}}.dump()));
-                  return;
-                }
                 // Optional dependencies (Redis, Pushgateway, proxy upstreams) are
-                // shown, but do not make the node unready: jobs still run.
-                self->request(exporter, std::chrono::seconds(3), status_atom::value)
-                  .then(
-                    [ex, checks](const std::string& st) mutable {
-                      auto details = json::parse(st, nullptr, false);
-                      checks["metrics_exporter"] = std::move(details);
-                      ex->reply(http::response::json(
-                        200, json{{"status", "ready"}, {"checks", checks}}.dump()));
-                    },
-                    [ex, checks](caf::error& err) mutable {
-                      checks["metrics_exporter"] = {{"status", "unknown"},
-                                                    {"error", caf::to_string(err)}};
-                      ex->reply(http::response::json(
-                        200, json{{"status", "ready"}, {"checks", checks}}.dump()));
-                    });
+                // shown, but do not make the node unready: jobs still run. Read
+                // from the board: the exporter may be inside a blocking call.
+                if (ctx->exporter_board) {
+                  auto exporter = json::parse(ctx->exporter_board->get(), nullptr, false);
+                  checks["metrics_exporter"] = exporter.is_discarded() ? json{{"status", "unknown"}}
+                                                                       : std::move(exporter);
+                }
+                ex->reply(
+                  http::response::json(200, json{{"status", "ready"}, {"checks", checks}}.dump()));
               },
               [ex, checks](caf::error& err) mutable {
                 checks["jobs"] = {{"status", "failing"}, {"error", caf::to_string(err)}};

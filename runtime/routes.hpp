@@ -16,6 +16,8 @@ class lmdb_env;
 }
 
 /// What HTTP handlers may use of the node.
+class exporter_status;
+
 struct node_context {
   caf::actor_system* sys = nullptr;
   std::shared_ptr<persistence::lmdb_env> env;
@@ -24,6 +26,8 @@ struct node_context {
   std::function<http_bridge_actor()> bridge;
   /// True once shutdown began.
   std::function<bool()> stopping;
+  /// The metrics exporter's status, when one runs (read by /readyz).
+  std::shared_ptr<exporter_status> exporter_board;
 };
 
 /// Health, readiness, version, events and (if enabled) fault injection.

@@ -165,7 +165,8 @@ void runtime::start() {
   http::server_options opts;
   // Request metrics: one short lock per request on the io thread; the
   // metrics registry drains the recorder on its tick.
-  auto recorder = std::make_shared<metrics::recorder>(cfg.metrics.relative_accuracy);
+  auto recorder = std::make_shared<metrics::recorder>(
+    cfg.metrics.relative_accuracy, static_cast<size_t>(cfg.metrics.max_series));
   auto activity_ns = std::make_shared<std::atomic<int64_t>>(0);
   opts.on_answered = [recorder, activity_ns, quiet = opts.quiet_routes,
                       duration = metrics::find_family("http.request.duration"),
@@ -174,7 +175,7 @@ void runtime::start() {
                        double seconds) {
     // Reused per io thread: no allocation per request once warm.
     thread_local std::vector<std::string> labels(3);
-    labels[0].assign(req.method);
+    labels[0].assign(metrics::method_label(req.method));
     labels[1].assign(route.empty() ? std::string_view{"unmatched"} : std::string_view{route});
     char digits[8];
     auto end = std::to_chars(digits, digits + sizeof(digits), status).ptr;
@@ -213,6 +214,8 @@ void runtime::start() {
   jobs_ctx->io = d.proc_io;
   jobs_ctx->cfg = cfg.jobs;
   jobs_ctx->node_name = cfg.node_name;
+  jobs_ctx->metrics_accuracy = cfg.metrics.relative_accuracy;
+  jobs_ctx->gauges = std::make_shared<metrics::gauge_board>();
   for (auto& kv : process_environment())
     if (kv.rfind("TROUPE_", 0) != 0)
       jobs_ctx->base_env.push_back(kv);
@@ -239,14 +242,15 @@ void runtime::start() {
   auto* server_ptr = d.server.get();
   std::vector<metric_source> metric_sources{
     [recorder] { return recorder->take(); },
-    [server_ptr, activity_ns, last = std::make_shared<int64_t>(0)] {
+    [gauges = jobs_ctx->gauges] { return gauges->read(); },
+    [server_ptr, activity_ns] {
       metric_deltas out{
         gauge_delta("http.active_requests", {}, static_cast<double>(server_ptr->in_flight())),
         gauge_delta("sse.connections", {}, static_cast<double>(server_ptr->sse_streams()))};
-      if (auto t = activity_ns->load(std::memory_order_relaxed); t != *last) {
-        *last = t;
+      // Sent every tick, not only on change: a restarted registry learns it
+      // again at once (it keeps the maximum).
+      if (auto t = activity_ns->load(std::memory_order_relaxed); t > 0)
         out.push_back(gauge_delta("troupe.last_activity", {}, static_cast<double>(t) / 1e9));
-      }
       return out;
     }};
   if (cfg.metrics.mode == "proxy")
@@ -256,17 +260,21 @@ void runtime::start() {
                         return caf::actor_cast<caf::actor>(
                           sys.spawn(metrics_registry, metrics_cfg, node_name, metric_sources));
                       }});
-  if (cfg.metrics.mode != "local" || !cfg.metrics.pushgateway.url.empty())
-    children.push_back({"exporter", [metrics_cfg = cfg.metrics](caf::actor_system& sys) {
+  if (cfg.metrics.mode != "local" || !cfg.metrics.pushgateway.url.empty()) {
+    ctx->exporter_board = std::make_shared<exporter_status>();
+    children.push_back({"exporter", [metrics_cfg = cfg.metrics,
+                                     board = ctx->exporter_board](caf::actor_system& sys) {
                           // Detached: Redis and HTTP calls block.
                           return caf::actor_cast<caf::actor>(
-                            sys.spawn<caf::detached>(metrics_exporter, metrics_cfg, true));
+                            sys.spawn<caf::detached>(metrics_exporter, metrics_cfg, true, board));
                         }});
+  }
   if (!cfg.logs.loki.url.empty())
-    children.push_back({"loki", [env, loki_cfg = cfg.logs.loki](caf::actor_system& sys) {
+    children.push_back({"loki", [env, loki_cfg = cfg.logs.loki,
+                                 gauges = jobs_ctx->gauges](caf::actor_system& sys) {
                           // Detached: pushes are blocking HTTP calls.
                           return caf::actor_cast<caf::actor>(
-                            sys.spawn<caf::detached>(log_batcher, env, loki_cfg));
+                            sys.spawn<caf::detached>(log_batcher, env, loki_cfg, gauges));
                         }});
   children.push_back(
     {"jobs",

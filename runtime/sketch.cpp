@@ -212,6 +212,21 @@ void sketch::merge(const sketch& other) {
   count_ += other.count_;
 }
 
+sketch sketch::rebinned(double relative_accuracy) const {
+  sketch out{relative_accuracy, max_bins_};
+  negative_.find_if([&](int32_t k, uint64_t c) {
+    out.add(-value(-k), c);
+    return false;
+  });
+  positive_.find_if([&](int32_t k, uint64_t c) {
+    out.add(value(k), c);
+    return false;
+  });
+  out.zero_count_ += zero_count_;
+  out.count_ += zero_count_;
+  return out;
+}
+
 double sketch::value(int32_t k) const {
   // Inverse of log2_approx: the exponent, then Newton on the cubic (monotone
   // on [0, 1], started from the exact log2 answer).

@@ -47,6 +47,12 @@ public:
   /// accuracy differs. Keeps this sketch's max_bins.
   void merge(const sketch& other);
 
+  /// A sketch of `relative_accuracy` holding this one's counts, each bin's
+  /// count at its representative value: quantiles of the result are within
+  /// about the sum of both accuracies. Used to merge sketches made with
+  /// another accuracy (a producer configured differently) instead of failing.
+  sketch rebinned(double relative_accuracy) const;
+
   /// The value at 0-based rank floor(q * (count - 1)) in ascending order (the
   /// lower quantile: q = 0 is the minimum, q = 1 the maximum, q = 0.5 of 4
   /// values the second), within relative error a as long as no bins were

@@ -179,8 +179,14 @@ void window_ring::add(clock::time_point now, double v, uint64_t n) {
 }
 
 void window_ring::merge(clock::time_point now, const aggregate& delta) {
-  if (delta.values.relative_accuracy() != lifetime_.values.relative_accuracy())
-    throw std::invalid_argument("window_ring: cannot merge an aggregate of another accuracy");
+  auto alpha = lifetime_.values.relative_accuracy();
+  if (delta.values.relative_accuracy() != alpha) {
+    // A producer with another accuracy: re-bin its counts rather than fail.
+    aggregate converted = delta;
+    converted.values = delta.values.rebinned(alpha);
+    merge(now, converted);
+    return;
+  }
   for_each_current(now, [&](aggregate& a) { a.merge(delta); });
   lifetime_.merge(delta);
 }

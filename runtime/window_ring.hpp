@@ -107,8 +107,8 @@ public:
   /// counts as the latest time seen.
   void add(clock::time_point now, double v, uint64_t n = 1);
 
-  /// Records everything in `delta` at `now`; throws std::invalid_argument (and
-  /// changes nothing) if its relative accuracy differs from the ring's.
+  /// Records everything in `delta` at `now`. A delta of another relative
+  /// accuracy is re-binned to the ring's first (sketch::rebinned).
   void merge(clock::time_point now, const aggregate& delta);
 
   /// The summary of window `w` as of `now` (a `now` before the latest time

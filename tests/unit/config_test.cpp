@@ -670,7 +670,9 @@ CAF_TEST(metrics keys accept YAML mappings and lists and name what is wrong) {
                     "metrics.mapping",
                    "troupe.heartbeat.name: a counter's name must end in _total");
   check_yaml_error("metrics:\n  relative_accuracy: 0.7\n", "metrics.relative_accuracy",
-                    "must be between 0 and 0.5");
+                    "must be between 1e-06 and 0.5");
+  check_yaml_error("metrics:\n  relative_accuracy: 0.0000001\n", "metrics.relative_accuracy",
+                    "must be between 1e-06 and 0.5");
   check_yaml_error("metrics:\n  pushgateway:\n    url: https://x\n", "metrics.pushgateway.url", "");
   check_yaml_error("metrics:\n  redis:\n    url: http://x\n", "metrics.redis.url", "");
   check_yaml_error("metrics:\n  pushgateway:\n    grouping: not json\n",

@@ -78,7 +78,7 @@ struct fixture : test::deterministic_fixture {
 
   log_batcher_actor start_batcher(loki_config cfg) {
     cfg.url = loki_server.url();
-    auto b = sys.spawn(log_batcher, env, cfg);
+    auto b = sys.spawn(log_batcher, env, cfg, std::shared_ptr<metrics::gauge_board>{});
     extra.push_back(caf::actor_cast<caf::actor>(b));
     consume_messages();
     return b;

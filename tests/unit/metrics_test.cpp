@@ -169,6 +169,34 @@ CAF_TEST(gauges are sampled on every tick and summarised per window) {
   CAF_CHECK_EQUAL(sample_of(text, R"(troupe_job_queue_depth_window_max{window="15m"})"), 8.0);
 }
 
+CAF_TEST(a gauge board is sampled every tick and read again by a restarted registry) {
+  auto board = std::make_shared<metrics::gauge_board>();
+  auto start_with_board = [&] {
+    metrics_config cfg;
+    cfg.sample_interval = 1s;
+    std::vector<metric_source> sources{[board] { return board->read(); }};
+    registry = sys.spawn(metrics_registry, cfg, std::string{"node-a"}, sources);
+    consume_messages();
+  };
+  start_with_board();
+  board->set("logs.sink.lag", {"loki"}, 7);
+  board->set("logs.sink.lag", {"loki"}, 5); // the latest value wins
+  tick(3);
+  auto text = scrape();
+  CAF_CHECK_EQUAL(sample_of(text, R"(troupe_log_sink_lag_entries{sink="loki"})"), 5.0);
+  // Sampled on each of the 3 ticks although it never changed, plus the
+  // first value when it arrived.
+  CAF_CHECK_EQUAL(
+    sample_of(text, R"(troupe_log_sink_lag_entries_window_count{sink="loki",window="1m"})"), 4.0);
+  // The registry goes; the next one knows the lag without being told again.
+  caf::anon_send_exit(registry, caf::exit_reason::kill);
+  consume_messages();
+  start_with_board();
+  tick();
+  text = scrape();
+  CAF_CHECK_EQUAL(sample_of(text, R"(troupe_log_sink_lag_entries{sink="loki"})"), 5.0);
+}
+
 CAF_TEST(new series beyond max_series are dropped and counted) {
   metrics_config cfg;
   cfg.max_series = 3;
@@ -180,6 +208,49 @@ CAF_TEST(new series beyond max_series are dropped and counted) {
   auto text = scrape();
   CAF_CHECK_EQUAL(sample_of(text, "troupe_metrics_series"), 3.0);
   CAF_CHECK_EQUAL(sample_of(text, "troupe_metrics_dropped_series_total"), 2.0);
+}
+
+CAF_TEST(a histogram delta of another accuracy is merged and the registry lives on) {
+  metrics_config cfg;
+  cfg.relative_accuracy = 0.01;
+  start(cfg);
+  auto& wait = fam("jobs.queue.wait");
+  caf::anon_send(registry, metric_deltas{histogram_delta(wait, {}, 2.0, 0.02),
+                                         histogram_delta(wait, {}, 4.0, 0.01)});
+  consume_messages();
+  tick();
+  auto text = scrape(); // fails the test if the registry died
+  CAF_CHECK_EQUAL(sample_of(text, "troupe_job_queue_wait_seconds_count"), 2.0);
+  CAF_CHECK_EQUAL(sample_of(text, "troupe_job_queue_wait_seconds_sum"), 6.0);
+  // The lower median of {2, 4} is the value re-binned from 2 % to 1 %.
+  auto p50 = sample_of(
+    text, R"(troupe_job_queue_wait_seconds_window{window="1m",quantile="0.5"})");
+  CAF_CHECK_LESS(std::abs(p50 - 2.0) / 2.0, 0.0303);
+}
+
+CAF_TEST(the recorder holds at most max_pending series and reports what it dropped) {
+  rec = std::make_shared<metrics::recorder>(0.01, 2);
+  start();
+  auto& http = fam("http.request.duration");
+  for (int i = 0; i < 5; ++i)
+    rec->observe(http, {"GET", "/r" + std::to_string(i), "200"}, 0.001);
+  rec->observe(http, {"GET", "/r0", "200"}, std::nan("")); // ignored, not a bucket
+  CAF_CHECK_EQUAL(rec->pending(), 2u);
+  tick();
+  auto text = scrape();
+  CAF_CHECK_EQUAL(sample_of(text, "troupe_metrics_series"), 2.0);
+  CAF_CHECK_EQUAL(sample_of(text, "troupe_metrics_dropped_series_total"), 3.0);
+  CAF_CHECK_EQUAL(
+    sample_of(text, R"(troupe_http_request_duration_seconds_count{method="GET",route="/r0",status="200"})"),
+    1.0);
+}
+
+CAF_TEST(request methods map to a fixed set of labels) {
+  CAF_CHECK_EQUAL(metrics::method_label("GET"), "GET");
+  CAF_CHECK_EQUAL(metrics::method_label("OPTIONS"), "OPTIONS");
+  CAF_CHECK_EQUAL(metrics::method_label("PROPFIND"), "OTHER");
+  CAF_CHECK_EQUAL(metrics::method_label("get"), "OTHER");
+  CAF_CHECK_EQUAL(metrics::method_label(""), "OTHER");
 }
 
 CAF_TEST(the scrape cache holds for scrape_ttl) {
