@@ -252,7 +252,10 @@ metrics_actor::behavior_type metrics_registry(metrics_actor::stateful_pointer<me
       self->delayed_send(self, st.cfg.sample_interval, tick_atom::value);
     },
     [self](proxied_atom, const std::string& upstream, metric_snapshots& snaps) {
-      self->state.proxied[upstream] = std::move(snaps);
+      if (snaps.empty())
+        self->state.proxied.erase(upstream); // failing upstream: its series go
+      else
+        self->state.proxied[upstream] = std::move(snaps);
     },
     [self](get_atom) -> caf::result<metric_snapshots> {
       auto rp = self->make_response_promise<metric_snapshots>();
@@ -314,10 +317,11 @@ metric_delta histogram_delta(const metrics::family& fam, std::vector<std::string
   d.family = fam.key;
   d.labels = std::move(labels);
   metrics::aggregate agg{relative_accuracy};
-  agg.add(value);
+  agg.add(value); // ignores NaN and infinities
   d.observations = agg.encode();
   d.buckets.assign(fam.bounds.size() + 1, 0);
-  ++d.buckets[metrics::bucket_index(fam.bounds, value)];
+  if (std::isfinite(value))
+    ++d.buckets[metrics::bucket_index(fam.bounds, value)];
   return d;
 }
 

@@ -29,6 +29,17 @@ std::string key_prefix(const redis_metrics_config& r) {
   return r.prefix + ":" + r.tenant + ":" + r.project + ":";
 }
 
+/// `s` matched literally by a Redis glob pattern.
+std::string glob_escaped(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\')
+      out += '\\';
+    out += c;
+  }
+  return out;
+}
+
 /// Marks an exporter ok or failing; logs transitions only (no log storms).
 void mark(std::string& status, std::string& error, const char* what, const std::string& why) {
   auto next = why.empty() ? "ok" : "failing";
@@ -71,6 +82,10 @@ void poll_upstreams(self_ptr self, const metrics_actor& registry, json& summary)
     } else {
       report[name] = {{"status", "failing"}, {"error", why}};
       errors += (errors.empty() ? "" : "; ") + name + ": " + why;
+      // Its series go (as a down target's do in Prometheus) rather than
+      // being re-exported, stale, for ever.
+      if (registry)
+        self->send(registry, proxied_atom::value, name, metric_snapshots{});
     }
   }
   mark(st.proxy_status, st.proxy_error, "metrics proxy", errors);
@@ -82,7 +97,7 @@ void fold_redis(self_ptr self, const metrics_actor& registry, json& summary) {
   auto& st = self->state;
   auto& rc = st.cfg.redis;
   std::string err;
-  auto pattern = key_prefix(rc) + "sse:connections:*";
+  auto pattern = glob_escaped(key_prefix(rc)) + "sse:connections:*";
   auto keys = st.redis->scan(pattern, &err);
   if (!keys) {
     mark(st.redis_status, st.redis_error, "metrics redis", err);
@@ -107,7 +122,10 @@ void fold_redis(self_ptr self, const metrics_actor& registry, json& summary) {
       ++malformed;
       continue;
     }
-    if (now - stat->ts > max_age) {
+    // Publishers in milliseconds are read as such; a timestamp further in
+    // the future than max_age is a broken clock, not a fresh entry.
+    auto ts = stat->ts > 1e11 ? stat->ts / 1000 : stat->ts;
+    if (now - ts > max_age || ts - now > max_age) {
       ++stale;
       continue;
     }

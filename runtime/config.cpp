@@ -515,7 +515,19 @@ problem valid_mapping(const std::string& v, const config&) {
   return std::nullopt;
 }
 
-problem valid_grouping(const std::string& v, const config&) {
+/// A part of a Redis key troupe also matches with SCAN: no separator, no glob.
+problem valid_key_part(const std::string& v, const config&) {
+  if (v.empty())
+    return "must not be empty";
+  for (char c : v)
+    if (c == ':' || c == '*' || c == '?' || c == '[' || c == ']' || c == '\\' ||
+        std::isspace(static_cast<unsigned char>(c)) || std::iscntrl(static_cast<unsigned char>(c)))
+      return "must not contain ':', glob characters (*?[]\\), spaces or control characters, got " +
+             in_quotes(v);
+  return std::nullopt;
+}
+
+problem valid_grouping(const std::string& v, const config& c) {
   if (v.empty())
     return std::nullopt;
   auto doc = nlohmann::json::parse(v, nullptr, false);
@@ -524,6 +536,17 @@ problem valid_grouping(const std::string& v, const config&) {
       return k + ": expected a string value";
     if (!prom::valid_label_name(k) || k == "job")
       return k + ": not a usable label name";
+    // The Pushgateway refuses a push whose series carry a grouping label
+    // with another value: series labels cannot be grouping labels.
+    for (auto series_label : {"method", "route", "status", "sink", "upstream", "window",
+                              "quantile", "le"})
+      if (k == series_label)
+        return k + ": is a label of troupe's series, not usable for grouping";
+    const auto& r = c.metrics.redis;
+    if (c.metrics.mode == "redis" && ((k == "tenant" && val != r.tenant) ||
+                                      (k == "project" && val != r.project)))
+      return k + ": must equal metrics.redis." + k + " in redis mode (troupe_redis_sse_connections "
+             "carries it as a label)";
   }
   return std::nullopt;
 }
@@ -707,11 +730,13 @@ const std::vector<field>& fields() {
         text("metrics.redis.prefix",
              at(&config::metrics, &metrics_config::redis, &redis_metrics_config::prefix),
              "First part of every Redis key"),
-        text("metrics.redis.tenant",
-             at(&config::metrics, &metrics_config::redis, &redis_metrics_config::tenant),
+        make_field("metrics.redis.tenant", "string", text_kind{},
+                   at(&config::metrics, &metrics_config::redis, &redis_metrics_config::tenant),
+                   valid_key_part,
              "Tenant part of the Redis keys"),
-        text("metrics.redis.project",
-             at(&config::metrics, &metrics_config::redis, &redis_metrics_config::project),
+        make_field("metrics.redis.project", "string", text_kind{},
+                   at(&config::metrics, &metrics_config::redis, &redis_metrics_config::project),
+                   valid_key_part,
              "Project part of the Redis keys"),
         duration("metrics.redis.stats_max_age",
                  at(&config::metrics, &metrics_config::redis, &redis_metrics_config::stats_max_age),

@@ -84,39 +84,43 @@ void render_family(prom::writer& w, const family& f, const naming& names,
   }
   auto base = strip_total(name);
   // Windowed quantiles are what a Prometheus summary is: one per window
-  // (promtool allows a `quantile` label on summaries only).
+  // (promtool allows a `quantile` label on summaries only). Without _sum and
+  // _count: a summary's are cumulative counters, and a window's count falls
+  // as observations leave it; those are the gauges below.
   w.family(base + "_window", "summary",
-           "p50/p95/p99, sum and count of " + name
-             + " over the last 1m, 15m and 1h (quantiles NaN: no data)");
+           "p50/p95/p99 of " + name + " over the last 1m, 15m and 1h (NaN: no data)");
   for (auto& e : series)
     for (auto& win : e.snap->windows) {
       auto l = with(label_pairs(f, *e.snap, *e.upstream), "window", win.window);
       w.sample(base + "_window", with(l, "quantile", "0.5"), win.p50);
       w.sample(base + "_window", with(l, "quantile", "0.95"), win.p95);
       w.sample(base + "_window", with(l, "quantile", "0.99"), win.p99);
-      w.sample(base + "_window_sum", l, std::isnan(win.sum) ? 0 : win.sum);
-      w.sample(base + "_window_count", l, static_cast<double>(win.count));
     }
-  // Averages are _window_sum / _window_count; no separate family.
-  if (f.type != kind::counter) {
-    w.family(base + "_window_max", "gauge", "Largest " + name + " per window");
+  auto per_window = [&](const std::string& suffix, const std::string& what, auto value) {
+    w.family(base + suffix, "gauge", what);
     for (auto& e : series)
       for (auto& win : e.snap->windows)
-        w.sample(base + "_window_max", with(label_pairs(f, *e.snap, *e.upstream), "window", win.window),
-                 win.max);
+        w.sample(base + suffix, with(label_pairs(f, *e.snap, *e.upstream), "window", win.window),
+                 value(win));
+  };
+  per_window("_window_observations",
+             (f.type == kind::gauge ? "Samples of " : "Observations of ") + name
+               + " in the window",
+             [](const metric_window_stats& win) { return static_cast<double>(win.count); });
+  per_window("_window_avg", "Mean of " + name + " over the window (NaN: no data)",
+             [](const metric_window_stats& win) { return win.avg; });
+  if (f.type != kind::counter) {
+    per_window("_window_max", "Largest " + name + " per window",
+               [](const metric_window_stats& win) { return win.max; });
     w.family(base + "_max", "gauge", "Largest " + name + " since start");
     for (auto& e : series)
       w.sample(base + "_max", label_pairs(f, *e.snap, *e.upstream), e.snap->max);
   }
-  if (f.type != kind::gauge) {
-    w.family(base + "_window_rate", "gauge",
-             (f.type == kind::counter ? "Increase of " : "Observations of ") + name
-               + " per second per window");
-    for (auto& e : series)
-      for (auto& win : e.snap->windows)
-        w.sample(base + "_window_rate",
-                 with(label_pairs(f, *e.snap, *e.upstream), "window", win.window), win.rate);
-  }
+  if (f.type != kind::gauge)
+    per_window("_window_rate",
+               (f.type == kind::counter ? "Increase of " : "Observations of ") + name
+                 + " per second per window",
+               [](const metric_window_stats& win) { return win.rate; });
 }
 
 /// Series grouped by family, in family order, labels sorted.

@@ -21,13 +21,13 @@ const char* to_string(kind k) {
 
 namespace {
 
-std::vector<family>& table() {
-  static std::vector<family> fams = [] {
+std::deque<family>& table() {
+  static std::deque<family> fams = [] {
     const std::vector<double> http_bounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                           0.1,    0.25,  0.5,    1,     2.5,  5,     10};
     const std::vector<double> wait_bounds{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
     const std::vector<double> run_bounds{0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200};
-    std::vector<family> v;
+    std::deque<family> v;
     v.push_back({"http.request.duration", "troupe_http_request_duration_seconds", kind::histogram,
                  "seconds", "Time from reading an HTTP request to writing its response head",
                  {"method", "route", "status"}, http_bounds, "troupe_http_requests_total", true});
@@ -75,7 +75,7 @@ std::vector<family>& table() {
 
 } // namespace
 
-const std::vector<family>& families() {
+const std::deque<family>& families() {
   return table();
 }
 
@@ -127,7 +127,23 @@ naming::naming(std::string_view mapping_json) {
       throw std::invalid_argument(key + ".name: a counter's name must end in _total");
     if (fam->type == kind::counter && name.compare(name.size() - 6, 6, "_total") != 0)
       throw std::invalid_argument(key + ".name: a counter's name must end in _total, got " + name);
+    if (fam->type != kind::counter && name.size() >= 6
+        && name.compare(name.size() - 6, 6, "_total") == 0)
+      throw std::invalid_argument(key + ".name: only counters may end in _total, got " + name);
     overrides_[key] = {std::move(name), std::move(unit)};
+  }
+  // Two families under one name would merge into one invalid exposition.
+  std::map<std::string, std::string> taken;
+  for (auto& f : families()) {
+    for (auto* n : {&this->name(f), &f.count_name}) {
+      if (n->empty())
+        continue;
+      auto [i, fresh] = taken.emplace(*n, f.key);
+      if (!fresh)
+        throw std::invalid_argument((overrides_.count(f.key) ? f.key : i->second)
+                                    + ".name: " + *n + " is already the name of "
+                                    + (overrides_.count(f.key) ? i->second : f.key));
+    }
   }
 }
 

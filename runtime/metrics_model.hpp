@@ -5,6 +5,7 @@
 // the recorder that hot paths (HTTP io threads) fill without messaging.
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,8 +44,9 @@ struct family {
   bool windowed = true;
 };
 
-/// Every family troupe knows, in exposition order.
-const std::vector<family>& families();
+/// Every family troupe knows, in exposition order. A deque: the pointers
+/// find_family hands out stay valid when add_family appends.
+const std::deque<family>& families();
 
 /// The family with this internal key, or nullptr.
 const family* find_family(std::string_view key);

@@ -225,6 +225,8 @@ CAF_TEST(redis mode folds published stats writes windows back and survives a red
   redis_set(c, base + "sse:connections:i-2:200", stat_json(4, unix_now()));
   redis_set(c, base + "sse:connections:i-3:300", stat_json(100, unix_now() - 3600)); // stale
   redis_set(c, base + "sse:connections:i-4:400", "garbage");
+  redis_set(c, base + "sse:connections:i-5:500", stat_json(10, unix_now() * 1000)); // in ms
+  redis_set(c, base + "sse:connections:i-6:600", stat_json(1000, unix_now() + 3600)); // future
   redis_set(c, "tr:other:web:sse:connections:i-9:1", stat_json(50, unix_now())); // other tenant
   e2e::daemon d{with_env({{"TROUPE_METRICS__MODE", "redis"},
                            {"TROUPE_METRICS__REDIS__URL", "redis://127.0.0.1:" + std::to_string(port)},
@@ -237,16 +239,16 @@ CAF_TEST(redis mode folds published stats writes windows back and survives a red
   json doc;
   CAF_REQUIRE(poll_until([&] {
     doc = json::parse(redis_get(c, key), nullptr, false);
-    return !doc.is_discarded() && doc.value("value", 0.0) == 7.0;
+    return !doc.is_discarded() && doc.value("value", 0.0) == 17.0;
   }));
-  CAF_CHECK_EQUAL(doc["windows"]["1m"]["max"].get<double>(), 7.0);
+  CAF_CHECK_EQUAL(doc["windows"]["1m"]["max"].get<double>(), 17.0);
   auto ttl = c.command({"PTTL", key}, &err);
   CAF_REQUIRE(ttl.has_value());
   CAF_CHECK(ttl->integer > 0 && ttl->integer <= 120'000);
   // troupe's own series are written back too.
   CAF_CHECK(poll_until([&] { return !redis_get(c, base + "metrics:sse.connections").empty(); }));
   CAF_CHECK(contains(get(d.port(), "/metrics").body,
-                     R"(troupe_redis_sse_connections{tenant="acme",project="web"} 7)"));
+                     R"(troupe_redis_sse_connections{tenant="acme",project="web"} 17)"));
   CAF_CHECK_EQUAL(exporter_state(d.port(), "redis"), "ok");
   // Redis goes away: troupe says so, keeps serving, and recovers on its own.
   rs->kill9();
@@ -300,4 +302,12 @@ CAF_TEST(proxy mode re-exports upstreams with the auth header) {
   auto [rc, out] = promtool_check(text, dir.path());
   CAF_CHECK_EQUAL(rc, 0);
   CAF_CHECK_EQUAL(out, "");
+  // An upstream that starts failing loses its series instead of being
+  // re-exported stale; the healthy one stays.
+  second.set_default({503, {}, "down"});
+  CAF_CHECK(poll_until([&] {
+    text = get(proxy.port(), "/metrics").body;
+    return !contains(text, "upstream=\"" + second.url() + "\"");
+  }));
+  CAF_CHECK(contains(text, R"(route="/jobs",status="200",upstream=")" + up + "\""));
 }

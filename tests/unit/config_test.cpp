@@ -677,6 +677,22 @@ CAF_TEST(metrics keys accept YAML mappings and lists and name what is wrong) {
   check_yaml_error("metrics:\n  redis:\n    url: http://x\n", "metrics.redis.url", "");
   check_yaml_error("metrics:\n  pushgateway:\n    grouping: not json\n",
                     "metrics.pushgateway.grouping", "expected a JSON object");
+  check_yaml_error("metrics:\n  pushgateway:\n    grouping: {route: x}\n",
+                    "metrics.pushgateway.grouping", "route: is a label of troupe's series");
+  check_yaml_error("metrics:\n  mode: redis\n  redis:\n    url: redis://127.0.0.1\n    tenant: "
+                   "t1\n  pushgateway:\n    grouping: {tenant: t2}\n",
+                    "metrics.pushgateway.grouping", "tenant: must equal metrics.redis.tenant");
+  check_yaml_error("metrics:\n  redis:\n    tenant: 'a:b'\n", "metrics.redis.tenant",
+                    "must not contain ':'");
+  check_yaml_error("metrics:\n  redis:\n    project: 'p*'\n", "metrics.redis.project",
+                    "must not contain ':', glob characters (*?[]\\), spaces or control "
+                    "characters, got \"p*\"");
+  check_yaml_error("metrics:\n  mapping: {sse.connections: {name: troupe_job_queue_depth}}\n",
+                    "metrics.mapping",
+                    "sse.connections.name: troupe_job_queue_depth is already the name of "
+                    "jobs.queue.depth");
+  check_yaml_error("metrics:\n  mapping: {sse.connections: {name: sse_total}}\n",
+                    "metrics.mapping", "sse.connections.name: only counters may end in _total");
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()

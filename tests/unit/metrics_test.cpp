@@ -187,7 +187,7 @@ CAF_TEST(a gauge board is sampled every tick and read again by a restarted regis
   // Sampled on each of the 3 ticks although it never changed, plus the
   // first value when it arrived.
   CAF_CHECK_EQUAL(
-    sample_of(text, R"(troupe_log_sink_lag_entries_window_count{sink="loki",window="1m"})"), 4.0);
+    sample_of(text, R"(troupe_log_sink_lag_entries_window_observations{sink="loki",window="1m"})"), 4.0);
   // The registry goes; the next one knows the lag without being told again.
   caf::anon_send_exit(registry, caf::exit_reason::kill);
   consume_messages();
