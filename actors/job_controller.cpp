@@ -95,9 +95,13 @@ void report_gauges(self_ptr self) {
                   gauge_delta("troupe.last_activity", {}, static_cast<double>(now_ns()) / 1e9)});
 }
 
+double seconds_between(caf::actor_clock::time_point from, caf::actor_clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
 void enqueue(self_ptr self, const job_record& r) {
   auto& st = self->state;
-  st.queued_since.emplace(r.id, now_ns());
+  st.queued_since.emplace(r.id, self->clock().now());
   job_controller_state::entry e{r.priority, st.next_order++, r.id};
   st.queue.insert(e);
   st.queued_index.emplace(r.id, e);
@@ -121,12 +125,11 @@ void try_start(self_ptr self) {
     st.running.emplace(e.id, hdl);
     --st.counts[js::queued];
     ++st.counts[js::running];
-    auto now = now_ns();
+    auto now = self->clock().now();
     if (auto q = st.queued_since.find(e.id); q != st.queued_since.end()) {
       if (auto fam = metrics::find_family("jobs.queue.wait"))
-        report_metrics(self->system(),
-                       {histogram_delta(*fam, {}, static_cast<double>(now - q->second) / 1e9,
-                                        st.ctx->metrics_accuracy)});
+        report_metrics(self->system(), {histogram_delta(*fam, {}, seconds_between(q->second, now),
+                                                        st.ctx->metrics_accuracy)});
       st.queued_since.erase(q);
     }
     st.started_since[e.id] = now;
@@ -479,7 +482,8 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
       if (auto r = st.started_since.find(id); r != st.started_since.end()) {
         if (auto fam = metrics::find_family("jobs.run.duration"))
           report_metrics(self->system(),
-                         {histogram_delta(*fam, {}, static_cast<double>(now_ns() - r->second) / 1e9,
+                         {histogram_delta(*fam, {},
+                                          seconds_between(r->second, self->clock().now()),
                                           st.ctx->metrics_accuracy)});
         st.started_since.erase(r);
       }

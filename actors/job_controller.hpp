@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include <caf/actor_clock.hpp>
 #include <caf/typed_response_promise.hpp>
 
 #include "actors/interfaces.hpp"
@@ -45,8 +46,9 @@ struct job_controller_state {
   /// Job counts by state.
   std::map<std::string, uint64_t> counts;
   /// Wall-clock ns when a job entered the queue and when it started (metrics).
-  std::map<std::string, int64_t> queued_since;
-  std::map<std::string, int64_t> started_since;
+  /// Actor clock (steady): for queue-wait and run-time observations.
+  std::map<std::string, caf::actor_clock::time_point> queued_since;
+  std::map<std::string, caf::actor_clock::time_point> started_since;
   uint64_t next_order = 0;
   int slots = 1;
   /// True until the recovery writes committed: no job starts before.
