@@ -181,6 +181,13 @@ int metrics_export(const std::vector<std::string>& args) {
   bool once = switches["--once"] || cfg->metrics.run_once;
   block_stop_signals();
   logging::setup(cfg->log.level, cfg->log.format);
+  if (cfg->metrics.mode == "local" && !cfg->metrics.pushgateway.url.empty()
+      && cfg->metrics.pushgateway.job == pushgateway_config{}.job)
+    logging::get("metrics")->warn(
+      "metrics export in local mode pushes this process's own series only (heartbeat, last "
+      "activity) to the default job={}: a troupe serve pushing to the same group would be "
+      "replaced; give one of them another metrics.pushgateway.job or grouping",
+      cfg->metrics.pushgateway.job);
   plain_system_config sys_cfg;
   caf::actor_system sys{sys_cfg};
   auto registry = sys.spawn(metrics_registry, cfg->metrics, cfg->node_name,
