@@ -1,5 +1,7 @@
 #include "support/e2e.hpp"
 
+#include "support/child.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -16,7 +18,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,68 +123,21 @@ struct pipe_fds {
   }
 };
 
-/// Starts `argv` in `cwd` with exactly `env`, stdout/stderr on the given fds,
-/// stdin on /dev/null, in its own process group. The child gets SIGKILL if
-/// this process dies (e.g. a CAF_REQUIRE aborts), so no daemon outlives a
-/// failed test run.
+/// Starts `args` in `cwd` with exactly `env` (see test::launch_child); throws
+/// if it cannot be started.
 pid_t spawn(const std::vector<std::string>& args, const environment& env,
             const std::string& cwd, int out_fd, int err_fd) {
   std::vector<std::string> env_strings;
   for (auto& [name, value] : env)
     env_strings.push_back(name + "=" + value);
-  std::vector<char*> argv;
-  for (auto& arg : args)
-    argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
   std::vector<char*> envp;
   for (auto& str : env_strings)
     envp.push_back(const_cast<char*>(str.c_str()));
   envp.push_back(nullptr);
-  int dev_null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (dev_null < 0)
-    throw std::runtime_error(errno_text("open /dev/null"));
-  pipe_fds exec_error; // receives errno if execve fails
-  auto parent = ::getpid();
-  auto pid = ::fork();
-  if (pid < 0) {
-    ::close(dev_null);
-    throw std::runtime_error(errno_text("fork"));
-  }
-  if (pid == 0) {
-    // Child: only async-signal-safe calls until execve.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent)
-      ::_exit(127);
-    ::setpgid(0, 0);
-    sigset_t none;
-    ::sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD})
-      ::sigaction(sig, &dfl, nullptr);
-    ::dup2(dev_null, STDIN_FILENO);
-    ::dup2(out_fd, STDOUT_FILENO);
-    ::dup2(err_fd, STDERR_FILENO);
-    if (::chdir(cwd.c_str()) == 0)
-      ::execve(argv[0], argv.data(), envp.data());
-    int err = errno;
-    [[maybe_unused]] auto n = ::write(exec_error.write, &err, sizeof(err));
-    ::_exit(127);
-  }
-  ::close(dev_null);
-  exec_error.close_write();
-  int err = 0;
-  ssize_t n;
-  do {
-    n = ::read(exec_error.read, &err, sizeof(err));
-  } while (n < 0 && errno == EINTR);
-  if (n > 0) {
-    int status;
-    ::waitpid(pid, &status, 0);
-    throw std::runtime_error("cannot execute " + args.front() + ": "
-                             + std::strerror(err));
-  }
+  std::string error;
+  auto pid = test::launch_child(args, envp.data(), cwd, out_fd, err_fd, &error);
+  if (pid < 0)
+    throw std::runtime_error(error);
   return pid;
 }
 

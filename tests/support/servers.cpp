@@ -1,5 +1,7 @@
 #include "support/servers.hpp"
 
+#include "support/child.hpp"
+
 #include "http/http_client.hpp"
 
 #include <arpa/inet.h>
@@ -7,7 +9,6 @@
 #include <hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -81,83 +82,14 @@ std::string log_tail(const std::string& path, off_t from, size_t n = 20) {
   return text.substr(pos);
 }
 
-/// Closes both ends on scope exit.
-struct pipe_pair {
-  int fds[2] = {-1, -1};
-  ~pipe_pair() {
-    for (int fd : fds)
-      if (fd >= 0)
-        ::close(fd);
-  }
-};
-
-/// fork/exec `args` in `dir` with stdout/stderr appended to `log`, stdin on
-/// /dev/null, in a new process group, killed when this thread dies. -1 with
-/// `error` set if it cannot be started.
+/// `args` in `dir` with stdout/stderr appended to `log` (see launch_child).
 pid_t spawn(const std::vector<std::string>& args, const std::string& dir, const std::string& log,
             std::string* error) {
-  std::vector<char*> argv;
-  for (const auto& arg : args)
-    argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
   int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0)
     return no_pid(error, errno_text("open " + log));
-  int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  pipe_pair exec_error; // the child writes errno here if execve fails
-  if (null_fd < 0 || ::pipe2(exec_error.fds, O_CLOEXEC) != 0) {
-    set_error(error, errno_text("open /dev/null or pipe2"));
-    ::close(log_fd);
-    if (null_fd >= 0)
-      ::close(null_fd);
-    return -1;
-  }
-  auto parent = ::getpid();
-  auto pid = ::fork();
-  if (pid == 0) {
-    // Only async-signal-safe calls until execve.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent)
-      ::_exit(127);
-    ::setpgid(0, 0);
-    sigset_t none;
-    ::sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD})
-      ::sigaction(sig, &dfl, nullptr);
-    ::dup2(null_fd, STDIN_FILENO);
-    ::dup2(log_fd, STDOUT_FILENO);
-    ::dup2(log_fd, STDERR_FILENO);
-    // Descriptors the test process opened without O_CLOEXEC stay out.
-    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-    if (::chdir(dir.c_str()) == 0)
-      ::execve(argv[0], argv.data(), environ);
-    int err = errno;
-    [[maybe_unused]] auto n = ::write(exec_error.fds[1], &err, sizeof(err));
-    ::_exit(127);
-  }
-  int fork_errno = errno;
+  auto pid = launch_child(args, environ, dir, log_fd, log_fd, error);
   ::close(log_fd);
-  ::close(null_fd);
-  if (pid < 0) {
-    errno = fork_errno;
-    return no_pid(error, errno_text("fork"));
-  }
-  ::setpgid(pid, pid); // also from here, so no signal races the child's call
-  ::close(exec_error.fds[1]);
-  exec_error.fds[1] = -1;
-  int err = 0;
-  ssize_t n;
-  do {
-    n = ::read(exec_error.fds[0], &err, sizeof(err));
-  } while (n < 0 && errno == EINTR);
-  if (n > 0) {
-    int status;
-    ::waitpid(pid, &status, 0);
-    return no_pid(error, "cannot execute " + args.front() + ": " + std::strerror(err));
-  }
   return pid;
 }
 
