@@ -53,6 +53,8 @@ public:
   virtual bool send(std::string_view id, std::string_view event, std::string_view data) = 0;
   /// Queues an SSE comment line (`: text`).
   virtual bool comment(std::string_view text) = 0;
+  /// Queues body bytes as they are (streams started with exchange::chunked).
+  virtual bool write(std::string_view bytes) = 0;
   /// Ends the stream after the queued events are written.
   virtual void close() = 0;
   virtual bool closed() const = 0;
@@ -72,6 +74,10 @@ public:
   virtual void reply(response res) = 0;
   /// Starts an SSE response (status 200) and returns its stream.
   virtual std::shared_ptr<sse_stream> stream(std::vector<std::pair<std::string, std::string>> headers = {}) = 0;
+  /// Starts a chunked 200 response of `content_type` whose body the producer
+  /// writes with sse_stream::write, pacing itself with backlog() (no SSE
+  /// framing, no pings); the connection closes after it.
+  virtual std::shared_ptr<sse_stream> chunked(std::string content_type) = 0;
 };
 
 using exchange_ptr = std::shared_ptr<exchange>;

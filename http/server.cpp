@@ -207,6 +207,9 @@ public:
 
   bool send(std::string_view id, std::string_view event, std::string_view data) override;
   bool comment(std::string_view text) override;
+  bool write(std::string_view bytes) override {
+    return bytes.empty() || enqueue(std::string{bytes});
+  }
   void close() override;
   bool closed() const override { return closed_.load(); }
   size_t backlog() const override { return queued_.load(); }
@@ -296,14 +299,16 @@ public:
   }
 
   /// Starts an SSE response (any thread); returns the stream.
+  /// `content_type` empty: SSE; else a plain chunked body (exchange::chunked).
   std::shared_ptr<sse_stream> start_sse(std::shared_ptr<request> req,
                                         std::vector<std::pair<std::string, std::string>> headers,
-                                        clock_type::time_point started, std::string route) {
+                                        clock_type::time_point started, std::string route,
+                                        std::string content_type = {}) {
     auto stream = std::make_shared<sse_impl>(weak_from_this(), srv_.opts_.sse_queue_limit);
     net::dispatch(stream_.get_executor(), [self = shared_from_this(), stream, req, started,
-                                           headers = std::move(headers),
-                                           route = std::move(route)]() mutable {
-      self->begin_sse(stream, *req, headers, started, route);
+                                           headers = std::move(headers), route = std::move(route),
+                                           content_type = std::move(content_type)]() mutable {
+      self->begin_sse(stream, *req, headers, started, route, content_type);
     });
     return stream;
   }
@@ -469,6 +474,20 @@ private:
       return session_->start_sse(req_, std::move(headers), started_, route_);
     }
 
+    std::shared_ptr<sse_stream> chunked(std::string content_type) override {
+      if (answered_.exchange(true))
+        throw std::logic_error("exchange answered twice");
+      if (req_->method == "HEAD") {
+        response res;
+        res.content_type = content_type;
+        session_->post_response(std::move(res), req_, started_, route_);
+        auto closed = std::make_shared<sse_impl>(std::weak_ptr<session>{}, 0);
+        closed->mark_closed();
+        return closed;
+      }
+      return session_->start_sse(req_, {}, started_, route_, std::move(content_type));
+    }
+
   private:
     std::shared_ptr<session> session_;
     std::shared_ptr<request> req_;
@@ -549,16 +568,19 @@ private:
 
   void begin_sse(const std::shared_ptr<sse_impl>& stream, const request& req,
                  const std::vector<std::pair<std::string, std::string>>& headers,
-                 clock_type::time_point started, const std::string& route) {
+                 clock_type::time_point started, const std::string& route,
+                 const std::string& content_type) {
     sse_ = stream;
     ++srv_.sse_streams_;
+    bool plain = !content_type.empty();
     std::string head = "HTTP/1.1 200 OK\r\n"
                        "Server: troupe\r\n"
-                       "Content-Type: text/event-stream\r\n"
-                       "Cache-Control: no-cache\r\n"
-                       "X-Accel-Buffering: no\r\n"
-                       "Transfer-Encoding: chunked\r\n"
-                       "X-Request-ID: ";
+                       "Content-Type: ";
+    head += plain ? content_type : std::string{"text/event-stream"};
+    head += plain ? "\r\nConnection: close\r\n" : "\r\nCache-Control: no-cache\r\n";
+    head += "X-Accel-Buffering: no\r\n"
+            "Transfer-Encoding: chunked\r\n"
+            "X-Request-ID: ";
     head += req.request_id;
     head += "\r\n";
     for (auto& [k, v] : headers) {
@@ -575,7 +597,8 @@ private:
     deadline_.store(0, std::memory_order_relaxed);
     queue_write(std::move(head), false, false);
     watch_disconnect();
-    arm_ping();
+    if (!plain)
+      arm_ping();
     if (closing_)
       stream->close();
   }

@@ -54,7 +54,7 @@ public:
   size_t in_flight() const;
   /// Open connections.
   size_t connections() const;
-  /// Open SSE streams.
+  /// Open streaming responses (SSE, and chunked downloads such as job logs).
   size_t sse_streams() const;
 
   class impl;

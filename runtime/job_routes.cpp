@@ -6,6 +6,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/blocking_actor.hpp>
 #include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
@@ -375,33 +376,83 @@ void stream(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
   ctx->sys->spawn(job_stream, s, ctx->env, controller, opts);
 }
 
+struct log_download_state {
+  static inline const char* name = "log_download";
+  std::shared_ptr<persistence::lmdb_env> env;
+  std::string job_id;
+  std::shared_ptr<http::sse_stream> out;
+  bool ndjson = false;
+  uint64_t after = 0;
+};
+
+/// Lines per page; a page is one chunk of the response.
+constexpr size_t download_page = 2048;
+
+/// Writes a job's stored log to a chunked response a page at a time, reading
+/// the next page only once the client has taken all but one: memory stays at
+/// about two pages however long the log, and the io thread never reads LMDB.
+caf::behavior log_download(caf::stateful_actor<log_download_state>* self,
+                           std::shared_ptr<persistence::lmdb_env> env, std::string job_id,
+                           std::shared_ptr<http::sse_stream> out, bool ndjson) {
+  auto& st = self->state;
+  st.env = std::move(env);
+  st.job_id = std::move(job_id);
+  st.out = std::move(out);
+  st.ndjson = ndjson;
+  self->send(self, replay_atom::value);
+  return {
+    [self](replay_atom) {
+      auto& st = self->state;
+      if (st.out->closed()) {
+        self->quit();
+        return;
+      }
+      if (st.out->backlog() > 1) {
+        self->delayed_send(self, std::chrono::milliseconds(10), replay_atom::value);
+        return;
+      }
+      std::string chunk;
+      size_t n = 0;
+      try {
+        persistence::read_log_lines(*st.env, st.job_id, st.after, download_page,
+                                    [&](uint64_t seq, const persistence::stored_line& s) {
+                                      if (st.ndjson)
+                                        persistence::append_api_json(chunk, seq, s);
+                                      else
+                                        chunk += s.line;
+                                      chunk += '\n';
+                                      st.after = seq;
+                                      ++n;
+                                    });
+      } catch (const std::exception& e) {
+        // The status line is out: all that is left is to cut the body short,
+        // which the client sees as an incomplete chunked response.
+        logging::get("http")->error("reading the log of job {}: {}", st.job_id, e.what());
+        st.out->close();
+        self->quit();
+        return;
+      }
+      if (!st.out->write(chunk) || n < download_page) {
+        st.out->close();
+        self->quit();
+        return;
+      }
+      self->send(self, replay_atom::value);
+    },
+  };
+}
+
+/// GET /jobs/{id}/logs: the stored lines so far (text, or NDJSON with
+/// `Accept: application/x-ndjson`), streamed in pages.
 void logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   auto rec = find_job(*ctx, ex);
   if (!rec)
     return;
   bool ndjson = ex->req().header("accept").find("application/x-ndjson") != std::string::npos;
-  std::string body;
-  uint64_t after = 0;
-  for (;;) {
-    size_t n = 0;
-    persistence::read_log_lines(*ctx->env, rec->id, after, 4096,
-                                [&](uint64_t seq, const persistence::stored_line& s) {
-                                  if (ndjson)
-                                    persistence::append_api_json(body, seq, s);
-                                  else
-                                    body += s.line;
-                                  body += '\n';
-                                  after = seq;
-                                  ++n;
-                                });
-    if (n < 4096)
-      break;
-  }
-  http::response res;
-  res.status = 200;
-  res.content_type = ndjson ? "application/x-ndjson" : "text/plain; charset=utf-8";
-  res.body = std::move(body);
-  ex->reply(std::move(res));
+  auto out = ex->chunked(ndjson ? "application/x-ndjson" : "text/plain; charset=utf-8");
+  if (out->closed())
+    return; // HEAD
+  ctx->sys->spawn(log_download, ctx->env, rec->id, std::move(out), ndjson);
 }
 
 void cancel(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {

@@ -515,6 +515,11 @@ CAF_TEST(a JSON job streams its lines in order and completes successfully) {
   auto second = json::parse(nd_lines[1], nullptr, false);
   CAF_CHECK_EQUAL(json_field(second, "/seq"), "2");
   CAF_CHECK_EQUAL(json_field(second, "/line"), "two");
+  // HEAD: the head of the same response, no body.
+  auto head = request(port, "HEAD", "/jobs/" + id + "/logs");
+  CAF_CHECK_EQUAL(head.status, 200);
+  CAF_CHECK(contains(head.header("Content-Type").value_or(""), "text/plain"));
+  CAF_CHECK_EQUAL(head.body, "");
   // A finished job cannot be cancelled.
   auto del = request(port, "DELETE", "/jobs/" + id);
   CAF_CHECK_EQUAL(del.status, 409);
