@@ -74,6 +74,8 @@ struct write_op {
     /// to `logs` and, if `key` is not empty, indexes them under it in
     /// `job_logs`. Its result is the first global seq and the line count.
     log_append,
+    /// Removes the keys of `table` in [key, value) (value empty: to the end).
+    erase_range,
   };
   uint8_t kind = put;
   std::string table;

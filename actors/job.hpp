@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -25,6 +26,10 @@ struct job_env {
   std::shared_ptr<process::io> io;
   jobs_config cfg;
   std::string node_name;
+  /// Log retention (logs.retention, logs.max_bytes capped at half the map),
+  /// applied by the controller's sweep.
+  std::chrono::milliseconds log_retention{7ll * 24 * 3'600'000};
+  uint64_t log_max_bytes = 1ull << 30;
   /// metrics.relative_accuracy: the sketches of queue-wait and run-duration
   /// observations are made with it.
   double metrics_accuracy = 0.01;

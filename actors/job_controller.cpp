@@ -14,6 +14,7 @@
 #include "actors/event_bus.hpp"
 #include "actors/metrics.hpp"
 #include "actors/names.hpp"
+#include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/logging.hpp"
 
@@ -267,7 +268,54 @@ void recover(self_ptr self) {
   (void) lost;
 }
 
-/// Removes expired workspaces and purges expired jobs, off the actor's thread.
+/// Lines removed per store transaction by the retention sweeps: each stays a
+/// bounded transaction however large the backlog.
+constexpr uint64_t purge_lines_per_sweep = 200'000;
+constexpr uint64_t trim_lines_per_batch = 100'000;
+
+/// Removes the oldest log lines beyond logs.retention / logs.max_bytes, one
+/// bounded batch after the other until nothing is due.
+void trim_logs(self_ptr self) {
+  auto& st = self->state;
+  if (st.trimming || st.shutting_down)
+    return;
+  std::optional<persistence::log_trim> plan;
+  try {
+    plan = persistence::plan_log_trim(*st.ctx->env, now_ns(),
+                                      std::chrono::nanoseconds(st.ctx->log_retention).count(),
+                                      st.ctx->log_max_bytes, trim_lines_per_batch);
+  } catch (const std::exception& e) {
+    log()->warn("log retention: {}", e.what());
+    return;
+  }
+  if (!plan)
+    return;
+  st.trimming = true;
+  auto p = *plan;
+  persist(
+    self, write_batch{p.op},
+    [self, p] {
+      auto& st = self->state;
+      st.trimming = false;
+      st.log_lines_trimmed += p.lines;
+      log()->info("log retention: removed lines {}..{} ({} lines; the table held {} MiB)",
+                  p.first_seq, p.last_seq, p.lines, p.table_bytes >> 20);
+      if (p.unshipped > 0)
+        log()->warn("log retention removed {} lines the Loki sink had not shipped yet "
+                    "(logs.retention / logs.max_bytes reached while Loki was behind)",
+                    p.unshipped);
+      if (p.more)
+        trim_logs(self);
+    },
+    [self](caf::error& err) {
+      self->state.trimming = false;
+      log()->warn("log retention failed: {}", caf::to_string(err));
+    });
+}
+
+/// Removes expired workspaces, purges expired jobs with their logs (bounded
+/// per sweep: a job whose log is not gone yet stays for the next one), and
+/// trims the log table.
 void sweep(self_ptr self) {
   auto& st = self->state;
   auto now = now_ns();
@@ -276,25 +324,38 @@ void sweep(self_ptr self) {
   write_batch batch;
   std::vector<std::string> dirs;
   std::vector<std::string> purged;
-  persistence::for_each_job(*st.ctx->env, [&](const job_record& r) {
-    if (!persistence::is_terminal(r.status) || r.ended_at == 0)
-      return true;
-    if (now - r.ended_at >= ttl) {
-      if (!r.workspace.empty())
+  uint64_t budget = purge_lines_per_sweep;
+  bool deferred = false;
+  if (!st.purging) {
+    persistence::for_each_job(*st.ctx->env, [&](const job_record& r) {
+      if (!persistence::is_terminal(r.status) || r.ended_at == 0)
+        return true;
+      if (now - r.ended_at >= ttl) {
+        if (budget == 0) {
+          deferred = true;
+          return true;
+        }
+        auto purge = persistence::purge_job_log_ops(*st.ctx->env, r.id, budget);
+        budget -= std::min(budget, std::max<uint64_t>(purge.lines, 1));
+        batch.insert(batch.end(), std::make_move_iterator(purge.ops.begin()),
+                     std::make_move_iterator(purge.ops.end()));
+        if (!purge.complete) {
+          deferred = true;
+          return true; // the record goes with the last of its log
+        }
+        if (!r.workspace.empty())
+          dirs.push_back(r.workspace);
+        batch.push_back(write_op{write_op::erase, "jobs", r.id, {}});
+        purged.push_back(r.status);
+      } else if (!r.workspace.empty() && now - r.ended_at >= ws_ttl) {
         dirs.push_back(r.workspace);
-      batch.push_back(write_op{write_op::erase, "jobs", r.id, {}});
-      auto last = persistence::last_log_seq(*st.ctx->env, r.id);
-      for (uint64_t s = 1; s <= last; ++s)
-        batch.push_back(write_op{write_op::erase, "job_logs", persistence::log_key(r.id, s), {}});
-      purged.push_back(r.status);
-    } else if (!r.workspace.empty() && now - r.ended_at >= ws_ttl) {
-      dirs.push_back(r.workspace);
-      auto rec = r;
-      rec.workspace.clear();
-      batch.push_back(record_op(rec));
-    }
-    return true;
-  });
+        auto rec = r;
+        rec.workspace.clear();
+        batch.push_back(record_op(rec));
+      }
+      return true;
+    });
+  }
   if (!dirs.empty()) {
     // Deleting trees blocks: a detached actor of its own does it.
     self->system().spawn<caf::detached>([dirs](caf::blocking_actor*) {
@@ -305,17 +366,24 @@ void sweep(self_ptr self) {
     });
   }
   if (!batch.empty()) {
+    st.purging = true;
     persist(
       self, std::move(batch),
-      [self, purged, n = dirs.size()] {
+      [self, purged, deferred, n = dirs.size()] {
+        auto& st = self->state;
+        st.purging = false;
         for (auto& s : purged)
-          --self->state.counts[s];
+          --st.counts[s];
         if (!purged.empty() || n > 0)
-          log()->info("retention sweep: {} workspaces removed, {} jobs purged", n,
-                      purged.size());
+          log()->info("retention sweep: {} workspaces removed, {} jobs purged{}", n,
+                      purged.size(), deferred ? " (more next sweep)" : "");
       },
-      [](caf::error& err) { log()->warn("retention sweep failed: {}", caf::to_string(err)); });
+      [self](caf::error& err) {
+        self->state.purging = false;
+        log()->warn("retention sweep failed: {}", caf::to_string(err));
+      });
   }
+  trim_logs(self);
   self->delayed_send(self, st.ctx->cfg.sweep_interval, sweep_atom::value);
 }
 

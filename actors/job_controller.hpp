@@ -46,6 +46,11 @@ struct job_controller_state {
   /// Job counts by state.
   std::map<std::string, uint64_t> counts;
   /// Wall-clock ns when a job entered the queue and when it started (metrics).
+  /// A retention sweep's purge batch, or a log trim, is being committed.
+  bool purging = false;
+  bool trimming = false;
+  /// Lines removed by the log retention since start.
+  uint64_t log_lines_trimmed = 0;
   /// Actor clock (steady): for queue-wait and run-time observations.
   std::map<std::string, caf::actor_clock::time_point> queued_since;
   std::map<std::string, caf::actor_clock::time_point> started_since;

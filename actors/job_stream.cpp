@@ -92,7 +92,9 @@ void replay(self_ptr self) {
     self->delayed_send(self, std::chrono::milliseconds(20), replay_atom::value);
     return;
   }
-  auto page = persistence::read_logs(*st.env, st.job_id, st.last_sent, replay_page);
+  auto from = st.last_sent;
+  uint64_t covered = from;
+  auto page = persistence::read_logs(*st.env, st.job_id, from, replay_page, &covered);
   for (auto& e : page) {
     if (e.seq > st.replay_until)
       break;
@@ -101,7 +103,9 @@ void replay(self_ptr self) {
       return;
     }
   }
-  if (!page.empty() && page.back().seq < st.replay_until && page.size() == replay_page) {
+  // Lines the log retention removed leave gaps: page on by what was covered.
+  if (covered == from + replay_page && covered < st.replay_until) {
+    st.last_sent = std::max(st.last_sent, covered);
     self->send(self, replay_atom::value);
     return;
   }

@@ -13,6 +13,7 @@ write_result apply_batch(persistence::txn& t, const write_batch& ops) {
     switch (op.kind) {
       case write_op::put: t.put(op.table, op.key, op.value); break;
       case write_op::erase: t.erase(op.table, op.key); break;
+      case write_op::erase_range: t.erase_range(op.table, op.key, op.value); break;
       case write_op::append: result.appended.push_back(t.append(op.table, op.value)); break;
       case write_op::log_append: {
         auto [first, count] = persistence::append_log_op(t, op.key, op.value);

@@ -198,9 +198,13 @@ bool decode_index(std::string_view prefix, std::string_view k, std::string_view 
 
 } // namespace
 
-void read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t after, size_t limit,
-                    const std::function<void(uint64_t seq, const stored_line&)>& fn) {
+uint64_t read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t after,
+                        size_t limit,
+                        const std::function<void(uint64_t seq, const stored_line&)>& fn) {
   auto prefix = log_prefix(job_id);
+  // Per-job seqs are dense (1, 2, ...): this call covers (after, budget_end].
+  auto budget_end = after + limit;
+  uint64_t covered = after;
   env.read([&](txn& t) {
     // The index entry holding after + 1 is the last one at or before it.
     std::vector<index_entry> ranges;
@@ -220,37 +224,67 @@ void read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t aft
       lines += e.count;
       return lines < limit;
     });
-    size_t sent = 0;
     for (auto& r : ranges) {
-      auto skip = after + 1 > r.first_seq ? after + 1 - r.first_seq : 0;
-      if (skip >= r.count)
+      auto lo = std::max(after + 1, r.first_seq);
+      auto hi = std::min(r.first_seq + r.count - 1, budget_end);
+      if (lo > hi)
         continue;
-      uint64_t seq = r.first_seq + skip;
-      auto first = r.first_global + skip;
-      auto last = r.first_global + r.count - 1;
+      auto first = r.first_global + (lo - r.first_seq);
+      auto last = r.first_global + (hi - r.first_seq);
+      // Lines the log retention already removed are simply not there.
       t.scan("logs", seq_key(first), [&](std::string_view k, std::string_view v) {
         auto g = seq_from_key(k);
-        if (g > last || sent >= limit)
+        if (g > last)
           return false;
         stored_line s;
-        if (decode_stored(g, v, s)) {
-          fn(seq + (g - first), s);
-          ++sent;
-        }
+        if (decode_stored(g, v, s))
+          fn(lo + (g - first), s);
         return true;
       });
-      if (sent >= limit)
+      covered = hi;
+      if (hi == budget_end)
         break;
     }
   });
+  return covered;
 }
 
 std::vector<log_entry> read_logs(const lmdb_env& env, const std::string& job_id, uint64_t after,
-                                 size_t limit) {
+                                 size_t limit, uint64_t* covered) {
   std::vector<log_entry> out;
-  read_log_lines(env, job_id, after, limit, [&](uint64_t seq, const stored_line& s) {
+  auto to = read_log_lines(env, job_id, after, limit, [&](uint64_t seq, const stored_line& s) {
     out.push_back(log_entry{seq, s.ts_ns, s.stream, std::string{s.line}});
   });
+  if (covered)
+    *covered = to;
+  return out;
+}
+
+log_purge purge_job_log_ops(const lmdb_env& env, const std::string& job_id, uint64_t max_lines) {
+  log_purge out;
+  auto prefix = log_prefix(job_id);
+  std::string resume; // the first index key left for the next purge
+  env.read([&](txn& t) {
+    t.scan("job_logs", prefix, [&](std::string_view k, std::string_view v) {
+      index_entry e;
+      if (!decode_index(prefix, k, v, e))
+        return false;
+      if (out.lines > 0 && out.lines + e.count > max_lines) {
+        resume = std::string{k};
+        return false;
+      }
+      out.ops.push_back(write_op{write_op::erase_range, "logs", seq_key(e.first_global),
+                                 seq_key(e.first_global + e.count)});
+      out.lines += e.count;
+      return true;
+    });
+  });
+  out.complete = resume.empty();
+  if (out.ops.empty())
+    return out; // no log left
+  auto end = job_id + static_cast<char>('/' + 1);
+  out.ops.push_back(
+    write_op{write_op::erase_range, "job_logs", prefix, out.complete ? end : resume});
   return out;
 }
 

@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "actors/interfaces.hpp"
+
 namespace troupe::persistence {
 
 class lmdb_env;
@@ -102,14 +104,30 @@ struct stored_line;
 /// The `job_logs` index key of the batch starting at the job's line `seq`.
 std::string log_key(const std::string& job_id, uint64_t seq);
 
-/// Visits the job's lines with seq > `after`, in order, at most `limit`,
-/// in place (one read transaction; the line views live during `fn`).
-void read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t after, size_t limit,
-                    const std::function<void(uint64_t seq, const stored_line&)>& fn);
+/// Visits the job's lines with seq in (after, after + limit], in order, in
+/// place (one read transaction; the line views live during `fn`). Returns
+/// the highest seq covered: lines removed by the log retention are skipped,
+/// so callers page on with the result, and are done when it equals `after`.
+uint64_t read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t after,
+                        size_t limit,
+                        const std::function<void(uint64_t seq, const stored_line&)>& fn);
 
-/// Lines with seq > `after`, in order, at most `limit`.
+/// Lines with seq in (after, after + limit], in order; `covered` (if given)
+/// gets what read_log_lines returns.
 std::vector<log_entry> read_logs(const lmdb_env& env, const std::string& job_id, uint64_t after,
-                                 size_t limit);
+                                 size_t limit, uint64_t* covered = nullptr);
+
+/// Store ops that remove a job's log: its lines in `logs` and its index
+/// entries, at most about `max_lines` lines (one bounded transaction). The
+/// ops end with the index entries they cover, so a purge cut short leaves the
+/// rest findable for the next one. `ops` is empty when no log is left.
+struct log_purge {
+  write_batch ops;
+  uint64_t lines = 0;
+  /// The ops remove the whole log.
+  bool complete = true;
+};
+log_purge purge_job_log_ops(const lmdb_env& env, const std::string& job_id, uint64_t max_lines);
 
 /// The highest stored sequence number of a job's log (0 if none).
 uint64_t last_log_seq(const lmdb_env& env, const std::string& job_id);

@@ -84,6 +84,36 @@ bool txn::erase(const std::string& table, std::string_view key) {
   return true;
 }
 
+uint64_t txn::erase_range(const std::string& table, std::string_view from,
+                          std::string_view to) {
+  MDB_cursor* cur = nullptr;
+  check(mdb_cursor_open(txn_, env_.dbi(table), &cur), "mdb_cursor_open");
+  std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> guard{cur, mdb_cursor_close};
+  auto k = to_val(from);
+  MDB_val v;
+  auto rc = from.empty() ? mdb_cursor_get(cur, &k, &v, MDB_FIRST)
+                         : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  uint64_t n = 0;
+  while (rc == MDB_SUCCESS) {
+    if (!to.empty() && from_val(k) >= to)
+      break;
+    check(mdb_cursor_del(cur, 0), "mdb_cursor_del");
+    ++n;
+    // After a delete, MDB_NEXT yields the entry that followed the deleted one.
+    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+    check(rc, "mdb_cursor_get");
+  return n;
+}
+
+txn::table_size txn::size(const std::string& table) const {
+  MDB_stat st;
+  check(mdb_stat(txn_, env_.dbi(table), &st), "mdb_stat");
+  return {st.ms_entries,
+          (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) * uint64_t{st.ms_psize}};
+}
+
 uint64_t txn::last_seq(const std::string& table) const {
   MDB_cursor* cur = nullptr;
   check(mdb_cursor_open(txn_, env_.dbi(table), &cur), "mdb_cursor_open");

@@ -57,6 +57,14 @@ public:
   void put(const std::string& table, std::string_view key, std::string_view value);
   /// Returns false if the key was absent.
   bool erase(const std::string& table, std::string_view key);
+  /// Removes the keys in [from, to) (to empty: to the end); returns how many.
+  uint64_t erase_range(const std::string& table, std::string_view from, std::string_view to);
+  /// Entries and bytes of pages (branch, leaf, overflow) a table holds.
+  struct table_size {
+    uint64_t entries = 0;
+    uint64_t bytes = 0;
+  };
+  table_size size(const std::string& table) const;
   /// Stores `value` under last sequence key + 1 and returns that sequence.
   uint64_t append(const std::string& table, std::string_view value);
   /// The highest sequence key of a table (0 if empty).

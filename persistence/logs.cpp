@@ -1,7 +1,10 @@
 #include "persistence/logs.hpp"
 
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -352,6 +355,53 @@ size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after
 
 uint64_t last_log_record_seq(const lmdb_env& env) {
   return env.read([](txn& t) { return t.last_seq("logs"); });
+}
+
+std::optional<log_trim> plan_log_trim(const lmdb_env& env, int64_t now_ns, int64_t max_age_ns,
+                                      uint64_t max_bytes, uint64_t max_lines) {
+  std::optional<log_trim> out;
+  env.read([&](txn& t) {
+    auto size = t.size("logs");
+    uint64_t excess = 0; // lines to remove for the size cap
+    if (size.bytes > max_bytes && size.entries > 0) {
+      auto target = static_cast<double>(max_bytes) * 0.9;
+      auto share = (static_cast<double>(size.bytes) - target) / static_cast<double>(size.bytes);
+      excess = static_cast<uint64_t>(std::ceil(share * static_cast<double>(size.entries)));
+    }
+    uint64_t shipped = UINT64_MAX;
+    if (auto c = t.get("meta", "loki.cursor"))
+      shipped = std::strtoull(c->c_str(), nullptr, 10);
+    auto cutoff = now_ns - max_age_ns;
+    log_trim trim;
+    trim.table_bytes = size.bytes;
+    std::string stop;
+    t.scan("logs", "", [&](std::string_view k, std::string_view v) {
+      stored_line line;
+      auto seq = seq_from_key(k);
+      bool old = !decode_stored(seq, v, line) || line.ts_ns < cutoff;
+      if (!old && trim.lines >= excess) {
+        stop = std::string{k};
+        return false;
+      }
+      if (trim.lines >= max_lines) {
+        trim.more = true;
+        stop = std::string{k};
+        return false;
+      }
+      if (trim.lines == 0)
+        trim.first_seq = seq;
+      trim.last_seq = seq;
+      ++trim.lines;
+      if (seq > shipped)
+        ++trim.unshipped;
+      return true;
+    });
+    if (trim.lines == 0)
+      return;
+    trim.op = write_op{write_op::erase_range, "logs", seq_key(trim.first_seq), stop};
+    out = std::move(trim);
+  });
+  return out;
 }
 
 void append_api_json(std::string& out, const stored_line& s, const log_labels& l) {

@@ -148,6 +148,26 @@ size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after
 /// The highest global seq (0 if the table is empty).
 uint64_t last_log_record_seq(const lmdb_env& env);
 
+// -- retention -----------------------------------------------------------------------
+
+/// What the log retention removes next from `logs`: the oldest lines, as
+/// long as they are older than `max_age_ns` or the table is larger than
+/// `max_bytes` (it is trimmed to 90 % of it, so the sweep does not run on
+/// every line), at most `max_lines` (one bounded transaction).
+struct log_trim {
+  write_op op;             ///< erase_range of the lines
+  uint64_t lines = 0;
+  uint64_t first_seq = 0;  ///< oldest line removed
+  uint64_t last_seq = 0;   ///< newest line removed
+  /// Of them, lines the Loki sink (if any) had not shipped yet.
+  uint64_t unshipped = 0;
+  uint64_t table_bytes = 0;
+  /// Stopped at max_lines: more is due at once.
+  bool more = false;
+};
+std::optional<log_trim> plan_log_trim(const lmdb_env& env, int64_t now_ns, int64_t max_age_ns,
+                                      uint64_t max_bytes, uint64_t max_lines);
+
 /// The record as GET /logs shows it (one JSON object).
 std::string to_api_json(const log_record& r);
 /// Appends what to_api_json(r) returns, without building the record.

@@ -643,6 +643,11 @@ const std::vector<field>& fields() {
                "Level of stderr lines that carry none of their own"),
         boolean("logs.stdout_sink", at(&config::logs, &logs_config::stdout_sink),
                 "Forward every log entry (jobs included) to troupe's stdout"),
+        duration("logs.retention", at(&config::logs, &logs_config::retention), at_least(60'000ms),
+                 "Lines older than this are removed from the local store (GET /logs, job logs)"),
+        size("logs.max_bytes", at(&config::logs, &logs_config::max_bytes), MiB,
+             "Size the local log table is kept under (capped at half of "
+             "store.map_size_bytes); the oldest lines go first"),
         optional_text("logs.loki.url", at(&config::logs, &logs_config::loki, &loki_config::url),
              "Loki base URL, e.g. http://127.0.0.1:3100; empty: the Loki sink is off"),
         optional_text("logs.loki.tenant", at(&config::logs, &logs_config::loki, &loki_config::tenant),

@@ -124,6 +124,10 @@ struct logs_config {
   std::string stderr_level = "error";
   /// Forward every entry to troupe's stdout (for kubectl logs / journald).
   bool stdout_sink = false;
+  /// Lines older than this are removed from the local store.
+  std::chrono::milliseconds retention{7ll * 24 * 3'600'000};
+  /// The local store's log table is kept below this size (oldest lines go).
+  uint64_t max_bytes = 1ull << 30;
   loki_config loki;
 };
 

@@ -412,18 +412,17 @@ caf::behavior log_download(caf::stateful_actor<log_download_state>* self,
         return;
       }
       std::string chunk;
-      size_t n = 0;
+      auto from = st.after;
       try {
-        persistence::read_log_lines(*st.env, st.job_id, st.after, download_page,
-                                    [&](uint64_t seq, const persistence::stored_line& s) {
-                                      if (st.ndjson)
-                                        persistence::append_api_json(chunk, seq, s);
-                                      else
-                                        chunk += s.line;
-                                      chunk += '\n';
-                                      st.after = seq;
-                                      ++n;
-                                    });
+        st.after = persistence::read_log_lines(
+          *st.env, st.job_id, from, download_page,
+          [&](uint64_t seq, const persistence::stored_line& s) {
+            if (st.ndjson)
+              persistence::append_api_json(chunk, seq, s);
+            else
+              chunk += s.line;
+            chunk += '\n';
+          });
       } catch (const std::exception& e) {
         // The status line is out: all that is left is to cut the body short,
         // which the client sees as an incomplete chunked response.
@@ -432,7 +431,9 @@ caf::behavior log_download(caf::stateful_actor<log_download_state>* self,
         self->quit();
         return;
       }
-      if (!st.out->write(chunk) || n < download_page) {
+      // Done once a page fell short of its seq range (gaps the log
+      // retention left do not end it early).
+      if (!st.out->write(chunk) || st.after < from + download_page) {
         st.out->close();
         self->quit();
         return;

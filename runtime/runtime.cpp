@@ -215,6 +215,8 @@ void runtime::start() {
   jobs_ctx->cfg = cfg.jobs;
   jobs_ctx->node_name = cfg.node_name;
   jobs_ctx->metrics_accuracy = cfg.metrics.relative_accuracy;
+  jobs_ctx->log_retention = cfg.logs.retention;
+  jobs_ctx->log_max_bytes = std::min(cfg.logs.max_bytes, cfg.store.map_size_bytes / 2);
   jobs_ctx->gauges = std::make_shared<metrics::gauge_board>();
   for (auto& kv : process_environment())
     if (kv.rfind("TROUPE_", 0) != 0)

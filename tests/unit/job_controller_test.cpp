@@ -367,7 +367,7 @@ CAF_TEST(the sweep removes expired workspaces and purges expired jobs) {
     put_record(*env, r);
     persistence::txn t{*env, false};
     persistence::log_op_builder line{log_labels{"svc", r.id, "job", "", "default", "n"}};
-    line.add(1, 1, "info", "line");
+    line.add(r.ended_at, 1, "info", "line");
     persistence::append_log_op(t, persistence::log_key(r.id, 1), line.take());
     t.commit();
     return r.id;
@@ -380,6 +380,12 @@ CAF_TEST(the sweep removes expired workspaces and purges expired jobs) {
   consume_messages();
   CAF_CHECK(!persistence::get_job(*env, old_id).has_value());
   CAF_CHECK(persistence::read_logs(*env, old_id, 0, 10).empty());
+  // The purged job's lines left the log table too, not only its index.
+  auto entries = [&](const char* table) {
+    return env->read([&](persistence::txn& t) { return t.size(table).entries; });
+  };
+  CAF_CHECK_EQUAL(entries("logs"), 2u);
+  CAF_CHECK_EQUAL(entries("job_logs"), 2u);
   auto mid = persistence::get_job(*env, mid_id);
   CAF_REQUIRE(mid.has_value());
   CAF_CHECK_EQUAL(mid->workspace, "");

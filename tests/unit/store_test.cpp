@@ -242,6 +242,114 @@ CAF_TEST(a schema 1 data dir is migrated to schema 2 without losing a line) {
   CAF_CHECK_EQUAL(persistence::query_logs(*again, {}, 0, 10, scanned).size(), 4u);
 }
 
+CAF_TEST(erase_range removes exactly the keys in the range across many pages) {
+  write_batch fill;
+  for (int i = 0; i < 5000; ++i)
+    fill.push_back(append("events", std::string(100, 'x')));
+  request<write_result>(st, write_atom::value, fill);
+  request<write_result>(st, write_atom::value,
+                        write_batch{write_op{write_op::erase_range, "events",
+                                             persistence::seq_key(10), persistence::seq_key(4001)}});
+  auto left = env->read([](persistence::txn& t) { return t.size("events"); });
+  CAF_CHECK_EQUAL(left.entries, 5000u - 3991u);
+  CAF_CHECK(get("events", persistence::seq_key(9)).has_value());
+  CAF_CHECK(!get("events", persistence::seq_key(10)).has_value());
+  CAF_CHECK(!get("events", persistence::seq_key(4000)).has_value());
+  CAF_CHECK(get("events", persistence::seq_key(4001)).has_value());
+  // An empty upper bound runs to the end.
+  request<write_result>(st, write_atom::value,
+                        write_batch{write_op{write_op::erase_range, "events",
+                                             persistence::seq_key(4500), {}}});
+  CAF_CHECK_EQUAL(env->read([](persistence::txn& t) { return t.last_seq("events"); }), 4499u);
+}
+
+namespace {
+
+/// Appends `n` lines of job `id` as batches of `per_batch`, stamped `ts`.
+void job_lines(lmdb_env& env, const std::string& id, uint64_t first_seq, int n, int per_batch,
+               int64_t ts) {
+  persistence::txn t{env, false};
+  for (int done = 0; done < n; done += per_batch) {
+    persistence::log_op_builder b{log_labels{"svc", id, "job", "", "default", "n"}};
+    for (int i = done; i < std::min(n, done + per_batch); ++i)
+      b.add(ts, 1, "info", "line " + std::to_string(first_seq + static_cast<uint64_t>(i)));
+    persistence::append_log_op(t, persistence::log_key(id, first_seq + static_cast<uint64_t>(done)),
+                               b.take());
+  }
+  t.commit();
+}
+
+} // namespace
+
+CAF_TEST(log retention trims the oldest lines by age and size and job reads skip the gap) {
+  using namespace std::chrono;
+  auto now = duration_cast<nanoseconds>(hours(1000)).count();
+  auto hour = duration_cast<nanoseconds>(hours(1)).count();
+  job_lines(*env, "old", 1, 300, 100, now - 48 * hour); // 3 index batches, 2 days old
+  job_lines(*env, "new", 1, 200, 100, now - hour);
+  // Only age: 1 day retention removes the 300 old lines, in bounded batches.
+  auto plan = persistence::plan_log_trim(*env, now, 24 * hour, 1ull << 30, 250);
+  CAF_REQUIRE(plan.has_value());
+  CAF_CHECK_EQUAL(plan->lines, 250u);
+  CAF_CHECK(plan->more);
+  CAF_CHECK_EQUAL(plan->unshipped, 0u); // no Loki sink: nothing is unshipped
+  request<write_result>(st, write_atom::value, write_batch{plan->op});
+  // A job read starting in the gap pages on by what it covered.
+  uint64_t covered = 0;
+  auto page = persistence::read_logs(*env, "old", 0, 100, &covered);
+  CAF_CHECK(page.empty());
+  CAF_CHECK_EQUAL(covered, 100u);
+  page = persistence::read_logs(*env, "old", 200, 100, &covered);
+  CAF_REQUIRE_EQUAL(page.size(), 50u);
+  CAF_CHECK_EQUAL(page.front().seq, 251u);
+  CAF_CHECK_EQUAL(page.front().line, "line 251");
+  CAF_CHECK_EQUAL(covered, 300u);
+  CAF_CHECK_EQUAL(persistence::read_logs(*env, "old", 300, 100, &covered).size(), 0u);
+  CAF_CHECK_EQUAL(covered, 300u); // the end
+  plan = persistence::plan_log_trim(*env, now, 24 * hour, 1ull << 30, 250);
+  CAF_REQUIRE(plan.has_value());
+  CAF_CHECK_EQUAL(plan->lines, 50u);
+  CAF_CHECK(!plan->more);
+  request<write_result>(st, write_atom::value, write_batch{plan->op});
+  CAF_CHECK(!persistence::plan_log_trim(*env, now, 24 * hour, 1ull << 30, 250).has_value());
+  // Size: a cap below the table's size removes the oldest lines until the
+  // table is under 90 % of it; lines Loki has not shipped are counted.
+  request<write_result>(st, write_atom::value, write_batch{put("meta", "loki.cursor", "350")});
+  auto bytes = env->read([](persistence::txn& t) { return t.size("logs").bytes; });
+  plan = persistence::plan_log_trim(*env, now, 24 * hour, bytes / 2, 1000);
+  CAF_REQUIRE(plan.has_value());
+  CAF_CHECK_GREATER_OR_EQUAL(plan->lines, 100u);
+  CAF_CHECK_LESS(plan->lines, 200u);
+  CAF_CHECK_EQUAL(plan->first_seq, 301u);
+  CAF_CHECK_EQUAL(plan->unshipped, plan->last_seq - 350);
+  CAF_CHECK_EQUAL(persistence::read_logs(*env, "new", 0, 1000).size(), 200u);
+}
+
+CAF_TEST(purging a job log removes its lines and index in bounded batches) {
+  job_lines(*env, "a", 1, 500, 100, 1);
+  job_lines(*env, "b", 1, 100, 100, 1);
+  auto purge = persistence::purge_job_log_ops(*env, "a", 250);
+  CAF_CHECK_EQUAL(purge.lines, 200u);
+  CAF_CHECK(!purge.complete);
+  request<write_result>(st, write_atom::value, purge.ops);
+  uint64_t covered = 0;
+  auto rest = persistence::read_logs(*env, "a", 0, 1000, &covered);
+  CAF_REQUIRE_EQUAL(rest.size(), 300u);
+  CAF_CHECK_EQUAL(rest.front().seq, 201u);
+  purge = persistence::purge_job_log_ops(*env, "a", 250);
+  CAF_CHECK_EQUAL(purge.lines, 200u);
+  request<write_result>(st, write_atom::value, purge.ops);
+  purge = persistence::purge_job_log_ops(*env, "a", 250);
+  CAF_CHECK_EQUAL(purge.lines, 100u);
+  CAF_CHECK(purge.complete);
+  request<write_result>(st, write_atom::value, purge.ops);
+  CAF_CHECK(persistence::purge_job_log_ops(*env, "a", 250).ops.empty());
+  CAF_CHECK(persistence::read_logs(*env, "a", 0, 1000).empty());
+  // The other job's lines and index are untouched.
+  CAF_CHECK_EQUAL(persistence::read_logs(*env, "b", 0, 1000).size(), 100u);
+  CAF_CHECK_EQUAL(env->read([](persistence::txn& t) { return t.size("logs").entries; }), 100u);
+}
+
 CAF_TEST(json strings escape control characters and replace invalid utf8) {
   std::string out;
   persistence::append_json_string(out, std::string{"a\"b\\c\n\x01\xc3\xa9\xff\xe2\x82"});
