@@ -52,17 +52,7 @@ daemon_options job_daemon(int concurrency = 2, std::string data_dir = {}) {
 
 // -- bounded polling ----------------------------------------------------------
 
-/// Calls `pred` every 20 ms until it holds or `timeout` elapses.
-bool poll_until(const std::function<bool()>& pred, duration timeout) {
-  auto deadline = steady::now() + timeout;
-  for (;;) {
-    if (pred())
-      return true;
-    if (steady::now() >= deadline)
-      return false;
-    std::this_thread::sleep_for(20ms);
-  }
-}
+using e2e::poll_until;
 
 /// Milliseconds elapsed since `start`.
 long long ms_since(steady::time_point start) {

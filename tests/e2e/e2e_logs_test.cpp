@@ -5,6 +5,7 @@
 #include <atomic>
 #include <fstream>
 #include <thread>
+#include <regex>
 #include <set>
 
 #include "support/capture_server.hpp"
@@ -200,6 +201,44 @@ CAF_TEST(logs are queried by request id and followed live) {
   CAF_CHECK_EQUAL(data["line"], "arrived");
   auto bad = e2e::get(node.port(), "/logs?since=yesterday");
   CAF_CHECK_EQUAL(bad.status, 400);
+}
+
+CAF_TEST(the local log store is kept under logs.max_bytes and job logs start at the oldest kept line) {
+  e2e::daemon_options opts;
+  opts.env = {{"TROUPE_LOGS__MAX_BYTES", "1MiB"}, {"TROUPE_JOBS__SWEEP_INTERVAL", "200ms"}};
+  e2e::daemon node{opts};
+  // About 6 MiB of output in 60,000 numbered lines.
+  auto id = submit(node.port(),
+                   "awk 'BEGIN { s = sprintf(\"%090d\", 0); for (i = 1; i <= 60000; i++) print i, s }'");
+  auto trimmed = node.wait_for_line(std::regex{"log retention: removed lines"}, 60s);
+  if (!trimmed)
+    CAF_FAIL("no log retention line: " << node.output_text());
+  std::string status;
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (status != "succeeded" && std::chrono::steady_clock::now() < deadline)
+    status = e2e::get(node.port(), "/jobs/" + id).json().value("status", "");
+  CAF_REQUIRE_EQUAL(status, "succeeded");
+  // Retention runs until the table is under the cap: the log keeps its
+  // newest lines, in order, up to the last one.
+  std::vector<std::string> lines;
+  CAF_CHECK(e2e::poll_until([&] {
+    auto body = e2e::get(node.port(), "/jobs/" + id + "/logs", {}, 60s).body;
+    lines.clear();
+    for (size_t pos = 0, nl; (nl = body.find('\n', pos)) != std::string::npos; pos = nl + 1)
+      lines.push_back(body.substr(pos, body.find(' ', pos) - pos));
+    return !lines.empty() && lines.size() < 20000;
+  }, 60s));
+  CAF_REQUIRE(!lines.empty());
+  CAF_CHECK_EQUAL(lines.back(), "60000");
+  auto first = std::stoul(lines.front());
+  CAF_CHECK_GREATER(first, 40000u);
+  CAF_CHECK_EQUAL(lines.size(), 60000u - first + 1); // no gap after the oldest kept line
+  // The SSE replay from the beginning starts at the oldest kept line too.
+  auto stream = e2e::open_sse(node.port(), "/jobs/" + id + "/stream?from_beginning=true");
+  CAF_REQUIRE_EQUAL(stream.status(), 200);
+  auto ev = stream.next_of_type("log", 20s);
+  CAF_REQUIRE(ev.has_value());
+  CAF_CHECK_GREATER_OR_EQUAL(std::stoul(ev->id), first);
 }
 
 CAF_TEST(a burst of output keeps the daemon heap bounded) {

@@ -21,18 +21,7 @@ using nlohmann::json;
 
 namespace {
 
-/// Polls `pred` every 50 ms until it holds or `timeout` passes (external
-/// servers such as Prometheus and the Pushgateway give no completion signal).
-bool poll_until(const std::function<bool()>& pred, duration timeout = 30s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (pred())
-      return true;
-    if (std::chrono::steady_clock::now() >= deadline)
-      return false;
-    std::this_thread::sleep_for(50ms);
-  }
-}
+using e2e::poll_until;
 
 /// Runs promtool check metrics on `text`; returns its exit code and output.
 std::pair<int, std::string> promtool_check(const std::string& text, const std::string& dir) {

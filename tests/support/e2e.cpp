@@ -1108,4 +1108,15 @@ std::vector<nlohmann::json> events_of_type(const nlohmann::json& body,
   return result;
 }
 
+bool poll_until(const std::function<bool()>& pred, duration timeout, duration period) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (pred())
+      return true;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(period);
+  }
+}
+
 } // namespace troupe::e2e

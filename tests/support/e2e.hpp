@@ -234,6 +234,11 @@ std::vector<response> parse_responses(const std::string& bytes);
 // -- server-sent events -------------------------------------------------------
 
 /// One dispatched server-sent event.
+/// Calls `pred` every `period` until it holds or `timeout` passes: for state
+/// that gives no completion signal (an external server, a background sweep).
+bool poll_until(const std::function<bool()>& pred, duration timeout = 30s,
+                duration period = std::chrono::milliseconds(20));
+
 struct sse_event {
   /// The last event ID at dispatch time (WHATWG semantics).
   std::string id;
