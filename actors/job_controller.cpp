@@ -110,8 +110,10 @@ void enqueue(self_ptr self, const job_record& r) {
 
 void try_start(self_ptr self) {
   auto& st = self->state;
-  if (st.recovering || st.shutting_down)
+  if (st.recovering || st.shutting_down) {
+    report_gauges(self); // jobs still end meanwhile
     return;
+  }
   while (static_cast<int>(st.running.size()) < st.slots && !st.queue.empty()) {
     auto e = *st.queue.begin();
     st.queue.erase(st.queue.begin());
@@ -454,6 +456,8 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
       kill_job_processes(id, 0);
     self->quit(std::move(msg.reason));
   });
+  // A previous controller's gauges must not be sampled while this one recovers.
+  report_gauges(self);
   recover(self);
   self->delayed_send(self, ctx->cfg.sweep_interval, sweep_atom::value);
   return {

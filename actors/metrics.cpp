@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -121,7 +122,7 @@ void route(registry_ptr self, metric_delta& d) {
     if (fam->key == "troupe.last_activity")
       st.last_activity = std::max(st.last_activity, d.value);
     else if (fam->key == "metrics.dropped" && d.value > 0) {
-      if (st.dropped == 0)
+      if (!std::exchange(st.recorder_cap_logged, true))
         logging::get("metrics")->warn("metrics.max_series ({}) reached by the request recorder: "
                                       "observations of further series are dropped (counted in "
                                       "troupe_metrics_dropped_series_total)",
@@ -136,7 +137,8 @@ void route(registry_ptr self, metric_delta& d) {
   auto i = st.by_id.find(id);
   if (i == st.by_id.end()) {
     if (static_cast<int>(st.by_id.size()) >= st.cfg.max_series) {
-      if (st.dropped++ == 0)
+      ++st.dropped;
+      if (!std::exchange(st.cap_logged, true))
         logging::get("metrics")->warn("metrics.max_series ({}) reached: new series such as {} are "
                                       "dropped (counted in troupe_metrics_dropped_series_total)",
                                       st.cfg.max_series, id);
@@ -181,14 +183,16 @@ void collect(registry_ptr self, std::function<void(const metric_snapshots&)> don
       return;
     if (prog->timed_out > 0) {
       self->state.collect_timeouts += prog->timed_out;
-      logging::get("metrics")->warn("{} series did not answer within 10 s; this scrape leaves "
+      logging::get("metrics")->warn("{} series did not answer within 5 s; this scrape leaves "
                                     "them out ({} so far)",
                                     prog->timed_out, self->state.collect_timeouts);
     }
     finish_all();
   };
   for (auto& [id, s] : st.by_id)
-    self->request(s.hdl, std::chrono::seconds(10), get_atom::value)
+    // Shorter than the callers' own timeouts (the HTTP bridge waits 10 s):
+    // a hung series costs a scrape that series, not the whole scrape.
+    self->request(s.hdl, std::chrono::seconds(5), get_atom::value)
       .then(
         [acc, finish](metric_snapshot& snap) {
           acc->push_back(std::move(snap));

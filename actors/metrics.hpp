@@ -63,6 +63,9 @@ struct metrics_state {
   double last_activity = 0;
   uint64_t heartbeat = 0;
   uint64_t dropped = 0;
+  /// The cap was reported in the log (by the registry / by the recorder).
+  bool cap_logged = false;
+  bool recorder_cap_logged = false;
   /// Callers waiting for the collection in flight (scrapes arriving while
   /// one runs share it instead of fanning out again).
   std::vector<std::function<void(const metric_snapshots&)>> collect_waiters;

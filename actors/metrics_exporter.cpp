@@ -336,8 +336,13 @@ metrics_exporter(metrics_exporter_actor::stateful_pointer<metrics_exporter_state
     st.proxy_status = "unknown";
   }
   st.board = std::move(board);
-  if (st.board)
+  if (st.board) {
     st.board->set(status_json(st).dump());
+    // A stopped exporter must not look healthy until its successor starts.
+    self->attach_functor([board = st.board](const caf::error& reason) {
+      board->set(json{{"status", "stopped"}, {"reason", caf::to_string(reason)}}.dump());
+    });
+  }
   if (schedule) {
     if (st.cfg.export_on_start)
       self->send(self, tick_atom::value);

@@ -547,6 +547,9 @@ problem valid_grouping(const std::string& v, const config& c) {
                                       (k == "project" && val != r.project)))
       return k + ": must equal metrics.redis." + k + " in redis mode (troupe_redis_sse_connections "
              "carries it as a label)";
+    if (c.metrics.mode == "proxy" && (k == "tenant" || k == "project"))
+      return k + ": not usable for grouping in proxy mode (re-exported upstream series may carry "
+             "it with other values)";
   }
   return std::nullopt;
 }

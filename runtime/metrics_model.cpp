@@ -66,7 +66,9 @@ std::deque<family>& table() {
     v.push_back({"metrics.series", "troupe_metrics_series", kind::gauge, "series",
                  "Windowed series held by the metrics registry", {}, {}, {}, false});
     v.push_back({"metrics.dropped", "troupe_metrics_dropped_series_total", kind::counter,
-                 "series", "Observations of new series refused because metrics.max_series was reached",
+                 "series",
+                 "New series refused because metrics.max_series was reached (each counted once "
+                 "per sample interval it was seen in)",
                  {}, {}, {}, false});
     return v;
   }();
@@ -132,19 +134,43 @@ naming::naming(std::string_view mapping_json) {
       throw std::invalid_argument(key + ".name: only counters may end in _total, got " + name);
     overrides_[key] = {std::move(name), std::move(unit)};
   }
-  // Two families under one name would merge into one invalid exposition.
+  // Two families under one name would merge into one invalid exposition:
+  // every name a family exports (its samples and window families) is unique.
   std::map<std::string, std::string> taken;
   for (auto& f : families()) {
-    for (auto* n : {&this->name(f), &f.count_name}) {
-      if (n->empty())
-        continue;
-      auto [i, fresh] = taken.emplace(*n, f.key);
-      if (!fresh)
+    for (auto& n : exported_names(f, this->name(f))) {
+      auto [i, fresh] = taken.emplace(n, f.key);
+      if (!fresh && i->second != f.key)
         throw std::invalid_argument((overrides_.count(f.key) ? f.key : i->second)
-                                    + ".name: " + *n + " is already the name of "
+                                    + ".name: " + n + " is already a name of "
                                     + (overrides_.count(f.key) ? i->second : f.key));
     }
   }
+}
+
+std::vector<std::string> exported_names(const family& f, const std::string& name) {
+  std::vector<std::string> out{name};
+  if (f.type == kind::histogram)
+    for (auto suffix : {"_bucket", "_sum", "_count"})
+      out.push_back(name + suffix);
+  if (!f.count_name.empty())
+    out.push_back(f.count_name);
+  if (!f.windowed)
+    return out;
+  auto base = name;
+  if (base.size() > 6 && base.compare(base.size() - 6, 6, "_total") == 0)
+    base.resize(base.size() - 6);
+  // _window_sum/_count: what a summary's consumers (the Pushgateway) add.
+  for (auto suffix : {"_window", "_window_sum", "_window_count", "_window_observations",
+                      "_window_avg"})
+    out.push_back(base + suffix);
+  if (f.type != kind::counter) {
+    out.push_back(base + "_window_max");
+    out.push_back(base + "_max");
+  }
+  if (f.type != kind::gauge)
+    out.push_back(base + "_window_rate");
+  return out;
 }
 
 const std::string& naming::name(const family& f) const {
@@ -212,8 +238,11 @@ size_t bucket_index(const std::vector<double>& bounds, double value) {
                              - bounds.begin());
 }
 
-recorder::recorder(double relative_accuracy, size_t max_pending)
-    : alpha_(relative_accuracy), max_pending_(max_pending) {}
+/// Distinct refused series a recorder tracks per interval (beyond: not counted).
+constexpr size_t max_refused_tracked = 1 << 16;
+
+recorder::recorder(double relative_accuracy, size_t max_series)
+    : alpha_(relative_accuracy), max_series_(max_series) {}
 
 recorder::pending_series* recorder::slot(const family& f, const std::vector<std::string>& labels) {
   key_.clear();
@@ -224,9 +253,13 @@ recorder::pending_series* recorder::slot(const family& f, const std::vector<std:
   }
   auto i = pending_.find(key_);
   if (i == pending_.end()) {
-    if (pending_.size() >= max_pending_) {
-      ++dropped_;
-      return nullptr;
+    if (admitted_.count(key_) == 0) {
+      if (admitted_.size() >= max_series_) {
+        if (refused_.size() < max_refused_tracked)
+          refused_.insert(key_);
+        return nullptr;
+      }
+      admitted_.insert(key_);
     }
     i = pending_.emplace(key_, pending_series{alpha_}).first;
     i->second.fam = &f;
@@ -261,7 +294,8 @@ metric_deltas recorder::take() {
   {
     std::lock_guard<std::mutex> guard{mtx_};
     taken.swap(pending_);
-    std::swap(dropped, dropped_);
+    dropped = refused_.size();
+    refused_.clear();
   }
   metric_deltas out;
   out.reserve(taken.size() + 1);

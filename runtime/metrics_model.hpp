@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "actors/interfaces.hpp"
@@ -70,17 +71,23 @@ private:
   std::map<std::string, std::pair<std::string, std::string>, std::less<>> overrides_;
 };
 
+/// Every metric name family `f` exports under `name`: its samples (histogram
+/// _bucket/_sum/_count, the count counter) and its window families.
+std::vector<std::string> exported_names(const family& f, const std::string& name);
+
 /// The series id: family key plus label pairs, e.g.
 /// `http.request.duration{method=GET,route=/jobs,status=200}`.
 std::string series_id(const family& f, const std::vector<std::string>& labels);
 
 /// Accumulates observations of hot paths between two registry ticks; the
 /// registry drains it with take(). Thread-safe; one short lock per call.
-/// At most `max_pending` series are held between two takes; observations of
-/// further ones are dropped and handed on as a `metrics.dropped` delta.
+/// At most `max_series` distinct series are ever admitted (the registry's
+/// cap, so a label flood cannot grow it); observations of further ones are
+/// dropped, and take() hands on how many series were refused since the last
+/// call as a `metrics.dropped` delta.
 class recorder {
 public:
-  explicit recorder(double relative_accuracy = 0.01, size_t max_pending = 20000);
+  explicit recorder(double relative_accuracy = 0.01, size_t max_series = 20000);
 
   /// A histogram observation.
   void observe(const family& f, const std::vector<std::string>& labels, double value);
@@ -100,12 +107,15 @@ private:
     std::vector<uint64_t> buckets;
     explicit pending_series(double alpha) : obs(alpha) {}
   };
-  /// nullptr when the series is new and max_pending are already held.
+  /// nullptr when the series is new and max_series were already admitted.
   pending_series* slot(const family& f, const std::vector<std::string>& labels);
 
   double alpha_;
-  size_t max_pending_;
-  uint64_t dropped_ = 0; // under mtx_
+  size_t max_series_;
+  // Under mtx_: every series admitted so far (at most max_series), and those
+  // refused since the last take (at most 65,536 are told apart).
+  std::unordered_set<std::string> admitted_;
+  std::unordered_set<std::string> refused_;
   mutable std::mutex mtx_;
   std::unordered_map<std::string, pending_series> pending_;
   std::string key_; // reused lookup key (under mtx_)

@@ -653,12 +653,12 @@ CAF_TEST(process_environment returns NAME = VALUE entries) {
 
 CAF_TEST(metrics keys accept YAML mappings and lists and name what is wrong) {
   auto c = load_config(with_file("metrics:\n  mode: proxy\n  proxy:\n    urls: [http://127.0.0.1:1, "
-                     "http://127.0.0.1:2/base]\n  pushgateway:\n    grouping: {tenant: t1, "
-                     "project: p/1}\n  mapping:\n    sse.connections: {name: "
+                     "http://127.0.0.1:2/base]\n  pushgateway:\n    grouping: {instance: t1, "
+                     "env: p/1}\n  mapping:\n    sse.connections: {name: "
                      "Ingress/SSEConnections, unit: Count}\n"));
   CAF_CHECK_EQUAL(c.metrics.proxy.urls, "http://127.0.0.1:1,http://127.0.0.1:2/base");
   auto grouping = nlohmann::json::parse(c.metrics.pushgateway.grouping);
-  CAF_CHECK_EQUAL(grouping["project"].get<std::string>(), std::string{"p/1"});
+  CAF_CHECK_EQUAL(grouping["env"].get<std::string>(), std::string{"p/1"});
   troupe::metrics::naming names{c.metrics.mapping};
   CAF_CHECK_EQUAL(names.name(*troupe::metrics::find_family("sse.connections")), "Ingress_SSEConnections");
   CAF_CHECK_EQUAL(names.unit(*troupe::metrics::find_family("sse.connections")), "Count");
@@ -682,6 +682,9 @@ CAF_TEST(metrics keys accept YAML mappings and lists and name what is wrong) {
   check_yaml_error("metrics:\n  mode: redis\n  redis:\n    url: redis://127.0.0.1\n    tenant: "
                    "t1\n  pushgateway:\n    grouping: {tenant: t2}\n",
                     "metrics.pushgateway.grouping", "tenant: must equal metrics.redis.tenant");
+  check_yaml_error("metrics:\n  mode: proxy\n  proxy:\n    urls: [http://127.0.0.1:1]\n  "
+                   "pushgateway:\n    grouping: {project: p}\n",
+                    "metrics.pushgateway.grouping", "project: not usable for grouping in proxy mode");
   check_yaml_error("metrics:\n  redis:\n    tenant: 'a:b'\n", "metrics.redis.tenant",
                     "must not contain ':'");
   check_yaml_error("metrics:\n  redis:\n    project: 'p*'\n", "metrics.redis.project",
@@ -689,8 +692,17 @@ CAF_TEST(metrics keys accept YAML mappings and lists and name what is wrong) {
                     "characters, got \"p*\"");
   check_yaml_error("metrics:\n  mapping: {sse.connections: {name: troupe_job_queue_depth}}\n",
                     "metrics.mapping",
-                    "sse.connections.name: troupe_job_queue_depth is already the name of "
+                    "sse.connections.name: troupe_job_queue_depth is already a name of "
                     "jobs.queue.depth");
+  check_yaml_error("metrics:\n  mapping: {sse.connections: {name: troupe_job_queue_depth_max}}\n",
+                    "metrics.mapping",
+                    "sse.connections.name: troupe_job_queue_depth_max is already a name of "
+                    "jobs.queue.depth");
+  check_yaml_error(
+    "metrics:\n  mapping: {sse.connections: {name: troupe_job_queue_wait_seconds_count}}\n",
+    "metrics.mapping",
+    "sse.connections.name: troupe_job_queue_wait_seconds_count is already a name of "
+    "jobs.queue.wait");
   check_yaml_error("metrics:\n  mapping: {sse.connections: {name: sse_total}}\n",
                     "metrics.mapping", "sse.connections.name: only counters may end in _total");
 }

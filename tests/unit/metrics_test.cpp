@@ -228,7 +228,7 @@ CAF_TEST(a histogram delta of another accuracy is merged and the registry lives 
   CAF_CHECK_LESS(std::abs(p50 - 2.0) / 2.0, 0.0303);
 }
 
-CAF_TEST(the recorder holds at most max_pending series and reports what it dropped) {
+CAF_TEST(the recorder admits at most max_series series and reports what it refused) {
   rec = std::make_shared<metrics::recorder>(0.01, 2);
   start();
   auto& http = fam("http.request.duration");
@@ -243,6 +243,17 @@ CAF_TEST(the recorder holds at most max_pending series and reports what it dropp
   CAF_CHECK_EQUAL(
     sample_of(text, R"(troupe_http_request_duration_seconds_count{method="GET",route="/r0",status="200"})"),
     1.0);
+  // Next interval: an admitted series keeps counting even when refused ones
+  // arrive first; a refused one stays refused (counted once per interval).
+  for (int i = 4; i >= 0; --i)
+    rec->observe(http, {"GET", "/r" + std::to_string(i), "200"}, 0.001);
+  tick();
+  text = scrape();
+  CAF_CHECK_EQUAL(sample_of(text, "troupe_metrics_series"), 2.0);
+  CAF_CHECK_EQUAL(sample_of(text, "troupe_metrics_dropped_series_total"), 6.0);
+  CAF_CHECK_EQUAL(
+    sample_of(text, R"(troupe_http_request_duration_seconds_count{method="GET",route="/r0",status="200"})"),
+    2.0);
 }
 
 CAF_TEST(request methods map to a fixed set of labels) {
