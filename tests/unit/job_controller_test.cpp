@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include "actors/job_controller.hpp"
+#include "runtime/metrics_model.hpp"
 #include "actors/names.hpp"
 #include "actors/store.hpp"
 #include "persistence/jobs.hpp"
@@ -95,9 +96,20 @@ struct fixture : test::deterministic_fixture {
     run_until([] { return false; });
   }
 
+  /// Where the controller keeps its gauges (the registry would sample it).
+  std::shared_ptr<metrics::gauge_board> board = std::make_shared<metrics::gauge_board>();
+
+  double gauge(const std::string& family) {
+    for (auto& d : board->read())
+      if (d.family == family)
+        return d.value;
+    return -1;
+  }
+
   void start(int slots) {
     auto ctx = std::make_shared<job_env>();
     ctx->env = env;
+    ctx->gauges = board;
     ctx->cfg.concurrency = slots;
     ctx->cfg.sweep_interval = 24h;
     ctx->node_name = "test-node";
@@ -213,6 +225,10 @@ CAF_TEST(slots bound how many jobs run and a freed slot starts the next at once)
   h.receive([&](std::string& x) { stats = x; }, [](caf::error& err) { CAF_FAIL(to_string(err)); });
   CAF_CHECK(stats.find(R"("queue_depth":2)") != std::string::npos);
   CAF_CHECK(stats.find(R"("running":2)") != std::string::npos);
+  // The same on the gauge board the metrics registry samples every tick.
+  CAF_CHECK_EQUAL(gauge("jobs.queue.depth"), 2.0);
+  CAF_CHECK_EQUAL(gauge("jobs.queue.pressure"), 1.0);
+  CAF_CHECK_EQUAL(gauge("jobs.pool.utilization"), 1.0);
 }
 
 CAF_TEST(cancelling a queued job removes it from the queue) {

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/log_batcher.hpp"
+#include "runtime/metrics_model.hpp"
 #include "actors/log_router.hpp"
 #include "actors/names.hpp"
 #include "actors/store.hpp"
@@ -76,9 +77,19 @@ struct fixture : test::deterministic_fixture {
     return last;
   }
 
+  /// The batcher's lag gauge lands here (the registry samples it).
+  std::shared_ptr<metrics::gauge_board> board = std::make_shared<metrics::gauge_board>();
+
+  double lag() {
+    for (auto& d : board->read())
+      if (d.family == "logs.sink.lag")
+        return d.value;
+    return -1;
+  }
+
   log_batcher_actor start_batcher(loki_config cfg) {
     cfg.url = loki_server.url();
-    auto b = sys.spawn(log_batcher, env, cfg, std::shared_ptr<metrics::gauge_board>{});
+    auto b = sys.spawn(log_batcher, env, cfg, board);
     extra.push_back(caf::actor_cast<caf::actor>(b));
     consume_messages();
     return b;
@@ -232,6 +243,7 @@ CAF_TEST(outages are retried with backoff and every line arrives once in order) 
   caf::anon_send(b, nudge_atom::value, last);
   consume_messages();
   CAF_CHECK_EQUAL(loki_server.count(), 1u);
+  CAF_CHECK_EQUAL(lag(), 4.0); // nothing shipped yet
   advance_time(100ms);
   consume_messages();
   CAF_CHECK_EQUAL(loki_server.count(), 2u);
@@ -244,6 +256,7 @@ CAF_TEST(outages are retried with backoff and every line arrives once in order) 
   CAF_CHECK_EQUAL(lines_of(reqs[2]), (std::vector<std::string>{"1", "2"}));
   CAF_CHECK_EQUAL(lines_of(reqs[3]), (std::vector<std::string>{"3", "4"}));
   CAF_CHECK_EQUAL(cursor(), std::optional<std::string>{"4"});
+  CAF_CHECK_EQUAL(lag(), 0.0);
 }
 
 CAF_TEST(a 429 waits at least Retry-After) {
