@@ -84,23 +84,38 @@ bool txn::erase(const std::string& table, std::string_view key) {
   return true;
 }
 
+namespace {
+
+using cursor_ptr = std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)>;
+
+/// A cursor on `dbi` at the first key >= `from` (the first key if `from` is
+/// empty); `rc` says whether there is one.
+cursor_ptr cursor_at(MDB_txn* txn, MDB_dbi dbi, std::string_view from, MDB_val& k, MDB_val& v,
+                     int& rc) {
+  MDB_cursor* raw = nullptr;
+  check(mdb_cursor_open(txn, dbi, &raw), "mdb_cursor_open");
+  cursor_ptr cur{raw, mdb_cursor_close};
+  k = to_val(from);
+  rc = from.empty() ? mdb_cursor_get(raw, &k, &v, MDB_FIRST)
+                    : mdb_cursor_get(raw, &k, &v, MDB_SET_RANGE);
+  return cur;
+}
+
+} // namespace
+
 uint64_t txn::erase_range(const std::string& table, std::string_view from,
                           std::string_view to) {
-  MDB_cursor* cur = nullptr;
-  check(mdb_cursor_open(txn_, env_.dbi(table), &cur), "mdb_cursor_open");
-  std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> guard{cur, mdb_cursor_close};
-  auto k = to_val(from);
-  MDB_val v;
-  auto rc = from.empty() ? mdb_cursor_get(cur, &k, &v, MDB_FIRST)
-                         : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  MDB_val k, v;
+  int rc;
+  auto cur = cursor_at(txn_, env_.dbi(table), from, k, v, rc);
   uint64_t n = 0;
   while (rc == MDB_SUCCESS) {
     if (!to.empty() && from_val(k) >= to)
       break;
-    check(mdb_cursor_del(cur, 0), "mdb_cursor_del");
+    check(mdb_cursor_del(cur.get(), 0), "mdb_cursor_del");
     ++n;
     // After a delete, MDB_NEXT yields the entry that followed the deleted one.
-    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);
   }
   if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
     check(rc, "mdb_cursor_get");
@@ -137,17 +152,13 @@ uint64_t txn::append(const std::string& table, std::string_view value) {
 
 void txn::scan(const std::string& table, std::string_view from,
                const std::function<bool(std::string_view, std::string_view)>& fn) const {
-  MDB_cursor* cur = nullptr;
-  check(mdb_cursor_open(txn_, env_.dbi(table), &cur), "mdb_cursor_open");
-  std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> guard{cur, mdb_cursor_close};
-  auto k = to_val(from);
-  MDB_val v;
-  auto rc = from.empty() ? mdb_cursor_get(cur, &k, &v, MDB_FIRST)
-                         : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  MDB_val k, v;
+  int rc;
+  auto cur = cursor_at(txn_, env_.dbi(table), from, k, v, rc);
   while (rc == MDB_SUCCESS) {
     if (!fn(from_val(k), from_val(v)))
       return;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    rc = mdb_cursor_get(cur.get(), &k, &v, MDB_NEXT);
   }
   if (rc != MDB_NOTFOUND)
     check(rc, "mdb_cursor_get");
