@@ -246,7 +246,7 @@ log_batcher_actor::behavior_type log_batcher(self_ptr self,
   st.breaker.emplace(st.cfg.breaker_failures, st.cfg.breaker_cooldown);
   bool fresh = false;
   st.env->read([&](persistence::txn& t) {
-    st.head = t.last_seq("logs");
+    st.head = persistence::log_high_water(t);
     if (auto c = t.get("meta", cursor_key)) {
       st.cursor = std::stoull(*c);
       return;

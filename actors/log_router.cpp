@@ -94,6 +94,16 @@ void route(self_ptr self, write_batch ops, std::function<void(uint64_t)> done = 
       });
 }
 
+/// The timestamp of the next line of `instance`: `ts`, or just after the
+/// previous line's if that is not earlier.
+int64_t next_ts(log_router_state& st, const std::string& instance, int64_t ts) {
+  if (st.last_ts.size() > 4096 && st.last_ts.count(instance) == 0)
+    st.last_ts.clear();
+  auto& last = st.last_ts[instance];
+  last = std::max(ts, last + 1);
+  return last;
+}
+
 /// One op per run of records with equal labels (troupe's own lines).
 write_batch ops_for(const log_batch& records) {
   write_batch ops;
@@ -143,6 +153,9 @@ log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::
   st.json_stdout = json_stdout;
   self->set_down_handler(
     [self](caf::down_msg& dm) { drop_terminated(self->state.subscribers, dm.source); });
+  // Lines captured while no router ran (a restart) are waiting: the capture
+  // only notifies when its buffer turns non-empty.
+  self->send(self, drain_atom::value);
   return {
     [self](ingest_atom, log_ingest& in) -> caf::result<uint64_t> {
       auto& st = self->state;
@@ -152,7 +165,7 @@ log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::
         in.labels.node = st.node;
       persistence::log_op_builder b{in.labels};
       persistence::for_each_packed(in.lines, [&](std::string_view line) {
-        b.add(in.ts_ns, in.stream,
+        b.add(next_ts(st, in.labels.instance, in.ts_ns), in.stream,
               loki::detect_level(line, in.stream == 2, st.cfg.stdout_level, st.cfg.stderr_level),
               line);
       });
@@ -195,6 +208,7 @@ log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::
       for (auto& r : batch) {
         r.ns = st.cfg.ns;
         r.node = st.node;
+        r.ts_ns = next_ts(st, r.instance, r.ts_ns);
       }
       route(self, ops_for(batch));
     },

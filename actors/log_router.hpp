@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <caf/typed_response_promise.hpp>
@@ -23,6 +24,11 @@ struct log_router_state {
   /// Batches sent to the store and not yet committed.
   size_t in_flight = 0;
   std::vector<caf::typed_response_promise<ok_atom>> shutdown_waiters;
+  /// Latest timestamp given per instance: lines of one pipe read share a
+  /// read time, and Loki would take equal lines at an equal time for
+  /// duplicates (and order equal times arbitrarily), so each line gets at
+  /// least the previous one's time + 1 ns. Bounded: forgotten past 4096.
+  std::unordered_map<std::string, int64_t> last_ts;
   /// Lines handled, and own lines lost to the capture buffer.
   uint64_t lines = 0;
   uint64_t dropped_own = 0;

@@ -150,13 +150,25 @@ std::string log_op_builder::take() {
   return std::move(buf_);
 }
 
+/// The highest global seq ever given, kept in `meta` so that numbers are
+/// never handed out twice after retention or a purge removed the newest lines
+/// (sink cursors, job indexes and Last-Event-IDs point at them).
+constexpr const char* high_water_key = "logs.last_seq";
+
+uint64_t log_high_water(const txn& t) {
+  uint64_t hw = 0;
+  if (auto v = t.get("meta", high_water_key))
+    hw = std::strtoull(v->c_str(), nullptr, 10);
+  return std::max(hw, t.last_seq("logs"));
+}
+
 std::pair<uint64_t, uint32_t> append_log_op(txn& t, std::string_view index_key,
                                            std::string_view op) {
   std::string_view labels;
   if (!take_string(op, 4, labels))
     throw std::invalid_argument("malformed log batch");
   auto labels_id = intern_labels(t, labels);
-  auto first = t.last_seq("logs") + 1;
+  auto first = log_high_water(t) + 1;
   auto seq = first;
   auto dbi = t.dbi("logs");
   while (!op.empty()) {
@@ -185,6 +197,8 @@ std::pair<uint64_t, uint32_t> append_log_op(txn& t, std::string_view index_key,
     ++seq;
   }
   auto count = static_cast<uint32_t>(seq - first);
+  if (count > 0)
+    t.put("meta", high_water_key, std::to_string(seq - 1));
   if (!index_key.empty() && count > 0) {
     std::string entry;
     append_le(entry, first, 8);
@@ -354,7 +368,7 @@ size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after
 }
 
 uint64_t last_log_record_seq(const lmdb_env& env) {
-  return env.read([](txn& t) { return t.last_seq("logs"); });
+  return env.read([](txn& t) { return log_high_water(t); });
 }
 
 std::optional<log_trim> plan_log_trim(const lmdb_env& env, int64_t now_ns, int64_t max_age_ns,
@@ -398,6 +412,9 @@ std::optional<log_trim> plan_log_trim(const lmdb_env& env, int64_t now_ns, int64
     });
     if (trim.lines == 0)
       return;
+    // Never an open end: lines committed after this plan are not its to remove.
+    if (stop.empty())
+      stop = seq_key(trim.last_seq + 1);
     trim.op = write_op{write_op::erase_range, "logs", seq_key(trim.first_seq), stop};
     out = std::move(trim);
   });

@@ -145,7 +145,10 @@ std::vector<log_record> query_logs(const lmdb_env& env, const log_query& q, uint
 size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after, size_t limit,
                          uint64_t& scanned_to, std::string& out);
 
-/// The highest global seq (0 if the table is empty).
+/// The highest global seq ever given (also when retention removed it).
+uint64_t log_high_water(const txn& t);
+
+/// The highest global seq ever given (0 if no line was ever stored).
 uint64_t last_log_record_seq(const lmdb_env& env);
 
 // -- retention -----------------------------------------------------------------------

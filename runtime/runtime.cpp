@@ -295,7 +295,8 @@ void runtime::start() {
                  throw std::runtime_error("node supervisor did not start: " + caf::to_string(err));
                });
   }
-  // troupe's own lines join the pipeline (its own loggers excepted: no loops).
+  // troupe's own lines join the pipeline (the pipeline's and the store's own
+  // loggers excepted: a failing store would otherwise feed itself its errors).
   auto* sys_ptr = d.sys.get();
   logging::start_capture(
     16384,
@@ -303,7 +304,7 @@ void runtime::start() {
       if (auto router = lookup<log_router_actor>(*sys_ptr, names::logs))
         caf::anon_send(router, drain_atom::value);
     },
-    {"logs", "loki"});
+    {"logs", "loki", "store"});
   auto* raw = impl_.get();
   caf::actor_cast<caf::abstract_actor*>(d.supervisor)->attach_functor([raw](const caf::error& reason) {
     raw->supervisor_alive = false;

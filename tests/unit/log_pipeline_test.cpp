@@ -167,6 +167,12 @@ CAF_TEST(the router labels levels persists and forwards batches) {
   CAF_CHECK_EQUAL(persistence::read_logs(*env, "j-1", 1, 10).size(), 2u);
   CAF_CHECK_EQUAL(persistence::read_logs(*env, "j-1", 2, 1).at(0).line, "plain stderr");
   CAF_CHECK_EQUAL(persistence::last_log_seq(*env, "j-1"), 3u);
+  // Lines read together share a read time; stored, each is 1 ns after the
+  // previous line of its instance (Loki takes equal lines at equal times
+  // for duplicates), the stderr batch included.
+  CAF_CHECK_EQUAL(mine[0].ts_ns, ts);
+  CAF_CHECK_EQUAL(mine[1].ts_ns, ts + 1);
+  CAF_CHECK_EQUAL(mine[2].ts_ns, ts + 2);
 }
 
 CAF_TEST(the router takes the daemon own captured lines) {

@@ -325,6 +325,31 @@ CAF_TEST(log retention trims the oldest lines by age and size and job reads skip
   CAF_CHECK_EQUAL(persistence::read_logs(*env, "new", 0, 1000).size(), 200u);
 }
 
+CAF_TEST(a trim leaves lines written after it was planned and seqs are never reused) {
+  using namespace std::chrono;
+  auto now = duration_cast<nanoseconds>(hours(1000)).count();
+  auto hour = duration_cast<nanoseconds>(hours(1)).count();
+  job_lines(*env, "a", 1, 50, 50, now - 48 * hour);
+  auto plan = persistence::plan_log_trim(*env, now, 24 * hour, 1ull << 30, 1000);
+  CAF_REQUIRE(plan.has_value());
+  CAF_CHECK_EQUAL(plan->lines, 50u);
+  job_lines(*env, "b", 1, 3, 3, now); // committed between plan and commit
+  request<write_result>(st, write_atom::value, write_batch{plan->op});
+  CAF_CHECK_EQUAL(persistence::read_logs(*env, "b", 0, 10).size(), 3u);
+  // Every line gone: the next ones still get fresh seqs, so a job index or a
+  // sink cursor never points at another job's line.
+  request<write_result>(
+    st, write_atom::value,
+    write_batch{write_op{write_op::erase_range, "logs", persistence::seq_key(1), {}}});
+  CAF_CHECK_EQUAL(persistence::last_log_record_seq(*env), 53u);
+  job_lines(*env, "c", 1, 2, 2, now);
+  CAF_CHECK_EQUAL(persistence::last_log_record_seq(*env), 55u);
+  CAF_CHECK(persistence::read_logs(*env, "a", 0, 100).empty());
+  auto c = persistence::read_logs(*env, "c", 0, 10);
+  CAF_REQUIRE_EQUAL(c.size(), 2u);
+  CAF_CHECK_EQUAL(c.front().line, "line 1");
+}
+
 CAF_TEST(purging a job log removes its lines and index in bounded batches) {
   job_lines(*env, "a", 1, 500, 100, 1);
   job_lines(*env, "b", 1, 100, 100, 1);
