@@ -1,5 +1,8 @@
 #include "actors/log_batcher.hpp"
 
+#include <map>
+#include <tuple>
+
 #include <caf/actor_system.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
@@ -95,7 +98,8 @@ push_batch read_batch(self_ptr self) {
   push_batch b;
   bool label_mode = st.cfg.request_id_as == "label";
   loki::push_body_builder body;
-  std::map<std::pair<uint64_t, uint32_t>, size_t> streams;
+  // A stream per label set and level (and request id in label mode).
+  std::map<std::tuple<uint64_t, uint32_t, std::string>, size_t> streams;
   st.env->read([&](persistence::txn& t) {
     persistence::scan_logs(t, st.cursor, [&](const persistence::stored_line& s) {
       if (b.count > 0 && b.bytes + s.line.size() > st.cfg.batch_bytes)
@@ -109,18 +113,20 @@ push_batch read_batch(self_ptr self) {
       b.bytes += s.line.size();
       auto level = st.levels.try_emplace(std::string{s.level}, st.levels.size()).first->second;
       auto& l = st.labels.get(t, s.labels);
-      auto [it, added] = streams.try_emplace({s.labels, level}, body.streams());
+      auto rid = persistence::request_id_of(s, l);
+      auto [it, added] = streams.try_emplace(
+        {s.labels, level, label_mode ? std::string{rid} : std::string{}}, body.streams());
       if (added) {
         // Loki shows labels sorted by name.
         std::vector<std::pair<std::string_view, std::string_view>> ls{
           {"instance", l.instance}, {"level", s.level}, {"namespace", l.ns}, {"node", l.node}};
-        if (label_mode && !l.request_id.empty())
-          ls.emplace_back("request_id", l.request_id);
+        if (label_mode && !rid.empty())
+          ls.emplace_back("request_id", rid);
         ls.emplace_back("service", l.service);
         ls.emplace_back("source", l.source);
         body.add_stream(ls);
       }
-      body.add(it->second, s.ts_ns, s.line, label_mode ? std::string_view{} : l.request_id);
+      body.add(it->second, s.ts_ns, s.line, label_mode ? std::string_view{} : rid);
       return b.count < static_cast<size_t>(st.cfg.batch_entries);
     });
   });

@@ -1,6 +1,7 @@
 #include "persistence/jobs.hpp"
 
 #include <atomic>
+#include <set>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -264,6 +265,7 @@ log_purge purge_job_log_ops(const lmdb_env& env, const std::string& job_id, uint
   log_purge out;
   auto prefix = log_prefix(job_id);
   std::string resume; // the first index key left for the next purge
+  std::set<uint64_t> label_sets; // the job's own: their instance is its id
   env.read([&](txn& t) {
     t.scan("job_logs", prefix, [&](std::string_view k, std::string_view v) {
       index_entry e;
@@ -273,14 +275,26 @@ log_purge purge_job_log_ops(const lmdb_env& env, const std::string& job_id, uint
         resume = std::string{k};
         return false;
       }
+      // A batch's lines share one label set: its first (kept) line names it.
+      t.scan("logs", seq_key(e.first_global), [&](std::string_view lk, std::string_view lv) {
+        stored_line s;
+        if (seq_from_key(lk) < e.first_global + e.count && decode_stored(0, lv, s))
+          label_sets.insert(s.labels);
+        return false;
+      });
       out.ops.push_back(write_op{write_op::erase_range, "logs", seq_key(e.first_global),
                                  seq_key(e.first_global + e.count)});
       out.lines += e.count;
       return true;
     });
+    if (!resume.empty())
+      return; // the label sets go with the last batch
+    for (auto id : label_sets)
+      if (auto raw = t.get("log_labels", seq_key(id)); raw && decode_labels(*raw).instance == job_id)
+        out.ops.push_back(write_op{write_op::erase, "log_labels", seq_key(id), {}});
   });
   out.complete = resume.empty();
-  if (out.ops.empty())
+  if (out.lines == 0 && out.ops.empty())
     return out; // no log left
   auto end = job_id + static_cast<char>('/' + 1);
   out.ops.push_back(

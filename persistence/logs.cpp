@@ -167,7 +167,15 @@ std::pair<uint64_t, uint32_t> append_log_op(txn& t, std::string_view index_key,
   std::string_view labels;
   if (!take_string(op, 4, labels))
     throw std::invalid_argument("malformed log batch");
-  auto labels_id = intern_labels(t, labels);
+  // The request id goes with each line, the rest of the set is interned.
+  auto set = decode_labels(labels);
+  std::string request_id = std::move(set.request_id);
+  set.request_id.clear();
+  if (request_id.size() > 255)
+    request_id.resize(255);
+  auto labels_id = intern_labels(t, encode_labels(set));
+  uint8_t rid_flag = request_id.empty() ? 0 : 0x80;
+  size_t rid_bytes = request_id.empty() ? 0 : 1 + request_id.size();
   auto first = log_high_water(t) + 1;
   auto seq = first;
   auto dbi = t.dbi("logs");
@@ -185,15 +193,22 @@ std::pair<uint64_t, uint32_t> append_log_op(txn& t, std::string_view index_key,
     // Written in place into LMDB's page: no intermediate buffer per line.
     auto key = seq_key(seq);
     auto k = to_val(key);
-    MDB_val v{record_header + level.size() + line.size(), nullptr};
+    MDB_val v{record_header + level.size() + rid_bytes + line.size(), nullptr};
     check(mdb_put(t.raw(), dbi, &k, &v, MDB_APPEND | MDB_RESERVE), "mdb_put(logs)");
     auto p = static_cast<char*>(v.mv_data);
     put_le(p, ts, 8);
-    p[8] = static_cast<char>(stream);
+    p[8] = static_cast<char>((stream & 0x7f) | rid_flag);
     put_le(p + 9, labels_id, 8);
     p[17] = static_cast<char>(level.size());
-    std::memcpy(p + record_header, level.data(), level.size());
-    std::memcpy(p + record_header + level.size(), line.data(), line.size());
+    auto at = p + record_header;
+    std::memcpy(at, level.data(), level.size());
+    at += level.size();
+    if (rid_flag != 0) {
+      *at++ = static_cast<char>(request_id.size());
+      std::memcpy(at, request_id.data(), request_id.size());
+      at += request_id.size();
+    }
+    std::memcpy(at, line.data(), line.size());
     ++seq;
   }
   auto count = static_cast<uint32_t>(seq - first);
@@ -256,13 +271,25 @@ bool decode_stored(uint64_t seq, std::string_view v, stored_line& out) {
     return false;
   out.seq = seq;
   out.ts_ns = static_cast<int64_t>(get_le(v.data(), 8));
-  out.stream = static_cast<uint8_t>(v[8]);
+  auto stream = static_cast<uint8_t>(v[8]);
+  out.stream = stream & 0x7f;
   out.labels = get_le(v.data() + 9, 8);
   size_t level_len = static_cast<unsigned char>(v[17]);
   if (v.size() < record_header + level_len)
     return false;
   out.level = v.substr(record_header, level_len);
-  out.line = v.substr(record_header + level_len);
+  auto rest = v.substr(record_header + level_len);
+  out.request_id = {};
+  if (stream & 0x80) {
+    if (rest.empty())
+      return false;
+    size_t n = static_cast<unsigned char>(rest[0]);
+    if (rest.size() < 1 + n)
+      return false;
+    out.request_id = rest.substr(1, n);
+    rest.remove_prefix(1 + n);
+  }
+  out.line = rest;
   return true;
 }
 
@@ -294,18 +321,18 @@ log_record to_record(const stored_line& s, const log_labels& l) {
   r.service = l.service;
   r.instance = l.instance;
   r.source = l.source;
-  r.request_id = l.request_id;
+  r.request_id.assign(request_id_of(s, l));
   r.ns = l.ns;
   r.node = l.node;
   return r;
 }
 
-bool log_query::matches(const log_labels& l) const {
-  auto eq = [](const std::string& want, const std::string& have) {
+bool log_query::matches(const log_labels& l, const stored_line& s) const {
+  auto eq = [](std::string_view want, std::string_view have) {
     return want.empty() || want == have;
   };
-  return eq(service, l.service) && eq(instance, l.instance) && eq(request_id, l.request_id)
-         && eq(source, l.source);
+  return eq(request_id, request_id_of(s, l)) && eq(service, l.service)
+         && eq(instance, l.instance) && eq(source, l.source);
 }
 
 bool log_query::matches(const stored_line& s) const {
@@ -334,7 +361,7 @@ std::vector<log_record> query_logs(const lmdb_env& env, const log_query& q, uint
         return false;  // seq order is time order
       if (q.matches(s)) {
         auto& l = labels.get(t, s.labels);
-        if (q.matches(l))
+        if (q.matches(l, s))
           out.push_back(to_record(s, l));
       }
       return out.size() < limit;
@@ -355,7 +382,7 @@ size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after
         return false;  // seq order is time order
       if (q.matches(s)) {
         auto& l = labels.get(t, s.labels);
-        if (q.matches(l)) {
+        if (q.matches(l, s)) {
           append_api_json(out, s, l);
           out += '\n';
           ++n;
@@ -445,9 +472,9 @@ void append_api_json(std::string& out, const stored_line& s, const log_labels& l
   out += ",\"node\":";
   append_json_string(out, l.node);
   out += '}';
-  if (!l.request_id.empty()) {
+  if (auto rid = request_id_of(s, l); !rid.empty()) {
     out += ",\"request_id\":";
-    append_json_string(out, l.request_id);
+    append_json_string(out, rid);
   }
   out += '}';
 }

@@ -8,7 +8,12 @@
 //
 // Layout (schema 2; integers little-endian unless noted):
 //   logs       seq (8, big-endian) → ts_ns (8) | stream (1) | label set id (8)
-//                                    | level length (1) | level | line
+//                                    | level length (1) | level
+//                                    | [request id length (1) | request id]
+//                                    | line
+//              (the request id is there when the stream byte has bit 0x80
+//              set: request ids are per line, so that label sets stay few —
+//              one per job and logger, not one per HTTP request)
 //   log_labels id (8, big-endian)  → the label set (encode_labels); the id is
 //                                    a hash of the set, so interning is an
 //                                    idempotent put and needs no counter
@@ -96,8 +101,16 @@ struct stored_line {
   uint8_t stream = 1;
   uint64_t labels = 0;
   std::string_view level;
+  /// The line's own request id (empty: the label set's, as lines stored
+  /// before request ids moved out of label sets have it there).
+  std::string_view request_id;
   std::string_view line;
 };
+
+/// The request id of a stored line.
+inline std::string_view request_id_of(const stored_line& s, const log_labels& l) {
+  return s.request_id.empty() ? std::string_view{l.request_id} : s.request_id;
+}
 
 /// Decodes a `logs` value; false if it is malformed.
 bool decode_stored(uint64_t seq, std::string_view value, stored_line& out);
@@ -131,7 +144,8 @@ struct log_query {
   int64_t since_ns = 0;
   int64_t until_ns = 0;  ///< 0 = no upper bound
   bool matches(const log_record& r) const;
-  bool matches(const log_labels& l) const;
+  /// The label and the line filters (cheap ones first: the line's own).
+  bool matches(const log_labels& l, const stored_line& s) const;
   bool matches(const stored_line& s) const;
 };
 

@@ -370,9 +370,51 @@ CAF_TEST(purging a job log removes its lines and index in bounded batches) {
   request<write_result>(st, write_atom::value, purge.ops);
   CAF_CHECK(persistence::purge_job_log_ops(*env, "a", 250).ops.empty());
   CAF_CHECK(persistence::read_logs(*env, "a", 0, 1000).empty());
+  // Its label set went with its last lines; b's stays.
+  CAF_CHECK_EQUAL(env->read([](persistence::txn& t) { return t.size("log_labels").entries; }), 1u);
   // The other job's lines and index are untouched.
   CAF_CHECK_EQUAL(persistence::read_logs(*env, "b", 0, 1000).size(), 100u);
   CAF_CHECK_EQUAL(env->read([](persistence::txn& t) { return t.size("logs").entries; }), 100u);
+}
+
+CAF_TEST(request ids are kept per line so label sets stay one per instance) {
+  persistence::txn t{*env, false};
+  for (auto rid : {"r-1", "r-2", ""}) {
+    persistence::log_op_builder b{log_labels{"troupe", "http", "troupe", rid, "default", "n"}};
+    b.add(1, 1, "info", std::string{"served "} + rid);
+    persistence::append_log_op(t, {}, b.take());
+  }
+  // A line stored before request ids moved out of label sets: the id is in
+  // its set, and the stream byte has no flag.
+  log_labels old{"troupe", "http", "troupe", "r-old", "default", "n"};
+  auto old_id = uint64_t{0xabcdef};
+  t.put("log_labels", persistence::seq_key(old_id), persistence::encode_labels(old));
+  std::string v(8, '\0');
+  v += '\x01';
+  for (int i = 0; i < 8; ++i)
+    v += static_cast<char>((old_id >> (8 * i)) & 0xff);
+  v += '\x04';
+  v += "infoold line";
+  t.put("logs", persistence::seq_key(4), v);
+  t.commit();
+  CAF_CHECK_EQUAL(env->read([](persistence::txn& t) { return t.size("log_labels").entries; }), 2u);
+  uint64_t scanned = 0;
+  persistence::log_query q;
+  q.request_id = "r-2";
+  auto found = persistence::query_logs(*env, q, 0, 10, scanned);
+  CAF_REQUIRE_EQUAL(found.size(), 1u);
+  CAF_CHECK_EQUAL(found[0].line, "served r-2");
+  CAF_CHECK_EQUAL(found[0].request_id, "r-2");
+  q.request_id = "r-old";
+  found = persistence::query_logs(*env, q, 0, 10, scanned);
+  CAF_REQUIRE_EQUAL(found.size(), 1u);
+  CAF_CHECK_EQUAL(found[0].line, "old line");
+  q.request_id.clear();
+  CAF_CHECK_EQUAL(persistence::query_logs(*env, q, 0, 10, scanned).size(), 4u);
+  std::string nd;
+  q.request_id = "r-1";
+  persistence::query_logs_ndjson(*env, q, 0, 10, scanned, nd);
+  CAF_CHECK(nd.find(R"("request_id":"r-1")") != std::string::npos);
 }
 
 CAF_TEST(json strings escape control characters and replace invalid utf8) {
