@@ -11,7 +11,9 @@ namespace troupe {
 
 namespace {
 
-using self_ptr = event_subscriber_actor::stateful_pointer<event_stream_state>;
+using self_ptr = event_stream_actor::stateful_pointer<event_stream_state>;
+
+constexpr size_t replay_page = 500;
 
 /// Writes one event; false when the stream is gone or the node is stopping.
 bool forward(self_ptr self, const event& ev) {
@@ -28,17 +30,58 @@ bool forward(self_ptr self, const event& ev) {
   return true;
 }
 
+/// One page of stored events after last_sent, the next once the client has
+/// taken it; live from the end of the table on.
+void replay(self_ptr self) {
+  auto& st = self->state;
+  if (st.stream->closed()) {
+    self->quit();
+    return;
+  }
+  auto page_size = std::max<size_t>(1, std::min(replay_page, st.stream->capacity() / 2));
+  if (st.stream->backlog() > 0) {
+    self->delayed_send(self, std::chrono::milliseconds(10), replay_atom::value);
+    return;
+  }
+  std::vector<event> page;
+  try {
+    page = read_events(*st.env, st.last_sent, page_size);
+  } catch (const std::exception&) {
+    st.stream->close();
+    self->quit();
+    return;
+  }
+  for (auto& ev : page)
+    if (!forward(self, ev)) {
+      self->quit();
+      return;
+    }
+  if (page.size() == page_size) {
+    self->send(self, replay_atom::value);
+    return;
+  }
+  st.replaying = false;
+}
+
+void start_replay(self_ptr self) {
+  if (!self->state.replaying) {
+    self->state.replaying = true;
+    self->send(self, replay_atom::value);
+  }
+}
+
 } // namespace
 
-event_subscriber_actor::behavior_type
+event_stream_actor::behavior_type
 event_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
              std::shared_ptr<persistence::lmdb_env> env, std::optional<uint64_t> last_event_id) {
   self->state.stream = stream;
+  self->state.env = std::move(env);
   auto bus = lookup<event_bus_actor>(self->system(), names::event_bus);
   if (!bus) {
     stream->close();
     self->quit();
-    return {[](const event&) {}};
+    return {[](const event&) {}, [](replay_atom) {}};
   }
   // The stream keeps this actor alive (the bus's reference goes with the
   // bus) until the client goes away; closing drops the callback and with it
@@ -55,27 +98,29 @@ event_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
   // Subscribe before reading the store: an event committed after the read is
   // then guaranteed to arrive live (duplicates are skipped by seq).
   self->send(bus, subscribe_atom::value, event_subscriber_actor{self});
-  if (last_event_id) {
-    auto from = *last_event_id;
-    self->state.last_sent = from;
-    for (;;) {
-      auto page = read_events(*env, from, 1000);
-      for (auto& ev : page)
-        if (!forward(self, ev)) {
-          self->quit();
-          return {[](const event&) {}};
-        }
-      if (page.size() < 1000)
-        break;
-      from = page.back().seq;
-    }
-  }
   stream->comment("subscribed");
+  if (last_event_id) {
+    self->state.last_sent = *last_event_id;
+    self->state.tracking = true;
+    start_replay(self);
+  }
   return {
     [self](const event& ev) {
+      auto& st = self->state;
+      if (st.replaying && ev.seq != 0)
+        return; // the replay reaches it
+      if (!st.tracking && ev.seq != 0) {
+        st.tracking = true; // following from now: this is where it starts
+        st.last_sent = ev.seq - 1;
+      }
+      if (ev.seq > st.last_sent + 1) {
+        start_replay(self); // events the bus delivered before we listened
+        return;
+      }
       if (!forward(self, ev))
         self->quit();
     },
+    [self](replay_atom) { replay(self); },
   };
 }
 

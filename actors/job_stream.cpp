@@ -88,13 +88,15 @@ void replay(self_ptr self) {
     self->quit();
     return;
   }
-  if (st.stream->backlog() > replay_page) {
+  // A page and what is still queued never exceed the client's queue.
+  auto page_size = std::max<size_t>(1, std::min(replay_page, st.stream->capacity() / 2));
+  if (st.stream->backlog() > page_size) {
     self->delayed_send(self, std::chrono::milliseconds(20), replay_atom::value);
     return;
   }
   auto from = st.last_sent;
   uint64_t covered = from;
-  auto page = persistence::read_logs(*st.env, st.job_id, from, replay_page, &covered);
+  auto page = persistence::read_logs(*st.env, st.job_id, from, page_size, &covered);
   for (auto& e : page) {
     if (e.seq > st.replay_until)
       break;
@@ -104,7 +106,7 @@ void replay(self_ptr self) {
     }
   }
   // Lines the log retention removed leave gaps: page on by what was covered.
-  if (covered == from + replay_page && covered < st.replay_until) {
+  if (covered == from + page_size && covered < st.replay_until) {
     st.last_sent = std::max(st.last_sent, covered);
     self->send(self, replay_atom::value);
     return;

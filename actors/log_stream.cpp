@@ -10,30 +10,77 @@ namespace troupe {
 
 namespace {
 
-using self_ptr = log_subscriber_actor::stateful_pointer<log_stream_state>;
+using self_ptr = log_stream_actor::stateful_pointer<log_stream_state>;
+
+/// Matches read from the store per step of a catch-up.
+constexpr size_t catch_up_page = 500;
 
 bool forward(self_ptr self, const log_record& r) {
   auto& st = self->state;
-  if (r.seq <= st.last_sent || !st.query.matches(r))
+  if (!st.query.matches(r))
     return true;
-  st.last_sent = r.seq;
   return st.stream->send(std::to_string(r.seq), "log", persistence::to_api_json(r));
+}
+
+/// One page of stored matches after `seen`; again until the end, paced by
+/// the client's backlog.
+void catch_up(self_ptr self) {
+  auto& st = self->state;
+  if (st.stream->closed()) {
+    self->quit();
+    return;
+  }
+  // At most half the client's queue per step, the next once it has drained.
+  auto page_size = std::max<size_t>(1, std::min(catch_up_page, st.stream->capacity() / 2));
+  if (st.stream->backlog() > 0) {
+    self->delayed_send(self, std::chrono::milliseconds(10), replay_atom::value);
+    return;
+  }
+  auto from = st.seen;
+  uint64_t scanned = from;
+  std::vector<log_record> page;
+  try {
+    page = persistence::query_logs(*st.env, st.query, from, page_size, scanned, 20'000);
+  } catch (const std::exception&) {
+    st.stream->close();
+    self->quit();
+    return;
+  }
+  for (auto& r : page)
+    if (!forward(self, r)) {
+      self->quit();
+      return;
+    }
+  st.seen = scanned;
+  if (scanned != from) {
+    self->send(self, replay_atom::value);
+    return;
+  }
+  st.catching_up = false; // at the end of the table: live from here
+}
+
+void start_catch_up(self_ptr self) {
+  if (self->state.catching_up)
+    return;
+  self->state.catching_up = true;
+  self->send(self, replay_atom::value);
 }
 
 } // namespace
 
-log_subscriber_actor::behavior_type
+log_stream_actor::behavior_type
 log_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
            std::shared_ptr<persistence::lmdb_env> env, persistence::log_query query,
            std::optional<uint64_t> last_event_id) {
   auto& st = self->state;
   st.stream = stream;
+  st.env = std::move(env);
   st.query = std::move(query);
   auto router = lookup<log_router_actor>(self->system(), names::logs);
   if (!router) {
     stream->close();
     self->quit();
-    return {[](const log_batch&) {}};
+    return {[](const log_batch&) {}, [](replay_atom) {}};
   }
   // The stream keeps this actor alive until the client goes away.
   stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
@@ -44,34 +91,38 @@ log_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
     self->state.stream->close();
     self->quit();
   });
-  // Subscribe first, then read the store: later records arrive live and
-  // duplicates are skipped by seq.
+  // Subscribe first, then read the store: nothing committed in between is
+  // missed, and what both deliver is told apart by seq.
   self->send(router, subscribe_atom::value, log_subscriber_actor{self});
-  if (last_event_id) {
-    st.last_sent = *last_event_id;
-    uint64_t from = *last_event_id;
-    for (;;) {
-      uint64_t scanned = from;
-      auto page = persistence::query_logs(*env, st.query, from, 1000, scanned);
-      for (auto& r : page)
-        if (!forward(self, r)) {
-          self->quit();
-          return {[](const log_batch&) {}};
-        }
-      if (scanned == from || page.size() < 1000)
-        break;
-      from = scanned;
-    }
-  }
   stream->comment("following");
+  if (last_event_id) {
+    st.seen = *last_event_id;
+    start_catch_up(self);
+  }
   return {
     [self](const log_batch& batch) {
-      for (auto& r : batch)
+      auto& st = self->state;
+      if (batch.empty() || st.catching_up)
+        return; // the store read in progress reaches these lines
+      if (st.seen == UINT64_MAX)
+        st.seen = batch.front().seq - 1; // following from now
+      if (batch.front().seq > st.seen + 1) {
+        // Lines committed while the router forwarded nothing: read them
+        // (and this batch) from the store.
+        start_catch_up(self);
+        return;
+      }
+      for (auto& r : batch) {
+        if (r.seq <= st.seen)
+          continue;
+        st.seen = r.seq;
         if (!forward(self, r)) {
           self->quit();
           return;
         }
+      }
     },
+    [self](replay_atom) { catch_up(self); },
   };
 }
 

@@ -61,6 +61,8 @@ public:
   /// Events queued but not yet written (producers replaying history pace
   /// themselves with it).
   virtual size_t backlog() const = 0;
+  /// Events that may be queued before the stream is dropped as too slow.
+  virtual size_t capacity() const = 0;
   /// Runs `fn` once when the stream closes (immediately if it already did).
   virtual void on_close(std::function<void()> fn) = 0;
 };

@@ -213,6 +213,7 @@ public:
   void close() override;
   bool closed() const override { return closed_.load(); }
   size_t backlog() const override { return queued_.load(); }
+  size_t capacity() const override { return limit_; }
   void on_close(std::function<void()> fn) override {
     {
       std::lock_guard<std::mutex> guard{mtx_};

@@ -349,47 +349,51 @@ bool log_query::matches(const log_record& r) const {
          && (since_ns == 0 || r.ts_ns >= since_ns) && (until_ns == 0 || r.ts_ns <= until_ns);
 }
 
-std::vector<log_record> query_logs(const lmdb_env& env, const log_query& q, uint64_t after,
-                                   size_t limit, uint64_t& scanned_to) {
-  std::vector<log_record> out;
-  scanned_to = after;
+namespace {
+
+/// Calls `fn(line, labels)` for matching lines with seq > `after` until it
+/// returns false or `max_scan` lines were looked at; returns the last seq
+/// looked at. No early stop at `until`: lines are in seq order, and seq order
+/// is only roughly time order (troupe's own lines arrive late, batches retry).
+template <class F>
+uint64_t scan_matching(const lmdb_env& env, const log_query& q, uint64_t after, size_t max_scan,
+                       F fn) {
+  uint64_t scanned_to = after;
+  size_t scanned = 0;
   label_cache labels;
   env.read([&](txn& t) {
     scan_logs(t, after, [&](const stored_line& s) {
       scanned_to = s.seq;
-      if (q.until_ns != 0 && s.ts_ns > q.until_ns)
-        return false;  // seq order is time order
       if (q.matches(s)) {
         auto& l = labels.get(t, s.labels);
-        if (q.matches(l, s))
-          out.push_back(to_record(s, l));
+        if (q.matches(l, s) && !fn(s, l))
+          return false;
       }
-      return out.size() < limit;
+      return ++scanned < max_scan;
     });
+  });
+  return scanned_to;
+}
+
+} // namespace
+
+std::vector<log_record> query_logs(const lmdb_env& env, const log_query& q, uint64_t after,
+                                   size_t limit, uint64_t& scanned_to, size_t max_scan) {
+  std::vector<log_record> out;
+  scanned_to = scan_matching(env, q, after, max_scan, [&](const stored_line& s, const log_labels& l) {
+    out.push_back(to_record(s, l));
+    return out.size() < limit;
   });
   return out;
 }
 
 size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after, size_t limit,
-                         uint64_t& scanned_to, std::string& out) {
+                         uint64_t& scanned_to, std::string& out, size_t max_scan) {
   size_t n = 0;
-  scanned_to = after;
-  label_cache labels;
-  env.read([&](txn& t) {
-    scan_logs(t, after, [&](const stored_line& s) {
-      scanned_to = s.seq;
-      if (q.until_ns != 0 && s.ts_ns > q.until_ns)
-        return false;  // seq order is time order
-      if (q.matches(s)) {
-        auto& l = labels.get(t, s.labels);
-        if (q.matches(l, s)) {
-          append_api_json(out, s, l);
-          out += '\n';
-          ++n;
-        }
-      }
-      return n < limit;
-    });
+  scanned_to = scan_matching(env, q, after, max_scan, [&](const stored_line& s, const log_labels& l) {
+    append_api_json(out, s, l);
+    out += '\n';
+    return ++n < limit;
   });
   return n;
 }

@@ -22,6 +22,7 @@
 //                                    entry per written batch, whose lines have
 //                                    consecutive global seqs
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -149,15 +150,17 @@ struct log_query {
   bool matches(const stored_line& s) const;
 };
 
-/// Matching records with seq > `after`, oldest first, at most `limit`;
-/// `scanned_to` is the last seq looked at (resume point).
+/// Matching records with seq > `after`, oldest first, at most `limit`, after
+/// looking at no more than `max_scan` lines (one bounded read however sparse
+/// the filter); `scanned_to` is the last seq looked at (resume point).
 std::vector<log_record> query_logs(const lmdb_env& env, const log_query& q, uint64_t after,
-                                   size_t limit, uint64_t& scanned_to);
+                                   size_t limit, uint64_t& scanned_to,
+                                   size_t max_scan = SIZE_MAX);
 
 /// Like query_logs, but appends the matches to `out` as NDJSON (one
 /// to_api_json object per line) straight from the table; returns how many.
 size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after, size_t limit,
-                         uint64_t& scanned_to, std::string& out);
+                         uint64_t& scanned_to, std::string& out, size_t max_scan = SIZE_MAX);
 
 /// The highest global seq ever given (also when retention removed it).
 uint64_t log_high_water(const txn& t);

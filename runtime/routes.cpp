@@ -160,6 +160,9 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
   }, ex->req().request_id});
 }
 
+/// Lines one GET /logs page looks at, at most.
+constexpr size_t logs_page_scan = 100'000;
+
 void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   auto& req = ex->req();
   persistence::log_query q;
@@ -209,15 +212,26 @@ void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr
     ctx->sys->spawn(log_stream, stream, ctx->env, q, last);
     return;
   }
-  uint64_t scanned = 0;
-  std::string body;
-  persistence::query_logs_ndjson(*ctx->env, q, *after, *limit, scanned, body);
-  http::response res;
-  res.content_type = "application/x-ndjson";
-  res.body = std::move(body);
-  // Where the next page starts (pass it as ?after=).
-  res.headers.emplace_back("X-Next-After", std::to_string(scanned));
-  ex->reply(std::move(res));
+  // Off the io thread, and bounded: a page ends after `limit` matches or
+  // after looking at logs_page_scan lines, however sparse the filter.
+  caf::anon_send(ctx->bridge(), bridge_task{[ctx, ex, q, after = *after,
+                                             limit = *limit](http_bridge_actor::pointer) {
+    uint64_t scanned = 0;
+    std::string body;
+    http::response res;
+    try {
+      persistence::query_logs_ndjson(*ctx->env, q, after, limit, scanned, body, logs_page_scan);
+      auto end = persistence::last_log_record_seq(*ctx->env);
+      res.content_type = "application/x-ndjson";
+      res.body = std::move(body);
+      // Where the next page starts (pass it as ?after=), and whether one can.
+      res.headers.emplace_back("X-Next-After", std::to_string(scanned));
+      res.headers.emplace_back("X-More", scanned < end ? "true" : "false");
+    } catch (const std::exception& e) {
+      res = http::response::error(500, "store_failure", e.what());
+    }
+    ex->reply(std::move(res));
+  }, req.request_id});
 }
 
 } // namespace

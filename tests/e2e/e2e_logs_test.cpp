@@ -241,6 +241,60 @@ CAF_TEST(the local log store is kept under logs.max_bytes and job logs start at 
   CAF_CHECK_GREATER_OR_EQUAL(std::stoul(ev->id), first);
 }
 
+CAF_TEST(following from Last-Event-ID replays a backlog larger than the SSE queue) {
+  e2e::daemon_options opts;
+  opts.env = {{"TROUPE_HTTP__SSE_QUEUE_LIMIT", "64"}};
+  e2e::daemon node{opts};
+  auto id = submit(node.port(), "seq 1 3000");
+  std::string status;
+  CAF_REQUIRE(e2e::poll_until([&] {
+    status = e2e::get(node.port(), "/jobs/" + id).json().value("status", "");
+    return status == "succeeded";
+  }, 60s));
+  // 3000 stored matches, the client reading at its own pace: the replay
+  // waits for it instead of overflowing the 64-event queue.
+  auto follow = e2e::open_sse(node.port(), "/logs?follow=true&instance=" + id,
+                              {{"Last-Event-ID", "0"}});
+  CAF_REQUIRE_EQUAL(follow.status(), 200);
+  size_t n = 0;
+  std::string last;
+  while (n < 3000) {
+    auto ev = follow.next_of_type("log", 20s);
+    if (!ev)
+      break;
+    last = ev->json().value("line", "");
+    if (last != std::to_string(n + 1))
+      break;
+    ++n;
+  }
+  CAF_CHECK_EQUAL(n, 3000u);
+  CAF_CHECK_EQUAL(last, "3000");
+  // /events replays the same way: more stored events than the queue holds.
+  for (int i = 0; i < 40; ++i)
+    submit(node.port(), "true");
+  uint64_t newest = 0;
+  CAF_REQUIRE(e2e::poll_until([&] {
+    auto page = e2e::get(node.port(), "/events?since=0&limit=1000").json();
+    size_t done = 0;
+    for (auto& ev : page["events"])
+      if (ev.value("type", "") == "job.succeeded")
+        ++done;
+    newest = page.value("next_since", uint64_t{0});
+    return done == 41;
+  }, 60s));
+  CAF_REQUIRE_GREATER(newest, 64u);
+  auto events = e2e::open_sse(node.port(), "/events", {{"Last-Event-ID", "0"}});
+  CAF_REQUIRE_EQUAL(events.status(), 200);
+  uint64_t expect = 1;
+  while (expect <= newest) {
+    auto ev = events.next(20s);
+    if (!ev || ev->id != std::to_string(expect))
+      break;
+    ++expect;
+  }
+  CAF_CHECK_EQUAL(expect, newest + 1); // every event once, in order
+}
+
 CAF_TEST(a burst of output keeps the daemon heap bounded) {
   // 400,000 lines of 100 bytes (40 MB): if anything buffered the burst, the
   // heap would grow by tens of MB; credit-based reading keeps it flat.

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/log_batcher.hpp"
+#include "actors/log_stream.hpp"
 #include "runtime/metrics_model.hpp"
 #include "actors/log_router.hpp"
 #include "actors/names.hpp"
@@ -32,6 +33,26 @@ recorder(log_subscriber_actor::stateful_pointer<recorder_state> self) {
     self->state.seen.insert(self->state.seen.end(), b.begin(), b.end());
   }};
 }
+
+/// The HTTP side of a follower: records what the follower sends.
+class captured_stream final : public http::sse_stream {
+public:
+  bool send(std::string_view id, std::string_view, std::string_view) override {
+    ids.emplace_back(id);
+    return true;
+  }
+  bool comment(std::string_view) override { return true; }
+  bool write(std::string_view) override { return true; }
+  void close() override { closed_ = true; }
+  bool closed() const override { return closed_; }
+  size_t backlog() const override { return 0; }
+  size_t capacity() const override { return 1024; }
+  void on_close(std::function<void()>) override {}
+  std::vector<std::string> ids;
+
+private:
+  bool closed_ = false;
+};
 
 struct fixture : test::deterministic_fixture {
   test::temp_dir dir;
@@ -194,6 +215,34 @@ CAF_TEST(the router takes the daemon own captured lines) {
   CAF_CHECK_EQUAL(stored[0].instance, "pipeline-test");
   CAF_CHECK_EQUAL(stored[0].level, "warn");
   CAF_CHECK_EQUAL(stored[0].source, "troupe");
+}
+
+CAF_TEST(a follower reads lines the router did not forward from the store) {
+  auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
+  extra.push_back(caf::actor_cast<caf::actor>(router));
+  sys.registry().put(names::logs, caf::actor_cast<caf::strong_actor_ptr>(router));
+  put_lines({"1", "2", "3"});
+  auto out = std::make_shared<captured_stream>();
+  persistence::log_query q;
+  q.instance = "i-1";
+  auto follower = sys.spawn(log_stream, out, env, q, std::optional<uint64_t>{1});
+  extra.push_back(caf::actor_cast<caf::actor>(follower));
+  consume_messages();
+  CAF_CHECK_EQUAL(out->ids, (std::vector<std::string>{"2", "3"})); // resumed after 1
+  // Lines committed while the router forwarded nothing, then a live batch:
+  // the gap is read from the store, in order, nothing twice.
+  put_lines({"4", "5"});
+  auto last = put_lines({"6"});
+  log_record live;
+  live.seq = last;
+  live.line = "6";
+  live.instance = "i-1";
+  caf::anon_send(follower, log_batch{live});
+  consume_messages();
+  CAF_CHECK_EQUAL(out->ids, (std::vector<std::string>{"2", "3", "4", "5", "6"}));
+  caf::anon_send(follower, log_batch{live}); // a duplicate is dropped
+  consume_messages();
+  CAF_CHECK_EQUAL(out->ids.size(), 5u);
 }
 
 CAF_TEST(a batch is pushed when it reaches batch_entries) {
