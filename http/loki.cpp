@@ -458,9 +458,13 @@ batch_decision decide(const batch_limits& limits, size_t pending_entries, size_t
 outcome classify(unsigned status) {
   if (status >= 200 && status < 300)
     return outcome::ok;
-  if (status == 0 || status == 408 || status == 429 || (status >= 500 && status < 600))
-    return outcome::retry;
-  return outcome::drop;
+  // What Loki says about the batch itself (malformed, out of order, too
+  // large) will not change on a retry: skip it. Anything else — a bad token
+  // (401/403), a wrong URL or proxy (404, 3xx), an outage — is about the
+  // sink: keep the lines and retry behind the breaker until it is fixed.
+  if (status == 400 || status == 413 || status == 422)
+    return outcome::drop;
+  return outcome::retry;
 }
 
 std::string detect_level(std::string_view line, bool is_stderr, std::string_view stdout_level,

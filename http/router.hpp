@@ -57,6 +57,9 @@ public:
   virtual bool write(std::string_view bytes) = 0;
   /// Ends the stream after the queued events are written.
   virtual void close() = 0;
+  /// Ends it at once, without the end of the chunked body: a download cut
+  /// short shows as incomplete to the client instead of as a whole body.
+  virtual void abort() = 0;
   virtual bool closed() const = 0;
   /// Events queued but not yet written (producers replaying history pace
   /// themselves with it).

@@ -211,6 +211,7 @@ public:
     return bytes.empty() || enqueue(std::string{bytes});
   }
   void close() override;
+  void abort() override;
   bool closed() const override { return closed_.load(); }
   size_t backlog() const override { return queued_.load(); }
   size_t capacity() const override { return limit_; }
@@ -282,7 +283,12 @@ public:
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
       self->closing_ = true;
       if (self->sse_) {
-        self->sse_->close();
+        // An event stream ends cleanly (clients resume with Last-Event-ID);
+        // a download cut short must not look complete.
+        if (self->plain_stream_)
+          self->sse_->abort();
+        else
+          self->sse_->close();
       } else if (!self->busy_) {
         self->do_close();
       }
@@ -574,6 +580,7 @@ private:
     sse_ = stream;
     ++srv_.sse_streams_;
     bool plain = !content_type.empty();
+    plain_stream_ = plain;
     std::string head = "HTTP/1.1 200 OK\r\n"
                        "Server: troupe\r\n"
                        "Content-Type: ";
@@ -600,8 +607,12 @@ private:
     watch_disconnect();
     if (!plain)
       arm_ping();
-    if (closing_)
-      stream->close();
+    if (closing_) {
+      if (plain)
+        stream->abort();
+      else
+        stream->close();
+    }
   }
 
   /// A read on an SSE connection only ever ends with the client going away.
@@ -719,6 +730,8 @@ private:
   bool closing_ = false;
   bool closed_socket_ = false;
   std::shared_ptr<sse_impl> sse_;
+  /// sse_ is a chunked download, not an event stream.
+  bool plain_stream_ = false;
   std::deque<pending_write> outq_;
   bool writing_ = false;
   std::optional<net::steady_timer> ping_timer_;
@@ -780,6 +793,13 @@ bool sse_impl::comment(std::string_view text) {
   payload += text;
   payload += "\n\n";
   return enqueue(std::move(payload));
+}
+
+void sse_impl::abort() {
+  auto s = session_.lock();
+  mark_closed();
+  if (s)
+    s->abort();
 }
 
 void sse_impl::close() {

@@ -427,7 +427,7 @@ caf::behavior log_download(caf::stateful_actor<log_download_state>* self,
         // The status line is out: all that is left is to cut the body short,
         // which the client sees as an incomplete chunked response.
         logging::get("http")->error("reading the log of job {}: {}", st.job_id, e.what());
-        st.out->close();
+        st.out->abort();
         self->quit();
         return;
       }

@@ -44,6 +44,7 @@ public:
   bool comment(std::string_view) override { return true; }
   bool write(std::string_view) override { return true; }
   void close() override { closed_ = true; }
+  void abort() override { closed_ = true; }
   bool closed() const override { return closed_; }
   size_t backlog() const override { return 0; }
   size_t capacity() const override { return 1024; }
