@@ -64,6 +64,36 @@ std::vector<event> read_events(const persistence::lmdb_env& env, uint64_t since,
   return result;
 }
 
+std::optional<write_op> plan_event_trim(const persistence::lmdb_env& env, int64_t now_ns,
+                                        int64_t max_age_ns, size_t max_events, bool& more) {
+  more = false;
+  std::optional<write_op> op;
+  env.read([&](persistence::txn& t) {
+    auto newest = t.last_seq("events");
+    uint64_t first = 0;
+    size_t n = 0;
+    std::string stop;
+    t.scan("events", "", [&](std::string_view k, std::string_view v) {
+      auto seq = persistence::seq_from_key(k);
+      if (seq >= newest || decode_stored(seq, v).ts_ns >= now_ns - max_age_ns) {
+        stop = std::string{k};
+        return false;
+      }
+      if (n == max_events) {
+        more = true;
+        stop = std::string{k};
+        return false;
+      }
+      if (n++ == 0)
+        first = seq;
+      return true;
+    });
+    if (n > 0)
+      op = write_op{write_op::erase_range, "events", persistence::seq_key(first), stop};
+  });
+  return op;
+}
+
 namespace {
 
 void publish_done(event_bus_actor::stateful_pointer<event_bus_state> self) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,13 @@ std::string to_json(const event& e);
 
 /// Reads stored events with seq > `since`, oldest first, at most `limit`.
 std::vector<event> read_events(const persistence::lmdb_env& env, uint64_t since, size_t limit);
+
+/// The store op that removes events older than `max_age_ns`, oldest first, at
+/// most `max_events` (`more` says whether that cut it short). The newest event
+/// always stays: the next one's seq follows it, so a seq is never given twice
+/// (clients resume with Last-Event-ID). nullopt when nothing is due.
+std::optional<write_op> plan_event_trim(const persistence::lmdb_env& env, int64_t now_ns,
+                                        int64_t max_age_ns, size_t max_events, bool& more);
 
 /// Storage encoding of an event (the seq is the key).
 std::string encode_stored(const event& e);

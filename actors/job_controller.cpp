@@ -315,6 +315,38 @@ void trim_logs(self_ptr self) {
     });
 }
 
+/// Removes events older than jobs.retention (the audit log keeps what the
+/// jobs it tells about keep), one bounded batch per sweep.
+void trim_events(self_ptr self) {
+  auto& st = self->state;
+  if (st.trimming_events || st.shutting_down)
+    return;
+  bool more = false;
+  std::optional<write_op> op;
+  try {
+    op = plan_event_trim(*st.ctx->env, now_ns(),
+                         std::chrono::nanoseconds(st.ctx->cfg.retention).count(),
+                         trim_lines_per_batch, more);
+  } catch (const std::exception& e) {
+    log()->warn("event retention: {}", e.what());
+    return;
+  }
+  if (!op)
+    return;
+  st.trimming_events = true;
+  persist(
+    self, write_batch{*op},
+    [self, more] {
+      self->state.trimming_events = false;
+      if (more)
+        trim_events(self);
+    },
+    [self](caf::error& err) {
+      self->state.trimming_events = false;
+      log()->warn("event retention failed: {}", caf::to_string(err));
+    });
+}
+
 /// Removes expired workspaces, purges expired jobs with their logs (bounded
 /// per sweep: a job whose log is not gone yet stays for the next one), and
 /// trims the log table.
@@ -386,6 +418,7 @@ void sweep(self_ptr self) {
       });
   }
   trim_logs(self);
+  trim_events(self);
   self->delayed_send(self, st.ctx->cfg.sweep_interval, sweep_atom::value);
 }
 

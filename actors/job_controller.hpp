@@ -49,6 +49,7 @@ struct job_controller_state {
   /// A retention sweep's purge batch, or a log trim, is being committed.
   bool purging = false;
   bool trimming = false;
+  bool trimming_events = false;
   /// Lines removed by the log retention since start.
   uint64_t log_lines_trimmed = 0;
   /// Actor clock (steady): for queue-wait and run-time observations.

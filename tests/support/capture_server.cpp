@@ -121,6 +121,8 @@ void capture_server::handle(int fd) {
     req.body = buf.substr(header_end + 4, content_length);
     reply r;
     {
+      // Recorded before the answer is written: a client that got its answer
+      // finds its request counted.
       std::lock_guard<std::mutex> guard{mtx_};
       if (!script_.empty()) {
         r = script_.front();
@@ -128,19 +130,16 @@ void capture_server::handle(int fd) {
       } else {
         r = default_;
       }
+      req.answered = r.status;
+      requests_.push_back(std::move(req));
     }
+    cv_.notify_all();
     std::string out = "HTTP/1.1 " + std::to_string(r.status) + " X\r\nConnection: close\r\n"
                       + "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
     for (auto& [k, v] : r.headers)
       out += k + ": " + v + "\r\n";
     out += "\r\n" + r.body;
     (void) !::write(fd, out.data(), out.size());
-    req.answered = r.status;
-    {
-      std::lock_guard<std::mutex> guard{mtx_};
-      requests_.push_back(std::move(req));
-    }
-    cv_.notify_all();
     return;
   }
 }

@@ -7,6 +7,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include "actors/event_bus.hpp"
 #include "actors/job_controller.hpp"
 #include "runtime/metrics_model.hpp"
 #include "actors/names.hpp"
@@ -388,6 +389,16 @@ CAF_TEST(the sweep removes expired workspaces and purges expired jobs) {
     t.commit();
     return r.id;
   };
+  // Events: two from 8 days ago, one fresh; and the newest stays anyway.
+  {
+    persistence::txn t{*env, false};
+    for (auto age : {24 * 8, 24 * 8, 0}) {
+      auto ev = make_event("test.event");
+      ev.ts_ns = now_ns() - std::chrono::nanoseconds(std::chrono::hours(age)).count();
+      t.append("events", encode_stored(ev));
+    }
+    t.commit();
+  }
   auto old_id = make_ended(std::chrono::hours(24 * 8), dir / "ws-old");
   auto mid_id = make_ended(std::chrono::hours(2), dir / "ws-mid");
   auto new_id = make_ended(std::chrono::hours(0), dir / "ws-new");
@@ -402,6 +413,11 @@ CAF_TEST(the sweep removes expired workspaces and purges expired jobs) {
   };
   CAF_CHECK_EQUAL(entries("logs"), 2u);
   CAF_CHECK_EQUAL(entries("job_logs"), 2u);
+  // Events past jobs.retention went; seqs go on after the newest.
+  CAF_CHECK_EQUAL(entries("events"), 1u);
+  auto kept = read_events(*env, 0, 10);
+  CAF_REQUIRE_EQUAL(kept.size(), 1u);
+  CAF_CHECK_EQUAL(kept[0].seq, 3u);
   auto mid = persistence::get_job(*env, mid_id);
   CAF_REQUIRE(mid.has_value());
   CAF_CHECK_EQUAL(mid->workspace, "");
