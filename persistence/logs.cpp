@@ -167,6 +167,11 @@ std::pair<uint64_t, uint32_t> append_log_op(txn& t, std::string_view index_key,
   std::string_view labels;
   if (!take_string(op, 4, labels))
     throw std::invalid_argument("malformed log batch");
+  // A job batch sent again (its first try timed out but committed) is
+  // stored once: its index entry says where it went.
+  if (!index_key.empty())
+    if (auto entry = t.get("job_logs", index_key); entry && entry->size() >= 12)
+      return {get_le(entry->data(), 8), static_cast<uint32_t>(get_le(entry->data() + 8, 4))};
   // The request id goes with each line, the rest of the set is interned.
   auto set = decode_labels(labels);
   std::string request_id = std::move(set.request_id);

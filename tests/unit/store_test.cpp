@@ -350,6 +350,20 @@ CAF_TEST(a trim leaves lines written after it was planned and seqs are never reu
   CAF_CHECK_EQUAL(c.front().line, "line 1");
 }
 
+CAF_TEST(a job batch sent again is stored once) {
+  persistence::log_op_builder b{log_labels{"svc", "j", "job", "", "default", "n"}};
+  b.add(1, 1, "info", "once");
+  auto op = b.take();
+  persistence::txn t{*env, false};
+  auto first = persistence::append_log_op(t, persistence::log_key("j", 1), op);
+  auto again = persistence::append_log_op(t, persistence::log_key("j", 1), op);
+  t.commit();
+  CAF_CHECK_EQUAL(again.first, first.first);
+  CAF_CHECK_EQUAL(again.second, 1u);
+  CAF_CHECK_EQUAL(env->read([](persistence::txn& t) { return t.size("logs").entries; }), 1u);
+  CAF_CHECK_EQUAL(persistence::read_logs(*env, "j", 0, 10).size(), 1u);
+}
+
 CAF_TEST(purging a job log removes its lines and index in bounded batches) {
   job_lines(*env, "a", 1, 500, 100, 1);
   job_lines(*env, "b", 1, 100, 100, 1);
