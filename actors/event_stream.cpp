@@ -6,6 +6,7 @@
 
 #include "actors/event_bus.hpp"
 #include "actors/names.hpp"
+#include "actors/replay_pacing.hpp"
 
 namespace troupe {
 
@@ -34,15 +35,9 @@ bool forward(self_ptr self, const event& ev) {
 /// taken it; live from the end of the table on.
 void replay(self_ptr self) {
   auto& st = self->state;
-  if (st.stream->closed()) {
-    self->quit();
+  auto page_size = next_replay_page(self, *st.stream, replay_page);
+  if (page_size == 0)
     return;
-  }
-  auto page_size = std::max<size_t>(1, std::min(replay_page, st.stream->capacity() / 2));
-  if (st.stream->backlog() > 0) {
-    self->delayed_send(self, std::chrono::milliseconds(10), replay_atom::value);
-    return;
-  }
   std::vector<event> page;
   try {
     page = read_events(*st.env, st.last_sent, page_size);

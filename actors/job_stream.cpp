@@ -4,6 +4,7 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actors/replay_pacing.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/logs.hpp"
 
@@ -84,16 +85,9 @@ void apply(self_ptr self, const job_update& up) {
 /// Sends the next page of stored lines; paced by the client's backlog.
 void replay(self_ptr self) {
   auto& st = self->state;
-  if (st.stream->closed()) {
-    self->quit();
+  auto page_size = next_replay_page(self, *st.stream, replay_page);
+  if (page_size == 0)
     return;
-  }
-  // A page and what is still queued never exceed the client's queue.
-  auto page_size = std::max<size_t>(1, std::min(replay_page, st.stream->capacity() / 2));
-  if (st.stream->backlog() > page_size) {
-    self->delayed_send(self, std::chrono::milliseconds(20), replay_atom::value);
-    return;
-  }
   auto from = st.last_sent;
   uint64_t covered = from;
   auto page = persistence::read_logs(*st.env, st.job_id, from, page_size, &covered);

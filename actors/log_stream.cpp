@@ -5,6 +5,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/names.hpp"
+#include "actors/replay_pacing.hpp"
 
 namespace troupe {
 
@@ -26,16 +27,9 @@ bool forward(self_ptr self, const log_record& r) {
 /// the client's backlog.
 void catch_up(self_ptr self) {
   auto& st = self->state;
-  if (st.stream->closed()) {
-    self->quit();
+  auto page_size = next_replay_page(self, *st.stream, catch_up_page);
+  if (page_size == 0)
     return;
-  }
-  // At most half the client's queue per step, the next once it has drained.
-  auto page_size = std::max<size_t>(1, std::min(catch_up_page, st.stream->capacity() / 2));
-  if (st.stream->backlog() > 0) {
-    self->delayed_send(self, std::chrono::milliseconds(10), replay_atom::value);
-    return;
-  }
   auto from = st.seen;
   uint64_t scanned = from;
   std::vector<log_record> page;

@@ -1,0 +1,34 @@
+#pragma once
+
+// Pacing of replays of stored history (log lines, events) into an SSE stream:
+// a page at a time, the next once the client has taken enough of the last,
+// so a backlog of any length never overflows the client's queue.
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+
+#include "actors/interfaces.hpp"
+#include "http/router.hpp"
+
+namespace troupe {
+
+/// How many events the next page may hold: at most `max_page` and half the
+/// client's queue, so that a page and what is still queued fit. 0 when the
+/// actor must not send now: it quit (the stream closed) or scheduled
+/// `replay_atom` for itself again (the client is behind).
+template <class Self>
+size_t next_replay_page(Self* self, const http::sse_stream& stream, size_t max_page) {
+  if (stream.closed()) {
+    self->quit();
+    return 0;
+  }
+  auto page = std::max<size_t>(1, std::min(max_page, stream.capacity() / 2));
+  if (stream.backlog() > page) {
+    self->delayed_send(self, std::chrono::milliseconds(10), replay_atom::value);
+    return 0;
+  }
+  return page;
+}
+
+} // namespace troupe
