@@ -53,7 +53,7 @@ std::string to_json(const event& e) {
 
 std::vector<event> read_events(const persistence::lmdb_env& env, uint64_t since, size_t limit) {
   std::vector<event> result;
-  if (limit == 0)
+  if (limit == 0 || since == UINT64_MAX)
     return result;
   env.read([&](persistence::txn& t) {
     t.scan("events", persistence::seq_key(since + 1), [&](std::string_view k, std::string_view v) {

@@ -95,7 +95,9 @@ event_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
   self->send(bus, subscribe_atom::value, event_subscriber_actor{self});
   stream->comment("subscribed");
   if (last_event_id) {
-    self->state.last_sent = *last_event_id;
+    // Past the newest event (a client's guess) means: from the newest on.
+    auto newest = self->state.env->read([](persistence::txn& t) { return t.last_seq("events"); });
+    self->state.last_sent = std::min(*last_event_id, newest);
     self->state.tracking = true;
     start_replay(self);
   }

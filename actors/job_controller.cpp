@@ -406,6 +406,8 @@ void sweep(self_ptr self) {
       [self, purged, deferred, n = dirs.size()] {
         auto& st = self->state;
         st.purging = false;
+        // Planned after the purge landed: its lines count for the size cap.
+        trim_logs(self);
         for (auto& s : purged)
           --st.counts[s];
         if (!purged.empty() || n > 0)
@@ -415,9 +417,11 @@ void sweep(self_ptr self) {
       [self](caf::error& err) {
         self->state.purging = false;
         log()->warn("retention sweep failed: {}", caf::to_string(err));
+        trim_logs(self);
       });
+  } else {
+    trim_logs(self);
   }
-  trim_logs(self);
   trim_events(self);
   self->delayed_send(self, st.ctx->cfg.sweep_interval, sweep_atom::value);
 }

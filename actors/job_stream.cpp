@@ -100,7 +100,7 @@ void replay(self_ptr self) {
     }
   }
   // Lines the log retention removed leave gaps: page on by what was covered.
-  if (covered == from + page_size && covered < st.replay_until) {
+  if (covered - from == page_size && covered < st.replay_until) {
     st.last_sent = std::max(st.last_sent, covered);
     self->send(self, replay_atom::value);
     return;
@@ -152,7 +152,10 @@ job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
     return {[](const job_update&) {}, [](replay_atom) {}};
   }
   bool resume = opts.last_event_id.has_value();
-  st.last_sent = opts.last_event_id.value_or(0);
+  // A Last-Event-ID past the job's last line (a client's guess, or another
+  // node's) resumes from that line.
+  st.last_sent = std::min(opts.last_event_id.value_or(0),
+                          persistence::last_log_seq(*st.env, opts.job_id));
   bool replay_all = resume || opts.from_beginning;
   if (persistence::is_terminal(rec->status)) {
     finished(self, *rec, replay_all);

@@ -90,7 +90,7 @@ log_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
   self->send(router, subscribe_atom::value, log_subscriber_actor{self});
   stream->comment("following");
   if (last_event_id) {
-    st.seen = *last_event_id;
+    st.seen = std::min(*last_event_id, persistence::last_log_record_seq(*st.env));
     start_catch_up(self);
   }
   return {

@@ -285,8 +285,8 @@ public:
       if (self->sse_) {
         // An event stream ends cleanly (clients resume with Last-Event-ID);
         // a download cut short must not look complete.
-        if (self->plain_stream_)
-          self->sse_->abort();
+        if (self->plain_stream_ && !self->sse_->closed())
+          self->sse_->abort(); // a download that has not ended
         else
           self->sse_->close();
       } else if (!self->busy_) {
@@ -324,8 +324,13 @@ public:
   /// clients).
   void abort() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
-      self->outq_.clear();
       self->do_close();
+      // The write in flight still reads its buffer until its handler runs
+      // (with operation_aborted): keep that one, drop the rest.
+      if (self->writing_ && !self->outq_.empty())
+        self->outq_.erase(std::next(self->outq_.begin()), self->outq_.end());
+      else
+        self->outq_.clear();
     });
   }
 

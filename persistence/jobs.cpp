@@ -203,9 +203,15 @@ uint64_t read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t
                         size_t limit,
                         const std::function<void(uint64_t seq, const stored_line&)>& fn) {
   auto prefix = log_prefix(job_id);
+  // No seq comes after the largest (a client's Last-Event-ID can be anything).
+  if (after >= UINT64_MAX - 1 || limit == 0)
+    return after;
   // Per-job seqs are dense (1, 2, ...): this call covers (after, budget_end].
-  auto budget_end = after + limit;
+  auto budget_end = after > UINT64_MAX - limit ? UINT64_MAX : after + limit;
   uint64_t covered = after;
+  // The index goes on past budget_end: the call covered all of its budget,
+  // also where a batch is missing (holes do not end a read early).
+  bool beyond = false;
   env.read([&](txn& t) {
     // The index entry holding after + 1 is the last one at or before it.
     std::vector<index_entry> ranges;
@@ -226,6 +232,8 @@ uint64_t read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t
       return lines < limit;
     });
     for (auto& r : ranges) {
+      if (r.first_seq + r.count - 1 > budget_end)
+        beyond = true;
       auto lo = std::max(after + 1, r.first_seq);
       auto hi = std::min(r.first_seq + r.count - 1, budget_end);
       if (lo > hi)
@@ -247,7 +255,7 @@ uint64_t read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t
         break;
     }
   });
-  return covered;
+  return beyond ? budget_end : covered;
 }
 
 std::vector<log_entry> read_logs(const lmdb_env& env, const std::string& job_id, uint64_t after,

@@ -308,6 +308,8 @@ const log_labels& label_cache::get(const txn& t, uint64_t id) {
 }
 
 void scan_logs(const txn& t, uint64_t after, const std::function<bool(const stored_line&)>& fn) {
+  if (after == UINT64_MAX)
+    return;
   t.scan("logs", seq_key(after + 1), [&](std::string_view k, std::string_view v) {
     stored_line s;
     if (!decode_stored(seq_from_key(k), v, s))
@@ -365,6 +367,7 @@ uint64_t scan_matching(const lmdb_env& env, const log_query& q, uint64_t after, 
                        F fn) {
   uint64_t scanned_to = after;
   size_t scanned = 0;
+  bool stopped = false;
   label_cache labels;
   env.read([&](txn& t) {
     scan_logs(t, after, [&](const stored_line& s) {
@@ -372,10 +375,16 @@ uint64_t scan_matching(const lmdb_env& env, const log_query& q, uint64_t after, 
       if (q.matches(s)) {
         auto& l = labels.get(t, s.labels);
         if (q.matches(l, s) && !fn(s, l))
-          return false;
+          return !(stopped = true);
       }
-      return ++scanned < max_scan;
+      if (++scanned < max_scan)
+        return true;
+      return !(stopped = true);
     });
+    // Ran off the end: everything ever numbered was looked at (the newest
+    // lines may be gone; paging must not stay before them).
+    if (!stopped)
+      scanned_to = std::max(scanned_to, log_high_water(t));
   });
   return scanned_to;
 }

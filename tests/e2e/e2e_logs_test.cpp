@@ -293,6 +293,14 @@ CAF_TEST(following from Last-Event-ID replays a backlog larger than the SSE queu
     ++expect;
   }
   CAF_CHECK_EQUAL(expect, newest + 1); // every event once, in order
+  // A Last-Event-ID past the newest event resumes from the newest (it used
+  // to wrap around and spin); the next event arrives live.
+  auto far = e2e::open_sse(node.port(), "/events", {{"Last-Event-ID", "18446744073709551615"}});
+  CAF_REQUIRE_EQUAL(far.status(), 200);
+  submit(node.port(), "true");
+  auto next = far.next(20s);
+  CAF_REQUIRE(next.has_value());
+  CAF_CHECK_EQUAL(next->id, std::to_string(newest + 1));
 }
 
 CAF_TEST(a burst of output keeps the daemon heap bounded) {

@@ -71,6 +71,7 @@ CAF_TEST(events are persisted then delivered in sequence order) {
   CAF_CHECK_EQUAL(stored[1].data, R"({"actor":"store"})");
   CAF_CHECK_EQUAL(read_events(*env, 1, 10).size(), 1u);
   CAF_CHECK_EQUAL(read_events(*env, 0, 1).size(), 1u);
+  CAF_CHECK(read_events(*env, UINT64_MAX, 10).empty()); // no seq after the largest
   caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
 }
 

@@ -350,6 +350,43 @@ CAF_TEST(a trim leaves lines written after it was planned and seqs are never reu
   CAF_CHECK_EQUAL(c.front().line, "line 1");
 }
 
+CAF_TEST(job reads cover holes in the index and any Last-Event-ID) {
+  job_lines(*env, "h", 1, 100, 100, 1);
+  job_lines(*env, "h", 301, 100, 100, 1); // 101..300 never arrived
+  uint64_t covered = 0;
+  auto page = persistence::read_logs(*env, "h", 0, 150, &covered);
+  CAF_CHECK_EQUAL(page.size(), 100u);
+  CAF_CHECK_EQUAL(covered, 150u); // the index goes on: the hole does not end it
+  page = persistence::read_logs(*env, "h", 150, 150, &covered);
+  CAF_CHECK(page.empty());
+  CAF_CHECK_EQUAL(covered, 300u);
+  page = persistence::read_logs(*env, "h", 300, 150, &covered);
+  CAF_CHECK_EQUAL(page.size(), 100u);
+  CAF_CHECK_EQUAL(covered, 400u);
+  CAF_CHECK(persistence::read_logs(*env, "h", 400, 150, &covered).empty());
+  CAF_CHECK_EQUAL(covered, 400u); // the end
+  // Seqs near the top of the range neither wrap around nor loop.
+  for (auto huge : {UINT64_MAX, UINT64_MAX - 1, UINT64_MAX - 100}) {
+    CAF_CHECK(persistence::read_logs(*env, "h", huge, 512, &covered).empty());
+    CAF_CHECK_GREATER_OR_EQUAL(covered, huge);
+  }
+  uint64_t scanned = 0;
+  CAF_CHECK(persistence::query_logs(*env, {}, UINT64_MAX, 10, scanned).empty());
+}
+
+CAF_TEST(log paging reaches the end also when the newest lines were removed) {
+  job_lines(*env, "p", 1, 10, 10, 1);
+  request<write_result>(
+    st, write_atom::value,
+    write_batch{write_op{write_op::erase_range, "logs", persistence::seq_key(6), {}}});
+  uint64_t scanned = 0;
+  std::string out;
+  persistence::query_logs_ndjson(*env, {}, 0, 100, scanned, out);
+  CAF_CHECK_EQUAL(scanned, 10u); // not 5: the next page starts past the removed lines
+  persistence::query_logs_ndjson(*env, {}, 0, 3, scanned, out);
+  CAF_CHECK_EQUAL(scanned, 3u); // a full page stops where it stopped
+}
+
 CAF_TEST(a job batch sent again is stored once) {
   persistence::log_op_builder b{log_labels{"svc", "j", "job", "", "default", "n"}};
   b.add(1, 1, "info", "once");
