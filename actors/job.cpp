@@ -220,15 +220,22 @@ void on_output(self_ptr self, proc_output& out) {
     st.held_streams.push_back(out.stream);
   ingest(self, std::move(batch), [self](const log_ingest& b) {
     auto& st = self->state;
+    job_update up;
+    up.job_id = st.rec.id;
     if (!st.subscribers.empty()) {
-      job_update up;
-      up.job_id = st.rec.id;
       up.lines.reserve(b.count);
       auto seq = b.first_seq;
       persistence::for_each_packed(b.lines, [&](std::string_view l) {
         up.lines.push_back(log_line{seq++, b.ts_ns, b.stream, std::string{l}});
       });
-      notify(self, std::move(up));
+    }
+    st.committed_out_of_order.emplace(b.first_seq, std::make_pair(b.count, std::move(up)));
+    while (!st.committed_out_of_order.empty()
+           && st.committed_out_of_order.begin()->first == st.notify_next) {
+      auto node = st.committed_out_of_order.extract(st.committed_out_of_order.begin());
+      st.notify_next += node.mapped().first;
+      if (!node.mapped().second.lines.empty() && !st.subscribers.empty())
+        notify(self, std::move(node.mapped().second));
     }
     --st.pending_writes;
     --st.pipeline_in_flight;
@@ -357,6 +364,7 @@ job_actor::behavior_type job(job_actor::stateful_pointer<job_state> self,
     return job_actor::behavior_type::make_empty_behavior();
   }
   st.next_seq = persistence::last_log_seq(*ctx->env, id) + 1;
+  st.notify_next = st.next_seq;
   for (auto& sub : st.subscribers)
     self->monitor(sub);
   self->monitor(st.controller);

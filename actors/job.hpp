@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +60,11 @@ struct job_state {
   std::shared_ptr<process::watch> watch;
   /// Next sequence number for an output line (continues across attempts).
   uint64_t next_seq = 1;
+  /// Subscribers get the lines in seq order even when a retried batch
+  /// commits after the one behind it: committed batches wait here (by first
+  /// seq, with their line count) until every line before them was sent.
+  uint64_t notify_next = 1;
+  std::map<uint64_t, std::pair<uint64_t, job_update>> committed_out_of_order;
   /// Writes not yet committed (output batches and the process record).
   int pending_writes = 0;
   /// Output batches waiting for their commit, and streams whose reading
