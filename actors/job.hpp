@@ -35,7 +35,7 @@ struct job_env {
   /// observations are made with it.
   double metrics_accuracy = 0.01;
   /// Where the controller keeps its gauges for the metrics registry to
-  /// sample; null: it sends them to the registry as they change.
+  /// sample (null: no gauges).
   std::shared_ptr<metrics::gauge_board> gauges;
   /// The environment jobs inherit (troupe's own, minus TROUPE_* settings).
   std::vector<std::string> base_env;

@@ -84,16 +84,9 @@ void report_gauges(self_ptr self) {
     board->set("jobs.queue.depth", {}, depth);
     board->set("jobs.queue.pressure", {}, depth / slots);
     board->set("jobs.pool.utilization", {}, static_cast<double>(st.running.size()) / slots);
-    report_metrics(self->system(), {gauge_delta("troupe.last_activity", {},
-                                                static_cast<double>(now_ns()) / 1e9)});
-    return;
   }
   report_metrics(self->system(),
-                 {gauge_delta("jobs.queue.depth", {}, depth),
-                  gauge_delta("jobs.queue.pressure", {}, depth / slots),
-                  gauge_delta("jobs.pool.utilization", {},
-                              static_cast<double>(st.running.size()) / slots),
-                  gauge_delta("troupe.last_activity", {}, static_cast<double>(now_ns()) / 1e9)});
+                 {gauge_delta("troupe.last_activity", {}, static_cast<double>(now_ns()) / 1e9)});
 }
 
 double seconds_between(caf::actor_clock::time_point from, caf::actor_clock::time_point to) {

@@ -7,7 +7,7 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
-#include "actors/metrics.hpp"
+#include "runtime/metrics_model.hpp"
 #include "actors/names.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
@@ -136,22 +136,13 @@ push_batch read_batch(self_ptr self) {
   return b;
 }
 
-/// The sink's lag (entries committed but not shipped) as a gauge of the
-/// metrics registry, at most four times a second and whenever it drops to 0.
+/// The sink's lag (entries committed but not shipped) on the gauge board the
+/// metrics registry samples (nothing when run without one).
 void report_lag(self_ptr self) {
   auto& st = self->state;
-  auto lag = st.head > st.cursor ? st.head - st.cursor : 0;
-  if (st.gauges) {
-    st.gauges->set("logs.sink.lag", {"loki"}, static_cast<double>(lag));
-    return;
-  }
-  auto now = self->clock().now();
-  if (lag == st.reported_lag || (lag != 0 && now - st.lag_reported_at < milliseconds{250}))
-    return;
-  st.reported_lag = lag;
-  st.lag_reported_at = now;
-  report_metrics(self->system(),
-                 {gauge_delta("logs.sink.lag", {"loki"}, static_cast<double>(lag))});
+  if (st.gauges)
+    st.gauges->set("logs.sink.lag", {"loki"},
+                   static_cast<double>(st.head > st.cursor ? st.head - st.cursor : 0));
 }
 
 /// Sends at most one batch, then re-nudges itself: other messages (status,

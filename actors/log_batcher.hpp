@@ -43,10 +43,8 @@ struct log_batcher_state {
   uint64_t dropped = 0;
   std::string last_error;
   /// Last lag reported to the metrics registry, and when (actor clock).
-  /// Where the lag gauge is kept (null: sent to the registry, throttled).
+  /// Where the lag gauge is kept (null: no gauge).
   std::shared_ptr<metrics::gauge_board> gauges;
-  uint64_t reported_lag = UINT64_MAX;
-  caf::actor_clock::time_point lag_reported_at;
   /// When the pending batch starting after `pending_after` was first seen
   /// (actor clock): a batch's age is the larger of this and its timestamps.
   uint64_t pending_after = UINT64_MAX;
