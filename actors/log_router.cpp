@@ -94,12 +94,15 @@ void route(self_ptr self, write_batch ops, std::function<void(uint64_t)> done = 
       });
 }
 
-/// The timestamp of the next line of `instance`: `ts`, or just after the
-/// previous line's if that is not earlier.
-int64_t next_ts(log_router_state& st, const std::string& instance, int64_t ts) {
+/// The latest timestamp given to a line of `instance` (looked up once per
+/// batch); the next line gets `max(its time, this + 1)`.
+int64_t& last_ts_of(log_router_state& st, const std::string& instance) {
   if (st.last_ts.size() > 4096 && st.last_ts.count(instance) == 0)
     st.last_ts.clear();
-  auto& last = st.last_ts[instance];
+  return st.last_ts[instance];
+}
+
+int64_t next_ts(int64_t& last, int64_t ts) {
   last = std::max(ts, last + 1);
   return last;
 }
@@ -164,8 +167,9 @@ log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::
       if (in.labels.node.empty())
         in.labels.node = st.node;
       persistence::log_op_builder b{in.labels};
+      auto& last = last_ts_of(st, in.labels.instance);
       persistence::for_each_packed(in.lines, [&](std::string_view line) {
-        b.add(next_ts(st, in.labels.instance, in.ts_ns), in.stream,
+        b.add(next_ts(last, in.ts_ns), in.stream,
               loki::detect_level(line, in.stream == 2, st.cfg.stdout_level, st.cfg.stderr_level),
               line);
       });
@@ -208,7 +212,7 @@ log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::
       for (auto& r : batch) {
         r.ns = st.cfg.ns;
         r.node = st.node;
-        r.ts_ns = next_ts(st, r.instance, r.ts_ns);
+        r.ts_ns = next_ts(last_ts_of(st, r.instance), r.ts_ns);
       }
       route(self, ops_for(batch));
     },
