@@ -38,12 +38,6 @@ prom::labels with(prom::labels l, std::string k, std::string v) {
   return l;
 }
 
-std::string strip_total(const std::string& name) {
-  if (name.size() > 6 && name.compare(name.size() - 6, 6, "_total") == 0)
-    return name.substr(0, name.size() - 6);
-  return name;
-}
-
 std::string help_of(const family& f, const naming& names) {
   auto unit = names.unit(f);
   return unit.empty() ? f.help : f.help + " (unit: " + unit + ")";
@@ -82,7 +76,7 @@ void render_family(prom::writer& w, const family& f, const naming& names,
         w.sample(name, label_pairs(f, *e.snap, *e.upstream), e.snap->value);
       break;
   }
-  auto base = strip_total(name);
+  auto base = without_total(name);
   // Windowed quantiles are what a Prometheus summary is: one per window
   // (promtool allows a `quantile` label on summaries only). Without _sum and
   // _count: a summary's are cumulative counters, and a window's count falls

@@ -125,13 +125,12 @@ naming::naming(std::string_view mapping_json) {
     }
     // CloudWatch-style names (Ingress/SSEConnections) are made Prometheus-safe.
     name = prom::sanitize_name(name);
-    if (fam->type == kind::counter && name.size() < 6)
-      throw std::invalid_argument(key + ".name: a counter's name must end in _total");
-    if (fam->type == kind::counter && name.compare(name.size() - 6, 6, "_total") != 0)
-      throw std::invalid_argument(key + ".name: a counter's name must end in _total, got " + name);
-    if (fam->type != kind::counter && name.size() >= 6
-        && name.compare(name.size() - 6, 6, "_total") == 0)
-      throw std::invalid_argument(key + ".name: only counters may end in _total, got " + name);
+    auto counter = fam->type == kind::counter;
+    if (counter != (without_total(name) != name))
+      throw std::invalid_argument(key + ".name: "
+                                  + (counter ? "a counter's name must end in _total, got "
+                                             : "only counters may end in _total, got ")
+                                  + name);
     overrides_[key] = {std::move(name), std::move(unit)};
   }
   // Two families under one name would merge into one invalid exposition:
@@ -157,9 +156,7 @@ std::vector<std::string> exported_names(const family& f, const std::string& name
     out.push_back(f.count_name);
   if (!f.windowed)
     return out;
-  auto base = name;
-  if (base.size() > 6 && base.compare(base.size() - 6, 6, "_total") == 0)
-    base.resize(base.size() - 6);
+  auto base = without_total(name);
   // _window_sum/_count: what a summary's consumers (the Pushgateway) add.
   for (auto suffix : {"_window", "_window_sum", "_window_count", "_window_observations",
                       "_window_avg"})
@@ -202,12 +199,29 @@ std::string series_id(const family& f, const std::vector<std::string>& labels) {
   return out;
 }
 
-void gauge_board::set(const std::string& family, std::vector<std::string> labels, double value) {
-  std::string key = family;
+std::string without_total(const std::string& name) {
+  if (name.size() > 6 && name.compare(name.size() - 6, 6, "_total") == 0)
+    return name.substr(0, name.size() - 6);
+  return name;
+}
+
+namespace {
+
+/// The key of a series in the recorder and the board: family and label
+/// values, unit-separated (written into `out`, reused by hot paths).
+void series_key(std::string& out, std::string_view family, const std::vector<std::string>& labels) {
+  out.assign(family);
   for (auto& l : labels) {
-    key += '\x1f';
-    key += l;
+    out += '\x1f';
+    out += l;
   }
+}
+
+} // namespace
+
+void gauge_board::set(const std::string& family, std::vector<std::string> labels, double value) {
+  std::string key;
+  series_key(key, family, labels);
   std::lock_guard<std::mutex> guard{mtx_};
   auto& d = values_[key];
   d.family = family;
@@ -245,12 +259,7 @@ recorder::recorder(double relative_accuracy, size_t max_series)
     : alpha_(relative_accuracy), max_series_(max_series) {}
 
 recorder::pending_series* recorder::slot(const family& f, const std::vector<std::string>& labels) {
-  key_.clear();
-  key_ += f.key;
-  for (auto& l : labels) {
-    key_ += '\x1f';
-    key_ += l;
-  }
+  series_key(key_, f.key, labels);
   auto i = pending_.find(key_);
   if (i == pending_.end()) {
     if (admitted_.count(key_) == 0) {

@@ -71,6 +71,9 @@ private:
   std::map<std::string, std::pair<std::string, std::string>, std::less<>> overrides_;
 };
 
+/// `name` without a trailing `_total` (a counter's base name).
+std::string without_total(const std::string& name);
+
 /// Every metric name family `f` exports under `name`: its samples (histogram
 /// _bucket/_sum/_count, the count counter) and its window families.
 std::vector<std::string> exported_names(const family& f, const std::string& name);
