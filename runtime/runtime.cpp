@@ -217,7 +217,9 @@ void runtime::start() {
   jobs_ctx->metrics_accuracy = cfg.metrics.relative_accuracy;
   jobs_ctx->log_retention = cfg.logs.retention;
   jobs_ctx->log_max_bytes = std::min(cfg.logs.max_bytes, cfg.store.map_size_bytes / 2);
-  jobs_ctx->gauges = std::make_shared<metrics::gauge_board>();
+  // Gauges that actors keep (job queue, Loki lag), sampled by the registry.
+  auto gauges = std::make_shared<metrics::gauge_board>();
+  jobs_ctx->gauges = gauges;
   for (auto& kv : process_environment())
     if (kv.rfind("TROUPE_", 0) != 0)
       jobs_ctx->base_env.push_back(kv);
@@ -244,7 +246,7 @@ void runtime::start() {
   auto* server_ptr = d.server.get();
   std::vector<metric_source> metric_sources{
     [recorder] { return recorder->take(); },
-    [gauges = jobs_ctx->gauges] { return gauges->read(); },
+    [gauges] { return gauges->read(); },
     [server_ptr, activity_ns] {
       metric_deltas out{
         gauge_delta("http.active_requests", {}, static_cast<double>(server_ptr->in_flight())),
@@ -272,8 +274,7 @@ void runtime::start() {
                         }});
   }
   if (!cfg.logs.loki.url.empty())
-    children.push_back({"loki", [env, loki_cfg = cfg.logs.loki,
-                                 gauges = jobs_ctx->gauges](caf::actor_system& sys) {
+    children.push_back({"loki", [env, loki_cfg = cfg.logs.loki, gauges](caf::actor_system& sys) {
                           // Detached: pushes are blocking HTTP calls.
                           return caf::actor_cast<caf::actor>(
                             sys.spawn<caf::detached>(log_batcher, env, loki_cfg, gauges));
