@@ -77,9 +77,10 @@ response response::error(unsigned status, std::string_view code, std::string_vie
   return json(status, std::move(body));
 }
 
-void router::add(std::string method, std::string pattern, handler h) {
+void router::add(std::string method, std::string pattern, route_options opts, handler h) {
   route r;
   r.method = std::move(method);
+  r.opts = opts;
   for (auto seg : split_path(pattern))
     r.segments.emplace_back(seg);
   r.pattern = std::move(pattern);
@@ -107,6 +108,7 @@ router::match_result router::match(std::string_view method, std::string_view pat
       continue;
     if (r.method == method || (method == "HEAD" && r.method == "GET")) {
       result.fn = &r.fn;
+      result.opts = r.opts;
       result.params = std::move(params);
       result.route = r.pattern;
       return result;

@@ -12,7 +12,28 @@
 #include <utility>
 #include <vector>
 
+#include "http/auth.hpp"
+
 namespace troupe::http {
+
+/// What a route reads from the request body; the server enforces it before
+/// the body is read (413/415), so a route never buffers more than it needs.
+enum class body_kind : uint8_t {
+  none,   ///< no body (a request with one gets 413)
+  json,   ///< JSON or YAML, at most http.max_json_bytes
+  upload, ///< JSON/YAML as above, or multipart/form-data up to
+          ///< jobs.max_archive_bytes, streamed to a file (request::body_file)
+};
+
+/// What the server checks before a route's handler runs.
+struct route_options {
+  /// The least role a caller needs; role::none makes the route public.
+  role needs = role::admin;
+  body_kind body = body_kind::none;
+  /// Also accepts the token as `?access_token=` (SSE: EventSource cannot set
+  /// headers); the parameter is removed from the request before logging.
+  bool query_token = false;
+};
 
 /// A parsed request as handlers see it.
 struct request {
@@ -23,7 +44,16 @@ struct request {
   std::map<std::string, std::string> headers; ///< names lower-cased
   std::map<std::string, std::string> params;  ///< path parameters from the route
   std::string body;
+  /// Set instead of `body` when an upload was streamed to disk: the path of
+  /// a file the server removes once the request is done.
+  std::string body_file;
   std::string request_id;
+  /// The peer's IP address.
+  std::string peer;
+  /// The authenticated caller: the token's name ("" when auth.mode is none)
+  /// and the role it grants (admin when auth.mode is none).
+  std::string principal;
+  role granted = role::none;
 
   /// A header's value, or "" (name must be lower case).
   const std::string& header(const std::string& name) const;
@@ -91,10 +121,12 @@ using handler = std::function<void(const exchange_ptr&)>;
 /// Maps method + path pattern (`/jobs/{id}/stream`) to handlers.
 class router {
 public:
-  void add(std::string method, std::string pattern, handler h);
+  /// Every route states the role it needs and the body it takes.
+  void add(std::string method, std::string pattern, route_options opts, handler h);
 
   struct match_result {
     const handler* fn = nullptr;            ///< set when method and path match
+    route_options opts;                     ///< of the matched route
     std::map<std::string, std::string> params;
     std::string allow;                      ///< methods of the path, if only the method failed
     std::string route;                      ///< the pattern that matched (for metrics)
@@ -108,6 +140,7 @@ private:
     std::string method;
     std::string pattern;
     std::vector<std::string> segments;
+    route_options opts;
     handler fn;
   };
   std::vector<route> routes_;

@@ -585,16 +585,54 @@ const std::vector<field>& fields() {
                "text for people, json for log collectors"),
         integer("http.io_threads", at(&config::http, &http_config::io_threads), 1, 64,
                 "Threads serving HTTP connections"),
-        size("http.max_body_bytes", at(&config::http, &http_config::max_body_bytes), 0,
-             "Largest accepted request body; larger ones get 413"),
+        size("http.max_json_bytes", at(&config::http, &http_config::max_json_bytes), 1,
+             "Largest JSON/YAML request body; larger ones get 413 (uploads: "
+             "jobs.max_archive_bytes)"),
         duration("http.request_timeout", at(&config::http, &http_config::request_timeout),
-                 above(0ms), "Idle/read timeout of a connection, keep-alive included"),
+                 above(0ms), "Idle timeout of a connection, reset while bytes flow"),
+        duration("http.header_timeout", at(&config::http, &http_config::header_timeout),
+                 above(0ms), "A request's headers must arrive within this time (slowloris)"),
+        duration("http.max_request_duration",
+                 at(&config::http, &http_config::max_request_duration), above(0ms),
+                 "Overall cap on reading one request, its body included"),
         duration("http.sse_ping_interval", at(&config::http, &http_config::sse_ping_interval),
                  above(0ms), "Interval of `: ping` comments on idle SSE streams"),
         integer("http.sse_queue_limit", at(&config::http, &http_config::sse_queue_limit), 1,
                 INT_MAX, "Events queued for one SSE client before it is disconnected"),
+        size("http.sse_queue_bytes", at(&config::http, &http_config::sse_queue_bytes), KiB,
+             "Bytes queued for one SSE client before it is disconnected"),
         duration("http.shutdown_grace", at(&config::http, &http_config::shutdown_grace),
                  at_least(0ms), "How long shutdown waits for in-flight requests"),
+        noting_default("descriptor limit - reserved_fds",
+                       integer("http.max_connections",
+                               at(&config::http, &http_config::max_connections), 0, INT_MAX,
+                               "Open connections at most; further ones get 503 (0: derived)")),
+        integer("http.reserved_fds", at(&config::http, &http_config::reserved_fds), 16, INT_MAX,
+                "Descriptors kept free of connections for jobs, the store and sinks"),
+        string_list("http.allowed_origins", at(&config::http, &http_config::allowed_origins),
+                    "Browser origins (scheme://host[:port]) served besides troupe's own, with "
+                    "CORS headers"),
+        string_list("http.allowed_hosts", at(&config::http, &http_config::allowed_hosts),
+                    "Host header values accepted on loopback besides localhost, 127.0.0.1, "
+                    "[::1]"),
+        make_field("http.rate_limit.requests_per_second", "number >= 0", number_kind{},
+                   at(&config::http, &http_config::rate_limit,
+                      &rate_limit_config::requests_per_second),
+                   [](double v, const config&) -> problem {
+                     if (v >= 0)
+                       return std::nullopt;
+                     return "must be >= 0, got " + number_kind{}.show(v);
+                   },
+                   "Mutating requests per second per token and per client address (0: off)"),
+        integer("http.rate_limit.burst",
+                at(&config::http, &http_config::rate_limit, &rate_limit_config::burst), 1,
+                INT_MAX, "Requests allowed in a burst above the rate"),
+        optional_text("http.tls.cert_file",
+                      at(&config::http, &http_config::tls, &tls_config::cert_file),
+                      "PEM certificate chain; with key_file the API is served over HTTPS"),
+        optional_text("http.tls.key_file",
+                      at(&config::http, &http_config::tls, &tls_config::key_file),
+                      "PEM private key of cert_file"),
         size("store.map_size_bytes", at(&config::store, &store_config::map_size_bytes), MiB,
              "LMDB map size: the upper bound of the data file"),
         integer("supervisor.max_restarts", at(sup, &sc::max_restarts), 0, INT_MAX,
@@ -831,6 +869,9 @@ void assign(config& c, const std::string& key, std::string_view raw,
             const std::string& origin = {}) {
   auto suffix = origin.empty() ? std::string{} : " (" + origin + ")";
   auto f = find_field(key);
+  if (key == "http.max_body_bytes")
+    throw config_error(key, "no longer used: JSON/YAML bodies are bounded by "
+                            "http.max_json_bytes, uploads by jobs.max_archive_bytes" + suffix);
   if (f == nullptr) {
     auto keys = keys_of(key);
     throw config_error(key, (keys.empty() ? std::string{"unknown key"}
@@ -918,7 +959,7 @@ void apply_yaml_map(config& c, const YAML::Node& map, const std::string& prefix)
       apply_yaml_map(c, value, path);
       continue;
     }
-    if (find_field(path) == nullptr)
+    if (find_field(path) == nullptr && path != "http.max_body_bytes")
       throw config_error(path, "unknown key");
     if (value.IsNull()) // `key: ~` keeps the built-in default
       continue;
@@ -1086,6 +1127,9 @@ config load_config(const config_sources& src) {
       rest.remove_prefix(comma + 1);
     }
   }
+  if (c.http.tls.cert_file.empty() != c.http.tls.key_file.empty())
+    throw config_error(c.http.tls.cert_file.empty() ? "http.tls.cert_file" : "http.tls.key_file",
+                       "cert_file and key_file go together");
   if (c.metrics.proxy.auth_header_name.empty() != c.metrics.proxy.auth_header_value.empty())
     throw config_error("metrics.proxy.auth_header_name",
                        "auth_header_name and auth_header_value go together");

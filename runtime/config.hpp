@@ -33,19 +33,76 @@ struct log_config {
   std::string format = "text";
 };
 
+struct rate_limit_config {
+  /// Sustained mutating requests per second, per token and per client
+  /// address (0: off).
+  double requests_per_second = 0;
+  /// Requests allowed in a burst above the sustained rate.
+  int burst = 20;
+};
+
+struct tls_config {
+  /// PEM certificate (chain) and private key; both set: the API is HTTPS.
+  std::string cert_file;
+  std::string key_file;
+};
+
 struct http_config {
   /// Threads running the Beast io_context (>= 1).
   int io_threads = 1;
-  /// Largest accepted request body; larger ones get 413.
-  uint64_t max_body_bytes = 64ull << 20;
-  /// Idle/read timeout of a connection (keep-alive included).
+  /// Largest JSON/YAML request body; larger ones get 413 (uploads are bounded
+  /// by jobs.max_archive_bytes instead).
+  uint64_t max_json_bytes = 1ull << 20;
+  /// Idle timeout of a connection: reset whenever bytes arrive or leave
+  /// (keep-alive waits included).
   std::chrono::milliseconds request_timeout{30'000};
+  /// A request's headers must arrive within this time of its first byte.
+  std::chrono::milliseconds header_timeout{10'000};
+  /// Overall cap on reading one request (its body included).
+  std::chrono::milliseconds max_request_duration{600'000};
   /// Interval of `: ping` comments on idle SSE streams.
   std::chrono::milliseconds sse_ping_interval{15'000};
   /// Events queued for one SSE client before it is disconnected.
   int sse_queue_limit = 4096;
+  /// Bytes queued for one SSE client before it is disconnected.
+  uint64_t sse_queue_bytes = 4ull << 20;
   /// How long shutdown waits for in-flight requests.
   std::chrono::milliseconds shutdown_grace{10'000};
+  /// Open connections at most (0: the descriptor limit minus reserved_fds);
+  /// further ones are answered 503 and closed.
+  int max_connections = 0;
+  /// Descriptors kept free of connections for jobs, the store and sinks.
+  int reserved_fds = 256;
+  /// Origins (scheme://host[:port]) besides the server's own whose browser
+  /// requests are served (with CORS headers); comma-separated.
+  std::string allowed_origins;
+  /// Host header values accepted besides localhost/127.0.0.1/[::1] while
+  /// listening on loopback (DNS rebinding); comma-separated.
+  std::string allowed_hosts;
+  rate_limit_config rate_limit;
+  tls_config tls;
+};
+
+/// One API token of `auth.tokens`.
+struct auth_token {
+  std::string name;
+  std::string token;
+  /// read, submit or admin (admin ⊇ submit ⊇ read).
+  std::vector<std::string> roles;
+};
+
+struct auth_config {
+  /// token (bearer tokens required) or none (only while listening on loopback,
+  /// unless allow_insecure).
+  std::string mode = "token";
+  /// Tokens from the config (TROUPE_AUTH__TOKENS: the same list as JSON).
+  std::vector<auth_token> tokens;
+  /// A YAML/JSON file with more tokens (same shape); re-read on SIGHUP.
+  std::string tokens_file;
+  /// GET /metrics needs no token (Prometheus scrapes, probes).
+  bool public_metrics = true;
+  /// Allows auth.mode none on a non-loopback listen address.
+  bool allow_insecure = false;
 };
 
 struct store_config {
@@ -204,6 +261,7 @@ struct config {
   /// Where LMDB and workspaces live.
   std::string data_dir = "./data";
   log_config log;
+  auth_config auth;
   http_config http;
   store_config store;
   supervisor_config supervisor;

@@ -484,20 +484,20 @@ void cancel(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
 } // namespace
 
 void add_job_routes(http::router& r, std::shared_ptr<node_context> ctx) {
-  r.add("POST", "/jobs", [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::jobs); });
-  r.add("POST", "/submit", [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::sse); });
-  r.add("POST", "/submit-stream",
+  r.add("POST", "/jobs", {http::role::submit, http::body_kind::upload}, [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::jobs); });
+  r.add("POST", "/submit", {http::role::submit, http::body_kind::upload}, [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::sse); });
+  r.add("POST", "/submit-stream", {http::role::submit, http::body_kind::upload},
         [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::sse_with_id); });
-  r.add("POST", "/submit-async",
+  r.add("POST", "/submit-async", {http::role::submit, http::body_kind::upload},
         [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::async); });
-  r.add("GET", "/jobs", [ctx](const http::exchange_ptr& ex) { list(ctx, ex); });
-  r.add("GET", "/jobs/{id}", [ctx](const http::exchange_ptr& ex) {
+  r.add("GET", "/jobs", {http::role::read}, [ctx](const http::exchange_ptr& ex) { list(ctx, ex); });
+  r.add("GET", "/jobs/{id}", {http::role::read}, [ctx](const http::exchange_ptr& ex) {
     if (auto rec = find_job(*ctx, ex))
       ex->reply(http::response::json(200, persistence::to_api_json(*rec)));
   });
-  r.add("GET", "/jobs/{id}/stream", [ctx](const http::exchange_ptr& ex) { stream(ctx, ex); });
-  r.add("GET", "/jobs/{id}/logs", [ctx](const http::exchange_ptr& ex) { logs(ctx, ex); });
-  r.add("DELETE", "/jobs/{id}", [ctx](const http::exchange_ptr& ex) { cancel(ctx, ex); });
+  r.add("GET", "/jobs/{id}/stream", {http::role::read, http::body_kind::none, true}, [ctx](const http::exchange_ptr& ex) { stream(ctx, ex); });
+  r.add("GET", "/jobs/{id}/logs", {http::role::read}, [ctx](const http::exchange_ptr& ex) { logs(ctx, ex); });
+  r.add("DELETE", "/jobs/{id}", {http::role::submit}, [ctx](const http::exchange_ptr& ex) { cancel(ctx, ex); });
 }
 
 } // namespace troupe

@@ -41,10 +41,10 @@ void render(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
 } // namespace
 
 void add_metrics_routes(http::router& r, std::shared_ptr<node_context> ctx) {
-  r.add("GET", "/metrics", [ctx](const http::exchange_ptr& ex) {
+  r.add("GET", "/metrics", {ctx->cfg->auth.public_metrics ? http::role::none : http::role::read}, [ctx](const http::exchange_ptr& ex) {
     render(ctx, ex, prometheus_atom::value, "text/plain; version=0.0.4; charset=utf-8");
   });
-  r.add("GET", "/monitoring/system", [ctx](const http::exchange_ptr& ex) {
+  r.add("GET", "/monitoring/system", {http::role::read}, [ctx](const http::exchange_ptr& ex) {
     render(ctx, ex, monitoring_atom::value, "application/json");
   });
 }

@@ -237,12 +237,12 @@ void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr
 } // namespace
 
 void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx) {
-  r.add("GET", "/logs", [ctx](const http::exchange_ptr& ex) { get_logs(ctx, ex); });
-  r.add("GET", "/healthz", [](const http::exchange_ptr& ex) {
+  r.add("GET", "/logs", {http::role::read, http::body_kind::none, true}, [ctx](const http::exchange_ptr& ex) { get_logs(ctx, ex); });
+  r.add("GET", "/healthz", {http::role::none}, [](const http::exchange_ptr& ex) {
     ex->reply(http::response::json(200, R"({"status":"ok"})"));
   });
-  r.add("GET", "/readyz", [ctx](const http::exchange_ptr& ex) { get_readyz(ctx, ex); });
-  r.add("GET", "/version", [](const http::exchange_ptr& ex) {
+  r.add("GET", "/readyz", {http::role::none}, [ctx](const http::exchange_ptr& ex) { get_readyz(ctx, ex); });
+  r.add("GET", "/version", {http::role::none}, [](const http::exchange_ptr& ex) {
     json body{{"version", build_info::version},
               {"git_sha", build_info::git_sha},
               {"build_type", build_info::build_type},
@@ -251,9 +251,9 @@ void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx) {
               {"boost", "1.81"}};
     ex->reply(http::response::json(200, body.dump()));
   });
-  r.add("GET", "/events", [ctx](const http::exchange_ptr& ex) { get_events(ctx, ex); });
+  r.add("GET", "/events", {http::role::read, http::body_kind::none, true}, [ctx](const http::exchange_ptr& ex) { get_events(ctx, ex); });
   if (ctx->cfg->debug.fault_injection) {
-    r.add("POST", "/debug/crash/{actor}", [ctx](const http::exchange_ptr& ex) {
+    r.add("POST", "/debug/crash/{actor}", {http::role::admin}, [ctx](const http::exchange_ptr& ex) {
       auto& name = ex->req().params.at("actor");
       if (name.size() > 10) {
         ex->reply(http::response::error(404, "not_found", "no actor named " + name, "actor"));

@@ -189,7 +189,7 @@ void runtime::start() {
     activity_ns->store(now_ns(), std::memory_order_relaxed);
   };
   opts.io_threads = cfg.http.io_threads;
-  opts.body_limit = cfg.http.max_body_bytes;
+  opts.body_limit = std::max(cfg.http.max_json_bytes, cfg.jobs.max_archive_bytes);
   opts.request_timeout = cfg.http.request_timeout;
   opts.sse_ping_interval = cfg.http.sse_ping_interval;
   opts.sse_queue_limit = static_cast<size_t>(cfg.http.sse_queue_limit);

@@ -14,7 +14,7 @@ namespace {
 
 daemon_options small_body_limit() {
   daemon_options opts;
-  opts.env = {{"TROUPE_HTTP__MAX_BODY_BYTES", "1024"}};
+  opts.env = {{"TROUPE_HTTP__MAX_JSON_BYTES", "1024"}, {"TROUPE_JOBS__MAX_ARCHIVE_BYTES", "1024"}};
   return opts;
 }
 
@@ -93,7 +93,7 @@ CAF_TEST(a wrong method is a 405 that lists the allowed ones) {
   CAF_CHECK(!contains(allow, "DELETE"));
 }
 
-CAF_TEST(a body over http.max_body_bytes is a 413) {
+CAF_TEST(a body over http.max_json_bytes is a 413) {
   std::string body = R"({"pad":")" + std::string(4096 - 10, 'x') + "\"}";
   auto res = request(port, "POST", "/events",
                      {{"Content-Type", "application/json"}}, body);

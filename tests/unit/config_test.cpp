@@ -33,11 +33,22 @@ const std::vector<std::string> all_keys = {
     "log.level",
     "log.format",
     "http.io_threads",
-    "http.max_body_bytes",
+    "http.max_json_bytes",
     "http.request_timeout",
     "http.sse_ping_interval",
+    "http.header_timeout",
+    "http.max_request_duration",
     "http.sse_queue_limit",
+    "http.sse_queue_bytes",
     "http.shutdown_grace",
+    "http.max_connections",
+    "http.reserved_fds",
+    "http.allowed_origins",
+    "http.allowed_hosts",
+    "http.rate_limit.requests_per_second",
+    "http.rate_limit.burst",
+    "http.tls.cert_file",
+    "http.tls.key_file",
     "store.map_size_bytes",
     "supervisor.max_restarts",
     "supervisor.restart_window",
@@ -184,7 +195,7 @@ CAF_TEST(builtin defaults apply without any source) {
   CAF_CHECK_EQUAL(c.log.level, "info");
   CAF_CHECK_EQUAL(c.log.format, "text");
   CAF_CHECK_EQUAL(c.http.io_threads, 1);
-  CAF_CHECK_EQUAL(c.http.max_body_bytes, 64ull << 20);
+  CAF_CHECK_EQUAL(c.http.max_json_bytes, 1ull << 20);
   CAF_CHECK_EQUAL(c.http.request_timeout.count(), 30'000);
   CAF_CHECK_EQUAL(c.http.sse_ping_interval.count(), 15'000);
   CAF_CHECK_EQUAL(c.http.sse_queue_limit, 4096);
@@ -296,7 +307,7 @@ CAF_TEST(a malformed dotenv line names the file and the line) {
 CAF_TEST(double underscores nest and single ones stay inside a key) {
   auto c = load_config(with_env({
       "TROUPE_HTTP__IO_THREADS=4",
-      "TROUPE_HTTP__MAX_BODY_BYTES=1MB",
+      "TROUPE_HTTP__MAX_JSON_BYTES=1MB",
       "TROUPE_SUPERVISOR__BACKOFF_MAX=10s",
       "TROUPE_DEBUG__FAULT_INJECTION=yes",
       "TROUPE_STORE__MAP_SIZE_BYTES=1GiB",
@@ -304,7 +315,7 @@ CAF_TEST(double underscores nest and single ones stay inside a key) {
       "TROUPE_LISTEN=[::1]:9000",
   }));
   CAF_CHECK_EQUAL(c.http.io_threads, 4);
-  CAF_CHECK_EQUAL(c.http.max_body_bytes, 1'000'000u);
+  CAF_CHECK_EQUAL(c.http.max_json_bytes, 1'000'000u);
   CAF_CHECK_EQUAL(c.supervisor.backoff_max.count(), 10'000);
   CAF_CHECK_EQUAL(c.debug.fault_injection, true);
   CAF_CHECK_EQUAL(c.store.map_size_bytes, 1ull << 30);
@@ -363,8 +374,8 @@ CAF_TEST(wrong types name the key and the expected form) {
                   "config error: debug.fault_injection: expected true or false (or yes/no, "
                   "on/off, 1/0), got \"maybe\"");
   for (auto raw : {"lots", "12XB", "-1", "1.5GiB", "64M", "MiB"})
-    CAF_CHECK_EQUAL(flag_error("http.max_body_bytes", raw),
-                    std::string{"config error: http.max_body_bytes: expected a size like 64MiB, "
+    CAF_CHECK_EQUAL(flag_error("http.max_json_bytes", raw),
+                    std::string{"config error: http.max_json_bytes: expected a size like 64MiB, "
                                 "10MB or 1048576, got \""} +
                         raw + "\"");
   CAF_CHECK_EQUAL(flag_error("store.map_size_bytes", "99999999999GiB"),
@@ -522,7 +533,6 @@ CAF_TEST(listen takes HOST : PORT and bracketed IPv6) {
 
 CAF_TEST(sizes take byte counts and decimal or binary suffixes) {
   const std::pair<const char*, uint64_t> cases[] = {
-      {"0", 0},
       {"1024", 1024},
       {"1B", 1},
       {"1KB", 1000},
@@ -536,7 +546,7 @@ CAF_TEST(sizes take byte counts and decimal or binary suffixes) {
       {" 7kib ", 7 * 1024},
   };
   for (auto [raw, bytes] : cases)
-    CAF_CHECK_EQUAL(flag("http.max_body_bytes", raw).http.max_body_bytes, bytes);
+    CAF_CHECK_EQUAL(flag("http.max_json_bytes", raw).http.max_json_bytes, bytes);
 }
 
 CAF_TEST(durations take ms s m h d and bare seconds) {
@@ -584,7 +594,7 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
   CAF_CHECK_EQUAL(shipped.log.level, builtin.log.level);
   CAF_CHECK_EQUAL(shipped.log.format, builtin.log.format);
   CAF_CHECK_EQUAL(shipped.http.io_threads, builtin.http.io_threads);
-  CAF_CHECK_EQUAL(shipped.http.max_body_bytes, builtin.http.max_body_bytes);
+  CAF_CHECK_EQUAL(shipped.http.max_json_bytes, builtin.http.max_json_bytes);
   CAF_CHECK_EQUAL(shipped.http.request_timeout.count(), builtin.http.request_timeout.count());
   CAF_CHECK_EQUAL(shipped.http.sse_ping_interval.count(), builtin.http.sse_ping_interval.count());
   CAF_CHECK_EQUAL(shipped.http.sse_queue_limit, builtin.http.sse_queue_limit);
@@ -630,7 +640,7 @@ CAF_TEST(describe_config_keys lists every key with its env var and default) {
     CAF_CHECK(contains(text, env));
   }
   CAF_CHECK(contains(text, "127.0.0.1:8000"));
-  CAF_CHECK(contains(text, "64MiB"));
+  CAF_CHECK(contains(text, "256MiB"));
   CAF_CHECK(contains(text, "duration > 0s"));
   CAF_CHECK(contains(text, "trace|debug|info|warn|error|critical|off"));
   CAF_CHECK(contains(text, "(host name)"));

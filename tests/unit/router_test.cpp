@@ -12,10 +12,10 @@ struct fixture {
   std::string hit;
 
   fixture() {
-    r.add("GET", "/healthz", [this](const exchange_ptr&) { hit = "healthz"; });
-    r.add("GET", "/jobs/{id}", [this](const exchange_ptr&) { hit = "get job"; });
-    r.add("DELETE", "/jobs/{id}", [this](const exchange_ptr&) { hit = "delete job"; });
-    r.add("GET", "/jobs/{id}/stream", [this](const exchange_ptr&) { hit = "stream"; });
+    r.add("GET", "/healthz", {role::read}, [this](const exchange_ptr&) { hit = "healthz"; });
+    r.add("GET", "/jobs/{id}", {role::read}, [this](const exchange_ptr&) { hit = "get job"; });
+    r.add("DELETE", "/jobs/{id}", {role::read}, [this](const exchange_ptr&) { hit = "delete job"; });
+    r.add("GET", "/jobs/{id}/stream", {role::read}, [this](const exchange_ptr&) { hit = "stream"; });
   }
 
   std::string call(std::string_view method, std::string_view path) {

@@ -1,0 +1,86 @@
+#pragma once
+
+// Who may call which route: bearer tokens, each granting one role. Roles are
+// ordered (admin ⊇ submit ⊇ read); a route declares the least role it needs.
+// Tokens are kept only as SHA-256 digests and compared in constant time.
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace troupe::http {
+
+/// Roles in increasing power; `none` marks a public route (no token needed).
+enum class role : uint8_t { none = 0, read = 1, submit = 2, admin = 3 };
+
+/// "none", "read", "submit", "admin".
+const char* to_string(role r);
+
+/// Parses a role name (exact, lower case); nullopt if unknown.
+std::optional<role> parse_role(std::string_view name);
+
+/// True if `granted` is at least `needed`.
+inline bool allows(role granted, role needed) {
+  return static_cast<uint8_t>(granted) >= static_cast<uint8_t>(needed);
+}
+
+/// One configured token: its name (shown in logs and as a job's submitter,
+/// never the secret), the secret itself, and the role it grants (the
+/// strongest of its configured roles).
+struct token_entry {
+  std::string name;
+  std::string token;
+  role granted = role::read;
+};
+
+/// Who made a request, once authenticated.
+struct identity {
+  std::string name;
+  role granted = role::none;
+};
+
+/// An immutable set of tokens. Holds SHA-256 digests only.
+class token_table {
+public:
+  token_table() = default;
+  /// Throws std::invalid_argument naming the entry when a name or token is
+  /// empty, a token is shorter than 16 bytes, or a name or token repeats.
+  explicit token_table(const std::vector<token_entry>& entries);
+
+  /// The identity of a presented token; every entry is compared, in constant
+  /// time, whether or not one matches.
+  std::optional<identity> find(std::string_view presented) const;
+
+  size_t size() const { return entries_.size(); }
+
+private:
+  struct entry {
+    std::string name;
+    unsigned char digest[32];
+    role granted;
+  };
+  std::vector<entry> entries_;
+};
+
+/// The token table in force; replaced as a whole on reload (SIGHUP), read by
+/// every io thread. Thread-safe.
+class authenticator {
+public:
+  explicit authenticator(std::shared_ptr<const token_table> table = nullptr);
+  std::shared_ptr<const token_table> current() const;
+  void replace(std::shared_ptr<const token_table> table);
+
+private:
+  mutable std::mutex mtx_;
+  std::shared_ptr<const token_table> table_;
+};
+
+/// The token of an `Authorization: Bearer <token>` header value; empty if the
+/// value is not of that form.
+std::string_view bearer_token(std::string_view authorization);
+
+} // namespace troupe::http
