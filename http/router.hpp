@@ -96,6 +96,11 @@ public:
   virtual size_t backlog() const = 0;
   /// Events that may be queued before the stream is dropped as too slow.
   virtual size_t capacity() const = 0;
+  /// Bytes queued but not yet written.
+  virtual size_t backlog_bytes() const = 0;
+  /// Bytes that may be queued before the stream is dropped as too slow
+  /// (http.sse_queue_bytes); a producer replaying history keeps well below.
+  virtual size_t capacity_bytes() const = 0;
   /// Runs `fn` once when the stream closes (immediately if it already did).
   virtual void on_close(std::function<void()> fn) = 0;
 };

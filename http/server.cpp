@@ -203,7 +203,8 @@ public:
 
 class sse_impl final : public sse_stream {
 public:
-  explicit sse_impl(std::weak_ptr<session> s, size_t limit) : session_(std::move(s)), limit_(limit) {}
+  sse_impl(std::weak_ptr<session> s, size_t limit, size_t limit_bytes)
+    : session_(std::move(s)), limit_(limit), limit_bytes_(limit_bytes) {}
 
   bool send(std::string_view id, std::string_view event, std::string_view data) override;
   bool comment(std::string_view text) override;
@@ -215,6 +216,8 @@ public:
   bool closed() const override { return closed_.load(); }
   size_t backlog() const override { return queued_.load(); }
   size_t capacity() const override { return limit_; }
+  size_t backlog_bytes() const override { return queued_bytes_.load(); }
+  size_t capacity_bytes() const override { return limit_bytes_; }
   void on_close(std::function<void()> fn) override {
     {
       std::lock_guard<std::mutex> guard{mtx_};
@@ -239,15 +242,20 @@ public:
       f();
   }
 
-  void written() { --queued_; }
+  void written(size_t bytes) {
+    --queued_;
+    queued_bytes_ -= bytes;
+  }
 
 private:
   bool enqueue(std::string payload);
 
   std::weak_ptr<session> session_;
   size_t limit_;
+  size_t limit_bytes_;
   std::atomic<bool> closed_{false};
   std::atomic<size_t> queued_{0};
+  std::atomic<size_t> queued_bytes_{0};
   std::mutex mtx_;
   std::vector<std::function<void()>> callbacks_;
 };
@@ -311,7 +319,8 @@ public:
                                         std::vector<std::pair<std::string, std::string>> headers,
                                         clock_type::time_point started, std::string route,
                                         std::string content_type = {}) {
-    auto stream = std::make_shared<sse_impl>(weak_from_this(), srv_.opts_.sse_queue_limit);
+    auto stream = std::make_shared<sse_impl>(weak_from_this(), srv_.opts_.sse_queue_limit,
+                                             srv_.opts_.sse_queue_bytes);
     net::dispatch(stream_.get_executor(), [self = shared_from_this(), stream, req, started,
                                            headers = std::move(headers), route = std::move(route),
                                            content_type = std::move(content_type)]() mutable {
@@ -335,10 +344,11 @@ public:
   }
 
   /// Queues raw bytes of an SSE stream (already chunk-framed) on the strand.
-  void post_sse(std::string bytes, bool last) {
+  /// `counted`: the bytes an sse_impl accounted for (0: not counted).
+  void post_sse(std::string bytes, bool last, size_t counted = 0) {
     net::dispatch(stream_.get_executor(),
-                  [self = shared_from_this(), bytes = std::move(bytes), last]() mutable {
-                    self->queue_write(std::move(bytes), !last, last);
+                  [self = shared_from_this(), bytes = std::move(bytes), last, counted]() mutable {
+                    self->queue_write(std::move(bytes), counted, last);
                   });
   }
 
@@ -479,7 +489,7 @@ private:
         response res;
         res.content_type = "text/event-stream";
         session_->post_response(std::move(res), req_, started_, route_);
-        auto closed = std::make_shared<sse_impl>(std::weak_ptr<session>{}, 0);
+        auto closed = std::make_shared<sse_impl>(std::weak_ptr<session>{}, 0, 0);
         closed->mark_closed();
         return closed;
       }
@@ -493,7 +503,7 @@ private:
         response res;
         res.content_type = content_type;
         session_->post_response(std::move(res), req_, started_, route_);
-        auto closed = std::make_shared<sse_impl>(std::weak_ptr<session>{}, 0);
+        auto closed = std::make_shared<sse_impl>(std::weak_ptr<session>{}, 0, 0);
         closed->mark_closed();
         return closed;
       }
@@ -608,7 +618,7 @@ private:
     busy_ = false;
     srv_.request_finished();
     deadline_.store(0, std::memory_order_relaxed);
-    queue_write(std::move(head), false, false);
+    queue_write(std::move(head), 0, false);
     watch_disconnect();
     if (!plain)
       arm_ping();
@@ -652,7 +662,7 @@ private:
     do_close();
   }
 
-  void queue_write(std::string bytes, bool counted, bool last) {
+  void queue_write(std::string bytes, size_t counted, bool last) {
     if (closed_socket_)
       return;
     outq_.push_back({std::move(bytes), counted, last});
@@ -683,8 +693,8 @@ private:
     auto item = std::move(outq_.front());
     outq_.pop_front();
     last_write_ = clock_type::now();
-    if (item.counted && sse_)
-      sse_->written();
+    if (item.counted != 0 && sse_)
+      sse_->written(item.counted);
     if (ec) {
       sse_gone();
       return;
@@ -717,7 +727,8 @@ private:
 
   struct pending_write {
     std::string bytes;
-    bool counted;
+    /// Bytes the stream's queue accounted for (0: the head or the end).
+    size_t counted;
     bool last;
   };
 
@@ -752,18 +763,22 @@ bool sse_impl::enqueue(std::string payload) {
     mark_closed();
     return false;
   }
-  if (++queued_ > limit_) {
+  std::string chunk;
+  chunk.reserve(payload.size() + 16);
+  append_chunk(chunk, payload);
+  auto bytes = chunk.size();
+  auto events = ++queued_;
+  auto queued_bytes = queued_bytes_ += bytes;
+  if (events > limit_ || queued_bytes > limit_bytes_) {
     // A reader this slow resumes with Last-Event-ID instead of holding memory.
-    logging::get("http")->warn("SSE client too slow ({} events queued); dropping the connection",
-                               queued_.load());
+    logging::get("http")->warn(
+      "SSE client too slow ({} events, {} bytes queued); dropping the connection", events,
+      queued_bytes);
     mark_closed();
     s->abort();
     return false;
   }
-  std::string chunk;
-  chunk.reserve(payload.size() + 16);
-  append_chunk(chunk, payload);
-  s->post_sse(std::move(chunk), false);
+  s->post_sse(std::move(chunk), false, bytes);
   return true;
 }
 

@@ -193,6 +193,7 @@ void runtime::start() {
   opts.request_timeout = cfg.http.request_timeout;
   opts.sse_ping_interval = cfg.http.sse_ping_interval;
   opts.sse_queue_limit = static_cast<size_t>(cfg.http.sse_queue_limit);
+  opts.sse_queue_bytes = cfg.http.sse_queue_bytes;
   d.server = std::make_unique<http::server>(opts, routes);
   d.address = d.server->bind(cfg.listen_host(), cfg.listen_port());
   d.log->info("listening on {}", d.address);

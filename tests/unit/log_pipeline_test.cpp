@@ -48,6 +48,8 @@ public:
   bool closed() const override { return closed_; }
   size_t backlog() const override { return 0; }
   size_t capacity() const override { return 1024; }
+  size_t backlog_bytes() const override { return 0; }
+  size_t capacity_bytes() const override { return 4u << 20; }
   void on_close(std::function<void()>) override {}
   std::vector<std::string> ids;
 
