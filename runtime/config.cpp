@@ -26,6 +26,7 @@
 #include "http/http_client.hpp"
 #include "http/prometheus.hpp"
 #include "persistence/redis.hpp"
+#include "runtime/host.hpp"
 #include "runtime/metrics_model.hpp"
 
 extern char** environ;
@@ -554,6 +555,22 @@ problem valid_grouping(const std::string& v, const config& c) {
   return std::nullopt;
 }
 
+/// jobs.inherit_env: variable names or fnmatch globs of them.
+problem valid_env_patterns(const std::string& v, const config&) {
+  std::string_view rest = v;
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    auto item = rest.substr(0, comma);
+    for (char ch : item)
+      if (ch == '=' || is_space(ch) || std::iscntrl(static_cast<unsigned char>(ch)))
+        return "expected variable names or globs like AWS_*, got " + in_quotes(item);
+    if (comma == std::string_view::npos)
+      break;
+    rest.remove_prefix(comma + 1);
+  }
+  return std::nullopt;
+}
+
 field noting_default(std::string note, field f) {
   f.default_note = std::move(note);
   return f;
@@ -650,6 +667,15 @@ const std::vector<field>& fields() {
                        text("jobs.default_command",
                             at(&config::jobs, &jobs_config::default_command),
                             "Shell command of /submit* and of specs without a command")),
+        optional_text("jobs.user", at(&config::jobs, &jobs_config::user),
+                      "User jobs run as while troupe is root (their workspaces are chowned "
+                      "to it); empty: troupe's own user"),
+        optional_text("jobs.group", at(&config::jobs, &jobs_config::group),
+                      "Group jobs run as (needs jobs.user); empty: the user's primary group"),
+        make_field("jobs.inherit_env", "list", list_kind{},
+                   at(&config::jobs, &jobs_config::inherit_env), valid_env_patterns,
+                   "Names or globs of troupe's environment variables jobs get besides PATH, "
+                   "HOME, LANG, LC_*, TZ, USER, SHELL (never TROUPE_*)"),
         duration("jobs.cancel_grace", at(&config::jobs, &jobs_config::cancel_grace),
                  at_least(0ms), "SIGTERM to SIGKILL grace on cancel and timeout"),
         duration("jobs.retry_backoff_initial",
@@ -1133,6 +1159,9 @@ config load_config(const config_sources& src) {
   if (c.metrics.proxy.auth_header_name.empty() != c.metrics.proxy.auth_header_value.empty())
     throw config_error("metrics.proxy.auth_header_name",
                        "auth_header_name and auth_header_value go together");
+  // Checked against the host's user database now, so a typo stops the start.
+  c.jobs.identity =
+      host::resolve_job_identity(c.jobs.user, c.jobs.group, ::geteuid(), ::getegid());
   return c;
 }
 

@@ -119,9 +119,33 @@ struct supervisor_config {
   std::chrono::milliseconds backoff_max{5'000};
 };
 
+/// Who jobs run as: jobs.user / jobs.group resolved against the host's user
+/// database when the config is loaded (runtime/host.hpp).
+struct job_identity {
+  std::string user;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  /// Supplementary groups of the user (as initgroups would set them).
+  std::vector<uint32_t> groups;
+  std::string home;
+  std::string shell;
+  /// troupe is root and switches to this identity in each job's process;
+  /// false when jobs.user names troupe's own user.
+  bool switches = false;
+};
+
 struct jobs_config {
   /// Jobs running at once on this node (>= 1; default: number of cores).
   int concurrency = 1;
+  /// User (and group; empty: the user's primary group) jobs run as while
+  /// troupe is root; empty: troupe's own user.
+  std::string user;
+  std::string group;
+  /// Names or fnmatch globs of troupe's environment variables jobs inherit
+  /// besides PATH, HOME, LANG, LC_*, TZ, USER and SHELL; comma-separated.
+  std::string inherit_env;
+  /// jobs.user resolved (unset without jobs.user).
+  std::optional<job_identity> identity;
   /// Shell command of the seed endpoints (/submit*) and of specs without one.
   std::string default_command =
     "if [ -f Makefile ] || [ -f makefile ] || [ -f GNUmakefile ]; then exec make test; "

@@ -3,6 +3,7 @@
 #include "runtime/metrics_model.hpp"
 #include "support/dsl.hpp"
 
+#include <pwd.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -55,6 +56,9 @@ const std::vector<std::string> all_keys = {
     "supervisor.backoff_initial",
     "supervisor.backoff_max",
     "jobs.concurrency",
+    "jobs.user",
+    "jobs.group",
+    "jobs.inherit_env",
     "metrics.mode",
     "metrics.relative_accuracy",
     "metrics.sample_interval",
@@ -607,6 +611,9 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
                   builtin.supervisor.backoff_initial.count());
   CAF_CHECK_EQUAL(shipped.supervisor.backoff_max.count(), builtin.supervisor.backoff_max.count());
   CAF_CHECK_EQUAL(shipped.jobs.concurrency, builtin.jobs.concurrency);
+  CAF_CHECK_EQUAL(shipped.jobs.user, builtin.jobs.user);
+  CAF_CHECK_EQUAL(shipped.jobs.group, builtin.jobs.group);
+  CAF_CHECK_EQUAL(shipped.jobs.inherit_env, builtin.jobs.inherit_env);
   CAF_CHECK_EQUAL(shipped.debug.fault_injection, builtin.debug.fault_injection);
   CAF_CHECK_EQUAL(shipped.metrics.mode, builtin.metrics.mode);
   CAF_CHECK_EQUAL(shipped.metrics.relative_accuracy, builtin.metrics.relative_accuracy);
@@ -715,6 +722,24 @@ CAF_TEST(metrics keys accept YAML mappings and lists and name what is wrong) {
     "jobs.queue.wait");
   check_yaml_error("metrics:\n  mapping: {sse.connections: {name: sse_total}}\n",
                     "metrics.mapping", "sse.connections.name: only counters may end in _total");
+}
+
+CAF_TEST(jobs user and group are resolved and inherit_env takes names and globs) {
+  auto c = load_config(with_file("jobs:\n  inherit_env: [CI, \"AWS_*\", \"LC_[A-Z]*\"]\n"));
+  CAF_CHECK_EQUAL(c.jobs.inherit_env, "CI,AWS_*,LC_[A-Z]*");
+  CAF_CHECK(!c.jobs.identity);
+  check_yaml_error("jobs:\n  inherit_env: [\"A=B\"]\n", "jobs.inherit_env",
+                   "expected variable names or globs like AWS_*, got \"A=B\"");
+  check_yaml_error("jobs:\n  user: no-such-user-here\n", "jobs.user",
+                   "no such user \"no-such-user-here\"");
+  check_yaml_error("jobs:\n  group: nogroup\n", "jobs.group", "needs jobs.user");
+  // troupe's own user is accepted whoever runs the test.
+  auto* me = ::getpwuid(::geteuid());
+  CAF_REQUIRE(me != nullptr);
+  auto own = flag("jobs.user", me->pw_name);
+  CAF_REQUIRE(own.jobs.identity.has_value());
+  CAF_CHECK_EQUAL(own.jobs.identity->uid, ::geteuid());
+  CAF_CHECK_EQUAL(own.jobs.identity->user, std::string{me->pw_name});
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()
