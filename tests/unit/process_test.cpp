@@ -5,6 +5,12 @@
 #include <csignal>
 #include <mutex>
 #include <optional>
+#include <thread>
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "persistence/logs.hpp"
 #include "runtime/process.hpp"
@@ -159,6 +165,104 @@ CAF_TEST(signalling the group reaches every process of the job) {
   CAF_CHECK(process::signal_group(c->pid, SIGKILL));
   CAF_REQUIRE(c->wait_done());
   CAF_CHECK_EQUAL(c->exit->signal, SIGKILL);
+}
+
+/// A descriptor of the test process without FD_CLOEXEC, far above the
+/// others: what a child must never inherit.
+struct leaked_fd {
+  int fd = -1;
+  leaked_fd() {
+    int base = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    fd = ::fcntl(base, F_DUPFD, 300); // F_DUPFD leaves FD_CLOEXEC off
+    ::close(base);
+  }
+  ~leaked_fd() { ::close(fd); }
+};
+
+/// `ls /proc/self/fd` as the child sees it: ls's own listing holds the
+/// lowest free number, so anything inherited beyond 0-2 shows up as a fourth
+/// or later entry.
+const std::vector<std::string> only_std_fds{"0", "1", "2", "3"};
+
+CAF_TEST(a child inherits only fds 0 to 2 on either spawn path) {
+  leaked_fd leak;
+  CAF_REQUIRE(leak.fd >= 300);
+  auto plain = run(shell("ls /proc/self/fd"));
+  CAF_REQUIRE(plain->wait_done());
+  CAF_CHECK_EQUAL(plain->out, only_std_fds);
+  auto limited = shell("ls /proc/self/fd");
+  limited.rlimits.open_files = 64; // the fork path
+  auto forked = run(limited);
+  CAF_REQUIRE(forked->wait_done());
+  CAF_CHECK_EQUAL(forked->out, only_std_fds);
+}
+
+CAF_TEST(the proc scan fallback marks every inherited fd close on exec) {
+  leaked_fd leak;
+  CAF_REQUIRE(leak.fd >= 300);
+  auto opts = shell("ls /proc/self/fd");
+  opts.sweep = process::fd_sweep::scan; // as when close_range fails
+  auto c = run(opts);
+  CAF_REQUIRE(c->wait_done());
+  CAF_CHECK_EQUAL(c->out, only_std_fds);
+  CAF_CHECK_EQUAL(c->exit->exit_code, 0);
+}
+
+CAF_TEST(a child runs as the given user with its groups) {
+  CAF_REQUIRE_EQUAL(::geteuid(), 0u);
+  auto* pw = ::getpwnam("nobody");
+  CAF_REQUIRE(pw != nullptr);
+  auto secret = dir.path() + "/secret";
+  ::close(::open(secret.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  // The workspace of such a job is its own (host::hand_over_workspace).
+  CAF_REQUIRE_EQUAL(::chown(dir.path().c_str(), pw->pw_uid, pw->pw_gid), 0);
+  auto opts = shell("id -u; id -g; id -G; cat " + secret +
+                    " >/dev/null 2>&1 && echo read || echo denied; pwd");
+  opts.user = process::credentials{pw->pw_uid, pw->pw_gid, {pw->pw_gid}};
+  auto c = run(opts);
+  CAF_REQUIRE(c->wait_done());
+  auto uid = std::to_string(pw->pw_uid);
+  auto gid = std::to_string(pw->pw_gid);
+  CAF_REQUIRE_EQUAL(c->out.size(), 5u);
+  CAF_CHECK_EQUAL(c->out[0], uid);
+  CAF_CHECK_EQUAL(c->out[1], gid);
+  CAF_CHECK_EQUAL(c->out[2], gid);
+  CAF_CHECK_EQUAL(c->out[3], "denied");
+  CAF_CHECK_EQUAL(c->out[4], dir.path());
+}
+
+CAF_TEST(a working directory the user may not enter fails the spawn) {
+  CAF_REQUIRE_EQUAL(::geteuid(), 0u);
+  auto* pw = ::getpwnam("nobody");
+  CAF_REQUIRE(pw != nullptr);
+  auto opts = shell("true");
+  CAF_REQUIRE_EQUAL(::chmod(dir.path().c_str(), 0700), 0); // root's alone
+  opts.user = process::credentials{pw->pw_uid, pw->pw_gid, {pw->pw_gid}};
+  std::string what;
+  try {
+    process::spawn(opts);
+  } catch (const std::system_error& e) {
+    what = e.what();
+  }
+  CAF_CHECK(what.find("Permission denied") != std::string::npos);
+}
+
+CAF_TEST(blocking tasks run in order on a thread of their own) {
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::vector<int> order;
+  std::thread::id ran_on;
+  for (int i = 0; i < 3; ++i)
+    io.post_blocking([&, i] {
+      std::lock_guard<std::mutex> guard{mtx};
+      order.push_back(i);
+      ran_on = std::this_thread::get_id();
+      cv.notify_all();
+    });
+  std::unique_lock<std::mutex> guard{mtx};
+  CAF_REQUIRE(cv.wait_for(guard, 20s, [&] { return order.size() == 3; }));
+  CAF_CHECK_EQUAL(order, (std::vector<int>{0, 1, 2}));
+  CAF_CHECK_NOT_EQUAL(ran_on, std::this_thread::get_id());
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()
