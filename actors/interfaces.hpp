@@ -452,7 +452,7 @@ using job_actor = caf::typed_actor<
   // Internal: the grace after SIGTERM passed.
   caf::reacts_to<kill_atom>,
   // Internal: runs deferred step N (a store write retried while the store
-  // restarts under its supervisor).
+  // restarts under its supervisor, or the launch of the process that ended).
   caf::reacts_to<deferred_atom, uint64_t>,
   // Adds a live subscriber; replies with the highest seq persisted so far.
   caf::replies_to<subscribe_atom, job_subscriber_actor>::with<uint64_t>,

@@ -2,6 +2,10 @@
 
 #include <csignal>
 #include <filesystem>
+#include <mutex>
+#include <optional>
+
+#include <fnmatch.h>
 
 #include <caf/actor_system.hpp>
 #include <caf/send.hpp>
@@ -11,6 +15,7 @@
 #include "actors/names.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
+#include "runtime/host.hpp"
 #include "runtime/logging.hpp"
 
 namespace troupe {
@@ -28,8 +33,7 @@ std::shared_ptr<spdlog::logger> log() {
 
 /// Writes `batch`; on success runs `then`. A store that is briefly away
 /// (restarting under its supervisor) is retried rather than losing the write.
-template <class Then>
-void write(self_ptr self, write_batch batch, Then then, int attempt = 0) {
+template <class Then> void write(self_ptr self, write_batch batch, Then then, int attempt = 0) {
   auto store = lookup<store_actor>(self->system(), names::store);
   auto retry = [self, batch, then, attempt](const std::string& why) mutable {
     if (attempt >= 100) {
@@ -48,8 +52,8 @@ void write(self_ptr self, write_batch batch, Then then, int attempt = 0) {
     return;
   }
   self->request(store, store_timeout, write_atom::value, batch)
-    .then([then](write_result&) mutable { then(); },
-          [retry](caf::error& err) mutable { retry(caf::to_string(err)); });
+      .then([then](write_result&) mutable { then(); },
+            [retry](caf::error& err) mutable { retry(caf::to_string(err)); });
 }
 
 write_op record_op(const persistence::job_record& r) {
@@ -70,7 +74,8 @@ void stop_process(self_ptr self, job_state::stop_kind why, std::chrono::millisec
     return;
   st.stop = why;
   if (!st.spawned) {
-    // Not started yet: nothing to signal; start_process sees `stop`.
+    // Not started yet: start_process sees `stop`, or, while launching,
+    // on_launched kills the process as soon as it exists.
     return;
   }
   process::signal_group(static_cast<pid_t>(st.rec.pgid), SIGTERM);
@@ -84,10 +89,18 @@ void finalize(self_ptr self) {
   using sk = job_state::stop_kind;
   std::string status;
   switch (st.stop) {
-    case sk::cancelled: status = js::cancelled; break;
-    case sk::timed_out: status = js::timed_out; break;
-    case sk::interrupted: status = js::lost; break;
-    case sk::none: status = st.exit_code == 0 ? js::succeeded : js::failed; break;
+  case sk::cancelled:
+    status = js::cancelled;
+    break;
+  case sk::timed_out:
+    status = js::timed_out;
+    break;
+  case sk::interrupted:
+    status = js::lost;
+    break;
+  case sk::none:
+    status = st.exit_code == 0 ? js::succeeded : js::failed;
+    break;
   }
   if (st.spawned || st.exit_code >= 0) {
     rec.exit_code = st.exit_code >= 0 ? std::optional<int>{st.exit_code} : std::nullopt;
@@ -102,16 +115,16 @@ void finalize(self_ptr self) {
   else if (status == js::failed && rec.reason.empty())
     rec.reason = st.signal != 0 ? "killed by signal " + std::to_string(st.signal)
                                 : "exited with code " + std::to_string(st.exit_code);
-  bool retry = (status == js::failed || status == js::timed_out || status == js::lost)
-               && rec.attempt <= rec.retries;
+  bool retry = (status == js::failed || status == js::timed_out || status == js::lost) &&
+               rec.attempt <= rec.retries;
   rec.pgid = 0;
   rec.ended_at = now_ns();
   job_update up;
   up.job_id = rec.id;
   if (retry) {
     auto backoff = retry_backoff(st.ctx->cfg, rec.attempt);
-    rec.reason = "attempt " + std::to_string(rec.attempt) + " " + status + " (" + rec.reason
-                 + "); retrying in " + std::to_string(backoff.count()) + "ms";
+    rec.reason = "attempt " + std::to_string(rec.attempt) + " " + status + " (" + rec.reason +
+                 "); retrying in " + std::to_string(backoff.count()) + "ms";
     rec.status = js::queued;
     rec.attempt += 1;
     rec.not_before = now_ns() + backoff.count() * 1'000'000;
@@ -174,15 +187,15 @@ void ingest(self_ptr self, std::shared_ptr<log_ingest> batch, Then then, int att
   }
   // The message takes a copy; ours stays for the subscribers and a retry.
   self->request(router, store_timeout * 2, ingest_atom::value, *batch)
-    .then(
-      [batch, then, retry](uint64_t first) mutable {
-        if (first == 0) {
-          retry("the log batch was not stored");
-          return;
-        }
-        then(*batch);
-      },
-      [retry](caf::error& err) mutable { retry(caf::to_string(err)); });
+      .then(
+          [batch, then, retry](uint64_t first) mutable {
+            if (first == 0) {
+              retry("the log batch was not stored");
+              return;
+            }
+            then(*batch);
+          },
+          [retry](caf::error& err) mutable { retry(caf::to_string(err)); });
 }
 
 void on_output(self_ptr self, proc_output& out) {
@@ -230,8 +243,8 @@ void on_output(self_ptr self, proc_output& out) {
       });
     }
     st.committed_out_of_order.emplace(b.first_seq, std::make_pair(b.count, std::move(up)));
-    while (!st.committed_out_of_order.empty()
-           && st.committed_out_of_order.begin()->first == st.notify_next) {
+    while (!st.committed_out_of_order.empty() &&
+           st.committed_out_of_order.begin()->first == st.notify_next) {
       auto node = st.committed_out_of_order.extract(st.committed_out_of_order.begin());
       st.notify_next += node.mapped().first;
       if (!node.mapped().second.lines.empty() && !st.subscribers.empty())
@@ -248,62 +261,73 @@ void on_output(self_ptr self, proc_output& out) {
   });
 }
 
-void start_process(self_ptr self) {
+/// A launch result on its way to the job actor. If the actor ends first,
+/// whichever of the two comes last kills the orphan child.
+class launch_slot {
+public:
+  /// False if the actor is gone (the child was killed).
+  bool deliver(launch_result r) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (abandoned_) {
+      discard(r);
+      return false;
+    }
+    result_ = std::move(r);
+    return true;
+  }
+
+  std::optional<launch_result> take() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto r = std::move(result_);
+    result_.reset();
+    return r;
+  }
+
+  void abandon() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    abandoned_ = true;
+    if (result_)
+      discard(*result_);
+    result_.reset();
+  }
+
+private:
+  static void discard(launch_result& r) {
+    if (r.pid > 0)
+      process::signal_group(r.pid, SIGKILL);
+    if (r.watch)
+      r.watch->close();
+  }
+
+  std::mutex mtx_;
+  bool abandoned_ = false;
+  std::optional<launch_result> result_;
+};
+
+/// The launch ended: the attempt runs (and is recorded with its process
+/// group), or ends with the reason it could not start.
+void on_launched(self_ptr self, launch_result r) {
   auto& st = self->state;
-  if (st.stop != job_state::stop_kind::none) {
+  if (!r.error.empty()) {
+    st.rec.reason = r.error;
     st.exited = st.out_eof = st.err_eof = true;
-    maybe_finish(self);
-    return;
-  }
-  auto& ws = st.rec.workspace;
-  auto cwd = st.spec.cwd.empty() ? ws : ws + "/" + st.spec.cwd;
-  std::error_code fs_err;
-  if (!std::filesystem::is_directory(cwd, fs_err)) {
-    st.rec.reason = "working directory " + (st.spec.cwd.empty() ? ws : st.spec.cwd)
-                    + " does not exist in the workspace";
-    st.exited = st.out_eof = st.err_eof = true;
-    st.exit_code = -1;
-    maybe_finish(self);
-    return;
-  }
-  process::spawn_options opts;
-  opts.argv = st.spec.argv;
-  opts.env = job_environment(*st.ctx, st.rec, st.spec);
-  opts.cwd = cwd;
-  opts.rlimits = {st.spec.resources.cpu_seconds, st.spec.resources.memory_mb,
-                  st.spec.resources.open_files};
-  process::child c;
-  try {
-    c = process::spawn(opts);
-  } catch (const std::exception& e) {
-    st.rec.reason = std::string{"cannot start: "} + e.what();
-    st.exited = st.out_eof = st.err_eof = true;
-    st.exit_code = 127;
+    st.exit_code = r.exit_code;
     maybe_finish(self);
     return;
   }
   st.spawned = true;
-  st.rec.pgid = c.pid;
-  // The io thread reaches this actor through a weak handle: a dead job
-  // actor's late output is simply dropped.
-  caf::weak_actor_ptr weak = self->ctrl();
-  process::callbacks cb;
-  cb.on_output = [weak](process::output o) {
-    if (auto hdl = caf::actor_cast<job_actor>(weak))
-      caf::anon_send(hdl, proc_output{o.stream, o.ts_ns, std::move(o.lines), o.count, o.eof});
-  };
-  cb.on_exit = [weak](process::exit_status es) {
-    if (auto hdl = caf::actor_cast<job_actor>(weak))
-      caf::anon_send(hdl, exited_atom::value, static_cast<int32_t>(es.exit_code),
-                     static_cast<int32_t>(es.signal));
-  };
-  st.watch = st.ctx->io->start(c, st.ctx->cfg.max_line_bytes, std::move(cb));
+  st.rec.pgid = r.pid;
+  st.watch = std::move(r.watch);
   // Whatever ends this actor, the watch lets go of the fds. (The functor
   // holds its own reference: the state is gone by the time it runs.)
   self->attach_functor([w = st.watch] { w->close(); });
-  if (st.spec.timeout_seconds > 0)
+  if (st.stop != job_state::stop_kind::none) {
+    // Cancelled (or shut down) while starting: it never ran for anyone.
+    process::signal_group(r.pid, SIGKILL);
+  } else if (st.spec.timeout_seconds > 0) {
     self->delayed_send(self, std::chrono::seconds(st.spec.timeout_seconds), timeout_atom::value);
-  log()->info("job {} started (attempt {}, pid {})", st.rec.id, st.rec.attempt, c.pid);
+  }
+  log()->info("job {} started (attempt {}, pid {})", st.rec.id, st.rec.attempt, r.pid);
   // Record the process group for crash recovery; the attempt's final record
   // waits for this write, so a retried write can never land after it.
   ++st.pending_writes;
@@ -311,6 +335,58 @@ void start_process(self_ptr self) {
     --self->state.pending_writes;
     maybe_finish(self);
   });
+}
+
+/// Asks the launcher for the attempt's process: fork/exec and preparing the
+/// workspace block, so they never run on this actor's scheduler thread.
+void start_process(self_ptr self) {
+  auto& st = self->state;
+  if (st.stop != job_state::stop_kind::none) {
+    st.exited = st.out_eof = st.err_eof = true;
+    maybe_finish(self);
+    return;
+  }
+  launch_request req;
+  req.workspace = st.rec.workspace;
+  req.cwd_shown = st.spec.cwd.empty() ? st.rec.workspace : st.spec.cwd;
+  req.max_line = st.ctx->cfg.max_line_bytes;
+  req.opts.argv = st.spec.argv;
+  req.opts.env = job_environment(*st.ctx, st.rec, st.spec);
+  req.opts.cwd = st.spec.cwd.empty() ? st.rec.workspace : st.rec.workspace + "/" + st.spec.cwd;
+  req.opts.rlimits = {st.spec.resources.cpu_seconds, st.spec.resources.memory_mb,
+                      st.spec.resources.open_files};
+  if (auto& who = st.ctx->cfg.identity; who && who->switches)
+    req.opts.user = process::credentials{who->uid, who->gid, who->groups};
+  // The launcher's threads reach this actor through a weak handle: a dead
+  // job actor's late output is simply dropped.
+  caf::weak_actor_ptr weak = self->ctrl();
+  req.cb.on_output = [weak](process::output o) {
+    if (auto hdl = caf::actor_cast<job_actor>(weak))
+      caf::anon_send(hdl, proc_output{o.stream, o.ts_ns, std::move(o.lines), o.count, o.eof});
+  };
+  req.cb.on_exit = [weak](process::exit_status es) {
+    if (auto hdl = caf::actor_cast<job_actor>(weak))
+      caf::anon_send(hdl, exited_atom::value, static_cast<int32_t>(es.exit_code),
+                     static_cast<int32_t>(es.signal));
+  };
+  // The result comes back as a deferred step of this actor.
+  auto slot = std::make_shared<launch_slot>();
+  auto key = st.next_deferred++;
+  st.deferred.emplace(key, [self, slot] {
+    if (auto r = slot->take())
+      on_launched(self, std::move(*r));
+  });
+  self->attach_functor([slot] { slot->abandon(); });
+  auto done = [slot, weak, key](launch_result r) {
+    if (!slot->deliver(std::move(r)))
+      return;
+    if (auto hdl = caf::actor_cast<job_actor>(weak))
+      caf::anon_send(hdl, deferred_atom::value, key);
+  };
+  if (st.ctx->launcher)
+    st.ctx->launcher(std::move(req), std::move(done));
+  else
+    launch_process(*st.ctx->io, st.ctx->cfg.identity, std::move(req), std::move(done));
 }
 
 } // namespace
@@ -322,6 +398,68 @@ std::chrono::milliseconds retry_backoff(const jobs_config& cfg, int attempt) {
   return std::min(d, cfg.retry_backoff_max);
 }
 
+std::vector<std::string> inherited_environment(const std::vector<std::string>& environ,
+                                               const std::string& patterns) {
+  static const char* const always[] = {"PATH", "HOME", "LANG", "LC_*", "TZ", "USER", "SHELL"};
+  auto matches = [&](const std::string& name) {
+    for (auto* p : always)
+      if (::fnmatch(p, name.c_str(), 0) == 0)
+        return true;
+    std::string_view rest = patterns;
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      std::string p{rest.substr(0, comma)};
+      if (!p.empty() && ::fnmatch(p.c_str(), name.c_str(), 0) == 0)
+        return true;
+      if (comma == std::string_view::npos)
+        break;
+      rest.remove_prefix(comma + 1);
+    }
+    return false;
+  };
+  std::vector<std::string> out;
+  for (auto& kv : environ) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0)
+      continue;
+    auto name = kv.substr(0, eq);
+    if (name.rfind("TROUPE_", 0) != 0 && matches(name))
+      out.push_back(kv);
+  }
+  return out;
+}
+
+void launch_process(process::io& io, std::optional<job_identity> jobs, launch_request req,
+                    std::function<void(launch_result)> done) {
+  // The task holds no reference to `io`: it runs on io's own thread, which
+  // io's destructor stops first (a last reference dropped there would join
+  // itself).
+  io.post_blocking(
+      [&io, jobs = std::move(jobs), req = std::move(req), done = std::move(done)]() mutable {
+        launch_result r;
+        try {
+          std::error_code ec;
+          if (!std::filesystem::is_directory(req.opts.cwd, ec)) {
+            r.error = "working directory " + req.cwd_shown + " does not exist in the workspace";
+            r.exit_code = -1;
+          } else {
+            host::hand_over_workspace(req.workspace, jobs);
+            auto c = process::spawn(req.opts);
+            r.pid = c.pid;
+            r.watch = io.prepare(c, req.max_line, std::move(req.cb));
+          }
+        } catch (const std::exception& e) {
+          r.error = std::string{"cannot start: "} + e.what();
+        }
+        // Reported before the watch reads: the job knows its process before it
+        // hears of output or an exit.
+        auto w = r.watch;
+        done(std::move(r));
+        if (w)
+          w->begin();
+      });
+}
+
 std::vector<std::string> job_environment(const job_env& ctx, const persistence::job_record& rec,
                                          const job_spec& spec) {
   std::map<std::string, std::string> vars;
@@ -329,6 +467,12 @@ std::vector<std::string> job_environment(const job_env& ctx, const persistence::
     auto eq = kv.find('=');
     if (eq != std::string::npos)
       vars[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (auto& who = ctx.cfg.identity) {
+    vars["USER"] = who->user;
+    vars["LOGNAME"] = who->user;
+    vars["HOME"] = who->home;
+    vars["SHELL"] = who->shell;
   }
   for (auto& [k, v] : spec.env)
     vars[k] = v;
@@ -400,70 +544,71 @@ job_actor::behavior_type job(job_actor::stateful_pointer<job_state> self,
     start_process(self);
   });
   return {
-    [self](proc_output& out) { on_output(self, out); },
-    [self](exited_atom, int32_t code, int32_t sig) {
-      auto& st = self->state;
-      st.exited = true;
-      st.exit_code = code;
-      st.signal = sig;
-      // Whatever the job left behind in its group goes with it, so its
-      // pipes reach EOF. Processes that left the group (setsid, daemons)
-      // and still hold a pipe get a bounded drain, then the same end.
-      process::signal_group(static_cast<pid_t>(st.rec.pgid), SIGKILL);
-      if (!(st.out_eof && st.err_eof))
-        self->delayed_send(self, std::min(st.ctx->cfg.cancel_grace, std::chrono::milliseconds(2000)),
-                           kill_atom::value);
-      maybe_finish(self);
-    },
-    [self](cancel_atom) -> ok_atom {
-      stop_process(self, job_state::stop_kind::cancelled, self->state.ctx->cfg.cancel_grace);
-      return ok_atom::value;
-    },
-    [self](timeout_atom) {
-      log()->warn("job {} timed out after {}s", self->state.rec.id,
-                  self->state.spec.timeout_seconds);
-      stop_process(self, job_state::stop_kind::timed_out, self->state.ctx->cfg.cancel_grace);
-    },
-    [self](deferred_atom, uint64_t key) {
-      auto i = self->state.deferred.find(key);
-      if (i == self->state.deferred.end())
-        return;
-      auto fn = std::move(i->second);
-      self->state.deferred.erase(i);
-      fn();
-    },
-    [self](kill_atom) {
-      auto& st = self->state;
-      if (!st.exited) {
+      [self](proc_output& out) { on_output(self, out); },
+      [self](exited_atom, int32_t code, int32_t sig) {
+        auto& st = self->state;
+        st.exited = true;
+        st.exit_code = code;
+        st.signal = sig;
+        // Whatever the job left behind in its group goes with it, so its
+        // pipes reach EOF. Processes that left the group (setsid, daemons)
+        // and still hold a pipe get a bounded drain, then the same end.
         process::signal_group(static_cast<pid_t>(st.rec.pgid), SIGKILL);
-        return;
-      }
-      if (st.finishing || (st.out_eof && st.err_eof))
-        return;
-      // The main process is gone but something still holds its pipes.
-      auto n = kill_job_processes(st.rec.id, 0);
-      log()->warn("job {}: {} processes outside its process group still held its output; "
-                  "killed them",
-                  st.rec.id, n);
-      if (st.watch)
-        st.watch->close();
-      st.out_eof = st.err_eof = true;
-      maybe_finish(self);
-    },
-    [self](subscribe_atom, job_subscriber_actor& sub) -> uint64_t {
-      self->monitor(sub);
-      self->state.subscribers.push_back(std::move(sub));
-      return self->state.next_seq - 1;
-    },
-    [self](shutdown_atom) -> caf::result<ok_atom> {
-      auto rp = self->make_response_promise<ok_atom>();
-      self->state.shutdown_waiters.push_back(rp);
-      stop_process(self, job_state::stop_kind::interrupted,
-                   std::min(self->state.ctx->cfg.cancel_grace, std::chrono::milliseconds(5000)));
-      if (!self->state.spawned && !self->state.finishing && self->state.exited)
+        if (!(st.out_eof && st.err_eof))
+          self->delayed_send(self,
+                             std::min(st.ctx->cfg.cancel_grace, std::chrono::milliseconds(2000)),
+                             kill_atom::value);
         maybe_finish(self);
-      return rp;
-    },
+      },
+      [self](cancel_atom) -> ok_atom {
+        stop_process(self, job_state::stop_kind::cancelled, self->state.ctx->cfg.cancel_grace);
+        return ok_atom::value;
+      },
+      [self](timeout_atom) {
+        log()->warn("job {} timed out after {}s", self->state.rec.id,
+                    self->state.spec.timeout_seconds);
+        stop_process(self, job_state::stop_kind::timed_out, self->state.ctx->cfg.cancel_grace);
+      },
+      [self](deferred_atom, uint64_t key) {
+        auto i = self->state.deferred.find(key);
+        if (i == self->state.deferred.end())
+          return;
+        auto fn = std::move(i->second);
+        self->state.deferred.erase(i);
+        fn();
+      },
+      [self](kill_atom) {
+        auto& st = self->state;
+        if (!st.exited) {
+          process::signal_group(static_cast<pid_t>(st.rec.pgid), SIGKILL);
+          return;
+        }
+        if (st.finishing || (st.out_eof && st.err_eof))
+          return;
+        // The main process is gone but something still holds its pipes.
+        auto n = kill_job_processes(st.rec.id, 0);
+        log()->warn("job {}: {} processes outside its process group still held its output; "
+                    "killed them",
+                    st.rec.id, n);
+        if (st.watch)
+          st.watch->close();
+        st.out_eof = st.err_eof = true;
+        maybe_finish(self);
+      },
+      [self](subscribe_atom, job_subscriber_actor& sub) -> uint64_t {
+        self->monitor(sub);
+        self->state.subscribers.push_back(std::move(sub));
+        return self->state.next_seq - 1;
+      },
+      [self](shutdown_atom) -> caf::result<ok_atom> {
+        auto rp = self->make_response_promise<ok_atom>();
+        self->state.shutdown_waiters.push_back(rp);
+        stop_process(self, job_state::stop_kind::interrupted,
+                     std::min(self->state.ctx->cfg.cancel_grace, std::chrono::milliseconds(5000)));
+        if (!self->state.spawned && !self->state.finishing && self->state.exited)
+          maybe_finish(self);
+        return rp;
+      },
   };
 }
 

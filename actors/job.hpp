@@ -21,6 +21,33 @@ class gauge_board;
 
 namespace troupe {
 
+/// One attempt's process as the job actor asks for it.
+struct launch_request {
+  process::spawn_options opts;
+  /// Prepared (mode, owner) before the spawn: host::hand_over_workspace.
+  std::string workspace;
+  /// The working directory as a reason names it when it is missing.
+  std::string cwd_shown;
+  size_t max_line = 64 * 1024;
+  /// Where the watch reports output and the exit.
+  process::callbacks cb;
+};
+
+/// What came of a launch_request.
+struct launch_result {
+  pid_t pid = -1;
+  /// Not yet begun: the launcher calls begin() once `done` returned.
+  std::shared_ptr<process::watch> watch;
+  /// Why the process did not start (empty: it did), and the exit code the
+  /// attempt records then.
+  std::string error;
+  int exit_code = 127;
+};
+
+/// Starts a process off the caller's thread and calls `done` (on any thread)
+/// with the outcome, before the watch reports anything.
+using launcher_fn = std::function<void(launch_request, std::function<void(launch_result)> done)>;
+
 /// What every job actor of a node shares.
 struct job_env {
   std::shared_ptr<persistence::lmdb_env> env;
@@ -37,13 +64,16 @@ struct job_env {
   /// Where the controller keeps its gauges for the metrics registry to
   /// sample (null: no gauges).
   std::shared_ptr<metrics::gauge_board> gauges;
-  /// The environment jobs inherit (troupe's own, minus TROUPE_* settings).
+  /// What jobs inherit of troupe's environment (inherited_environment).
   std::vector<std::string> base_env;
+  /// Starts the process of an attempt; empty: on io's blocking thread.
+  /// (Tests script it to drive the job actor deterministically.)
+  launcher_fn launcher;
   /// Starts the actor of one attempt; empty: the real `job` actor. (Tests
   /// put a scripted stand-in here to drive the controller deterministically.)
   std::function<job_actor(caf::actor_system&, const std::string& id, job_controller_actor,
                           std::vector<job_subscriber_actor>)>
-    launch;
+      launch;
 };
 
 struct job_state {
@@ -95,9 +125,23 @@ job_actor::behavior_type job(job_actor::stateful_pointer<job_state> self,
                              job_controller_actor controller,
                              std::vector<job_subscriber_actor> subscribers);
 
-/// The environment a job's process gets.
+/// What jobs get of troupe's environment `environ` (NAME=VALUE): PATH, HOME,
+/// LANG, LC_*, TZ, USER, SHELL and the names matching `patterns`
+/// (jobs.inherit_env: comma-separated names or fnmatch globs). TROUPE_*
+/// settings never, whatever matches them: they hold tokens and passwords.
+std::vector<std::string> inherited_environment(const std::vector<std::string>& environ,
+                                               const std::string& patterns);
+
+/// The environment a job's process gets: ctx.base_env, then USER, HOME,
+/// SHELL and LOGNAME of jobs.user, the spec's env, and TROUPE_JOB_ID,
+/// TROUPE_JOB_ATTEMPT, TROUPE_NODE, TROUPE_REQUEST_ID.
 std::vector<std::string> job_environment(const job_env& ctx, const persistence::job_record& rec,
                                          const job_spec& spec);
+
+/// The real launcher: on `io`'s blocking thread it prepares the workspace
+/// for `jobs` (host::hand_over_workspace), spawns and prepares the watch.
+void launch_process(process::io& io, std::optional<job_identity> jobs, launch_request req,
+                    std::function<void(launch_result)> done);
 
 /// Retry delay after attempt `attempt` failed.
 std::chrono::milliseconds retry_backoff(const jobs_config& cfg, int attempt);
