@@ -201,8 +201,29 @@ void txn::commit() {
 
 // -- lmdb_env -------------------------------------------------------------------
 
+namespace {
+
+/// The store is troupe's alone: its directory 0700, its files 0600, also
+/// when an older troupe created them with wider modes.
+void make_private(const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace);
+  for (auto name : {"data.mdb", "lock.mdb"}) {
+    std::error_code ec;
+    auto file = fs::path{dir} / name;
+    auto st = fs::symlink_status(file, ec);
+    if (!ec && fs::is_regular_file(st) &&
+        (st.permissions() & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none)
+      fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write,
+                      fs::perm_options::replace);
+  }
+}
+
+} // namespace
+
 std::shared_ptr<lmdb_env> lmdb_env::open(const std::string& dir, uint64_t map_size) {
-  std::filesystem::create_directories(dir);
+  make_private(dir);
   std::shared_ptr<lmdb_env> self{new lmdb_env};
   self->dir_ = dir;
   check(mdb_env_create(&self->env_), "mdb_env_create");
@@ -211,7 +232,7 @@ std::shared_ptr<lmdb_env> lmdb_env::open(const std::string& dir, uint64_t map_si
   check(mdb_env_set_mapsize(self->env_, map_size), "mdb_env_set_mapsize");
   // MDB_NOTLS: read transactions are not tied to threads (asio and CAF move
   // work between threads).
-  check(mdb_env_open(self->env_, dir.c_str(), MDB_NOTLS, 0644), "mdb_env_open");
+  check(mdb_env_open(self->env_, dir.c_str(), MDB_NOTLS, 0600), "mdb_env_open");
   // Reader slots of processes that died (kill -9) are released.
   int dead = 0;
   mdb_reader_check(self->env_, &dead);

@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <caf/actor_system.hpp>
@@ -31,7 +32,9 @@
 #include "actors/node_supervisor.hpp"
 #include "actors/store.hpp"
 #include "http/server.hpp"
+#include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
+#include "runtime/host.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/job_routes.hpp"
 #include "runtime/metrics_model.hpp"
@@ -57,9 +60,11 @@ class data_dir_lock {
 public:
   explicit data_dir_lock(const std::string& dir) {
     auto path = dir + "/LOCK";
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd_ < 0)
       throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+    // One written by an older troupe may be readable by others.
+    ::fchmod(fd_, 0600);
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       char buf[32] = {};
       auto n = ::pread(fd_, buf, sizeof(buf) - 1, 0);
@@ -81,6 +86,66 @@ public:
 private:
   int fd_ = -1;
 };
+
+/// The data dir and DATA_DIR/workspaces with their modes (host::ensure_dir),
+/// logging a mode that had to change.
+void prepare_dir(const std::string& dir, const host::dir_access& access,
+                 const std::shared_ptr<spdlog::logger>& log) {
+  std::optional<mode_t> had;
+  try {
+    had = host::ensure_dir(dir, access);
+  } catch (const std::system_error& e) {
+    throw std::runtime_error(e.what());
+  }
+  if (had)
+    log->info("{}: mode changed from {} to {}{}", dir, host::octal(*had), host::octal(access.mode),
+              access.mode == 0700 ? " (troupe's alone)"
+                                  : " (jobs.user may pass through to its workspace)");
+}
+
+/// Removes what a crash left under DATA_DIR/workspaces between creating a
+/// workspace and committing its job: every entry no stored job claims. Runs
+/// before the actors start, so no job or upload uses the directory yet.
+void sweep_orphan_workspaces(const std::string& dir, const persistence::lmdb_env& env,
+                             const std::shared_ptr<spdlog::logger>& log) {
+  size_t removed = 0;
+  std::error_code ec;
+  for (auto& entry : std::filesystem::directory_iterator{dir, ec}) {
+    auto id = entry.path().filename().string();
+    auto rec = persistence::get_job(env, id);
+    if (rec && !rec->workspace.empty())
+      continue;
+    std::error_code rm;
+    std::filesystem::remove_all(entry.path(), rm);
+    if (rm)
+      log->warn("could not remove orphan workspace {}: {}", entry.path().string(), rm.message());
+    else
+      ++removed;
+  }
+  if (ec)
+    log->warn("could not list {}: {}", dir, ec.message());
+  log->info("removed {} orphan workspace(s) under {}", removed, dir);
+}
+
+/// The risks of who troupe and its jobs run as, said once at start.
+void check_job_user(const config& cfg, const std::string& workspaces,
+                    const std::shared_ptr<spdlog::logger>& log) {
+  auto& who = cfg.jobs.identity;
+  if (::geteuid() == 0 && !who) {
+    log->warn("troupe runs as root and jobs.user is not set: jobs run as root and can read the "
+              "store, the API tokens and the daemon's secrets (its environment and config); "
+              "set jobs.user (e.g. nobody)");
+    return;
+  }
+  if (!who || !who->switches)
+    return;
+  if (auto blocked = host::blocked_on_the_way(workspaces, *who); !blocked.empty())
+    log->warn("jobs run as {} but {} does not let that user pass, so they cannot enter their "
+              "workspaces under {}: choose a data_dir it can reach",
+              who->user, blocked, workspaces);
+  else
+    log->info("jobs run as user {} (uid {}, gid {})", who->user, who->uid, who->gid);
+}
 
 } // namespace
 
@@ -197,18 +262,18 @@ void runtime::start() {
   d.server = std::make_unique<http::server>(opts, routes);
   d.address = d.server->bind(cfg.listen_host(), cfg.listen_port());
   d.log->info("listening on {}", d.address);
-  // Storage.
-  std::error_code fs_err;
-  std::filesystem::create_directories(cfg.data_dir, fs_err);
-  if (fs_err)
-    throw std::runtime_error("cannot create data dir " + cfg.data_dir + ": " + fs_err.message());
+  // Storage: private to troupe (jobs.user may only pass through to its
+  // workspace), the store within it 0700 with 0600 files.
+  auto access = host::shared_dir_access(cfg.jobs.identity);
+  prepare_dir(cfg.data_dir, access, d.log);
   d.lock = std::make_unique<data_dir_lock>(cfg.data_dir);
   d.env = persistence::lmdb_env::open(cfg.data_dir + "/store", cfg.store.map_size_bytes);
   d.log->info("store opened at {}/store (schema version {})", cfg.data_dir,
               persistence::schema_version);
-  std::filesystem::create_directories(cfg.data_dir + "/workspaces", fs_err);
-  if (fs_err)
-    throw std::runtime_error("cannot create " + cfg.data_dir + "/workspaces: " + fs_err.message());
+  auto workspaces = cfg.data_dir + "/workspaces";
+  prepare_dir(workspaces, access, d.log);
+  check_job_user(cfg, workspaces, d.log);
+  sweep_orphan_workspaces(workspaces, *d.env, d.log);
   d.proc_io = std::make_shared<process::io>();
   auto jobs_ctx = std::make_shared<job_env>();
   jobs_ctx->env = d.env;
@@ -221,9 +286,7 @@ void runtime::start() {
   // Gauges that actors keep (job queue, Loki lag), sampled by the registry.
   auto gauges = std::make_shared<metrics::gauge_board>();
   jobs_ctx->gauges = gauges;
-  for (auto& kv : process_environment())
-    if (kv.rfind("TROUPE_", 0) != 0)
-      jobs_ctx->base_env.push_back(kv);
+  jobs_ctx->base_env = inherited_environment(process_environment(), cfg.jobs.inherit_env);
   // Actors.
   d.sys_cfg = std::make_unique<node_system_config>();
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);

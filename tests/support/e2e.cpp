@@ -443,6 +443,7 @@ daemon::daemon(daemon_options opts) : state_(std::make_unique<state>()) {
                                 "127.0.0.1:0", "--data-dir",  st.data_dir,
                                 "--log-format", "json"};
   argv.insert(argv.end(), opts.args.begin(), opts.args.end());
+  argv.insert(argv.begin(), opts.wrapper.begin(), opts.wrapper.end());
   pipe_fds output;
   st.pid = spawn(argv, clean_environment(opts.env, st.cwd->path()),
                  st.cwd->path(), output.write, output.write);

@@ -96,6 +96,9 @@ struct daemon_options {
   std::string data_dir;
   /// How long to wait for the "listening on" log line.
   duration startup_timeout = 20s;
+  /// A command that runs troupe, placed before it (absolute path first),
+  /// e.g. {"/usr/bin/setpriv", "--reuid=nobody", ...} to run it as another user.
+  std::vector<std::string> wrapper;
 };
 
 /// A running `troupe serve` process, its captured output (stdout and stderr
