@@ -55,6 +55,8 @@ const std::vector<std::string> all_keys = {
     "supervisor.backoff_initial",
     "supervisor.backoff_max",
     "jobs.concurrency",
+    "jobs.max_concurrent_extractions",
+    "jobs.max_archive_memory_bytes",
     "metrics.mode",
     "metrics.relative_accuracy",
     "metrics.sample_interval",
@@ -206,6 +208,8 @@ CAF_TEST(builtin defaults apply without any source) {
   CAF_CHECK_EQUAL(c.supervisor.backoff_initial.count(), 100);
   CAF_CHECK_EQUAL(c.supervisor.backoff_max.count(), 5'000);
   CAF_CHECK_EQUAL(c.jobs.concurrency, cores());
+  CAF_CHECK_EQUAL(c.jobs.max_concurrent_extractions, cores());
+  CAF_CHECK_EQUAL(c.jobs.max_archive_memory_bytes, 256ull << 20);
   CAF_CHECK_EQUAL(c.debug.fault_injection, false);
 }
 
@@ -607,6 +611,9 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
                   builtin.supervisor.backoff_initial.count());
   CAF_CHECK_EQUAL(shipped.supervisor.backoff_max.count(), builtin.supervisor.backoff_max.count());
   CAF_CHECK_EQUAL(shipped.jobs.concurrency, builtin.jobs.concurrency);
+  CAF_CHECK_EQUAL(shipped.jobs.max_concurrent_extractions,
+                  builtin.jobs.max_concurrent_extractions);
+  CAF_CHECK_EQUAL(shipped.jobs.max_archive_memory_bytes, builtin.jobs.max_archive_memory_bytes);
   CAF_CHECK_EQUAL(shipped.debug.fault_injection, builtin.debug.fault_injection);
   CAF_CHECK_EQUAL(shipped.metrics.mode, builtin.metrics.mode);
   CAF_CHECK_EQUAL(shipped.metrics.relative_accuracy, builtin.metrics.relative_accuracy);
