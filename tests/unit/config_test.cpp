@@ -634,6 +634,22 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
   }
 }
 
+CAF_TEST(extraction limits default to the cores and 256MiB and can be set) {
+  CAF_CHECK_EQUAL(flag("jobs.max_concurrent_extractions", "3").jobs.max_concurrent_extractions, 3);
+  CAF_CHECK_EQUAL(flag("jobs.max_archive_memory_bytes", "1GiB").jobs.max_archive_memory_bytes,
+                  1ull << 30);
+  CAF_CHECK_EQUAL(flag_error("jobs.max_concurrent_extractions", "0"),
+                  "config error: jobs.max_concurrent_extractions: must be >= 1, got 0");
+  CAF_CHECK_EQUAL(flag_error("jobs.max_archive_memory_bytes", "512KiB"),
+                  "config error: jobs.max_archive_memory_bytes: must be >= 1MiB, got 512KiB");
+  // --help shows the default as what it is, like jobs.concurrency's.
+  auto text = troupe::describe_config_keys();
+  auto at = text.find("jobs.max_concurrent_extractions ");
+  CAF_REQUIRE(at != std::string::npos);
+  auto line = text.substr(at, text.find('\n', at) - at);
+  CAF_CHECK(contains(line, "(number of cores)"));
+}
+
 CAF_TEST(describe_config_keys lists every key with its env var and default) {
   auto text = troupe::describe_config_keys();
   for (auto& key : all_keys) {
