@@ -96,12 +96,10 @@ bool parse_form(const node_context& ctx, const http::exchange_ptr& ex, submit_mo
   return true;
 }
 
-/// Parses the body of any submit endpoint; replies 4xx and returns nullopt
-/// when it is not acceptable. Only JSON, YAML and multipart bodies are read:
-/// a form or untyped body (what a browser sends cross-origin unasked) gets
-/// 415, never a parse.
-std::optional<submission> parse_submission(const node_context& ctx, const http::exchange_ptr& ex,
-                                           submit_mode mode) {
+/// The body format of a submission; replies 415 and returns nullopt for
+/// any other. Only JSON, YAML and multipart bodies are ever read: a form or
+/// untyped body (what a browser sends cross-origin unasked) is never parsed.
+std::optional<body_format> accepted_format(const http::exchange_ptr& ex, submit_mode mode) {
   auto& req = ex->req();
   auto format = submission_format(req.header("content-type"));
   if (!format) {
@@ -120,6 +118,14 @@ std::optional<submission> parse_submission(const node_context& ctx, const http::
                                     "file"));
     return std::nullopt;
   }
+  return format;
+}
+
+/// Parses the body of any submit endpoint; replies 4xx and returns nullopt
+/// when it is not acceptable.
+std::optional<submission> parse_submission(const node_context& ctx, const http::exchange_ptr& ex,
+                                           submit_mode mode, body_format format) {
+  auto& req = ex->req();
   std::optional<std::string> default_command;
   if (mode != submit_mode::jobs)
     default_command = ctx.cfg->jobs.default_command;
@@ -127,11 +133,11 @@ std::optional<submission> parse_submission(const node_context& ctx, const http::
   try {
     auto body = request_body(req, ex);
     out.body_owner = std::move(body.owner);
-    if (*format == body_format::multipart) {
+    if (format == body_format::multipart) {
       if (!parse_form(ctx, ex, mode, body.bytes, default_command, out))
         return std::nullopt;
     } else {
-      out.spec = parse_spec_text(body.bytes, *format == body_format::yaml, default_command);
+      out.spec = parse_spec_text(body.bytes, format == body_format::yaml, default_command);
     }
   } catch (const spec_error& e) {
     ex->reply(http::response::error(400, "invalid_spec", e.what(), e.field()));
@@ -274,9 +280,11 @@ bool extract_upload(const config& cfg, const http::exchange_ptr& ex,
   return false;
 }
 
-void submit(const std::shared_ptr<node_context>& ctx, const std::shared_ptr<task_pool>& pool,
-            const http::exchange_ptr& ex, submit_mode mode) {
-  auto parsed = parse_submission(*ctx, ex, mode);
+/// Parses the submission, prepares its workspace (extracting the archive, if
+/// any) and hands the job to the controller.
+void accept(const std::shared_ptr<node_context>& ctx, const std::shared_ptr<task_pool>& pool,
+            const http::exchange_ptr& ex, submit_mode mode, body_format format) {
+  auto parsed = parse_submission(*ctx, ex, mode, format);
   if (!parsed)
     return;
   auto id = persistence::new_job_id();
@@ -284,25 +292,40 @@ void submit(const std::shared_ptr<node_context>& ctx, const std::shared_ptr<task
   std::error_code fs_err;
   std::filesystem::create_directories(rec.workspace, fs_err);
   if (fs_err) {
-    ex->reply(http::response::error(500, "internal",
-                                    "cannot create workspace " + rec.workspace + ": "
-                                      + fs_err.message()));
+    ex->reply(http::response::error(
+        500, "internal", "cannot create workspace " + rec.workspace + ": " + fs_err.message()));
     return;
   }
-  if (parsed->archive.empty()) {
-    submit_to_controller(ctx, pool, ex, mode, std::move(rec));
+  if (!parsed->archive.empty()) {
+    bool extracted = extract_upload(*ctx->cfg, ex, rec, parsed->archive);
+    parsed->body_owner.reset(); // unmaps the upload
+    if (!extracted)
+      return;
+  }
+  submit_to_controller(ctx, pool, ex, mode, std::move(rec));
+}
+
+void submit(const std::shared_ptr<node_context>& ctx, const std::shared_ptr<task_pool>& pool,
+            const http::exchange_ptr& ex, submit_mode mode) {
+  auto format = accepted_format(ex, mode);
+  if (!format)
+    return;
+  if (*format != body_format::multipart) {
+    accept(ctx, pool, ex, mode, *format);
     return;
   }
-  // Extraction blocks on disk and memory: pool workers (detached actors) do
-  // it, at most jobs.max_concurrent_extractions at once, the rest in FIFO
-  // order; never an io thread or a scheduler thread.
-  pool->submit([ctx, pool, ex, mode, rec = std::move(rec), upload = std::move(*parsed),
-                rid = ex->req().request_id]() mutable {
+  // A multipart body carries the archive: reading it (the delimiter search
+  // included) and extracting it block on disk and memory, so pool workers
+  // (detached actors) do it, at most jobs.max_concurrent_extractions at once,
+  // the rest in FIFO order; never an io thread or a scheduler thread.
+  pool->submit([ctx, pool, ex, mode, rid = ex->req().request_id] {
     logging::request_scope scope{rid};
-    bool extracted = extract_upload(*ctx->cfg, ex, rec, upload.archive);
-    upload.body_owner.reset(); // unmaps the upload
-    if (extracted)
-      submit_to_controller(ctx, pool, ex, mode, std::move(rec));
+    try {
+      accept(ctx, pool, ex, mode, body_format::multipart);
+    } catch (const std::exception& e) {
+      logging::get("jobs")->error("accepting a submission failed: {}", e.what());
+      ex->reply(http::response::error(500, "internal", e.what()));
+    }
   });
 }
 

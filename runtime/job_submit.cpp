@@ -68,7 +68,11 @@ void task_pool::submit(task t) {
 
 void task_pool::work(task first) {
   for (auto t = std::move(first);;) {
-    t();
+    try {
+      t();
+    } catch (...) {
+      // Tasks handle their errors; one that did not must not cost a worker.
+    }
     // Released outside the lock: what a task holds may submit to this pool.
     t = nullptr;
     std::lock_guard<std::mutex> guard{mtx_};

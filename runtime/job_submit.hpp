@@ -58,7 +58,7 @@ public:
   static std::shared_ptr<task_pool> make(size_t limit, launcher launch);
 
   /// Starts `t` on a new worker if fewer than `limit` run, else queues it.
-  /// Tasks must not throw.
+  /// Tasks handle their own errors: an exception escaping one is dropped.
   void submit(task t);
 
   size_t running() const;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -103,6 +104,17 @@ CAF_TEST(with a limit of one tasks run one after another in FIFO order) {
   CAF_CHECK_EQUAL(running_inside, 1u);
   CAF_CHECK_EQUAL(join(ran), "0,1,2,3");
   CAF_CHECK_EQUAL(workers.count(), 1u);
+  CAF_CHECK_EQUAL(pool->running(), 0u);
+}
+
+CAF_TEST(a task that throws does not stop its worker) {
+  manual_workers workers;
+  auto pool = task_pool::make(1, workers.launcher());
+  bool ran = false;
+  pool->submit([] { throw std::runtime_error("task failed"); });
+  pool->submit([&ran] { ran = true; });
+  workers.run(0);
+  CAF_CHECK(ran);
   CAF_CHECK_EQUAL(pool->running(), 0u);
 }
 
