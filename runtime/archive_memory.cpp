@@ -318,46 +318,69 @@ uint64_t zip_compressed_size(std::string_view s, size_t at, size_t extra, size_t
 }
 
 /// One local file header at `at` whose method needs a sizeable decoder.
+/// Matches the scan finds inside other entries' data are not headers: data
+/// that no decoder would start on (libarchive refuses it first) is skipped,
+/// so only a real entry can refuse the archive.
 void zip_entry_need(std::string_view s, size_t at, memory_need& need) {
   auto name_len = static_cast<size_t>(le(s, at + 26, 2));
   auto extra_len = static_cast<size_t>(le(s, at + 28, 2));
-  auto name = printable(s.substr(at + zip_local_header_bytes, name_len));
-  stream_ref ref{"zip entry '" + name + "'", "zip entry '" + name + "'"};
   size_t extra = at + zip_local_header_bytes + name_len;
   size_t data = extra + extra_len;
   if (data > s.size())
-    ref.malformed("its header runs past the end of the archive");
+    return; // truncated: libarchive stops here
+  auto name = printable(s.substr(at + zip_local_header_bytes, name_len));
+  stream_ref ref{"zip entry '" + name + "'", "zip entry '" + name + "'"};
   auto method = byte_at(s, at + 8);
   auto left = s.size() - data;
   if (method == zip_lzma) {
-    if (left < 9 || byte_at(s, data + 2) != 5 || byte_at(s, data + 3) != 0)
-      ref.malformed("its LZMA properties are missing");
-    take_max(need, le32(s, data + 5), ref.what + " (its LZMA dictionary)");
-  } else if (method == zip_ppmd) {
-    if (left < 2)
-      ref.malformed("its PPMd parameters are missing");
-    take_max(need, (((le(s, data, 2) >> 4) & 0xff) + 1) << 20, ref.what + " (its PPMd model)");
-  } else {
-    auto size = zip_compressed_size(s, at, extra, data);
-    if (size > left)
-      ref.malformed("its compressed size runs past the end of the archive");
-    if (method == zip_zstd) {
-      ref.what += " (its zstd window)";
-      zstd_need(s, data, size == 0 ? s.size() : data + size, ref, need);
-    } else {
-      // Only the index at its end locates an xz stream's blocks.
-      if (size == 0)
-        ref.malformed("it is xz-compressed without stating its compressed size in its local "
-                      "header, so its decoder memory cannot be checked");
-      ref.what += " (its xz dictionary)";
-      xz_need(s.substr(data, size), ref, need);
-    }
+    // libarchive wants version bytes, then 5 bytes of properties.
+    if (left >= 9 && byte_at(s, data + 2) == 5 && byte_at(s, data + 3) == 0)
+      take_max(need, le32(s, data + 5), ref.what + " (its LZMA dictionary)");
+    return;
   }
+  if (method == zip_ppmd) {
+    // libarchive refuses an order below 2 and a restore method above 2.
+    auto params = left >= 2 ? le(s, data, 2) : 0;
+    if ((params & 15) + 1 >= 2 && (params >> 12) <= 2)
+      take_max(need, (((params >> 4) & 0xff) + 1) << 20, ref.what + " (its PPMd model)");
+    return;
+  }
+  auto size = zip_compressed_size(s, at, extra, data);
+  if (size > left)
+    return;
+  auto end = size == 0 ? s.size() : data + size;
+  if (method == zip_zstd) {
+    if (end - data >= 4 && (le32(s, data) == zstd_magic || is_skippable(le32(s, data)))) {
+      ref.what += " (its zstd window)";
+      zstd_need(s, data, end, ref, need);
+    }
+    return;
+  }
+  if (s.substr(data, xz_magic.size()) != xz_magic)
+    return; // liblzma stops at once
+  // Only the index at its end locates an xz stream's blocks.
+  if (size == 0)
+    ref.malformed("it is xz-compressed without stating its compressed size in its local "
+                  "header, so its decoder memory cannot be checked");
+  ref.what += " (its xz dictionary)";
+  xz_need(s.substr(data, size), ref, need);
+}
+
+/// Whether libarchive may read `s` as a zip: its zip readers want a
+/// signature at the start (streaming) or an end of central directory record
+/// in the last 64 KiB (seeking).
+bool may_be_zip(std::string_view s) {
+  constexpr size_t eocd_search = 22 + 65535;
+  auto tail = s.size() > eocd_search ? s.substr(s.size() - eocd_search) : s;
+  return s.substr(0, 2) == "PK" ||
+         tail.find(std::string_view{"PK\5\6", 4}) != std::string_view::npos;
 }
 
 /// Every local file header: libarchive reads the ones the central directory
 /// points at, or all of them in order, and takes the method from there.
 void zip_need(std::string_view s, memory_need& need) {
+  if (!may_be_zip(s))
+    return;
   const std::string_view signature{"PK\3\4", 4};
   for (auto at = s.find(signature); at != std::string_view::npos; at = s.find(signature, at + 1)) {
     if (s.size() - at < zip_local_header_bytes)

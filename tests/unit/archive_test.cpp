@@ -803,7 +803,12 @@ CAF_TEST(zip entries compressed with lzma ppmd or xz are checked by their header
                   over_memory("zip entry 'm.txt' (its PPMd model)", "256 MiB (268435456 bytes)",
                               "128 MiB (134217728 bytes)"));
   // libarchive keeps only the low byte of the method: 0x15f reads as xz.
-  auto xz_unsized = zip_entry("x.txt", 0x15f, "whatever", 8);
+  auto xz_unsized = zip_entry("x.txt", 0x15f,
+                              std::string{"\xFD"
+                                          "7zXZ\0\0\x04",
+                                          8} +
+                                  "rest",
+                              8);
   CAF_CHECK_EQUAL(rejection(xz_unsized),
                   "zip entry 'x.txt' is malformed: it is xz-compressed without stating its "
                   "compressed size in its local header, so its decoder memory cannot be checked");
@@ -811,6 +816,14 @@ CAF_TEST(zip entries compressed with lzma ppmd or xz are checked by their header
   CAF_CHECK_EQUAL(rejection(zip_entry("e.txt", 14, std::string(20, '\xff'), 1)),
                   "entry 'e.txt': corrupt data: Passphrase required for this entry");
   CAF_CHECK(clean());
+  // What no decoder would start on is not an entry of that method: skipped.
+  auto no_props = rejection(zip_entry("fake.txt", 14, std::string(20, '\0')));
+  CAF_CHECK(!starts_with(no_props, "zip entry"));
+  CAF_CHECK(clean());
+  // A tar is no zip: a header-like run of bytes in one of its files is data.
+  auto lookalike = zip_entry("inner.txt", 14, lzma_props + dict + "data");
+  extract(archive_builder{format::tar}.file("blob.bin", lookalike).finish());
+  CAF_CHECK(read("blob.bin") == lookalike);
   // A real zip (deflate, stored) has nothing to check.
   CAF_CHECK_EQUAL(decoder_memory(project(format::zip)).bytes, 0u);
 }
