@@ -2,9 +2,16 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <functional>
 #include <optional>
 #include <stdexcept>
+#include <system_error>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace troupe::http {
 
@@ -261,7 +268,7 @@ form_part parse_part(std::string_view content) {
   }
   if (!has_disposition)
     fail("a part has no Content-Disposition: form-data; name=... header");
-  part.data.assign(content.substr(pos));
+  part.data = content.substr(pos);
   return part;
 }
 
@@ -289,6 +296,35 @@ const form_part* find_part(const std::vector<form_part>& parts, std::string_view
   auto it = std::find_if(parts.begin(), parts.end(),
                          [name](const form_part& p) { return p.name == name; });
   return it == parts.end() ? nullptr : &*it;
+}
+
+mapped_file::mapped_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    throw std::system_error(errno, std::system_category(), "opening upload '" + path + "'");
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    auto err = errno;
+    ::close(fd);
+    throw std::system_error(err, std::system_category(), "reading upload '" + path + "'");
+  }
+  size_ = static_cast<size_t>(st.st_size);
+  // mmap refuses an empty mapping: an empty upload is an empty view.
+  if (size_ > 0) {
+    addr_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (addr_ == MAP_FAILED) {
+      auto err = errno;
+      ::close(fd);
+      throw std::system_error(err, std::system_category(), "mapping upload '" + path + "'");
+    }
+  }
+  // The mapping keeps the file's pages reachable on its own.
+  ::close(fd);
+}
+
+mapped_file::~mapped_file() {
+  if (size_ > 0)
+    ::munmap(addr_, size_);
 }
 
 } // namespace troupe::http

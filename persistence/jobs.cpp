@@ -20,6 +20,17 @@ json time_or_null(int64_t ns) {
   return ns == 0 ? json(nullptr) : json(rfc3339(ns));
 }
 
+/// Replaces every value of the spec's `env` map.
+void redact_env(json& spec) {
+  if (!spec.is_object())
+    return;
+  auto env = spec.find("env");
+  if (env == spec.end() || !env->is_object())
+    return;
+  for (auto& value : *env)
+    value = redacted;
+}
+
 std::string log_prefix(const std::string& job_id) {
   return job_id + '/';
 }
@@ -64,6 +75,7 @@ std::string encode(const job_record& r) {
          {"attempt", r.attempt},
          {"node", r.node},
          {"request_id", r.request_id},
+         {"submitted_by", r.submitted_by},
          {"reason", r.reason},
          {"workspace", r.workspace},
          {"queued_at", r.queued_at},
@@ -90,6 +102,7 @@ job_record decode_job(std::string_view value) {
   r.attempt = j.value("attempt", 1);
   r.node = j.value("node", "");
   r.request_id = j.value("request_id", "");
+  r.submitted_by = j.value("submitted_by", "");
   r.reason = j.value("reason", "");
   r.workspace = j.value("workspace", "");
   r.queued_at = j.value("queued_at", int64_t{0});
@@ -123,10 +136,13 @@ std::string to_api_json(const job_record& r) {
          {"priority", r.priority},
          {"labels", r.labels},
          {"node", r.node},
-         {"request_id", r.request_id.empty() ? json(nullptr) : json(r.request_id)}};
+         {"request_id", r.request_id.empty() ? json(nullptr) : json(r.request_id)},
+         {"submitted_by", r.submitted_by.empty() ? json(nullptr) : json(r.submitted_by)}};
   auto spec = json::parse(r.spec, nullptr, false);
-  if (!spec.is_discarded())
+  if (!spec.is_discarded()) {
+    redact_env(spec);
     j["spec"] = std::move(spec);
+  }
   return j.dump();
 }
 

@@ -48,6 +48,9 @@ struct job_record {
   int attempt = 1;
   std::string node;
   std::string request_id;
+  /// The name of the token that submitted the job ("" when auth is off, and
+  /// in records stored before it was kept).
+  std::string submitted_by;
   /// Why the job ended the way it did (timeouts, crashes, recovery).
   std::string reason;
   /// Absolute path of the workspace ("" once removed).
@@ -70,7 +73,12 @@ std::string new_job_id();
 std::string encode(const job_record& r);
 job_record decode_job(std::string_view value);
 
-/// The record as the API shows it (times in RFC 3339, null when unset).
+/// Shown instead of each value of a spec's `env`.
+inline constexpr const char* redacted = "<redacted>";
+
+/// The record as the API shows it (times in RFC 3339, null when unset). The
+/// spec's `env` keeps its names but every value reads redacted: they are
+/// often secrets, and only the job needs them.
 std::string to_api_json(const job_record& r);
 
 std::optional<job_record> get_job(const lmdb_env& env, const std::string& id);

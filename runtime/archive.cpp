@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/archive_memory.hpp"
+
 namespace troupe {
 namespace {
 
@@ -311,19 +313,65 @@ void extract_entry(archive* ar, archive_entry* e, const std::string& entry, int 
     extract_symlink(e, parent.get(), entry, parts);
 }
 
+/// Enables the one filter `data` was detected to need: libarchive would
+/// otherwise pick any, and unwrap compression inside compression too.
+void enable_filter(archive* ar, compression c) {
+  switch (c) {
+  case compression::gzip:
+    archive_read_support_filter_gzip(ar);
+    break;
+  case compression::bzip2:
+    archive_read_support_filter_bzip2(ar);
+    break;
+  case compression::xz:
+    archive_read_support_filter_xz(ar);
+    break;
+  case compression::lzma:
+    archive_read_support_filter_lzma(ar);
+    break;
+  case compression::zstd:
+    archive_read_support_filter_zstd(ar);
+    break;
+  case compression::none:
+    break;
+  }
+}
+
 reader_ptr open_reader(std::string_view data) {
   reader_ptr ar(archive_read_new(), &archive_read_free);
   if (!ar)
     throw std::bad_alloc();
-  archive_read_support_format_zip(ar.get());
+  auto c = detect_compression(data);
+  enable_filter(ar.get(), c);
   archive_read_support_format_tar(ar.get());
-  archive_read_support_filter_gzip(ar.get());
-  archive_read_support_filter_bzip2(ar.get());
-  archive_read_support_filter_xz(ar.get());
-  archive_read_support_filter_zstd(ar.get());
+  // A compressed zip would hide its entries' methods from the memory check.
+  if (c == compression::none)
+    archive_read_support_format_zip(ar.get());
   if (archive_read_open_memory(ar.get(), data.data(), data.size()) != ARCHIVE_OK)
     throw archive_error("not a zip or tar archive: " + reader_text(ar.get()));
+  // One filter (the one checked) and the raw bytes below it. A second layer
+  // of the same kind is only seen once it has been unwrapped.
+  if (archive_filter_count(ar.get()) > 2)
+    throw archive_error(std::string{"the archive is compressed more than once ("} + to_string(c) +
+                        " inside " + to_string(c) + "); compress it once");
   return ar;
+}
+
+/// Refuses data whose decoder would need more memory than allowed.
+void check_memory(std::string_view data, const archive_limits& limits) {
+  auto need = decoder_memory(data);
+  if (need.bytes <= limits.max_memory_bytes)
+    return;
+  throw archive_memory_error(need.what + " needs " + describe_bytes(need.bytes) +
+                                 " of memory to decode, more than the " +
+                                 describe_bytes(limits.max_memory_bytes) + " allowed",
+                             need.bytes, limits.max_memory_bytes);
+}
+
+/// Flushes the file system holding `fd`: the job is acknowledged after this.
+void flush(int fd, const std::string& dest) {
+  if (::syncfs(fd) != 0)
+    throw std::system_error(errno, std::system_category(), "flushing workspace '" + dest + "'");
 }
 
 extract_stats extract_into(std::string_view data, int root, const archive_limits& limits) {
@@ -399,9 +447,12 @@ extract_stats extract_archive(std::string_view data, const std::string& dest,
   if (data.size() > limits.max_archive_bytes)
     throw archive_error("archive is " + std::to_string(data.size()) + " bytes, over the limit of " +
                         std::to_string(limits.max_archive_bytes) + " bytes");
+  check_memory(data, limits);
   auto root = open_empty_dest(dest);
   try {
-    return extract_into(data, root.get(), limits);
+    auto stats = extract_into(data, root.get(), limits);
+    flush(root.get(), dest);
+    return stats;
   } catch (...) {
     remove_contents(root.get());
     throw;

@@ -698,6 +698,13 @@ const std::vector<field>& fields() {
                 1, INT_MAX, "Most entries a project archive may have"),
         size("jobs.max_expanded_bytes", at(&config::jobs, &jobs_config::max_expanded_bytes), 1,
              "Most bytes a project archive may expand to"),
+        noting_default("number of cores",
+                       integer("jobs.max_concurrent_extractions",
+                               at(&config::jobs, &jobs_config::max_concurrent_extractions), 1,
+                               INT_MAX, "Archives extracted at once; further uploads wait")),
+        size("jobs.max_archive_memory_bytes",
+             at(&config::jobs, &jobs_config::max_archive_memory_bytes), MiB,
+             "Most memory an archive's decoder may need (xz/lzma dictionary, zstd window)"),
         text("logs.namespace", at(&config::logs, &logs_config::ns),
              "namespace label of every log entry"),
         text("logs.service", at(&config::logs, &logs_config::service),
@@ -916,6 +923,7 @@ config defaults() {
   else
     c.node_name = "localhost";
   c.jobs.concurrency = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  c.jobs.max_concurrent_extractions = c.jobs.concurrency;
   return c;
 }
 

@@ -167,6 +167,15 @@ struct jobs_config {
   uint64_t max_archive_bytes = 256ull << 20;
   int max_archive_entries = 100'000;
   uint64_t max_expanded_bytes = 2ull << 30;
+  /// Archives extracted at once (>= 1; default: number of cores); further
+  /// uploads wait their turn in FIFO order.
+  int max_concurrent_extractions = 1;
+  /// Most memory one archive's decoder may need (xz/lzma dictionary, zstd
+  /// window, PPMd model), read from its headers before decoding. 256 MiB
+  /// admits every xz/lzma preset (xz -9 needs 64 MiB) and zstd's own default
+  /// decoder cap (128 MiB windows) with room, while cores × this bounds what
+  /// concurrent extractions can take.
+  uint64_t max_archive_memory_bytes = 256ull << 20;
 };
 
 struct loki_config {

@@ -14,11 +14,12 @@
 #include "actors/names.hpp"
 #include "http/multipart.hpp"
 #include "persistence/jobs.hpp"
-#include "persistence/logs.hpp"
 #include "persistence/lmdb_env.hpp"
+#include "persistence/logs.hpp"
 #include "runtime/archive.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/job_spec.hpp"
+#include "runtime/job_submit.hpp"
 #include "runtime/logging.hpp"
 
 namespace troupe {
@@ -36,7 +37,11 @@ enum class submit_mode { jobs, sse, sse_with_id, async };
 /// A submission parsed from the request, before anything is stored.
 struct submission {
   job_spec spec;
-  std::string archive;  ///< empty: no archive
+  /// The archive part (empty: none), a view into the body.
+  std::string_view archive;
+  /// Keeps the body `archive` points into alive: the request, or the mapped
+  /// upload file.
+  std::shared_ptr<const void> body_owner;
 };
 
 std::string media_type(const http::request& req) {
@@ -50,79 +55,98 @@ std::string media_type(const http::request& req) {
   return t;
 }
 
-bool is_yaml(std::string_view type) {
-  return type == "application/yaml" || type == "application/x-yaml" || type == "text/yaml"
-         || type == "text/x-yaml";
+job_spec parse_spec_text(std::string_view text, bool yaml,
+                         const std::optional<std::string>& default_command) {
+  std::string copy{text};
+  return yaml ? parse_job_spec_yaml(copy, default_command)
+              : parse_job_spec_json(copy, default_command);
 }
 
-job_spec parse_spec_text(const std::string& text, bool yaml,
-                         const std::optional<std::string>& default_command) {
-  return yaml ? parse_job_spec_yaml(text, default_command)
-              : parse_job_spec_json(text, default_command);
+/// Reads the parts of a multipart submission into `out`; replies and
+/// returns false when they do not make a submission.
+bool parse_form(const node_context& ctx, const http::exchange_ptr& ex, submit_mode mode,
+                std::string_view body, std::optional<std::string> default_command,
+                submission& out) {
+  auto parts = http::parse_multipart(ex->req().header("content-type"), body);
+  auto file = http::find_part(parts, "file");
+  auto spec = http::find_part(parts, "spec");
+  if (file == nullptr && mode != submit_mode::jobs) {
+    ex->reply(http::response::error(400, "invalid_request",
+                                    "a multipart field named file (the project archive) "
+                                    "is required",
+                                    "file"));
+    return false;
+  }
+  if (file != nullptr) {
+    out.archive = file->data;
+    default_command = ctx.cfg->jobs.default_command;
+  }
+  if (spec != nullptr) {
+    auto trimmed = spec->data.find_first_not_of(" \t\r\n");
+    bool yaml = submission_format(spec->content_type) == body_format::yaml ||
+                (trimmed != std::string_view::npos && spec->data[trimmed] != '{');
+    out.spec = parse_spec_text(spec->data, yaml, default_command);
+  } else if (default_command) {
+    out.spec = parse_job_spec_json("{}", default_command);
+  } else {
+    ex->reply(http::response::error(400, "invalid_request",
+                                    "multipart submissions need a file or a spec field", "spec"));
+    return false;
+  }
+  return true;
+}
+
+/// The body format of a submission; replies 415 and returns nullopt for
+/// any other. Only JSON, YAML and multipart bodies are ever read: a form or
+/// untyped body (what a browser sends cross-origin unasked) is never parsed.
+std::optional<body_format> accepted_format(const http::exchange_ptr& ex, submit_mode mode) {
+  auto& req = ex->req();
+  auto format = submission_format(req.header("content-type"));
+  if (!format) {
+    auto type = media_type(req);
+    ex->reply(http::response::error(415, "unsupported_media_type",
+                                    std::string{"Content-Type must be "} +
+                                        accepted_submission_types + ", got " +
+                                        (type.empty() ? "none" : type),
+                                    "Content-Type"));
+    return std::nullopt;
+  }
+  if (*format != body_format::multipart && mode != submit_mode::jobs) {
+    ex->reply(http::response::error(415, "unsupported_media_type",
+                                    "this endpoint takes multipart/form-data with a file "
+                                    "field (the project archive)",
+                                    "file"));
+    return std::nullopt;
+  }
+  return format;
 }
 
 /// Parses the body of any submit endpoint; replies 4xx and returns nullopt
 /// when it is not acceptable.
 std::optional<submission> parse_submission(const node_context& ctx, const http::exchange_ptr& ex,
-                                           submit_mode mode) {
+                                           submit_mode mode, body_format format) {
   auto& req = ex->req();
-  auto type = media_type(req);
   std::optional<std::string> default_command;
   if (mode != submit_mode::jobs)
     default_command = ctx.cfg->jobs.default_command;
   submission out;
   try {
-    if (type == "multipart/form-data") {
-      auto parts = http::parse_multipart(req.header("content-type"), req.body);
-      auto file = http::find_part(parts, "file");
-      auto spec = http::find_part(parts, "spec");
-      if (file == nullptr && mode != submit_mode::jobs) {
-        ex->reply(http::response::error(400, "invalid_request",
-                                        "a multipart field named file (the project archive) "
-                                        "is required",
-                                        "file"));
+    auto body = request_body(req, ex);
+    out.body_owner = std::move(body.owner);
+    if (format == body_format::multipart) {
+      if (!parse_form(ctx, ex, mode, body.bytes, default_command, out))
         return std::nullopt;
-      }
-      if (file != nullptr) {
-        out.archive = file->data;
-        default_command = ctx.cfg->jobs.default_command;
-      }
-      if (spec != nullptr) {
-        auto trimmed = spec->data.find_first_not_of(" \t\r\n");
-        bool yaml = is_yaml(spec->content_type)
-                    || (trimmed != std::string::npos && spec->data[trimmed] != '{');
-        out.spec = parse_spec_text(spec->data, yaml, default_command);
-      } else if (default_command) {
-        out.spec = parse_job_spec_json("{}", default_command);
-      } else {
-        ex->reply(http::response::error(400, "invalid_request",
-                                        "multipart submissions need a file or a spec field",
-                                        "spec"));
-        return std::nullopt;
-      }
-    } else if (type.empty() || type == "application/json" || is_yaml(type)
-               || type == "application/x-www-form-urlencoded") {
-      // (curl -d sends form-urlencoded by default; the body is still JSON.)
-      if (mode != submit_mode::jobs) {
-        ex->reply(http::response::error(415, "unsupported_media_type",
-                                        "this endpoint takes multipart/form-data with a file "
-                                        "field (the project archive)",
-                                        "file"));
-        return std::nullopt;
-      }
-      out.spec = parse_spec_text(req.body, is_yaml(type), default_command);
     } else {
-      ex->reply(http::response::error(
-        415, "unsupported_media_type",
-        "Content-Type must be application/json, application/yaml or multipart/form-data, got "
-          + type));
-      return std::nullopt;
+      out.spec = parse_spec_text(body.bytes, format == body_format::yaml, default_command);
     }
   } catch (const spec_error& e) {
     ex->reply(http::response::error(400, "invalid_spec", e.what(), e.field()));
     return std::nullopt;
   } catch (const std::invalid_argument& e) {
     ex->reply(http::response::error(400, "invalid_multipart", e.what(), "body"));
+    return std::nullopt;
+  } catch (const std::system_error& e) {
+    ex->reply(http::response::error(500, "internal", e.what()));
     return std::nullopt;
   }
   if (out.archive.size() > ctx.cfg->jobs.max_archive_bytes) {
@@ -137,7 +161,7 @@ std::optional<submission> parse_submission(const node_context& ctx, const http::
 }
 
 persistence::job_record make_record(const node_context& ctx, const job_spec& spec,
-                                    const std::string& id, const std::string& request_id) {
+                                    const std::string& id, const http::request& req) {
   persistence::job_record rec;
   rec.id = id;
   rec.name = spec.name;
@@ -145,7 +169,8 @@ persistence::job_record make_record(const node_context& ctx, const job_spec& spe
   rec.priority = spec.priority;
   rec.labels = spec.labels;
   rec.retries = spec.retries;
-  rec.request_id = request_id;
+  rec.request_id = req.request_id;
+  rec.submitted_by = req.principal;
   rec.workspace = ctx.cfg->data_dir + "/workspaces/" + id;
   rec.queued_at = now_ns();
   return rec;
@@ -192,74 +217,116 @@ void answer_submitted(const std::shared_ptr<node_context>& ctx, const http::exch
   }
 }
 
+/// Removes a workspace on a pool worker: never on a scheduler thread (the
+/// bridge's) or an io thread.
+void remove_workspace(const std::shared_ptr<task_pool>& pool, std::string workspace) {
+  pool->submit([workspace = std::move(workspace)] {
+    std::error_code ignored;
+    std::filesystem::remove_all(workspace, ignored);
+  });
+}
+
 /// Stores the job through the controller (from a bridge actor).
-void submit_to_controller(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
+void submit_to_controller(const std::shared_ptr<node_context>& ctx,
+                          const std::shared_ptr<task_pool>& pool, const http::exchange_ptr& ex,
                           submit_mode mode, persistence::job_record rec) {
   auto encoded = persistence::encode(rec);
-  auto id = rec.id;
   auto workspace = rec.workspace;
-  caf::anon_send(ctx->bridge(), bridge_task{[ctx, ex, mode, encoded, id,
-                                             workspace](http_bridge_actor::pointer self) {
+  auto task = [ctx, pool, ex, mode, encoded, workspace](http_bridge_actor::pointer self) {
     auto controller = lookup<job_controller_actor>(self->system(), names::jobs);
     if (!controller) {
-      std::error_code ignored;
-      std::filesystem::remove_all(workspace, ignored);
+      remove_workspace(pool, workspace);
       ex->reply(http::response::error(503, "unavailable", "the job controller is not running"));
       return;
     }
     self->request(controller, controller_timeout, submit_atom::value, encoded)
-      .then([ctx, ex, mode](const std::string& stored_id) { answer_submitted(ctx, ex, mode, stored_id); },
-            [ex, workspace](caf::error& err) {
-              std::error_code ignored;
-              std::filesystem::remove_all(workspace, ignored);
-              ex->reply(error_for(err));
-            });
-  }, ex->req().request_id});
+        .then([ctx, ex, mode](const std::string& id) { answer_submitted(ctx, ex, mode, id); },
+              [pool, ex, workspace](caf::error& err) {
+                remove_workspace(pool, workspace);
+                ex->reply(error_for(err));
+              });
+  };
+  caf::anon_send(ctx->bridge(), bridge_task{std::move(task), ex->req().request_id});
 }
 
-void submit(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
-            submit_mode mode) {
-  auto parsed = parse_submission(*ctx, ex, mode);
+/// Extracts the archive into the job's workspace, flushed to disk, on a pool
+/// worker; replies and removes the workspace when that fails.
+bool extract_upload(const config& cfg, const http::exchange_ptr& ex,
+                    const persistence::job_record& rec, std::string_view archive) {
+  archive_limits limits;
+  limits.max_archive_bytes = cfg.jobs.max_archive_bytes;
+  limits.max_entries = static_cast<uint64_t>(cfg.jobs.max_archive_entries);
+  limits.max_expanded_bytes = cfg.jobs.max_expanded_bytes;
+  limits.max_memory_bytes = cfg.jobs.max_archive_memory_bytes;
+  std::optional<http::response> failure;
+  try {
+    auto stats = extract_archive(archive, rec.workspace, limits);
+    logging::get("jobs")->info("job {}: archive extracted ({} entries, {} bytes)", rec.id,
+                               stats.entries, stats.bytes);
+    return true;
+  } catch (const archive_memory_error& e) {
+    failure = http::response::error(
+        400, "invalid_archive", std::string{e.what()} + " (jobs.max_archive_memory_bytes)", "file");
+  } catch (const archive_error& e) {
+    failure = http::response::error(400, "invalid_archive", e.what(), "file");
+  } catch (const std::exception& e) {
+    logging::get("jobs")->error("job {}: extracting its archive failed: {}", rec.id, e.what());
+    failure = http::response::error(500, "internal",
+                                    "extracting the archive failed: " + std::string{e.what()});
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(rec.workspace, ignored);
+  ex->reply(std::move(*failure));
+  return false;
+}
+
+/// Parses the submission, prepares its workspace (extracting the archive, if
+/// any) and hands the job to the controller.
+void accept(const std::shared_ptr<node_context>& ctx, const std::shared_ptr<task_pool>& pool,
+            const http::exchange_ptr& ex, submit_mode mode, body_format format) {
+  auto parsed = parse_submission(*ctx, ex, mode, format);
   if (!parsed)
     return;
   auto id = persistence::new_job_id();
-  auto rec = make_record(*ctx, parsed->spec, id, ex->req().request_id);
+  auto rec = make_record(*ctx, parsed->spec, id, ex->req());
   std::error_code fs_err;
   std::filesystem::create_directories(rec.workspace, fs_err);
   if (fs_err) {
-    ex->reply(http::response::error(500, "internal",
-                                    "cannot create workspace " + rec.workspace + ": "
-                                      + fs_err.message()));
+    ex->reply(http::response::error(
+        500, "internal", "cannot create workspace " + rec.workspace + ": " + fs_err.message()));
     return;
   }
-  if (parsed->archive.empty()) {
-    submit_to_controller(ctx, ex, mode, std::move(rec));
+  if (!parsed->archive.empty()) {
+    bool extracted = extract_upload(*ctx->cfg, ex, rec, parsed->archive);
+    parsed->body_owner.reset(); // unmaps the upload
+    if (!extracted)
+      return;
+  }
+  submit_to_controller(ctx, pool, ex, mode, std::move(rec));
+}
+
+void submit(const std::shared_ptr<node_context>& ctx, const std::shared_ptr<task_pool>& pool,
+            const http::exchange_ptr& ex, submit_mode mode) {
+  auto format = accepted_format(ex, mode);
+  if (!format)
+    return;
+  if (*format != body_format::multipart) {
+    accept(ctx, pool, ex, mode, *format);
     return;
   }
-  // Extraction blocks on disk: a detached actor of its own does it, never an
-  // io thread or a scheduler thread.
-  archive_limits limits;
-  limits.max_archive_bytes = ctx->cfg->jobs.max_archive_bytes;
-  limits.max_entries = static_cast<uint64_t>(ctx->cfg->jobs.max_archive_entries);
-  limits.max_expanded_bytes = ctx->cfg->jobs.max_expanded_bytes;
-  auto archive = std::make_shared<std::string>(std::move(parsed->archive));
-  auto rid = ex->req().request_id;
-  ctx->sys->spawn<caf::detached>(
-    [ctx, ex, mode, rec, archive, limits, rid](caf::blocking_actor*) mutable {
-      logging::request_scope scope{rid};
-      try {
-        auto stats = extract_archive(*archive, rec.workspace, limits);
-        logging::get("jobs")->info("job {}: archive extracted ({} entries, {} bytes)", rec.id,
-                                   stats.entries, stats.bytes);
-      } catch (const std::exception& e) {
-        std::error_code ignored;
-        std::filesystem::remove_all(rec.workspace, ignored);
-        ex->reply(http::response::error(400, "invalid_archive", e.what(), "file"));
-        return;
-      }
-      archive.reset();
-      submit_to_controller(ctx, ex, mode, std::move(rec));
-    });
+  // A multipart body carries the archive: reading it (the delimiter search
+  // included) and extracting it block on disk and memory, so pool workers
+  // (detached actors) do it, at most jobs.max_concurrent_extractions at once,
+  // the rest in FIFO order; never an io thread or a scheduler thread.
+  pool->submit([ctx, pool, ex, mode, rid = ex->req().request_id] {
+    logging::request_scope scope{rid};
+    try {
+      accept(ctx, pool, ex, mode, body_format::multipart);
+    } catch (const std::exception& e) {
+      logging::get("jobs")->error("accepting a submission failed: {}", e.what());
+      ex->reply(http::response::error(500, "internal", e.what()));
+    }
+  });
 }
 
 std::optional<persistence::job_record> find_job(const node_context& ctx,
@@ -460,6 +527,11 @@ void cancel(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
   auto rec = find_job(*ctx, ex);
   if (!rec)
     return;
+  auto& req = ex->req();
+  if (auto why = cancel_refusal(rec->id, rec->submitted_by, req.principal, req.granted)) {
+    ex->reply(http::response::error(403, "forbidden", *why));
+    return;
+  }
   if (persistence::is_terminal(rec->status)) {
     ex->reply(http::response::error(409, "conflict",
                                     "job " + rec->id + " already ended: " + rec->status, "id"));
@@ -481,15 +553,30 @@ void cancel(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
   }, ex->req().request_id});
 }
 
+/// Extraction workers: detached actors, jobs.max_concurrent_extractions at most.
+std::shared_ptr<task_pool> extraction_pool(const std::shared_ptr<node_context>& ctx) {
+  auto limit = static_cast<size_t>(ctx->cfg->jobs.max_concurrent_extractions);
+  // ctx->sys is set once the actor system runs, after the routes are added.
+  return task_pool::make(limit, [ctx](std::function<void()> work) {
+    ctx->sys->spawn<caf::detached>([work = std::move(work)](caf::blocking_actor*) { work(); });
+  });
+}
+
 } // namespace
 
 void add_job_routes(http::router& r, std::shared_ptr<node_context> ctx) {
-  r.add("POST", "/jobs", {http::role::submit, http::body_kind::upload}, [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::jobs); });
-  r.add("POST", "/submit", {http::role::submit, http::body_kind::upload}, [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::sse); });
+  auto pool = extraction_pool(ctx);
+  auto submit_route = [ctx, pool](submit_mode mode) {
+    return [ctx, pool, mode](const http::exchange_ptr& ex) { submit(ctx, pool, ex, mode); };
+  };
+  r.add("POST", "/jobs", {http::role::submit, http::body_kind::upload},
+        submit_route(submit_mode::jobs));
+  r.add("POST", "/submit", {http::role::submit, http::body_kind::upload},
+        submit_route(submit_mode::sse));
   r.add("POST", "/submit-stream", {http::role::submit, http::body_kind::upload},
-        [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::sse_with_id); });
+        submit_route(submit_mode::sse_with_id));
   r.add("POST", "/submit-async", {http::role::submit, http::body_kind::upload},
-        [ctx](const http::exchange_ptr& ex) { submit(ctx, ex, submit_mode::async); });
+        submit_route(submit_mode::async));
   r.add("GET", "/jobs", {http::role::read}, [ctx](const http::exchange_ptr& ex) { list(ctx, ex); });
   r.add("GET", "/jobs/{id}", {http::role::read}, [ctx](const http::exchange_ptr& ex) {
     if (auto rec = find_job(*ctx, ex))

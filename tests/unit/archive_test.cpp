@@ -2,13 +2,18 @@
 #include "support/dsl.hpp"
 
 #include "runtime/archive.hpp"
+#include "runtime/archive_memory.hpp"
 #include "support/temp_dir.hpp"
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <dlfcn.h>
 #include <sys/stat.h>
+#include <zlib.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +23,23 @@
 using namespace troupe;
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// What extraction flushed: this definition takes the place of libc's syncfs
+// in the test binary and passes the call on.
+std::atomic<int> syncfs_calls{0};
+struct stat synced {};
+
+} // namespace
+
+extern "C" int syncfs(int fd) noexcept {
+  using syncfs_fn = int (*)(int);
+  static auto real = reinterpret_cast<syncfs_fn>(::dlsym(RTLD_NEXT, "syncfs"));
+  ::fstat(fd, &synced);
+  ++syncfs_calls;
+  return real(fd);
+}
 
 namespace {
 
@@ -252,6 +274,74 @@ void check_project(const fixture& f) {
 }
 
 constexpr uint64_t project_bytes = 25 + 18;
+
+/// The standard output of a shell command, which must succeed.
+std::string command_output(const std::string& cmd) {
+  std::string out;
+  auto* p = ::popen(cmd.c_str(), "r");
+  CAF_REQUIRE(p != nullptr);
+  char buf[65536];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0)
+    out.append(buf, n);
+  CAF_REQUIRE_EQUAL(::pclose(p), 0);
+  return out;
+}
+
+/// A directory holding a small project to pack with the command line tools.
+struct project_dir {
+  test::temp_dir dir;
+  std::string src = dir / "src";
+
+  project_dir() {
+    fs::create_directories(src + "/sub");
+    std::ofstream(src + "/run.sh") << "#!/bin/sh\necho hi\n";
+    std::ofstream(src + "/sub/data.bin", std::ios::binary) << noise(64 * 1024);
+  }
+
+  /// `tar cf - . | <compressor>`, as a user would pack it.
+  std::string packed(const std::string& compressor) const {
+    return command_output("tar cf - -C '" + src + "' . | " + compressor);
+  }
+
+  /// The tar stream cut in two, each half compressed on its own and the
+  /// results concatenated (xz and zstd decoders read on across streams).
+  std::string packed_in_two(const std::string& first, const std::string& second) const {
+    auto tar = command_output("tar cf - -C '" + src + "' .");
+    std::ofstream(dir / "a.tar", std::ios::binary) << tar.substr(0, tar.size() / 2);
+    std::ofstream(dir / "b.tar", std::ios::binary) << tar.substr(tar.size() / 2);
+    return command_output(first + " < '" + dir / "a.tar" + "'") +
+           command_output(second + " < '" + dir / "b.tar" + "'");
+  }
+};
+
+constexpr uint64_t MiB = 1ull << 20;
+
+/// The message of the memory limit for `needed` and `allowed` bytes.
+std::string over_memory(const std::string& what, const std::string& needed,
+                        const std::string& allowed) {
+  return what + " needs " + needed + " of memory to decode, more than the " + allowed + " allowed";
+}
+
+void put_le(std::string& s, size_t at, uint64_t v, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    s[at + i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+
+/// A zip local file header for `name` with `method`, followed by `data`
+/// (only the headers matter: the memory check runs before any decoding).
+std::string zip_entry(const std::string& name, uint16_t method, const std::string& data,
+                      uint16_t flags = 0) {
+  std::string h(30, '\0');
+  h.replace(0, 4, "PK\3\4");
+  put_le(h, 4, 63, 2);
+  put_le(h, 6, flags, 2);
+  put_le(h, 8, method, 2);
+  put_le(h, 18, (flags & 8) ? 0 : data.size(), 4);
+  put_le(h, 22, 1000, 4);
+  put_le(h, 26, name.size(), 2);
+  return h + name + data;
+}
 
 } // namespace
 
@@ -544,6 +634,214 @@ CAF_TEST(a missing workspace is reported) {
   auto missing = parent / "missing";
   CAF_CHECK(starts_with(rejection_at(missing, project(format::tar_gz)),
                         "workspace '" + missing + "' cannot be opened: "));
+}
+
+// -- flushing -----------------------------------------------------------------
+
+CAF_TEST(an extracted workspace is flushed to disk before extraction returns) {
+  auto before = syncfs_calls.load();
+  extract(project(format::tar_gz));
+  CAF_CHECK_EQUAL(syncfs_calls.load(), before + 1);
+  struct stat ws {};
+  CAF_REQUIRE_EQUAL(::stat(dest.c_str(), &ws), 0);
+  // The descriptor flushed was the workspace's own.
+  CAF_CHECK_EQUAL(synced.st_dev, ws.st_dev);
+  CAF_CHECK_EQUAL(synced.st_ino, ws.st_ino);
+}
+
+// -- decoder memory -----------------------------------------------------------
+
+CAF_TEST(an xz archive asking for a dictionary over the limit is refused) {
+  project_dir p;
+  // hc3: the default match finder would first zero gigabytes of tables.
+  auto big = p.packed("xz -T1 --lzma2=dict=1GiB,mf=hc3 -c");
+  CAF_CHECK_EQUAL(rejection(big), over_memory("the xz dictionary", "1 GiB (1073741824 bytes)",
+                                              "256 MiB (268435456 bytes)"));
+  CAF_CHECK(clean());
+  try {
+    extract(big);
+    CAF_FAIL("accepted");
+  } catch (const archive_memory_error& e) {
+    CAF_CHECK_EQUAL(e.needed, 1ull << 30);
+    CAF_CHECK_EQUAL(e.allowed, 256 * MiB);
+  }
+  // The default preset (8 MiB) is fine, and refused once the limit is lower.
+  auto preset = p.packed("xz -T1 -6 -c");
+  archive_limits small;
+  small.max_memory_bytes = 4 * MiB;
+  CAF_CHECK_EQUAL(
+      rejection(preset, small),
+      over_memory("the xz dictionary", "8 MiB (8388608 bytes)", "4 MiB (4194304 bytes)"));
+  CAF_CHECK(clean());
+  extract(preset);
+  CAF_CHECK_EQUAL(read("run.sh"), "#!/bin/sh\necho hi\n");
+}
+
+CAF_TEST(every block of an xz stream is checked) {
+  project_dir p;
+  auto xz = p.packed("xz -T1 --block-size=16KiB --lzma2=dict=1MiB -c");
+  // The last block header (12 bytes: size, flags, LZMA2 id, 1 property byte
+  // = 1 MiB, padding, CRC32) is rewritten to ask for 512 MiB; a larger
+  // dictionary than the encoder used still decodes.
+  const std::string header{"\x02\x00\x21\x01\x10\x00\x00\x00", 8};
+  auto at = xz.rfind(header);
+  CAF_REQUIRE(at != std::string::npos && at > 12);
+  CAF_REQUIRE(xz.find(header) < at); // more than one block
+  xz[at + 4] = 0x22;                 // 2 << (17 + 11) = 512 MiB
+  auto crc = ::crc32(0, reinterpret_cast<const Bytef*>(xz.data() + at), 8);
+  put_le(xz, at + 8, crc, 4);
+  archive_limits limits;
+  limits.max_memory_bytes = 511 * MiB;
+  CAF_CHECK_EQUAL(
+      rejection(xz, limits),
+      over_memory("the xz dictionary", "512 MiB (536870912 bytes)", "511 MiB (535822336 bytes)"));
+  CAF_CHECK(clean());
+  // Within the limit the patched archive extracts: the check read it right.
+  limits.max_memory_bytes = 512 * MiB;
+  extract(xz, limits);
+  CAF_CHECK_EQUAL(read("run.sh"), "#!/bin/sh\necho hi\n");
+}
+
+CAF_TEST(every stream of concatenated xz is checked) {
+  project_dir p;
+  archive_limits limits;
+  limits.max_memory_bytes = 32 * MiB;
+  auto last_big =
+      p.packed_in_two("xz -T1 --lzma2=dict=1MiB -c", "xz -T1 --lzma2=dict=64MiB,mf=hc3 -c");
+  CAF_CHECK_EQUAL(
+      rejection(last_big, limits),
+      over_memory("the xz dictionary", "64 MiB (67108864 bytes)", "32 MiB (33554432 bytes)"));
+  auto first_big =
+      p.packed_in_two("xz -T1 --lzma2=dict=64MiB,mf=hc3 -c", "xz -T1 --lzma2=dict=1MiB -c");
+  CAF_CHECK(starts_with(rejection(first_big, limits), "the xz dictionary needs 64 MiB"));
+  CAF_CHECK(clean());
+  // Both halves decode into the one tar, with stream padding between them.
+  auto padded = p.packed_in_two("xz -T1 -c", "xz -T1 -c");
+  auto cut = padded.find(std::string{"\xFD"
+                                     "7zXZ",
+                                     5},
+                         1);
+  CAF_REQUIRE(cut != std::string::npos);
+  padded.insert(cut, std::string(8, '\0'));
+  extract(padded);
+  CAF_CHECK(read("sub/data.bin") == noise(64 * 1024));
+}
+
+CAF_TEST(malformed xz headers are refused before decoding) {
+  project_dir p;
+  auto xz = p.packed("xz -T1 -c");
+  auto no_footer = xz.substr(0, xz.size() - 1);
+  CAF_CHECK_EQUAL(rejection(no_footer), "the xz data is malformed: no stream footer at its end");
+  auto bad_index = xz;
+  bad_index[bad_index.size() - 5] = '\x7f'; // backward size: an index larger than the stream
+  CAF_CHECK_EQUAL(rejection(bad_index),
+                  "the xz data is malformed: the footer declares an index larger than the stream");
+  auto trailing = xz + "junk";
+  CAF_CHECK(starts_with(rejection(trailing), "the xz data is malformed: "));
+  CAF_CHECK(clean());
+}
+
+CAF_TEST(compression inside compression is refused) {
+  project_dir p;
+  // The inner stream's headers could not be checked before decoding it.
+  CAF_CHECK_EQUAL(rejection(p.packed("xz -T1 -c | xz -T1 -c")),
+                  "the archive is compressed more than once (xz inside xz); compress it once");
+  CAF_CHECK(clean());
+  // Only the filter detected is enabled: xz behind gzip is not unwrapped.
+  auto inner = p.packed("xz -T1 --lzma2=dict=1GiB,mf=hc3 -c | gzip -c");
+  CAF_CHECK(starts_with(rejection(inner), "not a zip or tar archive: "));
+  CAF_CHECK(clean());
+}
+
+CAF_TEST(an lzma archive is extracted and its dictionary checked) {
+  project_dir p;
+  auto lzma = p.packed("lzma --lzma1=dict=64MiB,mf=hc3 -c");
+  CAF_CHECK(detect_compression(lzma) == compression::lzma);
+  archive_limits limits;
+  limits.max_memory_bytes = 32 * MiB;
+  CAF_CHECK_EQUAL(
+      rejection(lzma, limits),
+      over_memory("the lzma dictionary", "64 MiB (67108864 bytes)", "32 MiB (33554432 bytes)"));
+  CAF_CHECK(clean());
+  extract(lzma);
+  CAF_CHECK(read("sub/data.bin") == noise(64 * 1024));
+}
+
+CAF_TEST(a zstd archive asking for a window over the limit is refused) {
+  project_dir p;
+  // Read from a pipe, the size is unknown: the frame keeps its 128 MiB window.
+  auto zst = p.packed("zstd -q --long=27 -c");
+  archive_limits limits;
+  limits.max_memory_bytes = 64 * MiB;
+  CAF_CHECK_EQUAL(
+      rejection(zst, limits),
+      over_memory("the zstd window", "128 MiB (134217728 bytes)", "64 MiB (67108864 bytes)"));
+  CAF_CHECK(clean());
+  extract(zst);
+  CAF_CHECK_EQUAL(read("run.sh"), "#!/bin/sh\necho hi\n");
+  empty_dest();
+  // Every frame counts, skippable ones are stepped over.
+  auto frames = p.packed_in_two("zstd -q -c", "zstd -q --long=27 -c");
+  std::string skippable{"\x50\x2a\x4d\x18\x03\x00\x00\x00xyz", 11};
+  CAF_CHECK(starts_with(rejection(skippable + frames, limits), "the zstd window needs 128 MiB"));
+  CAF_CHECK(clean());
+}
+
+CAF_TEST(zip entries compressed with lzma ppmd or xz are checked by their headers) {
+  std::string lzma_props{"\x09\x14\x05\x00\x5d", 5};
+  std::string dict(4, '\0');
+  put_le(dict, 0, 1ull << 30, 4);
+  auto lzma = zip_entry("big.txt", 14, lzma_props + dict + "data");
+  CAF_CHECK_EQUAL(rejection(lzma),
+                  over_memory("zip entry 'big.txt' (its LZMA dictionary)",
+                              "1 GiB (1073741824 bytes)", "256 MiB (268435456 bytes)"));
+  // PPMd: order 6, a 256 MiB model.
+  auto ppmd = zip_entry("m.txt", 98, std::string{"\xf5\x0f", 2} + "data");
+  archive_limits limits;
+  limits.max_memory_bytes = 128 * MiB;
+  CAF_CHECK_EQUAL(rejection(ppmd, limits),
+                  over_memory("zip entry 'm.txt' (its PPMd model)", "256 MiB (268435456 bytes)",
+                              "128 MiB (134217728 bytes)"));
+  // libarchive keeps only the low byte of the method: 0x15f reads as xz.
+  auto xz_unsized = zip_entry("x.txt", 0x15f,
+                              std::string{"\xFD"
+                                          "7zXZ\0\0\x04",
+                                          8} +
+                                  "rest",
+                              8);
+  CAF_CHECK_EQUAL(rejection(xz_unsized),
+                  "zip entry 'x.txt' is malformed: it is xz-compressed without stating its "
+                  "compressed size in its local header, so its decoder memory cannot be checked");
+  // Encrypted entries cannot be decoded at all: their bytes are not headers.
+  CAF_CHECK_EQUAL(rejection(zip_entry("e.txt", 14, std::string(20, '\xff'), 1)),
+                  "entry 'e.txt': corrupt data: Passphrase required for this entry");
+  CAF_CHECK(clean());
+  // What no decoder would start on is not an entry of that method: skipped.
+  auto no_props = rejection(zip_entry("fake.txt", 14, std::string(20, '\0')));
+  CAF_CHECK(!starts_with(no_props, "zip entry"));
+  CAF_CHECK(clean());
+  // A tar is no zip: a header-like run of bytes in one of its files is data.
+  auto lookalike = zip_entry("inner.txt", 14, lzma_props + dict + "data");
+  extract(archive_builder{format::tar}.file("blob.bin", lookalike).finish());
+  CAF_CHECK(read("blob.bin") == lookalike);
+  // A real zip (deflate, stored) has nothing to check.
+  CAF_CHECK_EQUAL(decoder_memory(project(format::zip)).bytes, 0u);
+}
+
+CAF_TEST(gzip and bzip2 need no memory check) {
+  CAF_CHECK(detect_compression(project(format::tar_gz)) == compression::gzip);
+  CAF_CHECK(detect_compression(project(format::tar_bz2)) == compression::bzip2);
+  CAF_CHECK(detect_compression(project(format::tar_xz)) == compression::xz);
+  CAF_CHECK(detect_compression(project(format::tar_zst)) == compression::zstd);
+  CAF_CHECK(detect_compression(project(format::tar)) == compression::none);
+  CAF_CHECK(detect_compression(project(format::zip)) == compression::none);
+  CAF_CHECK_EQUAL(decoder_memory(project(format::tar_gz)).bytes, 0u);
+  // libarchive's own xz and zstd writers: an 8 MiB dictionary, a 2 MiB window
+  // at most.
+  CAF_CHECK_LESS_OR_EQUAL(decoder_memory(project(format::tar_xz)).bytes, 8 * MiB);
+  CAF_CHECK_LESS_OR_EQUAL(decoder_memory(project(format::tar_zst)).bytes, 8 * MiB);
+  CAF_CHECK_EQUAL(describe_bytes(300), "300 bytes");
+  CAF_CHECK_EQUAL(describe_bytes(3 * 1024), "3 KiB (3072 bytes)");
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()

@@ -59,6 +59,8 @@ const std::vector<std::string> all_keys = {
     "jobs.user",
     "jobs.group",
     "jobs.inherit_env",
+    "jobs.max_concurrent_extractions",
+    "jobs.max_archive_memory_bytes",
     "metrics.mode",
     "metrics.relative_accuracy",
     "metrics.sample_interval",
@@ -210,6 +212,8 @@ CAF_TEST(builtin defaults apply without any source) {
   CAF_CHECK_EQUAL(c.supervisor.backoff_initial.count(), 100);
   CAF_CHECK_EQUAL(c.supervisor.backoff_max.count(), 5'000);
   CAF_CHECK_EQUAL(c.jobs.concurrency, cores());
+  CAF_CHECK_EQUAL(c.jobs.max_concurrent_extractions, cores());
+  CAF_CHECK_EQUAL(c.jobs.max_archive_memory_bytes, 256ull << 20);
   CAF_CHECK_EQUAL(c.debug.fault_injection, false);
 }
 
@@ -614,6 +618,9 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
   CAF_CHECK_EQUAL(shipped.jobs.user, builtin.jobs.user);
   CAF_CHECK_EQUAL(shipped.jobs.group, builtin.jobs.group);
   CAF_CHECK_EQUAL(shipped.jobs.inherit_env, builtin.jobs.inherit_env);
+  CAF_CHECK_EQUAL(shipped.jobs.max_concurrent_extractions,
+                  builtin.jobs.max_concurrent_extractions);
+  CAF_CHECK_EQUAL(shipped.jobs.max_archive_memory_bytes, builtin.jobs.max_archive_memory_bytes);
   CAF_CHECK_EQUAL(shipped.debug.fault_injection, builtin.debug.fault_injection);
   CAF_CHECK_EQUAL(shipped.metrics.mode, builtin.metrics.mode);
   CAF_CHECK_EQUAL(shipped.metrics.relative_accuracy, builtin.metrics.relative_accuracy);
@@ -632,6 +639,22 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
     auto leaf = key.substr(key.rfind('.') + 1);
     CAF_CHECK(contains(text, leaf + ":"));
   }
+}
+
+CAF_TEST(extraction limits default to the cores and 256MiB and can be set) {
+  CAF_CHECK_EQUAL(flag("jobs.max_concurrent_extractions", "3").jobs.max_concurrent_extractions, 3);
+  CAF_CHECK_EQUAL(flag("jobs.max_archive_memory_bytes", "1GiB").jobs.max_archive_memory_bytes,
+                  1ull << 30);
+  CAF_CHECK_EQUAL(flag_error("jobs.max_concurrent_extractions", "0"),
+                  "config error: jobs.max_concurrent_extractions: must be >= 1, got 0");
+  CAF_CHECK_EQUAL(flag_error("jobs.max_archive_memory_bytes", "512KiB"),
+                  "config error: jobs.max_archive_memory_bytes: must be >= 1MiB, got 512KiB");
+  // --help shows the default as what it is, like jobs.concurrency's.
+  auto text = troupe::describe_config_keys();
+  auto at = text.find("jobs.max_concurrent_extractions ");
+  CAF_REQUIRE(at != std::string::npos);
+  auto line = text.substr(at, text.find('\n', at) - at);
+  CAF_CHECK(contains(line, "(number of cores)"));
 }
 
 CAF_TEST(describe_config_keys lists every key with its env var and default) {
