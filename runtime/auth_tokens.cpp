@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
+#include <string_view>
 
 #include <fcntl.h>
 #include <sys/random.h>
@@ -38,8 +40,8 @@ std::string octal_mode(mode_t mode) {
   return buf;
 }
 
-/// Reads at most `limit` bytes of `fd`; throws naming `path`.
-std::string read_all(int fd, const std::string& path, size_t limit) {
+/// Reads at most `limit` bytes of `fd`; the caller names the file in errors.
+std::string read_all(int fd, size_t limit) {
   std::string out;
   char buf[1024];
   for (;;) {
@@ -47,13 +49,12 @@ std::string read_all(int fd, const std::string& path, size_t limit) {
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0)
-      throw std::runtime_error("cannot read " + path + ": " + errno_text());
+      throw std::runtime_error("cannot read: " + errno_text());
     if (n == 0)
       return out;
     out.append(buf, static_cast<size_t>(n));
     if (out.size() > limit)
-      throw std::runtime_error(path + " is larger than " + std::to_string(limit) +
-                               " bytes: not a token file");
+      throw std::runtime_error("larger than " + std::to_string(limit) + " bytes");
   }
 }
 
@@ -128,7 +129,12 @@ std::string read_token_file(int fd, const std::string& path) {
     logging::get("auth")->warn("{} could be read by group or others (mode {}): tightened to 0600",
                                path, octal_mode(st.st_mode));
   }
-  auto text = read_all(fd, path, max_token_file_bytes);
+  std::string text;
+  try {
+    text = read_all(fd, max_token_file_bytes);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(path + ": " + e.what());
+  }
   auto end = text.find_last_not_of(" \t\r\n");
   text.erase(end == std::string::npos ? 0 : end + 1);
   if (text.empty())
@@ -170,7 +176,7 @@ std::vector<http::token_entry> read_tokens_file(const std::string& file) {
                                file, octal_mode(st.st_mode));
   std::string text;
   try {
-    text = read_all(in.fd, file, 16u << 20);
+    text = read_all(in.fd, 16u << 20);
   } catch (const std::runtime_error& e) {
     throw fail(e.what());
   }
@@ -246,6 +252,10 @@ bool api_tokens::reload() {
     file_ = std::move(file);
   } catch (const config_error& e) {
     log->error("cannot reload tokens, the previous ones stay in force: {}", e.reason());
+    return false;
+  } catch (const std::exception& e) { // runs on the signal thread: never let it end the node
+    log->error("cannot reload tokens from {}, the previous ones stay in force: {}",
+               cfg_.tokens_file, e.what());
     return false;
   }
   log->info("reloaded {} tokens from {}", file_.size(), cfg_.tokens_file);

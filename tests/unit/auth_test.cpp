@@ -451,6 +451,8 @@ CAF_TEST(an unusable token file stops the start with its path) {
   };
   write("token", "\n");
   CAF_CHECK_EQUAL(error(), path + " is empty: remove it to have a new token generated");
+  write("token", std::string(5000, 'a'));
+  CAF_CHECK_EQUAL(error(), path + ": larger than 4096 bytes");
   fs::remove(path);
   fs::create_symlink(dir / "elsewhere", path);
   CAF_CHECK(contains(error(), "cannot open " + path));
