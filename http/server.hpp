@@ -22,6 +22,7 @@ struct server_options {
   std::chrono::milliseconds sse_ping_interval{15'000};
   size_t sse_queue_limit = 4096;
   size_t sse_queue_bytes = 4u << 20;
+  std::shared_ptr<const authenticator> auth; ///< null: auth.mode none (every caller is admin)
   /// Routes whose access log line is written at debug level (probes).
   std::vector<std::string> quiet_routes{"/healthz", "/readyz", "/metrics"};
   /// Called on the io thread once per answered request (an SSE stream when it

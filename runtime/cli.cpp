@@ -240,6 +240,9 @@ int serve(const std::vector<std::string>& args) {
   runtime rt{std::move(cfg)};
   try {
     rt.start();
+  } catch (const config_error& e) { // auth.tokens_file is read at start
+    std::cerr << e.what() << '\n';
+    return exit_usage;
   } catch (const std::exception& e) {
     std::cerr << "troupe: cannot start: " << e.what() << '\n';
     return 1;

@@ -1,5 +1,6 @@
 #include "runtime/config.hpp"
 
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,10 +24,12 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include "http/auth.hpp"
 #include "http/http_client.hpp"
 #include "http/prometheus.hpp"
 #include "persistence/redis.hpp"
 #include "runtime/host.hpp"
+#include "runtime/auth_tokens.hpp"
 #include "runtime/metrics_model.hpp"
 
 extern char** environ;
@@ -123,6 +126,18 @@ struct text_kind {
     return std::nullopt;
   }
   std::string show(const std::string& v) const { return v.empty() ? "\"\"" : v; }
+};
+
+/// auth.tokens: YAML sequences arrive as JSON text, the environment holds
+/// JSON; errors name the element and never a token (parse_auth_tokens).
+struct token_list_kind {
+  problem parse(std::string_view raw, std::vector<auth_token>& out) const {
+    out = parse_auth_tokens(raw, "auth.tokens");
+    return std::nullopt;
+  }
+  std::string show(const std::vector<auth_token>& v) const {
+    return v.empty() ? "[]" : "[" + std::to_string(v.size()) + " tokens, not shown]";
+  }
 };
 
 struct choice_kind {
@@ -414,6 +429,20 @@ template <class Ref> field optional_text(std::string path, Ref ref, std::string 
   return make_field(std::move(path), "string", text_kind{}, ref, any, std::move(help));
 }
 
+/// The type of auth.tokens; apply_yaml_map hands it sequences and mappings.
+const std::string token_list_type = "list of {name, token, roles}";
+
+/// Names and tokens are checked by the table the server will use, so the
+/// config accepts exactly what the runtime can load.
+problem valid_tokens(const std::vector<auth_token>& tokens, const config&) {
+  try {
+    http::token_table{auth::to_entries(tokens, "auth.tokens")};
+  } catch (const http::invalid_token_entry& e) {
+    throw config_error(e.where(), e.reason());
+  }
+  return std::nullopt;
+}
+
 template <class Ref> field address(std::string path, Ref ref, std::string help) {
   return make_field(std::move(path), "HOST:PORT", text_kind{}, ref, valid_listen, std::move(help));
 }
@@ -600,6 +629,21 @@ const std::vector<field>& fields() {
                "Lowest severity that is logged"),
         choice("log.format", at(&config::log, &log_config::format), {"json", "text"},
                "text for people, json for log collectors"),
+        choice("auth.mode", at(&config::auth, &auth_config::mode), {"token", "none"},
+               "token: bearer tokens required; none: every caller is admin (only on a loopback "
+               "listen address unless auth.allow_insecure)"),
+        make_field("auth.tokens", token_list_type, token_list_kind{},
+                   at(&config::auth, &auth_config::tokens), valid_tokens,
+                   "API tokens, roles read, submit or admin (the strongest counts); none "
+                   "anywhere: an admin token generated in DATA_DIR/token; the environment holds "
+                   "the list as JSON"),
+        optional_text("auth.tokens_file", at(&config::auth, &auth_config::tokens_file),
+                      "YAML/JSON file with more tokens (a list, or a mapping with tokens:); "
+                      "re-read on SIGHUP"),
+        boolean("auth.public_metrics", at(&config::auth, &auth_config::public_metrics),
+                "GET /metrics needs no token (Prometheus scrapes, probes)"),
+        boolean("auth.allow_insecure", at(&config::auth, &auth_config::allow_insecure),
+                "Allows auth.mode none on a non-loopback listen address"),
         integer("http.io_threads", at(&config::http, &http_config::io_threads), 1, 64,
                 "Threads serving HTTP connections"),
         size("http.max_json_bytes", at(&config::http, &http_config::max_json_bytes), 1,
@@ -911,7 +955,13 @@ void assign(config& c, const std::string& key, std::string_view raw,
                                           : "is a section, not a key (its keys: " + keys + ")")
                               + suffix);
   }
-  if (auto p = f->set(c, raw))
+  problem p;
+  try {
+    p = f->set(c, raw);
+  } catch (const config_error& e) { // a kind that names an element (auth.tokens[1].roles)
+    throw config_error(e.path(), e.reason() + suffix);
+  }
+  if (p)
     throw config_error(key, *p + suffix);
 }
 
@@ -999,7 +1049,8 @@ void apply_yaml_map(config& c, const YAML::Node& map, const std::string& prefix)
       continue;
     if (!value.IsScalar()) {
       auto type = find_field(path)->type;
-      if ((type == "JSON object" && value.IsMap()) || (type == "list" && value.IsSequence())) {
+      if ((type == "JSON object" && value.IsMap()) || (type == "list" && value.IsSequence()) ||
+          type == token_list_type) {
         assign(c, path, yaml_to_json(value).dump());
         continue;
       }
@@ -1009,16 +1060,24 @@ void apply_yaml_map(config& c, const YAML::Node& map, const std::string& prefix)
   }
 }
 
+/// Where and why YAML failed to parse: " at line L, column C: why". A
+/// message quoting the text (an escape, a version) is cut before the quote:
+/// the text may be a token or password.
+std::string yaml_problem(const YAML::Exception& e) {
+  auto why = e.msg.substr(0, e.msg.find(": "));
+  if (e.mark.is_null())
+    return ": " + why;
+  return " at line " + std::to_string(e.mark.line + 1) + ", column " +
+         std::to_string(e.mark.column + 1) + ": " + why;
+}
+
 void apply_yaml_file(config& c, const std::string& file) {
   auto text = read_file(file, true);
   YAML::Node root;
   try {
     root = YAML::Load(*text);
   } catch (const YAML::Exception& e) {
-    if (e.mark.is_null())
-      throw config_error(file, "invalid YAML: " + e.msg);
-    throw config_error(file, "invalid YAML at line " + std::to_string(e.mark.line + 1) +
-                                 ", column " + std::to_string(e.mark.column + 1) + ": " + e.msg);
+    throw config_error(file, "invalid YAML" + yaml_problem(e));
   }
   if (root.IsNull())
     return;
@@ -1045,8 +1104,8 @@ problem parse_dotenv_line(std::string_view line,
   if (starts_with(s, "export") && s.size() > 6 && is_space(s[6]))
     s = trim(s.substr(7));
   auto eq = s.find('=');
-  if (eq == std::string_view::npos)
-    return "expected KEY=VALUE, got " + in_quotes(s);
+  if (eq == std::string_view::npos) // the line is not quoted: it may hold a secret
+    return std::string{"expected KEY=VALUE"};
   auto name = trim(s.substr(0, eq));
   if (!valid_env_name(name))
     return "invalid variable name " + in_quotes(name);
@@ -1066,8 +1125,8 @@ problem parse_dotenv_line(std::string_view line,
     if (i >= rest.size())
       return std::string{"unterminated "} + (q == '"' ? "double" : "single") + "-quoted value";
     auto after = trim(rest.substr(i + 1));
-    if (!after.empty() && after[0] != '#')
-      return "unexpected text after the closing quote: " + in_quotes(after);
+    if (!after.empty() && after[0] != '#') // not quoted: it may be part of a secret
+      return std::string{"unexpected text after the closing quote"};
   } else {
     // An unquoted value ends at a comment that follows whitespace.
     for (size_t i = 0; i < rest.size(); ++i)
@@ -1122,7 +1181,132 @@ std::map<std::string, env_value> troupe_environment(const config_sources& src) {
   return vars;
 }
 
+// -- API tokens -------------------------------------------------------------------
+
+/// A value as long as a token is never echoed in an error: it may be one,
+/// typed in the wrong place.
+std::string echo(std::string_view v) {
+  if (v.size() >= 16)
+    return "(a value of " + std::to_string(v.size()) + " characters, not shown)";
+  return in_quotes(v);
+}
+
+/// The shape of a node, never its text.
+std::string shape(const YAML::Node& node) {
+  if (node.IsMap())
+    return "a mapping";
+  if (node.IsSequence())
+    return "a list";
+  if (node.IsNull())
+    return "nothing";
+  return "a single value";
+}
+
+std::vector<std::string> parse_roles(const YAML::Node& node, const std::string& at) {
+  const std::string names = "(read, submit or admin)";
+  if (!node.IsSequence())
+    throw config_error(at, "expected a list of roles " + names + ", got " + shape(node));
+  if (node.size() == 0)
+    throw config_error(at, "must name at least one role " + names);
+  std::vector<std::string> roles;
+  for (const auto& item : node) {
+    if (!item.IsScalar())
+      throw config_error(at, "expected role names " + names + ", got " + shape(item));
+    auto name = lower(trim(item.Scalar()));
+    auto r = http::parse_role(name);
+    if (!r || *r == http::role::none)
+      throw config_error(at, "unknown role " + echo(item.Scalar()) + " " + names);
+    roles.push_back(name);
+  }
+  return roles;
+}
+
+auth_token parse_token_element(const YAML::Node& node, const std::string& at) {
+  if (!node.IsMap())
+    throw config_error(at, "expected a mapping of name, token and roles, got " + shape(node));
+  auth_token t;
+  std::set<std::string> seen;
+  for (const auto& kv : node) {
+    auto key = kv.first.IsScalar() ? kv.first.Scalar() : std::string{};
+    if (key != "name" && key != "token" && key != "roles")
+      throw config_error(at, "unknown key " + echo(key) + " (name, token and roles)");
+    if (!seen.insert(key).second)
+      throw config_error(at + "." + key, "duplicate key");
+    const YAML::Node& value = kv.second;
+    if (key == "roles") {
+      t.roles = parse_roles(value, at + ".roles");
+      continue;
+    }
+    if (!value.IsNull() && !value.IsScalar()) // null: empty, refused by the token table
+      throw config_error(at + "." + key, "expected a string, got " + shape(value));
+    (key == "name" ? t.name : t.token) = value.IsNull() ? std::string{} : value.Scalar();
+  }
+  for (auto required : {"name", "token", "roles"})
+    if (seen.count(required) == 0)
+      throw config_error(at + "." + required, "required");
+  return t;
+}
+
+/// The list under `tokens:` of a tokens file written as a mapping.
+YAML::Node tokens_of(const YAML::Node& map, const std::string& where) {
+  for (const auto& kv : map)
+    if (!kv.first.IsScalar() || kv.first.Scalar() != "tokens")
+      throw config_error(where, "unknown key " +
+                                    echo(kv.first.IsScalar() ? kv.first.Scalar() : "") +
+                                    " (expected a list of tokens, or tokens: with the list)");
+  if (map.size() == 0)
+    return YAML::Node{};
+  return map["tokens"];
+}
+
+/// Without tokens the API is a remote shell for whoever reaches it: only
+/// this machine may, unless the operator says otherwise.
+void check_auth_mode(const config& c) {
+  if (c.auth.mode != "none" || c.auth.allow_insecure || is_loopback_host(c.listen_host()))
+    return;
+  throw config_error("auth.mode", "none is accepted only while listen is a loopback address "
+                                  "(127.0.0.0/8, ::1, localhost), not " +
+                                      c.listen +
+                                      ": use tokens, or set auth.allow_insecure: true to give "
+                                      "every client on the network admin rights");
+}
+
 } // namespace
+
+std::vector<auth_token> parse_auth_tokens(std::string_view text, const std::string& where,
+                                          bool tokens_key) {
+  YAML::Node doc;
+  try {
+    doc = YAML::Load(std::string{text}); // JSON is YAML: one parser for both
+  } catch (const YAML::Exception& e) {
+    throw config_error(where, "not valid YAML or JSON" + yaml_problem(e));
+  }
+  // Copy-constructed, never assigned: assigning a YAML::Node rewrites the node it refers to.
+  const YAML::Node list = tokens_key && doc.IsMap() ? tokens_of(doc, where) : doc;
+  if (list.IsNull())
+    return {};
+  if (!list.IsSequence())
+    throw config_error(where, "expected a list of {name, token, roles}, got " + shape(list));
+  std::vector<auth_token> tokens;
+  for (size_t i = 0; i < list.size(); ++i)
+    tokens.push_back(parse_token_element(list[i], where + "[" + std::to_string(i) + "]"));
+  return tokens;
+}
+
+bool is_loopback_host(std::string_view host) {
+  if (lower(host) == "localhost")
+    return true;
+  auto text = std::string{host};
+  in_addr v4{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1)
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, text.c_str(), &v6) != 1)
+    return false;
+  if (IN6_IS_ADDR_LOOPBACK(&v6))
+    return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+}
 
 config load_config(const config_sources& src) {
   auto env = troupe_environment(src);
@@ -1161,6 +1345,7 @@ config load_config(const config_sources& src) {
       rest.remove_prefix(comma + 1);
     }
   }
+  check_auth_mode(c);
   if (c.http.tls.cert_file.empty() != c.http.tls.key_file.empty())
     throw config_error(c.http.tls.cert_file.empty() ? "http.tls.cert_file" : "http.tls.key_file",
                        "cert_file and key_file go together");

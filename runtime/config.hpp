@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace troupe {
@@ -328,7 +329,21 @@ config load_config(const config_sources& src);
 /// The current process environment as NAME=VALUE strings.
 std::vector<std::string> process_environment();
 
-/// Describes every key with its type, default and meaning (for --help and docs).
+/// Describes every key with its type, built-in default and meaning (for --help
+/// and docs); configured values (tokens, passwords) are never shown.
 std::string describe_config_keys();
+
+/// Parses API tokens from YAML or JSON text: a list of {name, token, roles}
+/// (with `tokens_key`, also a mapping whose `tokens:` holds the list; empty
+/// text or null: none). Throws config_error whose path names the element,
+/// e.g. `auth.tokens[1].roles` for `where` "auth.tokens"; no error ever
+/// contains a token. Names and token strength are checked by the token table
+/// (http::token_table), not here.
+std::vector<auth_token> parse_auth_tokens(std::string_view text, const std::string& where,
+                                          bool tokens_key = false);
+
+/// True for hosts only this machine reaches: 127.0.0.0/8, ::1 (also as
+/// ::ffff:127.x.y.z) and localhost. `host` is without brackets and port.
+bool is_loopback_host(std::string_view host);
 
 } // namespace troupe

@@ -34,6 +34,7 @@
 #include "http/server.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
+#include "runtime/auth_tokens.hpp"
 #include "runtime/host.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/job_routes.hpp"
@@ -155,6 +156,7 @@ struct runtime::impl {
   config cfg;
   std::string address;
   std::unique_ptr<data_dir_lock> lock;
+  std::unique_ptr<auth::api_tokens> tokens;
   std::shared_ptr<persistence::lmdb_env> env;
   std::shared_ptr<process::io> proc_io;
   std::unique_ptr<node_system_config> sys_cfg;
@@ -220,6 +222,8 @@ void runtime::start() {
   auto& d = *impl_;
   auto& cfg = d.cfg;
   logging::setup(cfg.log.level, cfg.log.format);
+  // Tokens are read before anything is bound: a bad tokens file is a config error.
+  d.tokens = std::make_unique<auth::api_tokens>(cfg.auth);
   // Bind first: the first log line names the bound address (port 0 → any).
   auto ctx = std::make_shared<node_context>();
   ctx->cfg = &d.cfg;
@@ -259,14 +263,20 @@ void runtime::start() {
   opts.sse_ping_interval = cfg.http.sse_ping_interval;
   opts.sse_queue_limit = static_cast<size_t>(cfg.http.sse_queue_limit);
   opts.sse_queue_bytes = cfg.http.sse_queue_bytes;
+  opts.auth = d.tokens->authenticator();
   d.server = std::make_unique<http::server>(opts, routes);
   d.address = d.server->bind(cfg.listen_host(), cfg.listen_port());
   d.log->info("listening on {}", d.address);
+  if (cfg.auth.mode == "none")
+    d.log->warn("auth.mode is none: every client that reaches {} is admin", d.address);
   // Storage: private to troupe (jobs.user may only pass through to its
   // workspace), the store within it 0700 with 0600 files.
   auto access = host::shared_dir_access(cfg.jobs.identity);
   prepare_dir(cfg.data_dir, access, d.log);
   d.lock = std::make_unique<data_dir_lock>(cfg.data_dir);
+  // Under the lock: two daemons never race to create DATA_DIR/token.
+  if (d.tokens->needs_generated_token())
+    d.tokens->use_data_dir_token(cfg.data_dir);
   d.env = persistence::lmdb_env::open(cfg.data_dir + "/store", cfg.store.map_size_bytes);
   d.log->info("store opened at {}/store (schema version {})", cfg.data_dir,
               persistence::schema_version);
@@ -411,6 +421,10 @@ const std::string& runtime::address() const {
   return impl_->address;
 }
 
+bool runtime::reload_tokens() {
+  return impl_->tokens != nullptr && impl_->tokens->reload();
+}
+
 void runtime::request_stop(int exit_code, std::string reason) {
   std::unique_lock<std::mutex> guard{impl_->mtx};
   if (impl_->stop_requested)
@@ -472,26 +486,38 @@ const std::shared_ptr<persistence::lmdb_env>& runtime::env() const {
   return impl_->env;
 }
 
-void block_stop_signals() {
-  std::signal(SIGPIPE, SIG_IGN);
+namespace {
+
+/// The signals the sigwait thread takes: stop (INT, TERM) and reload (HUP).
+sigset_t node_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
+} // namespace
+
+void block_stop_signals() {
+  std::signal(SIGPIPE, SIG_IGN);
+  auto set = node_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 void handle_stop_signals(runtime& rt) {
   std::thread([&rt] {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
+    auto set = node_signals();
     int received = 0;
     for (;;) {
       int sig = 0;
       if (sigwait(&set, &sig) != 0)
         continue;
+      if (sig == SIGHUP) {
+        rt.reload_tokens(); // logs what it did
+        continue;
+      }
       auto name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
       if (++received == 1) {
         rt.request_stop(0, std::string{"received "} + name);

@@ -34,6 +34,11 @@ public:
   /// The bound HOST:PORT (valid after start()).
   const std::string& address() const;
 
+  /// Re-reads auth.tokens_file and replaces the API tokens at once; a bad
+  /// file keeps those in force (the error is logged). Thread-safe; false if
+  /// nothing was replaced.
+  bool reload_tokens();
+
   /// Asks the node to stop; the first caller's exit code wins. Thread-safe.
   void request_stop(int exit_code, std::string reason);
 
@@ -54,12 +59,14 @@ private:
   std::unique_ptr<impl> impl_;
 };
 
-/// Blocks SIGINT/SIGTERM (and ignores SIGPIPE) in the calling thread; call it
-/// before any other thread exists so that every thread inherits the mask.
+/// Blocks SIGINT/SIGTERM/SIGHUP (and ignores SIGPIPE) in the calling thread;
+/// call it before any other thread exists so that every thread inherits the
+/// mask.
 void block_stop_signals();
 
 /// Handles SIGINT/SIGTERM on a thread of its own: the first one asks `rt` to
-/// stop gracefully, a second one exits at once.
+/// stop gracefully, a second one exits at once. SIGHUP reloads the API
+/// tokens (runtime::reload_tokens).
 void handle_stop_signals(runtime& rt);
 
 } // namespace troupe

@@ -33,6 +33,11 @@ const std::vector<std::string> all_keys = {
     "data_dir",
     "log.level",
     "log.format",
+    "auth.mode",
+    "auth.tokens",
+    "auth.tokens_file",
+    "auth.public_metrics",
+    "auth.allow_insecure",
     "http.io_threads",
     "http.max_json_bytes",
     "http.request_timeout",
@@ -298,9 +303,7 @@ CAF_TEST(dotenv can name the config file and its errors name the dotenv file) {
 CAF_TEST(a malformed dotenv line names the file and the line) {
   auto src = sources();
   src.dotenv = write(".env", "# fine\nTROUPE_DATA_DIR=/x\nthis is not an assignment\n");
-  CAF_CHECK_EQUAL(error_of(src), "config error: " + src.dotenv +
-                                     ": line 3: expected KEY=VALUE, got \"this is not an "
-                                     "assignment\"");
+  CAF_CHECK_EQUAL(error_of(src), "config error: " + src.dotenv + ": line 3: expected KEY=VALUE");
   src.dotenv = write(".env", "\nTROUPE_DATA_DIR=\"/unterminated\n");
   CAF_CHECK_EQUAL(error_of(src),
                   "config error: " + src.dotenv + ": line 2: unterminated double-quoted value");
@@ -622,6 +625,11 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
                   builtin.jobs.max_concurrent_extractions);
   CAF_CHECK_EQUAL(shipped.jobs.max_archive_memory_bytes, builtin.jobs.max_archive_memory_bytes);
   CAF_CHECK_EQUAL(shipped.debug.fault_injection, builtin.debug.fault_injection);
+  CAF_CHECK_EQUAL(shipped.auth.mode, builtin.auth.mode);
+  CAF_CHECK_EQUAL(shipped.auth.tokens.size(), 0u);
+  CAF_CHECK_EQUAL(shipped.auth.tokens_file, builtin.auth.tokens_file);
+  CAF_CHECK_EQUAL(shipped.auth.public_metrics, builtin.auth.public_metrics);
+  CAF_CHECK_EQUAL(shipped.auth.allow_insecure, builtin.auth.allow_insecure);
   CAF_CHECK_EQUAL(shipped.metrics.mode, builtin.metrics.mode);
   CAF_CHECK_EQUAL(shipped.metrics.relative_accuracy, builtin.metrics.relative_accuracy);
   CAF_CHECK_EQUAL(shipped.metrics.max_series, builtin.metrics.max_series);
@@ -763,6 +771,143 @@ CAF_TEST(jobs user and group are resolved and inherit_env takes names and globs)
   CAF_REQUIRE(own.jobs.identity.has_value());
   CAF_CHECK_EQUAL(own.jobs.identity->uid, ::geteuid());
   CAF_CHECK_EQUAL(own.jobs.identity->user, std::string{me->pw_name});
+}
+
+const std::string ci_token = "ci-0123456789abcdef";
+const std::string ops_token = "ops-0123456789abcdef";
+
+CAF_TEST(auth defaults to tokens with public metrics) {
+  auto c = load_config(sources());
+  CAF_CHECK_EQUAL(c.auth.mode, "token");
+  CAF_CHECK_EQUAL(c.auth.tokens.size(), 0u);
+  CAF_CHECK_EQUAL(c.auth.tokens_file, "");
+  CAF_CHECK_EQUAL(c.auth.public_metrics, true);
+  CAF_CHECK_EQUAL(c.auth.allow_insecure, false);
+  CAF_CHECK(contains(troupe::describe_config_keys(), "list of {name, token, roles}"));
+}
+
+CAF_TEST(auth tokens come from a YAML list the environment or a flag as JSON) {
+  auto c = load_config(with_file("auth:\n  tokens:\n    - name: ci\n      token: " + ci_token +
+                                 "\n      roles: [read, submit]\n    - {name: ops, token: '" +
+                                 ops_token + "', roles: [ADMIN]}\n  tokens_file: /etc/t.yaml\n"
+                                 "  public_metrics: false\n"));
+  CAF_REQUIRE_EQUAL(c.auth.tokens.size(), 2u);
+  CAF_CHECK_EQUAL(c.auth.tokens[0].name, "ci");
+  CAF_CHECK_EQUAL(c.auth.tokens[0].token, ci_token);
+  CAF_CHECK(c.auth.tokens[0].roles == std::vector<std::string>({"read", "submit"}));
+  CAF_CHECK(c.auth.tokens[1].roles == std::vector<std::string>({"admin"}));
+  CAF_CHECK_EQUAL(c.auth.tokens_file, "/etc/t.yaml");
+  CAF_CHECK_EQUAL(c.auth.public_metrics, false);
+  auto json = R"([{"name": "ci", "token": ")" + ci_token + R"(", "roles": ["submit"]}])";
+  auto env = load_config(with_env({"TROUPE_AUTH__TOKENS=" + json}));
+  CAF_REQUIRE_EQUAL(env.auth.tokens.size(), 1u);
+  CAF_CHECK_EQUAL(env.auth.tokens[0].token, ci_token);
+  CAF_CHECK_EQUAL(flag("auth.tokens", json).auth.tokens.size(), 1u);
+  CAF_CHECK_EQUAL(flag("auth.tokens", "").auth.tokens.size(), 0u);
+  CAF_CHECK_EQUAL(flag("auth.tokens", "[]").auth.tokens.size(), 0u);
+  // The environment wins over the file, as for every key.
+  auto src = with_file("auth:\n  tokens: [{name: a, token: " + ops_token + ", roles: [read]}]\n");
+  src.environment = {"TROUPE_AUTH__TOKENS=" + json};
+  auto merged = load_config(src);
+  CAF_REQUIRE_EQUAL(merged.auth.tokens.size(), 1u);
+  CAF_CHECK_EQUAL(merged.auth.tokens[0].name, "ci");
+}
+
+CAF_TEST(auth token errors name the element and never show a token) {
+  auto element = [](const std::string& roles) {
+    return "{name: ci, token: " + ci_token + ", roles: " + roles + "}";
+  };
+  check_yaml_error("auth:\n  tokens: [" + element("[read]") + ", " + element("[root]") + "]\n",
+                   "auth.tokens[1].roles", "unknown role \"root\" (read, submit or admin)");
+  CAF_CHECK_EQUAL(env_error(R"(TROUPE_AUTH__TOKENS=[{"name": "ci", "token": ")" + ci_token +
+                            R"(", "roles": ["root"]}])"),
+                  "config error: auth.tokens[0].roles: unknown role \"root\" (read, submit or "
+                  "admin) (from TROUPE_AUTH__TOKENS)");
+  check_yaml_error("auth:\n  tokens: [" + element("[]") + "]\n", "auth.tokens[0].roles",
+                   "must name at least one role");
+  check_yaml_error("auth:\n  tokens: [{name: ci, roles: [read]}]\n", "auth.tokens[0].token",
+                   "required");
+  check_yaml_error("auth:\n  tokens: [{name: ci, token: [a], roles: [read]}]\n",
+                   "auth.tokens[0].token", "expected a string, got a list");
+  check_yaml_error("auth:\n  tokens:\n    name: ci\n    token: " + ci_token + "\n",
+                   "auth.tokens", "expected a list of {name, token, roles}, got a mapping");
+  check_yaml_error("auth:\n  tokens: " + ci_token + "\n", "auth.tokens",
+                   "expected a list of {name, token, roles}, got a single value");
+  // The token table's checks apply to configured tokens too.
+  check_yaml_error("auth:\n  tokens: [{name: ci, token: short, roles: [read]}]\n",
+                   "auth.tokens[0]", "token of \"ci\" must be at least 16 bytes long");
+  check_yaml_error("auth:\n  tokens: [" + element("[read]") + ", " + element("[admin]") + "]\n",
+                   "auth.tokens[1]", "name \"ci\" is also used by auth.tokens[0]");
+  check_yaml_error("auth:\n  tokens: [" + element("[read]") + ", {name: ops, token: " +
+                     ci_token + ", roles: [read]}]\n",
+                   "auth.tokens[1]",
+                   "token of \"ops\" is also used by auth.tokens[0] (\"ci\")");
+  // Not one of these messages shows the token, however it was misplaced.
+  for (auto& text : {
+         file_error("auth:\n  tokens: [" + element("[read]") + ", " + element("[read]") + "]\n"),
+         file_error("auth:\n  tokens: [" + element("[" + ops_token + "]") + "]\n"),
+         file_error("auth:\n  tokens: [{name: ci, " + ops_token + ", roles: [read]}]\n"),
+         file_error("auth:\n  tokens: [{name: ci, token: " + ops_token + ", roles: [read]},\n"),
+         file_error("auth:\n  tokens: " + ops_token + "\n"),
+         file_error("auth:\n  tokens: [" + ops_token + "]\n"),
+         env_error("TROUPE_AUTH__TOKENS=" + ops_token),
+         env_error("TROUPE_AUTH__TOKENS=[{\"name\": \"ci\", \"token\": \"" + ops_token + "\""),
+         env_error("TROUPE_AUTH__TOKENS={\"token\": \"" + ops_token + "\"}"),
+         flag_error("auth.tokens", "[{\"name\": \"ci\", \"token\": \"" + ops_token +
+                                     "\", \"roles\": \"admin\"}]"),
+       }) {
+    CAF_CHECK_NOT_EQUAL(text, "");
+    CAF_CHECK(!contains(text, ops_token));
+    CAF_CHECK(!contains(text, "0123456789"));
+    CAF_MESSAGE(text);
+  }
+}
+
+CAF_TEST(auth mode none needs a loopback listen unless insecure is allowed) {
+  for (auto listen : {"127.0.0.1:0", "127.8.9.10:80", "[::1]:8000", "localhost:1", "LOCALHOST:1",
+                      "[::ffff:127.0.0.1]:9"}) {
+    auto src = sources();
+    src.flags = {{"auth.mode", "none"}, {"listen", listen}};
+    CAF_CHECK_EQUAL(error_of(src), "");
+  }
+  for (auto listen : {"0.0.0.0:0", "[::]:80", "10.0.0.1:80", "128.0.0.1:80", "example.com:80",
+                      "localhost.example.com:80", "[::2]:80", "[::ffff:10.0.0.1]:9"}) {
+    auto src = sources();
+    src.flags = {{"auth.mode", "none"}, {"listen", listen}};
+    CAF_CHECK_EQUAL(error_of(src),
+                    std::string{"config error: auth.mode: none is accepted only while listen is "
+                                "a loopback address (127.0.0.0/8, ::1, localhost), not "} +
+                      listen +
+                      ": use tokens, or set auth.allow_insecure: true to give every client on "
+                      "the network admin rights");
+    src.flags["auth.allow_insecure"] = "true";
+    CAF_CHECK_EQUAL(error_of(src), "");
+  }
+  // Tokens on any address are fine.
+  CAF_CHECK_EQUAL(flag("listen", "0.0.0.0:0").auth.mode, "token");
+  CAF_CHECK_EQUAL(flag_error("auth.mode", "open"),
+                  "config error: auth.mode: expected one of token|none, got \"open\"");
+}
+
+CAF_TEST(yaml errors do not quote the text they fail on) {
+  for (auto escape : {"\\U7FFFFFFF", "\\q", "\\xZZ"}) {
+    auto err = file_error("logs:\n  loki:\n    password: \"hunter2" + std::string{escape} +
+                          "rest\"\n");
+    CAF_CHECK(contains(err, "invalid YAML at line 3"));
+    CAF_CHECK(!contains(err, "hunter2"));
+    CAF_CHECK(!contains(err, "7FFFFFFF") && !contains(err, "7fffffff"));
+    CAF_CHECK(!contains(err, ": q"));
+    CAF_MESSAGE(err);
+  }
+}
+
+CAF_TEST(malformed dotenv lines do not echo what may be a secret) {
+  auto src = sources();
+  src.dotenv = write(".env", "TROUPE_LOGS__LOKI__PASSWORD: hunter2hunter2\n");
+  CAF_CHECK_EQUAL(error_of(src), "config error: " + src.dotenv + ": line 1: expected KEY=VALUE");
+  src.dotenv = write(".env", "TROUPE_LOGS__LOKI__PASSWORD='hunter2'hunter2\n");
+  CAF_CHECK_EQUAL(error_of(src), "config error: " + src.dotenv +
+                                   ": line 1: unexpected text after the closing quote");
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()
