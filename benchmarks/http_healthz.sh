@@ -3,6 +3,9 @@
 # the same static 200 JSON body, in the same run, with the same wrk settings
 # and the same server thread count (1 troupe io thread vs 1 nginx worker, then
 # 2 vs 2). Reports req/s, latency p50/p99 and the troupe/nginx req/s ratio.
+# Then the cost of the token check: GET /jobs/{id} (a route that needs the
+# read role) with a bearer token against the same route with auth.mode none,
+# one io thread each; the ratio is token/none.
 # It reports; it asserts no speed. It fails only if something is broken
 # (a server does not start, crashes, answers non-2xx, or wrk gets nothing).
 #
@@ -120,15 +123,16 @@ troupe_pid=""
 troupe_port=""
 troupe_dir=""
 start_troupe() {
-  local n="$1"
-  troupe_dir="$work/troupe-$n"
+  local n="$1" tag="${2:-$1}"
+  shift 2 || shift $#
+  troupe_dir="$work/troupe-$tag"
   mkdir -p "$troupe_dir/cwd" "$troupe_dir/data"
   # --log-level info: the "listening on" line is logged at info; /healthz is a
   # quiet route (its access log line is at debug), so nothing is logged per
   # request during the run.
   (
     cd "$troupe_dir/cwd"
-    exec env TROUPE_HTTP__IO_THREADS="$n" "$troupe_bin" serve --listen 127.0.0.1:0 \
+    exec env TROUPE_HTTP__IO_THREADS="$n" "$@" "$troupe_bin" serve --listen 127.0.0.1:0 \
       --data-dir "$troupe_dir/data" --log-level info \
       >"$troupe_dir/stdout.log" 2>"$troupe_dir/stderr.log" </dev/null
   ) &
@@ -257,8 +261,9 @@ run_wrk() {
 # Warms up, then measures; sets rps, p50, p99 (ms), requests, sock_errors, non2xx.
 measure() {
   local url="$1" out="$2"
-  run_wrk /dev/null "${wrk_args[@]}" -d"$warmup" "$url" || true
-  run_wrk "$out" "${wrk_args[@]}" -d"$duration" --latency "$url" || die "wrk failed: $(cat "$out")"
+  shift 2
+  run_wrk /dev/null "${wrk_args[@]}" "$@" -d"$warmup" "$url" || true
+  run_wrk "$out" "${wrk_args[@]}" "$@" -d"$duration" --latency "$url" || die "wrk failed: $(cat "$out")"
   rps="$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")"
   p50="$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")"
   p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
@@ -307,6 +312,34 @@ for n in $server_threads; do
     grep 'Socket errors' "$work/wrk-troupe-$n.txt" >&2 || true
   fi
 done
+
+# --- the token check ----------------------------------------------------------
+token="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+auth_env=(TROUPE_AUTH__TOKENS="[{\"name\":\"bench\",\"token\":\"$token\",\"roles\":[\"admin\"]}]")
+declare -A auth_rps
+for mode in token none; do
+  if [[ $mode == token ]]; then
+    start_troupe 1 "auth-$mode" "${auth_env[@]}"
+    hdr=(-H "Authorization: Bearer $token")
+  else
+    start_troupe 1 "auth-$mode" TROUPE_AUTH__MODE=none
+    hdr=()
+  fi
+  job="$(curl -s -XPOST "${hdr[@]}" -H 'Content-Type: application/json' -d '{"command":"true"}' \
+    "http://127.0.0.1:$troupe_port/jobs" | sed -n 's/.*"job_id":"\([^"]*\)".*/\1/p')"
+  [[ -n "$job" ]] || die "could not submit a job to troupe (auth $mode)"
+  measure "http://127.0.0.1:$troupe_port/jobs/$job" "$work/wrk-auth-$mode.txt" "${hdr[@]}"
+  auth_rps[$mode]=$rps
+  printf '%-8s %-7s %10s %9sms %9sms %8s %8s\n' 1 "$mode" "$rps" "$p50" "$p99" "$sock_errors" "$non2xx" >>"$table"
+  if [[ "$non2xx" != 0 ]]; then
+    echo "http_healthz: troupe answered $non2xx non-2xx responses to GET /jobs/{id} (auth $mode)" >&2
+    failures=$((failures + 1))
+  fi
+  stop_troupe "auth-$mode"
+done
+auth_ratio="$(awk -v a="${auth_rps[token]}" -v b="${auth_rps[none]}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
+printf '%-8s %-7s %10s\n' 1 "tok/none" "$auth_ratio" >>"$table"
+echo "RESULT http_auth route=/jobs/{id} token_rps=${auth_rps[token]} none_rps=${auth_rps[none]} ratio=$auth_ratio" >>"$results"
 
 echo "$header"
 cat "$table"

@@ -10,19 +10,45 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "http/auth.hpp"
 #include "http/router.hpp"
 
 namespace troupe::http {
 
 struct server_options {
   int io_threads = 1;
-  uint64_t body_limit = 64ull << 20;
+  /// Largest JSON/YAML body (body_kind::json and non-multipart uploads).
+  uint64_t max_json_bytes = 1u << 20;
+  /// Largest multipart upload body (body_kind::upload), streamed to a file.
+  uint64_t max_upload_bytes = 256ull << 20;
+  /// Where uploads are streamed to (must exist, private to troupe).
+  std::string upload_dir;
+  /// Idle timeout: waiting for a request, and between bytes of a body or a write.
   std::chrono::milliseconds request_timeout{30'000};
+  /// A request's headers must be complete this long after its first byte.
+  std::chrono::milliseconds header_timeout{10'000};
+  /// Overall cap on reading one request.
+  std::chrono::milliseconds max_request_duration{600'000};
   std::chrono::milliseconds sse_ping_interval{15'000};
   size_t sse_queue_limit = 4096;
   size_t sse_queue_bytes = 4u << 20;
-  std::shared_ptr<const authenticator> auth; ///< null: auth.mode none (every caller is admin)
+  /// Open connections at most; further ones are answered 503 and closed.
+  size_t max_connections = 1024;
+  /// null: auth.mode none (every caller is admin).
+  std::shared_ptr<const authenticator> auth;
+  /// Browser origins served besides the server's own.
+  std::vector<std::string> allowed_origins;
+  /// Host values accepted on a loopback listener besides localhost,
+  /// 127.0.0.1 and [::1] (with any port).
+  std::vector<std::string> allowed_hosts;
+  /// Mutating requests per second per token and per client address (0: off).
+  double rate_limit = 0;
+  double rate_burst = 20;
+  /// PEM files; both set: HTTPS.
+  std::string tls_cert_file;
+  std::string tls_key_file;
   /// Routes whose access log line is written at debug level (probes).
   std::vector<std::string> quiet_routes{"/healthz", "/readyz", "/metrics"};
   /// Called on the io thread once per answered request (an SSE stream when it
@@ -41,7 +67,7 @@ public:
   server& operator=(const server&) = delete;
 
   /// Binds and listens (port 0: any free port); returns the bound HOST:PORT.
-  /// Throws std::runtime_error on failure.
+  /// Throws std::runtime_error on failure (also for unusable TLS files).
   std::string bind(const std::string& host, uint16_t port);
 
   /// Starts the io threads and accepting connections.

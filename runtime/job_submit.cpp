@@ -1,9 +1,8 @@
 #include "runtime/job_submit.hpp"
 
-#include <algorithm>
-#include <cctype>
 #include <utility>
 
+#include "http/gate.hpp"
 #include "http/multipart.hpp"
 
 namespace troupe {
@@ -13,20 +12,12 @@ const char* const accepted_submission_types =
     "or multipart/form-data";
 
 std::optional<body_format> submission_format(std::string_view content_type) {
-  auto type = content_type.substr(0, content_type.find(';'));
-  while (!type.empty() && (type.back() == ' ' || type.back() == '\t'))
-    type.remove_suffix(1);
-  while (!type.empty() && (type.front() == ' ' || type.front() == '\t'))
-    type.remove_prefix(1);
-  std::string lower{type};
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (lower == "application/json")
+  auto type = http::media_type(content_type);
+  if (type == "application/json")
     return body_format::json;
-  if (lower == "application/yaml" || lower == "application/x-yaml" || lower == "text/yaml" ||
-      lower == "text/x-yaml")
+  if (http::is_json_or_yaml(type))
     return body_format::yaml;
-  if (lower == "multipart/form-data")
+  if (type == "multipart/form-data")
     return body_format::multipart;
   return std::nullopt;
 }

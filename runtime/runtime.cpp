@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -134,7 +135,7 @@ void check_job_user(const config& cfg, const std::string& workspaces,
   auto& who = cfg.jobs.identity;
   if (::geteuid() == 0 && !who) {
     log->warn("troupe runs as root and jobs.user is not set: jobs run as root and can read the "
-              "store, the API tokens and the daemon's secrets (its environment and config); "
+              "store, the token file and the daemon's secrets (its environment and config); "
               "set jobs.user (e.g. nobody)");
     return;
   }
@@ -146,6 +147,44 @@ void check_job_user(const config& cfg, const std::string& workspaces,
               who->user, blocked, workspaces);
   else
     log->info("jobs run as user {} (uid {}, gid {})", who->user, who->uid, who->gid);
+}
+
+/// Splits a comma-separated config list.
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < list.size()) {
+    auto comma = list.find(',', pos);
+    if (comma == std::string::npos)
+      comma = list.size();
+    if (comma > pos)
+      out.push_back(list.substr(pos, comma - pos));
+    pos = comma + 1;
+  }
+  return out;
+}
+
+/// Raises the soft descriptor limit to the hard one and derives how many
+/// connections may be open, keeping http.reserved_fds for jobs, the store
+/// and sinks: a flood of connections can then never make a job fail to spawn.
+size_t connection_limit(const http_config& cfg, const std::shared_ptr<spdlog::logger>& log) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    auto raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0)
+      lim = raised;
+  }
+  auto fds = lim.rlim_cur == RLIM_INFINITY ? uint64_t{1} << 20 : uint64_t{lim.rlim_cur};
+  auto reserved = static_cast<uint64_t>(cfg.reserved_fds);
+  uint64_t limit = cfg.max_connections > 0 ? static_cast<uint64_t>(cfg.max_connections)
+                   : fds > reserved + 16   ? fds - reserved
+                                           : 16;
+  if (cfg.max_connections > 0 && limit + reserved > fds)
+    log->warn("http.max_connections ({}) plus http.reserved_fds ({}) exceed the descriptor limit "
+              "({}): a flood of connections may starve jobs of descriptors",
+              limit, reserved, fds);
+  return static_cast<size_t>(limit);
 }
 
 } // namespace
@@ -258,12 +297,24 @@ void runtime::start() {
     activity_ns->store(now_ns(), std::memory_order_relaxed);
   };
   opts.io_threads = cfg.http.io_threads;
-  opts.body_limit = std::max(cfg.http.max_json_bytes, cfg.jobs.max_archive_bytes);
+  opts.max_json_bytes = cfg.http.max_json_bytes;
+  // A multipart upload carries the archive, the spec and the framing.
+  opts.max_upload_bytes = cfg.jobs.max_archive_bytes + cfg.http.max_json_bytes + 64 * 1024;
+  opts.upload_dir = cfg.data_dir + "/uploads";
   opts.request_timeout = cfg.http.request_timeout;
+  opts.header_timeout = cfg.http.header_timeout;
+  opts.max_request_duration = cfg.http.max_request_duration;
   opts.sse_ping_interval = cfg.http.sse_ping_interval;
   opts.sse_queue_limit = static_cast<size_t>(cfg.http.sse_queue_limit);
   opts.sse_queue_bytes = cfg.http.sse_queue_bytes;
   opts.auth = d.tokens->authenticator();
+  opts.max_connections = connection_limit(cfg.http, d.log);
+  opts.allowed_origins = split_list(cfg.http.allowed_origins);
+  opts.allowed_hosts = split_list(cfg.http.allowed_hosts);
+  opts.rate_limit = cfg.http.rate_limit.requests_per_second;
+  opts.rate_burst = cfg.http.rate_limit.burst;
+  opts.tls_cert_file = cfg.http.tls.cert_file;
+  opts.tls_key_file = cfg.http.tls.key_file;
   d.server = std::make_unique<http::server>(opts, routes);
   d.address = d.server->bind(cfg.listen_host(), cfg.listen_port());
   d.log->info("listening on {}", d.address);
@@ -284,6 +335,12 @@ void runtime::start() {
   prepare_dir(workspaces, access, d.log);
   check_job_user(cfg, workspaces, d.log);
   sweep_orphan_workspaces(workspaces, *d.env, d.log);
+  // Uploads left by a previous process are incomplete or already extracted.
+  std::error_code fs_err;
+  std::filesystem::remove_all(cfg.data_dir + "/uploads", fs_err);
+  if (fs_err || ::mkdir((cfg.data_dir + "/uploads").c_str(), 0700) != 0)
+    throw std::runtime_error("cannot create " + cfg.data_dir + "/uploads: "
+                             + (fs_err ? fs_err.message() : std::strerror(errno)));
   d.proc_io = std::make_shared<process::io>();
   auto jobs_ctx = std::make_shared<job_env>();
   jobs_ctx->env = d.env;

@@ -78,6 +78,7 @@ struct fixture {
     daemon_options opts;
     opts.data_dir = data_dir;
     opts.args = std::move(args);
+    opts.default_token = false; // the daemon's own token handling is under test
     return opts;
   }
 

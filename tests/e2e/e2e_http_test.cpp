@@ -95,7 +95,7 @@ CAF_TEST(a wrong method is a 405 that lists the allowed ones) {
 
 CAF_TEST(a body over http.max_json_bytes is a 413) {
   std::string body = R"({"pad":")" + std::string(4096 - 10, 'x') + "\"}";
-  auto res = request(port, "POST", "/events",
+  auto res = request(port, "POST", "/jobs",
                      {{"Content-Type", "application/json"}}, body);
   CAF_CHECK_EQUAL(res.status, 413);
   CAF_CHECK(is_json(res));

@@ -11,7 +11,9 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <map>
 #include <mutex>
+#include <random>
 #include <stdexcept>
 #include <thread>
 
@@ -395,6 +397,31 @@ run_result run_troupe(const std::vector<std::string>& args,
 
 // -- daemon -------------------------------------------------------------------
 
+namespace {
+
+std::mutex tokens_mtx;
+std::map<uint16_t, std::string> tokens_by_port;
+
+std::string random_token() {
+  std::random_device rd;
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < 8; ++i) {
+    auto x = rd();
+    for (int j = 0; j < 8; ++j, x >>= 4)
+      out += hex[x & 0xf];
+  }
+  return out;
+}
+
+} // namespace
+
+std::string token_for(uint16_t port) {
+  std::lock_guard<std::mutex> guard{tokens_mtx};
+  auto i = tokens_by_port.find(port);
+  return i == tokens_by_port.end() ? std::string{} : i->second;
+}
+
 struct daemon::state {
   // The destructor kills the process and stops the reader; only then do the
   // members go, the directories last (the reader writes into `log`).
@@ -406,8 +433,13 @@ struct daemon::state {
   pid_t pid = -1;
   std::optional<exit_status> status;
   uint16_t port = 0;
+  std::string token;
 
   ~state() {
+    if (port != 0 && !token.empty()) {
+      std::lock_guard<std::mutex> guard{tokens_mtx};
+      tokens_by_port.erase(port);
+    }
     if (pid > 0 && !status) {
       // The group first, while the zombie leader still reserves the pgid.
       ::kill(-pid, SIGKILL);
@@ -444,6 +476,14 @@ daemon::daemon(daemon_options opts) : state_(std::make_unique<state>()) {
                                 "--log-format", "json"};
   argv.insert(argv.end(), opts.args.begin(), opts.args.end());
   argv.insert(argv.begin(), opts.wrapper.begin(), opts.wrapper.end());
+  auto sets_auth = std::any_of(opts.env.begin(), opts.env.end(), [](auto& kv) {
+    return kv.first.rfind("TROUPE_AUTH__", 0) == 0;
+  });
+  if (opts.default_token && !sets_auth) {
+    st.token = "e2e-" + random_token();
+    opts.env.emplace_back("TROUPE_AUTH__TOKENS",
+                          R"([{"name":"e2e","token":")" + st.token + R"(","roles":["admin"]}])");
+  }
   pipe_fds output;
   st.pid = spawn(argv, clean_environment(opts.env, st.cwd->path()),
                  st.cwd->path(), output.write, output.write);
@@ -470,6 +510,14 @@ daemon::daemon(daemon_options opts) : state_(std::make_unique<state>()) {
     throw std::runtime_error(why + "; output:\n" + join_lines(st.log.lines()));
   }
   st.port = *listening_port(*line);
+  if (!st.token.empty()) {
+    std::lock_guard<std::mutex> guard{tokens_mtx};
+    tokens_by_port[st.port] = st.token;
+  }
+}
+
+const std::string& daemon::token() const {
+  return state_->token;
 }
 
 daemon::~daemon() = default;
@@ -600,8 +648,17 @@ http::request<http::string_body> make_request(uint16_t port,
   req.version(11);
   req.set(http::field::host, "127.0.0.1:" + std::to_string(port));
   req.set(http::field::user_agent, "troupe-e2e");
-  for (auto& [name, value] : headers)
+  bool own_auth = false;
+  for (auto& [name, value] : headers) {
+    if (beast::iequals(name, "Authorization")) {
+      own_auth = true;
+      if (value.empty())
+        continue;
+    }
     req.set(name, value);
+  }
+  if (auto token = token_for(port); !own_auth && !token.empty())
+    req.set(http::field::authorization, "Bearer " + token);
   if (!body.empty() || method == "POST" || method == "PUT"
       || method == "PATCH") {
     req.body() = body;

@@ -99,6 +99,11 @@ struct daemon_options {
   /// A command that runs troupe, placed before it (absolute path first),
   /// e.g. {"/usr/bin/setpriv", "--reuid=nobody", ...} to run it as another user.
   std::vector<std::string> wrapper;
+  /// Configures an admin token (TROUPE_AUTH__TOKENS) that the request
+  /// helpers send to this daemon's port unless a test sets Authorization
+  /// itself (an empty value sends none). Off, or when `env` sets any
+  /// TROUPE_AUTH__ variable, the daemon's own auth settings apply.
+  bool default_token = true;
 };
 
 /// A running `troupe serve` process, its captured output (stdout and stderr
@@ -114,6 +119,9 @@ public:
 
   /// The port parsed from the "listening on 127.0.0.1:PORT" log line.
   uint16_t port() const;
+
+  /// The admin token the harness configured ("" if none).
+  const std::string& token() const;
 
   pid_t pid() const;
 
@@ -177,8 +185,14 @@ struct response {
   std::string to_string() const;
 };
 
+/// The token the request helpers send to `port` (a daemon of this process
+/// registers it; "" if none).
+std::string token_for(uint16_t port);
+
 /// Sends one request over a fresh connection to 127.0.0.1:port and reads the
-/// response; the connection is closed afterwards.
+/// response; the connection is closed afterwards. Adds the port's token as
+/// `Authorization: Bearer` unless `headers` has an Authorization field (an
+/// empty one is not sent).
 response request(uint16_t port, const std::string& method,
                  const std::string& target, const header_list& headers = {},
                  const std::string& body = {}, duration timeout = 10s);
