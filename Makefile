@@ -52,7 +52,8 @@ fuzz-build: deps
 fuzz: fuzz-build
 	tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
 
-# Adds the inputs `make fuzz` found that reach new coverage to tests/fuzz/corpus.
+# Adds the inputs `make fuzz` found that reach new coverage to tests/fuzz/corpus
+# (many files after a long run: commit a few meaningful ones, keep the seeds small).
 fuzz-merge: fuzz-build
 	MERGE=1 tests/fuzz/run.sh $(FUZZ_DIR) 0 1 $(FUZZ_TARGETS)
 

@@ -23,9 +23,10 @@ for t in "${targets[@]}"; do
   mkdir -p "$work"
   if [ "${MERGE:-0}" = 1 ]; then
     # Keeps only inputs that add coverage to what the seeds already reach.
+    before=$(ls "$seeds" | wc -l)
     "$bin/$t" -merge=1 "$seeds" "$work" > "$build/logs/$t.merge.log" 2>&1 \
       || { echo "$t: merge failed, see $build/logs/$t.merge.log"; failed+=("$t"); }
-    echo "$t: $(ls "$seeds" | wc -l) seed files"
+    summary+=("$t: $(( $(ls "$seeds" | wc -l) - before )) files added to $seeds")
     continue
   fi
   cp -n "$seeds"/* "$work"/ 2>/dev/null
@@ -56,7 +57,7 @@ for t in "${targets[@]}"; do
   echo "$line"
   summary+=("$line")
 done
-echo "---"
+echo "--- summary"
 printf '%s\n' "${summary[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzzing failed: ${failed[*]} (inputs in $build/artifacts)"
