@@ -12,6 +12,7 @@
 #include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
 #include "runtime/clock.hpp"
+#include "runtime/logging.hpp"
 
 namespace troupe::persistence {
 
@@ -514,60 +515,8 @@ std::string to_api_json(const log_record& r) {
 // -- JSON text ------------------------------------------------------------------------
 
 void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char hex[] = "0123456789abcdef";
   out += '"';
-  size_t i = 0;
-  const auto n = s.size();
-  while (i < n) {
-    // Runs of plain ASCII are copied in one go.
-    size_t j = i;
-    while (j < n) {
-      auto c = static_cast<unsigned char>(s[j]);
-      if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80)
-        break;
-      ++j;
-    }
-    out.append(s.data() + i, j - i);
-    i = j;
-    if (i == n)
-      break;
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        default:
-          out += "\\u00";
-          out += hex[c >> 4];
-          out += hex[c & 0xf];
-      }
-      ++i;
-      continue;
-    }
-    // A UTF-8 sequence: copied when well-formed, else one U+FFFD per bad byte.
-    size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
-    bool ok = len != 0 && c <= 0xf4 && i + len <= n;
-    for (size_t k = 1; ok && k < len; ++k)
-      ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-    if (ok && len >= 3) {
-      auto c1 = static_cast<unsigned char>(s[i + 1]);
-      if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90)
-          || (c == 0xf4 && c1 >= 0x90))
-        ok = false;  // overlong, surrogate or beyond U+10FFFF
-    }
-    if (ok) {
-      out.append(s.data() + i, len);
-      i += len;
-    } else {
-      out += "\xef\xbf\xbd";
-      ++i;
-    }
-  }
+  logging::append_json_escaped(out, s);
   out += '"';
 }
 

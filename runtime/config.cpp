@@ -940,6 +940,11 @@ bool ignored_env(std::string_view name) {
          starts_with(name, "TROUPE_PORT");
 }
 
+/// `key` as errors show it: `TROUPE_=x` or a top-level `"": x` name no key.
+std::string shown_key(const std::string& key) {
+  return key.empty() ? "(empty key)" : key;
+}
+
 /// Sets one key from raw text; errors name the key path, and `origin` (e.g.
 /// "from TROUPE_X") is appended to the reason when given.
 void assign(config& c, const std::string& key, std::string_view raw,
@@ -951,9 +956,10 @@ void assign(config& c, const std::string& key, std::string_view raw,
                             "http.max_json_bytes, uploads by jobs.max_archive_bytes" + suffix);
   if (f == nullptr) {
     auto keys = keys_of(key);
-    throw config_error(key, (keys.empty() ? std::string{"unknown key"}
-                                          : "is a section, not a key (its keys: " + keys + ")")
-                              + suffix);
+    throw config_error(shown_key(key),
+                       (keys.empty() ? std::string{"unknown key"}
+                                     : "is a section, not a key (its keys: " + keys + ")") +
+                           suffix);
   }
   problem p;
   try {
@@ -1034,7 +1040,7 @@ void apply_yaml_map(config& c, const YAML::Node& map, const std::string& prefix)
     auto path = prefix.empty() ? key : prefix + "." + key;
     const YAML::Node& value = kv.second;
     if (!seen.insert(key).second)
-      throw config_error(path, "duplicate key");
+      throw config_error(shown_key(path), "duplicate key");
     if (auto keys = keys_of(path); !keys.empty()) {
       if (value.IsNull()) // `jobs:` with nothing under it
         continue;
@@ -1044,14 +1050,20 @@ void apply_yaml_map(config& c, const YAML::Node& map, const std::string& prefix)
       continue;
     }
     if (find_field(path) == nullptr && path != "http.max_body_bytes")
-      throw config_error(path, "unknown key");
+      throw config_error(shown_key(path), "unknown key");
     if (value.IsNull()) // `key: ~` keeps the built-in default
       continue;
     if (!value.IsScalar()) {
       auto type = find_field(path)->type;
       if ((type == "JSON object" && value.IsMap()) || (type == "list" && value.IsSequence()) ||
           type == token_list_type) {
-        assign(c, path, yaml_to_json(value).dump());
+        std::string text;
+        try {
+          text = yaml_to_json(value).dump();
+        } catch (const nlohmann::json::type_error&) { // JSON text cannot hold invalid UTF-8
+          throw config_error(path, "is not valid UTF-8");
+        }
+        assign(c, path, text);
         continue;
       }
       throw config_error(path, "expected a single value, got " + describe(value));

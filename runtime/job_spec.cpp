@@ -5,10 +5,12 @@
 #include <charconv>
 #include <limits>
 #include <set>
+#include <sstream>
 #include <string_view>
 #include <utility>
 
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 namespace troupe {
@@ -290,23 +292,50 @@ void walk_yaml(const YAML::Node& node, tree_builder& b) {
   }
 }
 
+/// Ignores a document's events: count_documents only needs their end.
+class no_events final : public YAML::EventHandler {
+public:
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+/// The documents in `body`, counted up to `limit`. Never YAML::LoadAll:
+/// yaml-cpp 0.7 never ends it on a stray comma (`{},` yields null documents
+/// forever, allocating each; yaml-cpp issue 1040), a 3-byte body to exhaust memory.
+size_t count_documents(const std::string& body, size_t limit) {
+  std::istringstream in{body};
+  YAML::Parser parser{in};
+  no_events events;
+  size_t n = 0;
+  while (n < limit && parser.HandleNextDocument(events))
+    ++n;
+  return n;
+}
+
 doc_value yaml_tree(const std::string& body) {
-  std::vector<YAML::Node> docs;
+  YAML::Node doc;
   try {
-    docs = YAML::LoadAll(body);
+    if (count_documents(body, 2) > 1)
+      throw spec_error("body", "must hold a single YAML document");
+    doc = YAML::Load(body);
   } catch (const YAML::Exception& e) {
     if (e.mark.is_null())
       throw spec_error("body", "malformed YAML: " + e.msg);
     throw spec_error("body", "malformed YAML at line " + std::to_string(e.mark.line + 1) +
                                  ", column " + std::to_string(e.mark.column + 1) + ": " + e.msg);
   }
-  if (docs.size() > 1)
-    throw spec_error("body", "must hold a single YAML document");
   tree_builder builder;
-  if (docs.empty())
-    builder.scalar(kind::null, "null");
-  else
-    walk_yaml(docs.front(), builder);
+  walk_yaml(doc, builder);
   return builder.take();
 }
 

@@ -62,7 +62,8 @@ void stop_capture();
 /// to the capacity since the last call.
 std::vector<captured_line> take_captured(uint64_t& dropped);
 
-/// Appends `s` to `out` as the contents of a JSON string (no quotes).
+/// Appends `s` to `out` as the contents of a JSON string (no quotes). Control
+/// characters are escaped and invalid UTF-8 is replaced with U+FFFD.
 void append_json_escaped(std::string& out, std::string_view s);
 
 } // namespace troupe::logging

@@ -910,4 +910,19 @@ CAF_TEST(malformed dotenv lines do not echo what may be a secret) {
                                    ": line 1: unexpected text after the closing quote");
 }
 
+// Found by fuzz_config: these errors named no key ("config error: : unknown key").
+CAF_TEST(an empty key is named as such) {
+  CAF_CHECK_EQUAL(env_error("TROUPE_=1"), "config error: (empty key): unknown key (from TROUPE_)");
+  CAF_CHECK_EQUAL(file_error("\"\": 1\n"), "config error: (empty key): unknown key");
+}
+
+// Found by fuzz_config: a list or mapping holding invalid UTF-8 threw
+// nlohmann's type_error out of load_config (the daemon died in terminate).
+CAF_TEST(lists and mappings with invalid utf8 are a config error naming the key) {
+  check_yaml_error("metrics:\n  mode: proxy\n  proxy:\n    urls: [\"http://127.0.0.1/\xff\"]\n",
+                   "metrics.proxy.urls", "is not valid UTF-8");
+  check_yaml_error("metrics:\n  pushgateway:\n    grouping: {env: \"\xc3\x28\"}\n",
+                   "metrics.pushgateway.grouping", "is not valid UTF-8");
+}
+
 CAF_TEST_FIXTURE_SCOPE_END()

@@ -359,6 +359,14 @@ CAF_TEST(the top level must be an object) {
                   "body: must hold a single YAML document");
 }
 
+// Found by fuzz_job_spec: yaml-cpp's LoadAll loops forever on a flow
+// collection followed by a comma, allocating a document per turn.
+CAF_TEST(a stray comma after a flow mapping is refused instead of looping) {
+  CAF_CHECK_EQUAL(yaml_error("{command: ls},"), "body: must hold a single YAML document");
+  CAF_CHECK_EQUAL(yaml_error("[ls],"), "body: must hold a single YAML document");
+  CAF_CHECK_EQUAL(yaml_error(","), "body: must hold a single YAML document");
+}
+
 CAF_TEST(text must be valid unicode) {
   CAF_CHECK_EQUAL(yaml_error("command: ls\nname: a\xff"), "name: must be valid UTF-8");
   CAF_CHECK_EQUAL(json_error("{\"command\": \"ls\", \"name\": \"a\xff\"}")

@@ -1,6 +1,8 @@
 #define CAF_SUITE router
 #include "support/dsl.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include "http/router.hpp"
 
 using namespace troupe::http;
@@ -72,6 +74,18 @@ CAF_TEST(error responses are json with code and message) {
   CAF_CHECK_EQUAL(res.status, 400u);
   CAF_CHECK_EQUAL(res.body,
                   R"({"error":{"code":"invalid_field","message":"bad \"x\"","field":"spec.x"}})");
+}
+
+// Found by fuzz_request: a 404 for a path with bytes that are not UTF-8
+// (`GET /%ff`) quoted them as they were, and the body was not JSON.
+CAF_TEST(error responses stay json when the message holds invalid utf8) {
+  auto res =
+      response::error(404, "not_found", "no route for /\xff\xc3\x28 \xe2\x98\x83", "\xed\xa0\x80");
+  auto doc = nlohmann::json::parse(res.body, nullptr, false);
+  CAF_REQUIRE(!doc.is_discarded());
+  CAF_CHECK_EQUAL(doc["error"]["message"].get<std::string>(),
+                  "no route for /\xef\xbf\xbd\xef\xbf\xbd( \xe2\x98\x83");
+  CAF_CHECK_EQUAL(doc["error"]["field"].get<std::string>(), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()
