@@ -12,6 +12,7 @@
 
 #include "actors/job_stream.hpp"
 #include "actors/names.hpp"
+#include "actors/replay_pacing.hpp"
 #include "http/multipart.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/logs.hpp"
@@ -385,12 +386,13 @@ struct log_download_state {
   uint64_t after = 0;
 };
 
-/// Lines per page; a page is one chunk of the response.
+/// Lines per page at most; a page is one chunk of the response.
 constexpr size_t download_page = 2048;
 
-/// Writes a job's stored log to a chunked response a page at a time, reading
-/// the next page only once the client has taken all but one: memory stays at
-/// about two pages however long the log, and the io thread never reads LMDB.
+/// Writes a job's stored log to a chunked response a page at a time, paced
+/// like SSE replays (replay_pacing.hpp): what is queued for the client stays
+/// under half of http.sse_queue_bytes however long the log or its lines, and
+/// the io thread never reads LMDB.
 caf::behavior log_download(caf::stateful_actor<log_download_state>* self,
                            std::shared_ptr<persistence::lmdb_env> env, std::string job_id,
                            std::shared_ptr<http::sse_stream> out, bool ndjson) {
@@ -403,25 +405,31 @@ caf::behavior log_download(caf::stateful_actor<log_download_state>* self,
   return {
     [self](replay_atom) {
       auto& st = self->state;
-      if (st.out->closed()) {
-        self->quit();
+      // A chunk holds at most download_page lines and half the stream's byte
+      // capacity, and waits while the client is behind.
+      auto budget = next_replay_page(self, *st.out, download_page);
+      if (!budget)
         return;
-      }
-      if (st.out->backlog() > 1) {
-        self->delayed_send(self, std::chrono::milliseconds(10), replay_atom::value);
-        return;
-      }
       std::string chunk;
+      replay_fill fill{budget};
+      bool refused = false;
       auto from = st.after;
       try {
-        st.after = persistence::read_log_lines(
-          *st.env, st.job_id, from, download_page,
+        st.after = persistence::read_log_lines_until(
+          *st.env, st.job_id, from, budget.events,
           [&](uint64_t seq, const persistence::stored_line& s) {
+            auto before = chunk.size();
             if (st.ndjson)
               persistence::append_api_json(chunk, seq, s);
             else
               chunk += s.line;
             chunk += '\n';
+            if (!fill.take(chunk.size() - before)) {
+              chunk.resize(before);
+              refused = true;
+              return false;
+            }
+            return true;
           });
       } catch (const std::exception& e) {
         // The status line is out: all that is left is to cut the body short,
@@ -433,7 +441,7 @@ caf::behavior log_download(caf::stateful_actor<log_download_state>* self,
       }
       // Done once a page fell short of its seq range (gaps the log
       // retention left do not end it early).
-      if (!st.out->write(chunk) || st.after < from + download_page) {
+      if (!st.out->write(chunk) || (!refused && st.after < from + budget.events)) {
         st.out->close();
         self->quit();
         return;
