@@ -39,6 +39,9 @@ struct job_env {
   std::shared_ptr<metrics::gauge_board> gauges;
   /// The environment jobs inherit (troupe's own, minus TROUPE_* settings).
   std::vector<std::string> base_env;
+  /// The controller's janitor (/proc scans, workspace removal) runs
+  /// detached; false runs it scheduled, so tests stay deterministic.
+  bool detach_janitor = true;
   /// Starts the actor of one attempt; empty: the real `job` actor. (Tests
   /// put a scripted stand-in here to drive the controller deterministically.)
   std::function<job_actor(caf::actor_system&, const std::string& id, job_controller_actor,
