@@ -272,6 +272,11 @@ std::optional<persistence::job_record> find_job(const node_context& ctx,
   return rec;
 }
 
+/// Records one GET /jobs page looks at, at most, and the stored bytes of the
+/// records it returns (specs can be large) before it ends early.
+constexpr size_t jobs_page_scan = 10'000;
+constexpr size_t jobs_page_bytes = 8u << 20;
+
 void list(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   auto& req = ex->req();
   persistence::job_filter filter;
@@ -329,19 +334,30 @@ void list(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex
     }
     limit = v;
   }
-  std::string next;
-  auto jobs = persistence::list_jobs(*ctx->env, filter, req.param("cursor").value_or(""), limit,
-                                     next);
-  std::string body = "{\"jobs\":[";
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    if (i > 0)
-      body += ',';
-    body += persistence::to_api_json(jobs[i]);
-  }
-  body += "],\"next_cursor\":";
-  body += next.empty() ? "null" : json(next).dump();
-  body += '}';
-  ex->reply(http::response::json(200, std::move(body)));
+  // Off the io thread and off the scheduler, and bounded: however sparse the
+  // filter, a page looks at jobs_page_scan records at most (it may then be
+  // short, even empty, with a next_cursor to go on from).
+  run_read(*ctx, ex, [ctx, ex, filter, cursor = req.param("cursor").value_or(""), limit] {
+    std::string next;
+    std::vector<persistence::job_record> jobs;
+    try {
+      jobs = persistence::list_jobs(*ctx->env, filter, cursor, limit, next, jobs_page_scan,
+                                    jobs_page_bytes);
+    } catch (const std::exception& e) {
+      ex->reply(http::response::error(500, "store_failure", e.what()));
+      return;
+    }
+    std::string body = "{\"jobs\":[";
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (i > 0)
+        body += ',';
+      body += persistence::to_api_json(jobs[i]);
+    }
+    body += "],\"next_cursor\":";
+    body += next.empty() ? "null" : json(next).dump();
+    body += '}';
+    ex->reply(http::response::json(200, std::move(body)));
+  });
 }
 
 void stream(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
