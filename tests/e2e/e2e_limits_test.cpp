@@ -140,8 +140,8 @@ CAF_TEST(GET logs and GET jobs answer while huge logs are scanned) {
       CAF_CHECK_LESS(n, 200u);
     CAF_CHECK_LESS_OR_EQUAL(res.body.size(), (8u << 20) + 70'000);
     wide_lines += n;
-    after = res.header("x-more").value_or("") == "true" ? res.header("x-next-after").value_or("")
-                                                         : "";
+    after =
+        res.header("x-more").value_or("") == "true" ? res.header("x-next-after").value_or("") : "";
   }
   CAF_CHECK_EQUAL(wide_lines, 200u);
   // Clients paging through the whole table with a filter nothing matches:
@@ -221,15 +221,14 @@ CAF_TEST(a slow SSE client of a chatty job leaves the heap flat and gets every l
                    json{{"name", "chatty"}, {"command", command}}.dump());
   CAF_REQUIRE_EQUAL(submitted.status, 201);
   auto id = e2e::json_field(submitted, "/job_id");
-  {
-    // Wait until the first 50,000 lines are stored: a stream gets line
-    // 50,000 (and the job waits for the go file after it).
-    auto probe = e2e::open_sse(node.port(), "/jobs/" + id + "/stream?from_beginning=true");
-    std::optional<e2e::sse_event> ev;
-    while ((ev = probe.next_of_type("log", 60s)) && ev->id != "50000")
-      ;
-    CAF_REQUIRE(ev.has_value());
-  }
+  // Wait until the first 50,000 lines are stored (the job waits for the go
+  // file after them).
+  CAF_REQUIRE(e2e::poll_until(
+      [&] {
+        auto log = e2e::get(node.port(), "/jobs/" + id + "/logs", {}, 30s);
+        return std::count(log.body.begin(), log.body.end(), '\n') == 50'000;
+      },
+      60s, 50ms));
   // The slow client: a small receive buffer, reads a few events, then stops
   // reading while the stream is still replaying the first 50,000 lines.
   auto slow =
