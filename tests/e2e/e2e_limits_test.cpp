@@ -205,6 +205,53 @@ CAF_TEST(GET logs and GET jobs answer while huge logs are scanned) {
   CAF_CHECK_EQUAL(wrong, 0); // every answer right, or 503 busy with Retry-After
 }
 
+CAF_TEST(reads past the read queue get 503 busy with Retry - After) {
+  e2e::scratch_dir data{"troupe-limits"};
+  {
+    auto env = persistence::lmdb_env::open(data.path() + "/store", 4ull << 30);
+    persistence::txn t{*env, false};
+    for (uint64_t first = 1; first <= 300'000; first += 10'000) {
+      persistence::log_op_builder b{log_labels{"huge", "j", "job", "", "default", "n"}};
+      for (uint64_t i = first; i < first + 10'000; ++i)
+        b.add(now_ns(), 1, "info", "line " + std::to_string(i) + std::string(40, '.'));
+      persistence::append_log_op(t, persistence::log_key("j", first), b.take());
+    }
+    t.commit();
+  }
+  e2e::daemon_options opts;
+  opts.data_dir = data.path();
+  opts.env = {{"TROUPE_HTTP__READ_WORKERS", "1"}, {"TROUPE_HTTP__READ_QUEUE", "1"}};
+  e2e::daemon node{opts};
+  // Six scans of 100,000 lines each, sent at once: one runs, the others
+  // find the queue (of one) full.
+  std::vector<e2e::response> answers(6);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < answers.size(); ++i)
+    clients.emplace_back([&, i] {
+      e2e::connection conn{node.port(), 30s};
+      ++ready;
+      while (ready < static_cast<int>(answers.size()))
+        std::this_thread::yield(); // a start line, not a wait for the server
+      answers[i] = conn.request("GET", "/logs?service=nothing");
+    });
+  for (auto& c : clients)
+    c.join();
+  size_t ok = 0;
+  size_t busy = 0;
+  for (auto& res : answers) {
+    if (res.status == 200)
+      ++ok;
+    else if (is_busy(res) && res.header("retry-after") == std::optional<std::string>{"1"})
+      ++busy;
+    else
+      CAF_MESSAGE("unexpected: " << res.to_string());
+  }
+  CAF_CHECK_GREATER_OR_EQUAL(ok, 1u);
+  CAF_CHECK_GREATER_OR_EQUAL(busy, 1u);
+  CAF_CHECK_EQUAL(ok + busy, answers.size());
+}
+
 CAF_TEST(a slow SSE client of a chatty job leaves the heap flat and gets every line) {
   e2e::scratch_dir scratch{"troupe-limits"};
   auto go = scratch.path() + "/go";
