@@ -16,13 +16,14 @@ using self_ptr = event_stream_actor::stateful_pointer<event_stream_state>;
 
 constexpr size_t replay_page = 500;
 
-/// Writes one event; false when the stream is gone or the node is stopping.
-bool forward(self_ptr self, const event& ev) {
+/// Writes one event (`data` is its JSON); false when the stream is gone or
+/// the node is stopping.
+bool forward(self_ptr self, const event& ev, const std::string& data) {
   auto& st = self->state;
   if (ev.seq != 0 && ev.seq <= st.last_sent)
     return true;
   st.last_sent = std::max(st.last_sent, ev.seq);
-  if (!st.stream->send(std::to_string(ev.seq), ev.type, to_json(ev)))
+  if (!st.stream->send(std::to_string(ev.seq), ev.type, data))
     return false;
   if (ev.type == "node.shutting_down") {
     st.stream->close();
@@ -31,27 +32,41 @@ bool forward(self_ptr self, const event& ev) {
   return true;
 }
 
-/// One page of stored events after last_sent, the next once the client has
-/// taken it; live from the end of the table on.
+/// One page of stored events after last_sent (bounded in events and bytes),
+/// the next once the client has taken it; live from the end of the table on.
 void replay(self_ptr self) {
   auto& st = self->state;
-  auto page_size = next_replay_page(self, *st.stream, replay_page);
-  if (page_size == 0)
+  auto budget = next_replay_page(self, *st.stream, replay_page);
+  if (!budget)
     return;
-  std::vector<event> page;
+  std::vector<std::pair<event, std::string>> page;
+  replay_fill fill{budget};
+  bool refused = false;
   try {
-    page = read_events(*st.env, st.last_sent, page_size);
+    st.env->read([&](persistence::txn& t) {
+      t.scan("events", persistence::seq_key(st.last_sent + 1),
+             [&](std::string_view k, std::string_view v) {
+               auto ev = decode_stored(persistence::seq_from_key(k), v);
+               auto data = to_json(ev);
+               if (!fill.take(sse_event_bytes(std::to_string(ev.seq), ev.type, data))) {
+                 refused = true;
+                 return false;
+               }
+               page.emplace_back(std::move(ev), std::move(data));
+               return !fill.full();
+             });
+    });
   } catch (const std::exception&) {
     st.stream->close();
     self->quit();
     return;
   }
-  for (auto& ev : page)
-    if (!forward(self, ev)) {
+  for (auto& [ev, data] : page)
+    if (!forward(self, ev, data)) {
       self->quit();
       return;
     }
-  if (page.size() == page_size) {
+  if (refused || fill.full()) {
     self->send(self, replay_atom::value);
     return;
   }
@@ -110,11 +125,13 @@ event_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
         st.tracking = true; // following from now: this is where it starts
         st.last_sent = ev.seq - 1;
       }
-      if (ev.seq > st.last_sent + 1) {
-        start_replay(self); // events the bus delivered before we listened
+      // Events the bus delivered before we listened, or a client too far
+      // behind to queue more for: the store has them.
+      if (ev.seq > st.last_sent + 1 || (ev.seq != 0 && client_behind(*st.stream))) {
+        start_replay(self);
         return;
       }
-      if (!forward(self, ev))
+      if (!forward(self, ev, to_json(ev)))
         self->quit();
     },
     [self](replay_atom) { replay(self); },

@@ -21,7 +21,8 @@ struct event_stream_state {
   /// duplicates of the replay and skipped.
   uint64_t last_sent = 0;
   /// Replaying from the store: live events are dropped meanwhile (the
-  /// replay reaches them); one that skips a seq starts a replay again.
+  /// replay reaches them); one that skips a seq, or comes while the client
+  /// is behind (replay_pacing.hpp), starts a replay again.
   bool replaying = false;
   /// last_sent says where the client is (a Last-Event-ID, or the first live
   /// event when following from now).

@@ -459,6 +459,19 @@ using job_actor = caf::typed_actor<
   // Node shutdown: stops the process; the attempt ends as interrupted.
   caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
+/// The job controller's blocking chores (scanning /proc, deleting workspace
+/// trees) on a thread of its own, so the controller never stalls a scheduler
+/// thread on the file system. Ends when the controller does.
+using job_janitor_actor = caf::typed_actor<
+  // Kills the processes of these jobs (ids, and the process group of each, 0
+  // if none): every process with TROUPE_JOB_ID=<id> in its environment, and
+  // the group once one of them proved it the job's. Replies with the number
+  // of processes signalled per job.
+  caf::replies_to<kill_atom, std::vector<std::string>, std::vector<int64_t>>::with<
+    std::vector<uint64_t>>,
+  // Removes these directory trees; replies with how many existed.
+  caf::replies_to<caf::delete_atom, std::vector<std::string>>::with<uint64_t>>;
+
 /// Owns the queue: priority then FIFO, concurrency slots, retries, recovery,
 /// retention.
 using job_controller_actor = caf::typed_actor<
@@ -480,6 +493,8 @@ using job_controller_actor = caf::typed_actor<
   caf::reacts_to<requeue_atom, std::string>,
   // Internal: the periodic workspace/retention sweep.
   caf::reacts_to<sweep_atom>,
+  // Internal: the next bounded step of a sweep, from this job id on.
+  caf::reacts_to<sweep_atom, std::string>,
   // Node shutdown: stops running jobs and answers once they are recorded.
   caf::replies_to<shutdown_atom>::with<ok_atom>>;
 

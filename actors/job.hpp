@@ -69,6 +69,9 @@ struct job_env {
   /// Starts the process of an attempt; empty: on io's blocking thread.
   /// (Tests script it to drive the job actor deterministically.)
   launcher_fn launcher;
+  /// The controller's janitor (/proc scans, workspace removal) runs
+  /// detached; false runs it scheduled, so tests stay deterministic.
+  bool detach_janitor = true;
   /// Starts the actor of one attempt; empty: the real `job` actor. (Tests
   /// put a scripted stand-in here to drive the controller deterministically.)
   std::function<job_actor(caf::actor_system&, const std::string& id, job_controller_actor,

@@ -4,9 +4,10 @@
 #include <dirent.h>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 
 #include <caf/actor_system.hpp>
-#include <caf/blocking_actor.hpp>
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
@@ -27,6 +28,8 @@ namespace js = persistence::job_status;
 using persistence::job_record;
 
 constexpr auto store_timeout = std::chrono::seconds(30);
+/// A /proc scan or a tree deletion that takes longer is given up on.
+constexpr auto janitor_timeout = std::chrono::seconds(120);
 
 std::shared_ptr<spdlog::logger> log() {
   return logging::get("jobs");
@@ -185,29 +188,50 @@ void end_without_actor(self_ptr self, job_record rec, const std::string& status,
     });
 }
 
-bool read_environ_has(const std::string& pid, const std::string& needle) {
-  std::ifstream in("/proc/" + pid + "/environ", std::ios::binary);
-  if (!in)
-    return false;
-  std::string var;
-  while (std::getline(in, var, '\0'))
-    if (var == needle)
-      return true;
-  return false;
-}
-
 /// Recovery: reconcile what a previous process of this node left behind.
+/// Orphans of jobs left `running` are killed (by the janitor) before their
+/// records change and before any job starts.
 void recover(self_ptr self) {
   auto& st = self->state;
-  write_batch batch;
+  std::vector<job_record> running;
   std::vector<job_record> requeued;
-  size_t lost = 0;
-  auto now = now_ns();
   persistence::for_each_job(*st.ctx->env, [&](const job_record& r) {
     ++st.counts[r.status];
-    if (r.status == js::running) {
-      auto killed = kill_job_processes(r.id, r.pgid);
-      auto rec = r;
+    if (r.status == js::running)
+      running.push_back(r);
+    else if (r.status == js::queued)
+      requeued.push_back(r);
+    return true;
+  });
+  auto finish = [self](std::vector<job_record> requeued) {
+    auto& st = self->state;
+    auto now = now_ns();
+    for (auto& r : requeued) {
+      if (r.not_before > now) {
+        st.backing_off.insert(r.id);
+        self->delayed_send(self, std::chrono::nanoseconds(r.not_before - now), requeue_atom::value,
+                           r.id);
+      } else {
+        enqueue(self, r);
+      }
+    }
+    st.recovering = false;
+    if (!requeued.empty())
+      log()->info("recovery: {} queued jobs resume", requeued.size());
+    try_start(self);
+  };
+  if (running.empty()) {
+    finish(std::move(requeued));
+    return;
+  }
+  // Records change only after the orphans are gone: a re-queued attempt
+  // never runs beside the old one.
+  auto reconcile = [self, running, requeued, finish](std::vector<uint64_t> killed) mutable {
+    auto& st = self->state;
+    write_batch batch;
+    auto now = now_ns();
+    for (size_t i = 0; i < running.size(); ++i) {
+      auto rec = running[i];
       --st.counts[js::running];
       rec.pgid = 0;
       rec.ended_at = now;
@@ -225,47 +249,34 @@ void recover(self_ptr self) {
         rec.reason = "the node restarted while the job ran (attempt " + std::to_string(rec.attempt)
                      + "); no retries left";
         ++st.counts[js::lost];
-        ++lost;
       }
-      log()->warn("recovery: job {} was running ({} orphaned processes killed) → {}", r.id,
-                  killed, rec.status);
+      log()->warn("recovery: job {} was running ({} orphaned processes killed) → {}", rec.id,
+                  i < killed.size() ? killed[i] : 0, rec.status);
       batch.push_back(record_op(rec));
-    } else if (r.status == js::queued) {
-      requeued.push_back(r);
     }
-    return true;
-  });
-  auto finish = [self, requeued] {
-    auto& st = self->state;
-    auto now = now_ns();
-    for (auto& r : requeued) {
-      if (r.not_before > now) {
-        st.backing_off.insert(r.id);
-        self->delayed_send(self, std::chrono::nanoseconds(r.not_before - now),
-                           requeue_atom::value, r.id);
-      } else {
-        enqueue(self, r);
-      }
-    }
-    st.recovering = false;
-    if (!requeued.empty())
-      log()->info("recovery: {} queued jobs resume", requeued.size());
-    try_start(self);
+    persist(
+        self, std::move(batch), [finish, requeued]() mutable { finish(std::move(requeued)); },
+        [self](caf::error& err) {
+          log()->error("recovery could not be recorded: {}", caf::to_string(err));
+          self->quit(err);
+        });
   };
-  if (batch.empty()) {
-    finish();
-    return;
+  std::vector<std::string> ids;
+  std::vector<int64_t> pgids;
+  for (auto& r : running) {
+    ids.push_back(r.id);
+    pgids.push_back(r.pgid);
   }
-  persist(self, std::move(batch), finish, [self](caf::error& err) {
-    log()->error("recovery could not be recorded: {}", caf::to_string(err));
-    self->quit(err);
-  });
-  (void) lost;
+  self->request(st.janitor, janitor_timeout, kill_atom::value, std::move(ids), std::move(pgids))
+      .then([reconcile](std::vector<uint64_t>& killed) mutable { reconcile(std::move(killed)); },
+            [reconcile](caf::error& err) mutable {
+              log()->error("recovery: orphaned processes not killed: {}", caf::to_string(err));
+              reconcile({});
+            });
 }
 
-/// Lines removed per store transaction by the retention sweeps: each stays a
+/// Lines removed per store transaction by the log retention: each stays a
 /// bounded transaction however large the backlog.
-constexpr uint64_t purge_lines_per_sweep = 200'000;
 constexpr uint64_t trim_lines_per_batch = 100'000;
 
 /// Removes the oldest log lines beyond logs.retention / logs.max_bytes, one
@@ -340,83 +351,134 @@ void trim_events(self_ptr self) {
     });
 }
 
-/// Removes expired workspaces, purges expired jobs with their logs (bounded
-/// per sweep: a job whose log is not gone yet stays for the next one), and
-/// trims the log table.
-void sweep(self_ptr self) {
+/// The end of a sweep: the log and event retention follow (planned after
+/// the purges landed: their lines count for the size cap).
+void finish_sweep(self_ptr self) {
   auto& st = self->state;
+  st.sweeping = false;
+  if (st.swept_jobs > 0 || st.swept_workspaces > 0)
+    log()->info("retention sweep: {} workspaces removed, {} jobs purged", st.swept_workspaces,
+                st.swept_jobs);
+  trim_logs(self);
+  trim_events(self);
+}
+
+/// After a step: the next one (a message to itself, so that everything else
+/// the controller does goes on between steps), or the end.
+void next_sweep_step(self_ptr self, const std::string& next) {
+  if (next.empty())
+    finish_sweep(self);
+  else
+    self->send(self, sweep_atom::value, next);
+}
+
+/// One bounded step of a sweep from job id `from` on: it looks at
+/// sweep_records_per_step records at most, removes at most
+/// sweep_workspaces_per_step workspaces and purges at most about
+/// sweep_lines_per_step log lines (a job whose log is not gone yet is
+/// continued by the next step; its record goes with the last of its log),
+/// all in one store transaction; then the janitor deletes the trees.
+void sweep_step(self_ptr self, const std::string& from) {
+  auto& st = self->state;
+  if (st.shutting_down) {
+    st.sweeping = false;
+    return;
+  }
   auto now = now_ns();
   auto ws_ttl = std::chrono::nanoseconds(st.ctx->cfg.workspace_retention).count();
   auto ttl = std::chrono::nanoseconds(st.ctx->cfg.retention).count();
+  std::vector<job_record> records;
+  std::string next;
   write_batch batch;
   std::vector<std::string> dirs;
   std::vector<std::string> purged;
-  uint64_t budget = purge_lines_per_sweep;
-  bool deferred = false;
-  if (!st.purging) {
-    persistence::for_each_job(*st.ctx->env, [&](const job_record& r) {
-      if (!persistence::is_terminal(r.status) || r.ended_at == 0)
-        return true;
-      if (now - r.ended_at >= ttl) {
-        if (budget == 0) {
-          deferred = true;
-          return true;
+  try {
+    st.ctx->env->read([&](persistence::txn& t) {
+      t.scan("jobs", from, [&](std::string_view k, std::string_view v) {
+        if (records.size() == sweep_records_per_step) {
+          next.assign(k);
+          return false;
         }
+        records.push_back(persistence::decode_job(v));
+        return true;
+      });
+    });
+    uint64_t budget = sweep_lines_per_step;
+    for (auto& r : records) {
+      if (!persistence::is_terminal(r.status) || r.ended_at == 0)
+        continue;
+      bool expired = now - r.ended_at >= ttl;
+      bool ws_expired = !r.workspace.empty() && now - r.ended_at >= ws_ttl;
+      if (budget == 0 || (dirs.size() == sweep_workspaces_per_step && (expired || ws_expired))) {
+        next = r.id;
+        break;
+      }
+      if (expired) {
         auto purge = persistence::purge_job_log_ops(*st.ctx->env, r.id, budget);
         budget -= std::min(budget, std::max<uint64_t>(purge.lines, 1));
         batch.insert(batch.end(), std::make_move_iterator(purge.ops.begin()),
                      std::make_move_iterator(purge.ops.end()));
         if (!purge.complete) {
-          deferred = true;
-          return true; // the record goes with the last of its log
+          next = r.id; // the next step goes on with this log
+          break;
         }
         if (!r.workspace.empty())
           dirs.push_back(r.workspace);
         batch.push_back(write_op{write_op::erase, "jobs", r.id, {}});
         purged.push_back(r.status);
-      } else if (!r.workspace.empty() && now - r.ended_at >= ws_ttl) {
+      } else if (ws_expired) {
         dirs.push_back(r.workspace);
         auto rec = r;
         rec.workspace.clear();
         batch.push_back(record_op(rec));
       }
-      return true;
-    });
+    }
+  } catch (const std::exception& e) {
+    log()->warn("retention sweep: {}", e.what());
+    finish_sweep(self);
+    return;
   }
-  if (!dirs.empty()) {
-    // Deleting trees blocks: a detached actor of its own does it.
-    self->system().spawn<caf::detached>([dirs](caf::blocking_actor*) {
-      for (auto& d : dirs) {
-        std::error_code ec;
-        std::filesystem::remove_all(d, ec);
-      }
-    });
+  if (batch.empty()) {
+    next_sweep_step(self, next);
+    return;
   }
-  if (!batch.empty()) {
-    st.purging = true;
-    persist(
+  persist(
       self, std::move(batch),
-      [self, purged, deferred, n = dirs.size()] {
+      [self, purged, dirs, next] {
         auto& st = self->state;
-        st.purging = false;
-        // Planned after the purge landed: its lines count for the size cap.
-        trim_logs(self);
         for (auto& s : purged)
           --st.counts[s];
-        if (!purged.empty() || n > 0)
-          log()->info("retention sweep: {} workspaces removed, {} jobs purged{}", n,
-                      purged.size(), deferred ? " (more next sweep)" : "");
+        st.swept_jobs += purged.size();
+        st.swept_workspaces += dirs.size();
+        if (dirs.empty()) {
+          next_sweep_step(self, next);
+          return;
+        }
+        // Deleting trees blocks: the janitor does it; the next step waits for
+        // it, so deletions never pile up.
+        self->request(st.janitor, janitor_timeout, caf::delete_atom::value, dirs)
+            .then([self, next](uint64_t) { next_sweep_step(self, next); },
+                  [self, next](caf::error& err) {
+                    log()->warn("retention sweep: workspaces not removed: {}", caf::to_string(err));
+                    next_sweep_step(self, next);
+                  });
       },
       [self](caf::error& err) {
-        self->state.purging = false;
         log()->warn("retention sweep failed: {}", caf::to_string(err));
-        trim_logs(self);
+        finish_sweep(self);
       });
-  } else {
-    trim_logs(self);
-  }
-  trim_events(self);
+}
+
+/// Starts a sweep unless one is still going; the next is due an interval later.
+void sweep(self_ptr self) {
+  auto& st = self->state;
   self->delayed_send(self, st.ctx->cfg.sweep_interval, sweep_atom::value);
+  if (st.sweeping || st.shutting_down)
+    return;
+  st.sweeping = true;
+  st.swept_jobs = 0;
+  st.swept_workspaces = 0;
+  sweep_step(self, {});
 }
 
 void on_job_down(self_ptr self, caf::down_msg& dm) {
@@ -435,40 +497,88 @@ void on_job_down(self_ptr self, caf::down_msg& dm) {
     try_start(self);
     return;
   }
-  kill_job_processes(id, rec->pgid);
-  end_without_actor(self, *rec, js::failed, "job actor crashed: " + reason, [self, id] {
-    finish_cancels(self, id, js::failed);
-    try_start(self);
-    maybe_done_shutting_down(self);
-  });
+  // Its processes go first (the janitor scans /proc), then the record.
+  st.ending.insert(id);
+  auto end = [self, rec = *rec, id, reason] {
+    end_without_actor(self, rec, js::failed, "job actor crashed: " + reason, [self, id] {
+      finish_cancels(self, id, js::failed);
+      try_start(self);
+      maybe_done_shutting_down(self);
+    });
+  };
+  self->request(st.janitor, janitor_timeout, kill_atom::value, std::vector<std::string>{id},
+                std::vector<int64_t>{rec->pgid})
+      .then([end](std::vector<uint64_t>&) { end(); },
+            [end, id](caf::error& err) {
+              log()->error("job {}: processes not killed: {}", id, caf::to_string(err));
+              end();
+            });
+}
+
+/// Does the controller's blocking chores on a thread of its own; ends with
+/// the controller.
+job_janitor_actor::behavior_type job_janitor(job_janitor_actor::pointer self,
+                                             caf::actor controller) {
+  self->monitor(controller);
+  self->set_down_handler([self](caf::down_msg&) { self->quit(); });
+  return {
+      [](kill_atom, const std::vector<std::string>& ids, const std::vector<int64_t>& pgids)
+          -> std::vector<uint64_t> { return kill_jobs_processes(ids, pgids); },
+      [](caf::delete_atom, const std::vector<std::string>& dirs) -> uint64_t {
+        uint64_t removed = 0;
+        for (auto& d : dirs) {
+          std::error_code ec;
+          if (std::filesystem::remove_all(d, ec) > 0)
+            ++removed;
+          else if (ec)
+            log()->warn("cannot remove workspace {}: {}", d, ec.message());
+        }
+        return removed;
+      },
+  };
 }
 
 } // namespace
 
 size_t kill_job_processes(const std::string& id, int64_t pgid) {
-  size_t n = 0;
-  auto needle = "TROUPE_JOB_ID=" + id;
-  bool group_is_ours = false;
+  return kill_jobs_processes({id}, {pgid}).at(0);
+}
+
+std::vector<uint64_t> kill_jobs_processes(const std::vector<std::string>& ids,
+                                          const std::vector<int64_t>& pgids) {
+  std::vector<uint64_t> killed(ids.size(), 0);
+  std::vector<bool> group_is_ours(ids.size(), false);
+  std::map<std::string, size_t, std::less<>> index;
+  for (size_t i = 0; i < ids.size(); ++i)
+    index.emplace("TROUPE_JOB_ID=" + ids[i], i);
   std::unique_ptr<DIR, int (*)(DIR*)> proc{::opendir("/proc"), ::closedir};
   if (!proc)
-    return 0;
+    return killed;
+  std::string var;
   while (auto* ent = ::readdir(proc.get())) {
     std::string pid = ent->d_name;
     if (pid.empty() || !std::all_of(pid.begin(), pid.end(), ::isdigit))
       continue;
-    if (!read_environ_has(pid, needle))
+    // Each process's environment is read once, whatever the number of jobs.
+    std::ifstream in("/proc/" + pid + "/environ", std::ios::binary);
+    std::optional<size_t> job;
+    while (in && !job && std::getline(in, var, '\0'))
+      if (auto i = index.find(var); i != index.end())
+        job = i->second;
+    if (!job)
       continue;
     auto p = static_cast<pid_t>(std::stol(pid));
-    if (p == pgid)
-      group_is_ours = true;
+    if (p == pgids[*job])
+      group_is_ours[*job] = true;
     if (::kill(p, SIGKILL) == 0)
-      ++n;
+      ++killed[*job];
   }
   // The group leader may be gone while members live on; a group id is only
   // trusted when a process of this job proved it ours.
-  if (group_is_ours && process::signal_group(static_cast<pid_t>(pgid), SIGKILL))
-    ++n;
-  return n;
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (group_is_ours[i] && process::signal_group(static_cast<pid_t>(pgids[i]), SIGKILL))
+      ++killed[i];
+  return killed;
 }
 
 job_controller_actor::behavior_type
@@ -482,154 +592,164 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
   // killed first, so nothing runs unsupervised; their records stay
   // `running` and the next start reconciles them.
   self->set_exit_handler([self](caf::exit_msg& msg) {
+    std::vector<std::string> ids;
     for (auto& [id, hdl] : self->state.running)
-      kill_job_processes(id, 0);
+      ids.push_back(id);
+    // The janitor does it after this controller is gone (it ends once its
+    // mailbox, which holds this request first, sees the controller down).
+    if (!ids.empty())
+      caf::anon_send(self->state.janitor, kill_atom::value, ids,
+                     std::vector<int64_t>(ids.size(), 0));
     self->quit(std::move(msg.reason));
   });
+  auto me = caf::actor_cast<caf::actor>(self);
+  st.janitor = ctx->detach_janitor ? self->spawn<caf::detached>(job_janitor, me)
+                                   : self->spawn(job_janitor, me);
   // A previous controller's gauges must not be sampled while this one recovers.
   report_gauges(self);
   recover(self);
   self->delayed_send(self, ctx->cfg.sweep_interval, sweep_atom::value);
   return {
-    [self](submit_atom, std::string& encoded) -> caf::result<std::string> {
-      auto& st = self->state;
-      if (st.shutting_down)
-        return caf::make_error(ec::shutting_down, std::string{"the node is shutting down"});
-      job_record rec;
-      try {
-        rec = persistence::decode_job(encoded);
-      } catch (const std::exception& e) {
-        return caf::make_error(ec::invalid_argument, std::string{e.what()});
-      }
-      rec.status = js::queued;
-      rec.node = st.ctx->node_name;
-      if (rec.queued_at == 0)
-        rec.queued_at = now_ns();
-      auto rp = self->make_response_promise<std::string>();
-      persist(
-        self, write_batch{record_op(rec)},
-        [self, rec, rp]() mutable {
-          auto& st = self->state;
-          ++st.counts[js::queued];
-          enqueue(self, rec);
-          publish(self, "job.queued", rec.id,
-                  {{"status", js::queued}, {"priority", rec.priority}, {"name", rec.name}});
-          rp.deliver(rec.id);
-          try_start(self);
-        },
-        [rp](caf::error& err) mutable { rp.deliver(err); });
-      return rp;
-    },
-    [self](cancel_atom, const std::string& id) -> caf::result<std::string> {
-      auto& st = self->state;
-      if (auto r = st.running.find(id); r != st.running.end()) {
+      [self](submit_atom, std::string& encoded) -> caf::result<std::string> {
+        auto& st = self->state;
+        if (st.shutting_down)
+          return caf::make_error(ec::shutting_down, std::string{"the node is shutting down"});
+        job_record rec;
+        try {
+          rec = persistence::decode_job(encoded);
+        } catch (const std::exception& e) {
+          return caf::make_error(ec::invalid_argument, std::string{e.what()});
+        }
+        rec.status = js::queued;
+        rec.node = st.ctx->node_name;
+        if (rec.queued_at == 0)
+          rec.queued_at = now_ns();
         auto rp = self->make_response_promise<std::string>();
-        st.cancels[id].push_back(rp);
-        self->request(r->second, store_timeout, cancel_atom::value)
-          .then([](ok_atom) {}, [](caf::error&) {});
+        persist(
+            self, write_batch{record_op(rec)},
+            [self, rec, rp]() mutable {
+              auto& st = self->state;
+              ++st.counts[js::queued];
+              enqueue(self, rec);
+              publish(self, "job.queued", rec.id,
+                      {{"status", js::queued}, {"priority", rec.priority}, {"name", rec.name}});
+              rp.deliver(rec.id);
+              try_start(self);
+            },
+            [rp](caf::error& err) mutable { rp.deliver(err); });
         return rp;
-      }
-      bool queued = st.queued_index.count(id) > 0;
-      bool waiting = st.backing_off.count(id) > 0;
-      auto rec = persistence::get_job(*st.ctx->env, id);
-      if (!rec)
-        return caf::make_error(ec::not_found, "no job " + id);
-      if (!queued && !waiting)
-        return rec->status;  // already ended: nothing to do
-      if (queued) {
-        st.queue.erase(st.queued_index.at(id));
-        st.queued_index.erase(id);
-        st.queued_since.erase(id);
-      }
-      st.backing_off.erase(id);
-      report_gauges(self);
-      --st.counts[js::queued];
-      auto rp = self->make_response_promise<std::string>();
-      auto original = *rec;
-      end_without_actor(
-        self, *rec, js::cancelled, "cancelled while queued",
-        [rp]() mutable { rp.deliver(std::string{js::cancelled}); },
-        [self, rp, original](caf::error& err) mutable {
-          // Not recorded: the job is still queued, in the store and here.
-          ++self->state.counts[js::queued];
-          enqueue(self, original);
-          try_start(self);
-          rp.deliver(err);
-        });
-      return rp;
-    },
-    [self](subscribe_atom, const std::string& id,
-           job_subscriber_actor& sub) -> caf::result<uint64_t> {
-      auto& st = self->state;
-      if (auto r = st.running.find(id); r != st.running.end()) {
-        st.subscribers[id].push_back(sub);
-        return self->delegate(r->second, subscribe_atom::value, std::move(sub));
-      }
-      if (st.queued_index.count(id) > 0 || st.backing_off.count(id) > 0
-          || st.ending.count(id) > 0) {
-        st.subscribers[id].push_back(std::move(sub));
-        return persistence::last_log_seq(*st.ctx->env, id);
-      }
-      return caf::make_error(ec::not_found, "job " + id + " is not queued or running");
-    },
-    [self](status_atom) -> std::string { return stats(self).dump(); },
-    [self](started_atom, const std::string& id) {
-      publish(self, "job.started", id, {{"status", js::running}});
-    },
-    [self](done_atom, const std::string& id, const std::string& status, bool requeued,
-           std::vector<job_subscriber_actor>& subs) {
-      auto& st = self->state;
-      st.running.erase(id);
-      --st.counts[js::running];
-      if (auto r = st.started_since.find(id); r != st.started_since.end()) {
-        if (auto fam = metrics::find_family("jobs.run.duration"))
-          report_metrics(self->system(),
-                         {histogram_delta(*fam, {},
-                                          seconds_between(r->second, self->clock().now()),
-                                          st.ctx->metrics_accuracy)});
-        st.started_since.erase(r);
-      }
-      if (requeued) {
-        ++st.counts[js::queued];
-        st.subscribers[id] = std::move(subs);
+      },
+      [self](cancel_atom, const std::string& id) -> caf::result<std::string> {
+        auto& st = self->state;
+        if (auto r = st.running.find(id); r != st.running.end()) {
+          auto rp = self->make_response_promise<std::string>();
+          st.cancels[id].push_back(rp);
+          self->request(r->second, store_timeout, cancel_atom::value)
+              .then([](ok_atom) {}, [](caf::error&) {});
+          return rp;
+        }
+        bool queued = st.queued_index.count(id) > 0;
+        bool waiting = st.backing_off.count(id) > 0;
         auto rec = persistence::get_job(*st.ctx->env, id);
-        auto delay = rec ? std::max<int64_t>(0, rec->not_before - now_ns()) : 0;
-        st.backing_off.insert(id);
-        self->delayed_send(self, std::chrono::nanoseconds(delay), requeue_atom::value, id);
-        publish(self, "job.retrying", id,
-                {{"status", js::queued},
-                 {"attempt", rec ? rec->attempt : 0},
-                 {"reason", rec ? rec->reason : ""}});
-      } else {
-        ++st.counts[status];
-        st.subscribers.erase(id);
-        publish(self, "job." + status, id, {{"status", status}});
-      }
-      finish_cancels(self, id, status);
-      try_start(self);
-      maybe_done_shutting_down(self);
-    },
-    [self](requeue_atom, const std::string& id) {
-      auto& st = self->state;
-      if (st.backing_off.erase(id) == 0)
-        return;  // cancelled meanwhile
-      if (auto rec = persistence::get_job(*st.ctx->env, id); rec && rec->status == js::queued)
-        enqueue(self, *rec);
-      try_start(self);
-    },
-    [self](sweep_atom) { sweep(self); },
-    [self](shutdown_atom) -> caf::result<ok_atom> {
-      auto& st = self->state;
-      st.shutting_down = true;
-      if (st.running.empty())
-        return ok_atom::value;
-      auto rp = self->make_response_promise<ok_atom>();
-      st.shutdown_waiters.push_back(rp);
-      for (auto& [id, hdl] : st.running)
-        self->request(hdl, store_timeout, shutdown_atom::value)
-          .then([](ok_atom) {}, [](caf::error&) {});
-      return rp;
-    },
+        if (!rec)
+          return caf::make_error(ec::not_found, "no job " + id);
+        if (!queued && !waiting)
+          return rec->status; // already ended: nothing to do
+        if (queued) {
+          st.queue.erase(st.queued_index.at(id));
+          st.queued_index.erase(id);
+          st.queued_since.erase(id);
+        }
+        st.backing_off.erase(id);
+        report_gauges(self);
+        --st.counts[js::queued];
+        auto rp = self->make_response_promise<std::string>();
+        auto original = *rec;
+        end_without_actor(
+            self, *rec, js::cancelled, "cancelled while queued",
+            [rp]() mutable { rp.deliver(std::string{js::cancelled}); },
+            [self, rp, original](caf::error& err) mutable {
+              // Not recorded: the job is still queued, in the store and here.
+              ++self->state.counts[js::queued];
+              enqueue(self, original);
+              try_start(self);
+              rp.deliver(err);
+            });
+        return rp;
+      },
+      [self](subscribe_atom, const std::string& id,
+             job_subscriber_actor& sub) -> caf::result<uint64_t> {
+        auto& st = self->state;
+        if (auto r = st.running.find(id); r != st.running.end()) {
+          st.subscribers[id].push_back(sub);
+          return self->delegate(r->second, subscribe_atom::value, std::move(sub));
+        }
+        if (st.queued_index.count(id) > 0 || st.backing_off.count(id) > 0 ||
+            st.ending.count(id) > 0) {
+          st.subscribers[id].push_back(std::move(sub));
+          return persistence::last_log_seq(*st.ctx->env, id);
+        }
+        return caf::make_error(ec::not_found, "job " + id + " is not queued or running");
+      },
+      [self](status_atom) -> std::string { return stats(self).dump(); },
+      [self](started_atom, const std::string& id) {
+        publish(self, "job.started", id, {{"status", js::running}});
+      },
+      [self](done_atom, const std::string& id, const std::string& status, bool requeued,
+             std::vector<job_subscriber_actor>& subs) {
+        auto& st = self->state;
+        st.running.erase(id);
+        --st.counts[js::running];
+        if (auto r = st.started_since.find(id); r != st.started_since.end()) {
+          if (auto fam = metrics::find_family("jobs.run.duration"))
+            report_metrics(
+                self->system(),
+                {histogram_delta(*fam, {}, seconds_between(r->second, self->clock().now()),
+                                 st.ctx->metrics_accuracy)});
+          st.started_since.erase(r);
+        }
+        if (requeued) {
+          ++st.counts[js::queued];
+          st.subscribers[id] = std::move(subs);
+          auto rec = persistence::get_job(*st.ctx->env, id);
+          auto delay = rec ? std::max<int64_t>(0, rec->not_before - now_ns()) : 0;
+          st.backing_off.insert(id);
+          self->delayed_send(self, std::chrono::nanoseconds(delay), requeue_atom::value, id);
+          publish(self, "job.retrying", id,
+                  {{"status", js::queued},
+                   {"attempt", rec ? rec->attempt : 0},
+                   {"reason", rec ? rec->reason : ""}});
+        } else {
+          ++st.counts[status];
+          st.subscribers.erase(id);
+          publish(self, "job." + status, id, {{"status", status}});
+        }
+        finish_cancels(self, id, status);
+        try_start(self);
+        maybe_done_shutting_down(self);
+      },
+      [self](requeue_atom, const std::string& id) {
+        auto& st = self->state;
+        if (st.backing_off.erase(id) == 0)
+          return; // cancelled meanwhile
+        if (auto rec = persistence::get_job(*st.ctx->env, id); rec && rec->status == js::queued)
+          enqueue(self, *rec);
+        try_start(self);
+      },
+      [self](sweep_atom) { sweep(self); },
+      [self](sweep_atom, const std::string& from) { sweep_step(self, from); },
+      [self](shutdown_atom) -> caf::result<ok_atom> {
+        auto& st = self->state;
+        st.shutting_down = true;
+        if (st.running.empty())
+          return ok_atom::value;
+        auto rp = self->make_response_promise<ok_atom>();
+        st.shutdown_waiters.push_back(rp);
+        for (auto& [id, hdl] : st.running)
+          self->request(hdl, store_timeout, shutdown_atom::value)
+              .then([](ok_atom) {}, [](caf::error&) {});
+        return rp;
+      },
   };
 }
 

@@ -45,9 +45,14 @@ struct job_controller_state {
   std::map<std::string, std::vector<caf::typed_response_promise<std::string>>> cancels;
   /// Job counts by state.
   std::map<std::string, uint64_t> counts;
-  /// Wall-clock ns when a job entered the queue and when it started (metrics).
-  /// A retention sweep's purge batch, or a log trim, is being committed.
-  bool purging = false;
+  /// Runs the blocking chores (/proc scans, workspace removal).
+  job_janitor_actor janitor;
+  /// A retention sweep is going through the jobs, one bounded step (one
+  /// store transaction) after the other; what it did so far.
+  bool sweeping = false;
+  uint64_t swept_workspaces = 0;
+  uint64_t swept_jobs = 0;
+  /// A log trim is being committed.
   bool trimming = false;
   bool trimming_events = false;
   /// Lines removed by the log retention since start.
@@ -72,7 +77,18 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
 
 /// Kills every process that carries TROUPE_JOB_ID=`id` in its environment,
 /// and the process group `pgid` if it still belongs to the job. Returns the
-/// number of processes signalled.
+/// number of processes signalled. Blocks on /proc: the janitor calls it.
 size_t kill_job_processes(const std::string& id, int64_t pgid);
+
+/// The same for several jobs in one pass over /proc (`pgids` parallel to
+/// `ids`); the number of processes signalled per job.
+std::vector<uint64_t> kill_jobs_processes(const std::vector<std::string>& ids,
+                                          const std::vector<int64_t>& pgids);
+
+/// Bounds of one step of the retention sweep: one store transaction each,
+/// and the controller handles other messages between steps.
+inline constexpr size_t sweep_records_per_step = 1000;
+inline constexpr size_t sweep_workspaces_per_step = 100;
+inline constexpr uint64_t sweep_lines_per_step = 200'000;
 
 } // namespace troupe

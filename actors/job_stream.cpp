@@ -61,13 +61,9 @@ void send_status(self_ptr self, const std::string& status, int attempt) {
   self->state.stream->send({}, "status", data.dump());
 }
 
-void apply(self_ptr self, const job_update& up) {
+/// Sends an update's status change, or its end (then the stream closes).
+void apply_status(self_ptr self, const job_update& up) {
   auto& st = self->state;
-  for (auto& l : up.lines)
-    if (!send_line(self, l.seq, l.ts_ns, l.stream, l.line)) {
-      self->quit();
-      return;
-    }
   if (up.complete) {
     // The record is committed before the update was sent: read it whole.
     if (auto rec = persistence::get_job(*st.env, st.job_id)) {
@@ -82,52 +78,135 @@ void apply(self_ptr self, const job_update& up) {
     send_status(self, up.status, up.attempt);
 }
 
-/// Sends the next page of stored lines; paced by the client's backlog.
+bool terminated(self_ptr self) {
+  return self->getf(caf::abstract_actor::is_terminated_flag);
+}
+
+/// Sends the held status changes that came before line `next_seq` (all of
+/// them when `all`).
+void flush_pending(self_ptr self, uint64_t next_seq, bool all = false) {
+  auto& st = self->state;
+  while (!st.pending.empty() && (all || st.pending.front().after_seq < next_seq)) {
+    auto p = std::move(st.pending.front());
+    st.pending.pop_front();
+    apply_status(self, p.update);
+    if (terminated(self))
+      return;
+  }
+}
+
+/// Sends the next page of stored lines, bounded in lines and bytes and paced
+/// by the client's backlog; live from the end of the stored log on.
 void replay(self_ptr self) {
   auto& st = self->state;
-  auto page_size = next_replay_page(self, *st.stream, replay_page);
-  if (page_size == 0)
+  auto budget = next_replay_page(self, *st.stream, replay_page);
+  if (!budget)
     return;
   auto from = st.last_sent;
+  std::vector<std::pair<uint64_t, std::string>> page;
+  replay_fill fill{budget};
+  bool refused = false;
   uint64_t covered = from;
-  auto page = persistence::read_logs(*st.env, st.job_id, from, page_size, &covered);
-  for (auto& e : page) {
-    if (e.seq > st.replay_until)
-      break;
-    if (!send_line(self, e.seq, e.ts_ns, e.stream, e.line)) {
+  try {
+    covered = persistence::read_log_lines_until(
+        *st.env, st.job_id, from, budget.events,
+        [&](uint64_t seq, const persistence::stored_line& s) {
+          auto data = log_data(seq, s.ts_ns, s.stream, std::string{s.line});
+          if (!fill.take(sse_event_bytes(std::to_string(seq), "log", data))) {
+            refused = true;
+            return false;
+          }
+          page.emplace_back(seq, std::move(data));
+          return true;
+        });
+  } catch (const std::exception&) {
+    st.stream->close();
+    self->quit();
+    return;
+  }
+  for (auto& [seq, data] : page) {
+    flush_pending(self, seq);
+    if (terminated(self))
+      return;
+    if (seq <= st.last_sent)
+      continue;
+    st.last_sent = seq;
+    if (!st.stream->send(std::to_string(seq), "log", data)) {
       self->quit();
       return;
     }
   }
   // Lines the log retention removed leave gaps: page on by what was covered.
-  if (covered - from == page_size && covered < st.replay_until) {
-    st.last_sent = std::max(st.last_sent, covered);
+  st.last_sent = std::max(st.last_sent, covered);
+  if (refused || covered - from == budget.events) {
     self->send(self, replay_atom::value);
     return;
   }
   st.replaying = false;
-  auto held = std::move(st.held);
-  st.held.clear();
-  for (auto& up : held) {
-    apply(self, up);
-    if (self->getf(caf::abstract_actor::is_terminated_flag))
-      return;
-  }
+  flush_pending(self, 0, true);
+}
+
+void start_replay(self_ptr self) {
+  if (self->state.replaying)
+    return;
+  self->state.replaying = true;
+  self->send(self, replay_atom::value);
 }
 
 /// A finished job: replay what was asked for, then `complete`.
 void finished(self_ptr self, const persistence::job_record& rec, bool replay_all) {
   auto& st = self->state;
-  if (replay_all) {
-    st.replay_until = UINT64_MAX;
-    st.replaying = true;
-    // Reuse the paced replay; `complete` follows once it drained.
-    st.held.push_back(job_update{rec.id, {}, rec.status, rec.attempt, true,
-                                 rec.success.value_or(false), rec.exit_code.value_or(-1)});
-    replay(self);
+  if (!replay_all) {
+    send_complete(self, rec);
     return;
   }
-  send_complete(self, rec);
+  // `complete` follows once the paced replay reached the end.
+  st.pending.push_back({UINT64_MAX, job_update{rec.id,
+                                               {},
+                                               rec.status,
+                                               rec.attempt,
+                                               true,
+                                               rec.success.value_or(false),
+                                               rec.exit_code.value_or(-1)}});
+  st.replaying = true;
+  replay(self);
+}
+
+/// A live update: sent as it comes unless the stream is replaying, the
+/// update skips lines, or the client falls behind; then its (remaining)
+/// lines are dropped — the replay reads them from the store at the client's
+/// pace — and its status change waits for the replay to pass them.
+void on_update(self_ptr self, job_update& up) {
+  auto& st = self->state;
+  if (!up.lines.empty())
+    st.live_high = std::max(st.live_high, up.lines.back().seq);
+  if (!st.replaying) {
+    if (!up.lines.empty() && up.lines.front().seq > st.last_sent + 1) {
+      start_replay(self);
+    } else {
+      for (auto& l : up.lines) {
+        if (l.seq <= st.last_sent)
+          continue;
+        if (client_behind(*st.stream)) {
+          start_replay(self);
+          break;
+        }
+        if (!send_line(self, l.seq, l.ts_ns, l.stream, l.line)) {
+          self->quit();
+          return;
+        }
+      }
+      if (!st.replaying) {
+        apply_status(self, up);
+        return;
+      }
+    }
+  }
+  if (up.complete || !up.status.empty()) {
+    up.lines.clear();
+    auto after = up.complete ? UINT64_MAX : st.live_high;
+    st.pending.push_back({after, std::move(up)});
+  }
 }
 
 } // namespace
@@ -168,19 +247,20 @@ job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
       self->state.stream->close();
       self->quit();
     });
-    // Register first, then read the store: a line committed after the read
-    // arrives live; duplicates are dropped by seq.
+    // Register first, then read the store (the replay starts with the
+    // answer): a line committed after the read arrives live; duplicates are
+    // dropped by seq. Live updates before the answer wait for the replay.
+    st.replaying = replay_all;
     self->request(controller, std::chrono::seconds(30), subscribe_atom::value, opts.job_id,
                   job_subscriber_actor{self})
       .then(
         [self, replay_all](uint64_t last_seq) {
           auto& st = self->state;
+          st.live_high = std::max(st.live_high, last_seq);
           if (!replay_all) {
             st.last_sent = std::max(st.last_sent, last_seq);
             return;
           }
-          st.replay_until = last_seq;
-          st.replaying = true;
           replay(self);
         },
         [self, replay_all](caf::error&) {
@@ -196,14 +276,8 @@ job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
         });
   }
   return {
-    [self](job_update& up) {
-      if (self->state.replaying) {
-        self->state.held.push_back(std::move(up));
-        return;
-      }
-      apply(self, up);
-    },
-    [self](replay_atom) { replay(self); },
+      [self](job_update& up) { on_update(self, up); },
+      [self](replay_atom) { replay(self); },
   };
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,11 +19,19 @@ struct job_stream_state {
   std::string job_id;
   /// Highest seq written to the client; live lines at or below are skipped.
   uint64_t last_sent = 0;
-  /// Replay stored lines up to this seq before live ones (0 = none).
-  uint64_t replay_until = 0;
+  /// Reading stored lines (a replay, a gap, or a client that fell behind):
+  /// live lines are dropped meanwhile and the store read reaches them, so a
+  /// slow client costs no memory however chatty the job.
   bool replaying = false;
-  /// Live updates that arrived while replaying (applied afterwards).
-  std::vector<job_update> held;
+  /// Highest line seq a live update carried (committed, so readable).
+  uint64_t live_high = 0;
+  /// A status change (or the end) that came while replaying, sent once the
+  /// replay passed the lines that came before it.
+  struct pending_update {
+    uint64_t after_seq = 0;
+    job_update update;
+  };
+  std::deque<pending_update> pending;
 };
 
 struct job_stream_options {
@@ -36,6 +45,9 @@ struct job_stream_options {
 /// Streams one job's log to an SSE client: replays stored lines (paced by
 /// the client's backlog), then live lines and status changes as the job
 /// actor persists them, then a final `complete` event; then the stream ends.
+/// Live lines never queue up for a client that is behind: the stream reads
+/// them from the store once the client caught up, as `/events` and
+/// `/logs?follow` do.
 job_stream_actor::behavior_type
 job_stream(job_stream_actor::stateful_pointer<job_stream_state> self,
            std::shared_ptr<http::sse_stream> stream, std::shared_ptr<persistence::lmdb_env> env,

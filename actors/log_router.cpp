@@ -1,7 +1,12 @@
 #include "actors/log_router.hpp"
 
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <functional>
+#include <mutex>
+#include <thread>
+#include <utility>
 
 #include <caf/actor_system.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -50,7 +55,7 @@ void route(self_ptr self, write_batch ops, std::function<void(uint64_t)> done = 
   }
   // Only live readers need the lines back as records: keep a copy for them.
   std::shared_ptr<write_batch> copy;
-  if (!st.subscribers.empty() || st.cfg.stdout_sink)
+  if (!st.subscribers.empty() || st.out)
     copy = std::make_shared<write_batch>(ops);
   ++st.in_flight;
   self->request(store, std::chrono::seconds(30), write_atom::value, std::move(ops))
@@ -69,13 +74,16 @@ void route(self_ptr self, write_batch ops, std::function<void(uint64_t)> done = 
             batch.insert(batch.end(), std::make_move_iterator(part.begin()),
                          std::make_move_iterator(part.end()));
           }
-          if (st.cfg.stdout_sink) {
+          if (st.out) {
             std::string out;
+            uint64_t lines = 0;
             for (auto& r : batch)
-              if (r.source != "troupe")  // spdlog printed those already
+              if (r.source != "troupe") { // spdlog printed those already
                 out += stdout_line(r, st.json_stdout);
-            std::fwrite(out.data(), 1, out.size(), stdout);
-            std::fflush(stdout);
+                ++lines;
+              }
+            if (lines > 0)
+              st.out->offer(std::move(out), lines); // never blocks
           }
           for (auto& sub : st.subscribers)
             self->send(sub, batch);
@@ -148,12 +156,100 @@ std::string stdout_line(const log_record& r, bool json) {
   return out;
 }
 
+// -- stdout sink ------------------------------------------------------------------
+
+struct stdout_writer::shared {
+  write_fn write;
+  size_t max_bytes;
+  mutable std::mutex mtx;
+  mutable std::condition_variable cv;
+  std::deque<std::string> queue;
+  /// Bytes queued or being written.
+  size_t bytes = 0;
+  bool stopping = false;
+  uint64_t dropped = 0;
+  /// Dropped lines not yet reported.
+  uint64_t unreported = 0;
+
+  void run() {
+    std::unique_lock<std::mutex> guard{mtx};
+    for (;;) {
+      cv.wait(guard, [this] { return stopping || !queue.empty(); });
+      if (queue.empty())
+        return; // stopping, all written
+      auto text = std::move(queue.front());
+      queue.pop_front();
+      auto missed = std::exchange(unreported, 0);
+      guard.unlock();
+      // Only this thread ever waits on stdout.
+      write(text);
+      if (missed > 0)
+        logging::get("logs")->warn("stdout sink: {} job lines were not printed on stdout, "
+                                   "which did not keep up (they are in the store)",
+                                   missed);
+      guard.lock();
+      bytes -= text.size();
+      cv.notify_all();
+    }
+  }
+};
+
+stdout_writer::stdout_writer(size_t max_bytes, write_fn write) : s_(std::make_shared<shared>()) {
+  s_->max_bytes = max_bytes;
+  s_->write = write ? std::move(write) : [](const std::string& text) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+  };
+  // Detached, holding the shared state: a write stuck on a full pipe must
+  // not hold up the router's exit.
+  std::thread{[s = s_] { s->run(); }}.detach();
+}
+
+stdout_writer::~stdout_writer() {
+  std::lock_guard<std::mutex> guard{s_->mtx};
+  s_->stopping = true;
+  s_->cv.notify_all();
+}
+
+bool stdout_writer::offer(std::string text, uint64_t lines) {
+  std::lock_guard<std::mutex> guard{s_->mtx};
+  if (s_->bytes + text.size() > s_->max_bytes) {
+    s_->dropped += lines;
+    s_->unreported += lines;
+    return false;
+  }
+  s_->bytes += text.size();
+  s_->queue.push_back(std::move(text));
+  s_->cv.notify_all();
+  return true;
+}
+
+uint64_t stdout_writer::dropped_lines() const {
+  std::lock_guard<std::mutex> guard{s_->mtx};
+  return s_->dropped;
+}
+
+bool stdout_writer::wait_idle(std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> guard{s_->mtx};
+  return s_->cv.wait_for(guard, timeout, [this] { return s_->bytes == 0; });
+}
+
 log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::string node,
                                            bool json_stdout) {
+  std::shared_ptr<stdout_writer> out;
+  if (cfg.stdout_sink)
+    out = std::make_shared<stdout_writer>(stdout_queue_bytes);
+  return log_router_with(self, std::move(cfg), std::move(node), json_stdout, std::move(out));
+}
+
+log_router_actor::behavior_type log_router_with(self_ptr self, logs_config cfg, std::string node,
+                                                bool json_stdout,
+                                                std::shared_ptr<stdout_writer> out) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.node = std::move(node);
   st.json_stdout = json_stdout;
+  st.out = std::move(out);
   self->set_down_handler(
     [self](caf::down_msg& dm) { drop_terminated(self->state.subscribers, dm.source); });
   // Lines captured while no router ran (a restart) are waiting: the capture
@@ -225,8 +321,9 @@ log_router_actor::behavior_type log_router(self_ptr self, logs_config cfg, std::
       return nlohmann::json{{"last_seq", st.last_seq},
                             {"lines", st.lines},
                             {"own_lines_dropped", st.dropped_own},
+                            {"stdout_lines_dropped", st.out ? st.out->dropped_lines() : 0},
                             {"subscribers", st.subscribers.size()}}
-        .dump();
+          .dump();
     },
     [self](shutdown_atom) -> caf::result<ok_atom> {
       if (self->state.in_flight == 0)

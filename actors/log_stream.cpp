@@ -13,8 +13,9 @@ namespace {
 
 using self_ptr = log_stream_actor::stateful_pointer<log_stream_state>;
 
-/// Matches read from the store per step of a catch-up.
+/// Matches read from the store per step of a catch-up, and lines looked at.
 constexpr size_t catch_up_page = 500;
+constexpr size_t catch_up_scan = 20'000;
 
 bool forward(self_ptr self, const log_record& r) {
   auto& st = self->state;
@@ -23,25 +24,53 @@ bool forward(self_ptr self, const log_record& r) {
   return st.stream->send(std::to_string(r.seq), "log", persistence::to_api_json(r));
 }
 
-/// One page of stored matches after `seen`; again until the end, paced by
-/// the client's backlog.
+/// One page of stored matches after `seen` (bounded in events, bytes and
+/// lines looked at); again until the end, paced by the client's backlog.
 void catch_up(self_ptr self) {
   auto& st = self->state;
-  auto page_size = next_replay_page(self, *st.stream, catch_up_page);
-  if (page_size == 0)
+  auto budget = next_replay_page(self, *st.stream, catch_up_page);
+  if (!budget)
     return;
   auto from = st.seen;
   uint64_t scanned = from;
-  std::vector<log_record> page;
+  std::vector<std::pair<uint64_t, std::string>> page;
+  replay_fill fill{budget};
   try {
-    page = persistence::query_logs(*st.env, st.query, from, page_size, scanned, 20'000);
+    st.env->read([&](persistence::txn& t) {
+      persistence::label_cache labels;
+      size_t looked = 0;
+      bool stopped = false;
+      persistence::scan_logs(t, from, [&](const persistence::stored_line& s) {
+        if (st.query.matches(s)) {
+          auto& l = labels.get(t, s.labels);
+          if (st.query.matches(l, s)) {
+            std::string data;
+            persistence::append_api_json(data, s, l);
+            if (!fill.take(sse_event_bytes(std::to_string(s.seq), "log", data))) {
+              stopped = true; // the next page starts with this line
+              return false;
+            }
+            page.emplace_back(s.seq, std::move(data));
+          }
+        }
+        scanned = s.seq;
+        if (++looked < catch_up_scan && !fill.full())
+          return true;
+        stopped = true;
+        return false;
+      });
+      // Ran off the end: everything ever numbered was looked at (the newest
+      // lines may be gone; paging must not stay before them).
+      if (!stopped)
+        scanned = std::max(scanned, persistence::log_high_water(t));
+    });
   } catch (const std::exception&) {
     st.stream->close();
     self->quit();
     return;
   }
-  for (auto& r : page)
-    if (!forward(self, r)) {
+  for (auto& [seq, data] : page)
+    if (!st.stream->send(std::to_string(seq), "log", data)) {
       self->quit();
       return;
     }
@@ -100,9 +129,10 @@ log_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
         return; // the store read in progress reaches these lines
       if (st.seen == UINT64_MAX)
         st.seen = batch.front().seq - 1; // following from now
-      if (batch.front().seq > st.seen + 1) {
-        // Lines committed while the router forwarded nothing: read them
-        // (and this batch) from the store.
+      if (batch.front().seq > st.seen + 1 || client_behind(*st.stream)) {
+        // Lines committed while the router forwarded nothing, or a client
+        // too far behind to queue more for: read them (and this batch) from
+        // the store at the client's pace.
         start_catch_up(self);
         return;
       }

@@ -21,8 +21,8 @@ struct log_stream_state {
   /// Highest global seq looked at (sent or filtered out); UINT64_MAX until
   /// the first live batch when following from now.
   uint64_t seen = UINT64_MAX;
-  /// Reading the store (resuming, or filling a gap): live batches are
-  /// dropped meanwhile, the store read reaches them.
+  /// Reading the store (resuming, filling a gap, or a client that fell
+  /// behind): live batches are dropped meanwhile, the store read reaches them.
   bool catching_up = false;
 };
 

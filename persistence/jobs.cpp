@@ -154,26 +154,36 @@ std::optional<job_record> get_job(const lmdb_env& env, const std::string& id) {
 }
 
 std::vector<job_record> list_jobs(const lmdb_env& env, const job_filter& filter,
-                                  const std::string& cursor, size_t limit,
-                                  std::string& next_cursor) {
+                                  const std::string& cursor, size_t limit, std::string& next_cursor,
+                                  size_t max_scan, size_t max_bytes) {
   std::vector<job_record> out;
   next_cursor.clear();
+  size_t looked = 0;
+  size_t bytes = 0;
+  std::string last_key;
   env.read([&](txn& t) {
-    t.scan_reverse("jobs", cursor, [&](std::string_view, std::string_view v) {
+    t.scan_reverse("jobs", cursor, [&](std::string_view k, std::string_view v) {
+      if (looked == max_scan) {
+        next_cursor = last_key; // another record follows: the next page starts here
+        return false;
+      }
+      ++looked;
+      last_key.assign(k);
       auto r = decode_job(v);
       if (filter.since_ns != 0 && r.queued_at < filter.since_ns)
         return false;  // ids are time-ordered: everything further is older
       if (filter.status && r.status != *filter.status)
         return true;
-      for (auto& [k, want] : filter.labels) {
-        auto i = r.labels.find(k);
+      for (auto& [key, want] : filter.labels) {
+        auto i = r.labels.find(key);
         if (i == r.labels.end() || i->second != want)
           return true;
       }
-      if (out.size() == limit) {
+      if (out.size() == limit || bytes >= max_bytes) {
         next_cursor = out.back().id;
         return false;
       }
+      bytes += v.size();
       out.push_back(std::move(r));
       return true;
     });
@@ -218,6 +228,15 @@ bool decode_index(std::string_view prefix, std::string_view k, std::string_view 
 uint64_t read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t after,
                         size_t limit,
                         const std::function<void(uint64_t seq, const stored_line&)>& fn) {
+  return read_log_lines_until(env, job_id, after, limit, [&](uint64_t seq, const stored_line& s) {
+    fn(seq, s);
+    return true;
+  });
+}
+
+uint64_t read_log_lines_until(const lmdb_env& env, const std::string& job_id, uint64_t after,
+                              size_t limit,
+                              const std::function<bool(uint64_t seq, const stored_line&)>& fn) {
   auto prefix = log_prefix(job_id);
   // No seq comes after the largest (a client's Last-Event-ID can be anything).
   if (after >= UINT64_MAX - 1 || limit == 0)
@@ -228,6 +247,7 @@ uint64_t read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t
   // The index goes on past budget_end: the call covered all of its budget,
   // also where a batch is missing (holes do not end a read early).
   bool beyond = false;
+  bool refused = false;
   env.read([&](txn& t) {
     // The index entry holding after + 1 is the last one at or before it.
     std::vector<index_entry> ranges;
@@ -262,15 +282,25 @@ uint64_t read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t
         if (g > last)
           return false;
         stored_line s;
-        if (decode_stored(g, v, s))
-          fn(lo + (g - first), s);
+        if (!decode_stored(g, v, s))
+          return true;
+        auto seq = lo + (g - first);
+        if (!fn(seq, s)) {
+          refused = true;
+          covered = seq - 1;
+          return false;
+        }
         return true;
       });
+      if (refused)
+        return;
       covered = hi;
       if (hi == budget_end)
         break;
     }
   });
+  if (refused)
+    return covered;
   return beyond ? budget_end : covered;
 }
 

@@ -90,11 +90,14 @@ struct job_filter {
   int64_t since_ns = 0;
 };
 
-/// Newest first, starting after `cursor` (a job id; "" = newest); at most
-/// `limit`. `next_cursor` is set when more may follow.
+/// Newest first, starting after `cursor` (a job id; "" = newest). A page
+/// ends after `limit` matches, after looking at `max_scan` records however
+/// sparse the filter, or once its matches hold `max_bytes` (stored size), so
+/// it may be short or even empty while more follow. `next_cursor` is where the
+/// next page starts; empty when nothing further can match.
 std::vector<job_record> list_jobs(const lmdb_env& env, const job_filter& filter,
-                                  const std::string& cursor, size_t limit,
-                                  std::string& next_cursor);
+                                  const std::string& cursor, size_t limit, std::string& next_cursor,
+                                  size_t max_scan = SIZE_MAX, size_t max_bytes = SIZE_MAX);
 
 /// Visits every job record (oldest first) until `fn` returns false.
 void for_each_job(const lmdb_env& env, const std::function<bool(const job_record&)>& fn);
@@ -119,6 +122,13 @@ std::string log_key(const std::string& job_id, uint64_t seq);
 uint64_t read_log_lines(const lmdb_env& env, const std::string& job_id, uint64_t after,
                         size_t limit,
                         const std::function<void(uint64_t seq, const stored_line&)>& fn);
+
+/// Like read_log_lines, but `fn` may refuse a line (returns false): the read
+/// stops before it and returns the seq before it, so the caller resumes there
+/// (a page bounded by bytes).
+uint64_t read_log_lines_until(const lmdb_env& env, const std::string& job_id, uint64_t after,
+                              size_t limit,
+                              const std::function<bool(uint64_t seq, const stored_line&)>& fn);
 
 /// Lines with seq in (after, after + limit], in order; `covered` (if given)
 /// gets what read_log_lines returns.

@@ -403,12 +403,13 @@ std::vector<log_record> query_logs(const lmdb_env& env, const log_query& q, uint
 }
 
 size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after, size_t limit,
-                         uint64_t& scanned_to, std::string& out, size_t max_scan) {
+                         uint64_t& scanned_to, std::string& out, size_t max_scan,
+                         size_t max_bytes) {
   size_t n = 0;
   scanned_to = scan_matching(env, q, after, max_scan, [&](const stored_line& s, const log_labels& l) {
     append_api_json(out, s, l);
     out += '\n';
-    return ++n < limit;
+    return ++n < limit && out.size() < max_bytes;
   });
   return n;
 }

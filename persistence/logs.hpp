@@ -159,8 +159,10 @@ std::vector<log_record> query_logs(const lmdb_env& env, const log_query& q, uint
 
 /// Like query_logs, but appends the matches to `out` as NDJSON (one
 /// to_api_json object per line) straight from the table; returns how many.
+/// Also ends after the match that makes `out` reach `max_bytes`.
 size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after, size_t limit,
-                         uint64_t& scanned_to, std::string& out, size_t max_scan = SIZE_MAX);
+                         uint64_t& scanned_to, std::string& out, size_t max_scan = SIZE_MAX,
+                         size_t max_bytes = SIZE_MAX);
 
 /// The highest global seq ever given (also when retention removed it).
 uint64_t log_high_water(const txn& t);

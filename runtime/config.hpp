@@ -69,6 +69,11 @@ struct http_config {
   uint64_t sse_queue_bytes = 4ull << 20;
   /// How long shutdown waits for in-flight requests.
   std::chrono::milliseconds shutdown_grace{10'000};
+  /// Threads (detached actors) that run the long store reads of requests:
+  /// GET /logs and GET /jobs pages.
+  int read_workers = 2;
+  /// Such reads waiting or running at once; further ones get 503 `busy`.
+  int read_queue = 64;
   /// Open connections at most (0: the descriptor limit minus reserved_fds);
   /// further ones are answered 503 and closed.
   int max_connections = 0;

@@ -12,6 +12,7 @@
 
 #include "actors/job_stream.hpp"
 #include "actors/names.hpp"
+#include "actors/replay_pacing.hpp"
 #include "http/multipart.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
@@ -338,6 +339,11 @@ std::optional<persistence::job_record> find_job(const node_context& ctx,
   return rec;
 }
 
+/// Records one GET /jobs page looks at, at most, and the stored bytes of the
+/// records it returns (specs can be large) before it ends early.
+constexpr size_t jobs_page_scan = 10'000;
+constexpr size_t jobs_page_bytes = 8u << 20;
+
 void list(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   auto& req = ex->req();
   persistence::job_filter filter;
@@ -395,19 +401,30 @@ void list(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex
     }
     limit = v;
   }
-  std::string next;
-  auto jobs = persistence::list_jobs(*ctx->env, filter, req.param("cursor").value_or(""), limit,
-                                     next);
-  std::string body = "{\"jobs\":[";
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    if (i > 0)
-      body += ',';
-    body += persistence::to_api_json(jobs[i]);
-  }
-  body += "],\"next_cursor\":";
-  body += next.empty() ? "null" : json(next).dump();
-  body += '}';
-  ex->reply(http::response::json(200, std::move(body)));
+  // Off the io thread and off the scheduler, and bounded: however sparse the
+  // filter, a page looks at jobs_page_scan records at most (it may then be
+  // short, even empty, with a next_cursor to go on from).
+  run_read(*ctx, ex, [ctx, ex, filter, cursor = req.param("cursor").value_or(""), limit] {
+    std::string next;
+    std::vector<persistence::job_record> jobs;
+    try {
+      jobs = persistence::list_jobs(*ctx->env, filter, cursor, limit, next, jobs_page_scan,
+                                    jobs_page_bytes);
+    } catch (const std::exception& e) {
+      ex->reply(http::response::error(500, "store_failure", e.what()));
+      return;
+    }
+    std::string body = "{\"jobs\":[";
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (i > 0)
+        body += ',';
+      body += persistence::to_api_json(jobs[i]);
+    }
+    body += "],\"next_cursor\":";
+    body += next.empty() ? "null" : json(next).dump();
+    body += '}';
+    ex->reply(http::response::json(200, std::move(body)));
+  });
 }
 
 void stream(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
@@ -452,12 +469,13 @@ struct log_download_state {
   uint64_t after = 0;
 };
 
-/// Lines per page; a page is one chunk of the response.
+/// Lines per page at most; a page is one chunk of the response.
 constexpr size_t download_page = 2048;
 
-/// Writes a job's stored log to a chunked response a page at a time, reading
-/// the next page only once the client has taken all but one: memory stays at
-/// about two pages however long the log, and the io thread never reads LMDB.
+/// Writes a job's stored log to a chunked response a page at a time, paced
+/// like SSE replays (replay_pacing.hpp): what is queued for the client stays
+/// under half of http.sse_queue_bytes however long the log or its lines, and
+/// the io thread never reads LMDB.
 caf::behavior log_download(caf::stateful_actor<log_download_state>* self,
                            std::shared_ptr<persistence::lmdb_env> env, std::string job_id,
                            std::shared_ptr<http::sse_stream> out, bool ndjson) {
@@ -470,25 +488,31 @@ caf::behavior log_download(caf::stateful_actor<log_download_state>* self,
   return {
     [self](replay_atom) {
       auto& st = self->state;
-      if (st.out->closed()) {
-        self->quit();
+      // A chunk holds at most download_page lines and half the stream's byte
+      // capacity, and waits while the client is behind.
+      auto budget = next_replay_page(self, *st.out, download_page);
+      if (!budget)
         return;
-      }
-      if (st.out->backlog() > 1) {
-        self->delayed_send(self, std::chrono::milliseconds(10), replay_atom::value);
-        return;
-      }
       std::string chunk;
+      replay_fill fill{budget};
+      bool refused = false;
       auto from = st.after;
       try {
-        st.after = persistence::read_log_lines(
-          *st.env, st.job_id, from, download_page,
+        st.after = persistence::read_log_lines_until(
+          *st.env, st.job_id, from, budget.events,
           [&](uint64_t seq, const persistence::stored_line& s) {
+            auto before = chunk.size();
             if (st.ndjson)
               persistence::append_api_json(chunk, seq, s);
             else
               chunk += s.line;
             chunk += '\n';
+            if (!fill.take(chunk.size() - before)) {
+              chunk.resize(before);
+              refused = true;
+              return false;
+            }
+            return true;
           });
       } catch (const std::exception& e) {
         // The status line is out: all that is left is to cut the body short,
@@ -500,7 +524,7 @@ caf::behavior log_download(caf::stateful_actor<log_download_state>* self,
       }
       // Done once a page fell short of its seq range (gaps the log
       // retention left do not end it early).
-      if (!st.out->write(chunk) || st.after < from + download_page) {
+      if (!st.out->write(chunk) || (!refused && st.after < from + budget.events)) {
         st.out->close();
         self->quit();
         return;

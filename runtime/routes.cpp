@@ -12,10 +12,11 @@
 #include "actors/event_stream.hpp"
 #include "actors/log_stream.hpp"
 #include "actors/metrics_exporter.hpp"
+#include "actors/names.hpp"
+#include "actors/reader_pool.hpp"
+#include "persistence/lmdb_env.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
-#include "actors/names.hpp"
-#include "persistence/lmdb_env.hpp"
 #include "runtime/logging.hpp"
 #include "troupe/build_info.hpp"
 
@@ -75,17 +76,25 @@ void get_events(const std::shared_ptr<node_context>& ctx, const http::exchange_p
   auto limit = uint_param(ex, "limit", 100, 1000);
   if (!limit)
     return;
-  auto events = read_events(*ctx->env, *since, *limit);
-  std::string body = "{\"events\":[";
-  for (size_t i = 0; i < events.size(); ++i) {
-    if (i > 0)
-      body += ',';
-    body += to_json(events[i]);
-  }
-  body += "],\"next_since\":";
-  body += std::to_string(events.empty() ? *since : events.back().seq);
-  body += '}';
-  ex->reply(http::response::json(200, std::move(body)));
+  run_read(*ctx, ex, [ctx, ex, since = *since, limit = *limit] {
+    std::vector<event> events;
+    try {
+      events = read_events(*ctx->env, since, limit);
+    } catch (const std::exception& e) {
+      ex->reply(http::response::error(500, "store_failure", e.what()));
+      return;
+    }
+    std::string body = "{\"events\":[";
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (i > 0)
+        body += ',';
+      body += to_json(events[i]);
+    }
+    body += "],\"next_since\":";
+    body += std::to_string(events.empty() ? since : events.back().seq);
+    body += '}';
+    ex->reply(http::response::json(200, std::move(body)));
+  });
 }
 
 void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
@@ -160,8 +169,10 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
   }, ex->req().request_id});
 }
 
-/// Lines one GET /logs page looks at, at most.
+/// Lines one GET /logs page looks at, at most, and the bytes of its body
+/// (10,000 long lines would be hundreds of MB) before it ends early.
 constexpr size_t logs_page_scan = 100'000;
+constexpr size_t logs_page_bytes = 8u << 20;
 
 void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   auto& req = ex->req();
@@ -212,15 +223,16 @@ void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr
     ctx->sys->spawn(log_stream, stream, ctx->env, q, last);
     return;
   }
-  // Off the io thread, and bounded: a page ends after `limit` matches or
-  // after looking at logs_page_scan lines, however sparse the filter.
-  caf::anon_send(ctx->bridge(), bridge_task{[ctx, ex, q, after = *after,
-                                             limit = *limit](http_bridge_actor::pointer) {
+  // Off the io thread and off the scheduler, and bounded: a page ends after
+  // `limit` matches or after looking at logs_page_scan lines, however sparse
+  // the filter.
+  run_read(*ctx, ex, [ctx, ex, q, after = *after, limit = *limit] {
     uint64_t scanned = 0;
     std::string body;
     http::response res;
     try {
-      persistence::query_logs_ndjson(*ctx->env, q, after, limit, scanned, body, logs_page_scan);
+      persistence::query_logs_ndjson(*ctx->env, q, after, limit, scanned, body, logs_page_scan,
+                                     logs_page_bytes);
       auto end = persistence::last_log_record_seq(*ctx->env);
       res.content_type = "application/x-ndjson";
       res.body = std::move(body);
@@ -231,7 +243,35 @@ void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr
       res = http::response::error(500, "store_failure", e.what());
     }
     ex->reply(std::move(res));
-  }, req.request_id});
+  });
+}
+
+/// The actors POST /debug/crash/{actor} may kill (README: debug.fault_injection):
+/// the ones whose restart the supervisor and the clients are tested against.
+const std::vector<std::string>& crashable_actors() {
+  static const std::vector<std::string> names{"store", "event_bus"};
+  return names;
+}
+
+void crash_actor(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
+  auto& name = ex->req().params.at("actor");
+  auto& allowed = crashable_actors();
+  if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+    std::string list;
+    for (auto& a : allowed)
+      list += (list.empty() ? "" : ", ") + a;
+    ex->reply(http::response::error(
+        404, "not_found", "no crashable actor named " + name + "; allowed: " + list, "actor"));
+    return;
+  }
+  auto hdl = ctx->sys->registry().get(caf::atom_from_string(name));
+  if (!hdl) {
+    ex->reply(http::response::error(404, "not_found", "no running actor named " + name, "actor"));
+    return;
+  }
+  logging::get("debug")->warn("fault injection: killing {}", name);
+  caf::anon_send_exit(hdl, caf::exit_reason::kill);
+  ex->reply(http::response::json(202, json{{"crashed", name}}.dump()));
 }
 
 } // namespace
@@ -253,22 +293,24 @@ void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx) {
   });
   r.add("GET", "/events", {http::role::read, http::body_kind::none, true}, [ctx](const http::exchange_ptr& ex) { get_events(ctx, ex); });
   if (ctx->cfg->debug.fault_injection) {
-    r.add("POST", "/debug/crash/{actor}", {http::role::admin}, [ctx](const http::exchange_ptr& ex) {
-      auto& name = ex->req().params.at("actor");
-      if (name.size() > 10) {
-        ex->reply(http::response::error(404, "not_found", "no actor named " + name, "actor"));
-        return;
-      }
-      auto hdl = ctx->sys->registry().get(caf::atom_from_string(name));
-      if (!hdl) {
-        ex->reply(http::response::error(404, "not_found", "no running actor named " + name, "actor"));
-        return;
-      }
-      logging::get("debug")->warn("fault injection: killing {}", name);
-      caf::anon_send_exit(hdl, caf::exit_reason::kill);
-      ex->reply(http::response::json(202, json{{"crashed", name}}.dump()));
-    });
+    r.add("POST", "/debug/crash/{actor}", {http::role::admin},
+          [ctx](const http::exchange_ptr& ex) { crash_actor(ctx, ex); });
   }
+}
+
+void run_read(const node_context& ctx, const http::exchange_ptr& ex, std::function<void()> read) {
+  if (!ctx.readers) {
+    ex->reply(http::response::error(503, "unavailable", "the node is not serving reads"));
+    return;
+  }
+  if (ctx.readers->submit(std::move(read), ex->req().request_id))
+    return;
+  auto res = http::response::error(503, "busy",
+                                   "too many reads in progress (" +
+                                       std::to_string(ctx.readers->capacity()) +
+                                       ", http.read_queue); retry shortly");
+  res.headers.emplace_back("Retry-After", "1");
+  ex->reply(std::move(res));
 }
 
 } // namespace troupe

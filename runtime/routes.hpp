@@ -17,6 +17,7 @@ class lmdb_env;
 
 /// What HTTP handlers may use of the node.
 class exporter_status;
+class reader_pool;
 
 struct node_context {
   caf::actor_system* sys = nullptr;
@@ -28,7 +29,14 @@ struct node_context {
   std::function<bool()> stopping;
   /// The metrics exporter's status, when one runs (read by /readyz).
   std::shared_ptr<exporter_status> exporter_board;
+  /// Where long store reads run (GET /logs, GET /jobs pages).
+  std::shared_ptr<reader_pool> readers;
 };
+
+/// Runs `read` (a blocking store read that answers `ex` itself) on the node's
+/// readers, off the io thread; answers 503 `busy` with Retry-After when their
+/// queue is full.
+void run_read(const node_context& ctx, const http::exchange_ptr& ex, std::function<void()> read);
 
 /// Health, readiness, version, events and (if enabled) fault injection.
 void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx);

@@ -31,6 +31,7 @@
 #include "actors/metrics_exporter.hpp"
 #include "actors/names.hpp"
 #include "actors/node_supervisor.hpp"
+#include "actors/reader_pool.hpp"
 #include "actors/store.hpp"
 #include "http/server.hpp"
 #include "persistence/jobs.hpp"
@@ -202,6 +203,7 @@ struct runtime::impl {
   std::unique_ptr<caf::actor_system> sys;
   node_supervisor_actor supervisor;
   std::vector<http_bridge_actor> bridges;
+  std::shared_ptr<reader_pool> readers;
   std::atomic<size_t> next_bridge{0};
   std::unique_ptr<http::server> server;
   std::shared_ptr<spdlog::logger> log = logging::get("node");
@@ -249,6 +251,9 @@ runtime::~runtime() {
     request_stop(0, "runtime destroyed");
     run_until_stopped();
   }
+  // Detached readers would keep the actor system waiting (a start that threw).
+  if (impl_->readers)
+    impl_->readers->stop();
   // Actors may still hold HTTP exchanges (and so sessions) and the
   // environment: the actor system goes first, then the server, then LMDB.
   impl_->sys.reset();
@@ -452,6 +457,9 @@ void runtime::start() {
   });
   for (int i = 0; i < cfg.http.io_threads; ++i)
     d.bridges.push_back(d.sys->spawn(http_bridge));
+  d.readers = std::make_shared<reader_pool>(*d.sys, static_cast<size_t>(cfg.http.read_workers),
+                                            static_cast<size_t>(cfg.http.read_queue));
+  ctx->readers = d.readers;
   ctx->sys = d.sys.get();
   ctx->env = d.env;
   // After shutdown the bridges are gone; tasks sent to an invalid handle are
@@ -520,6 +528,8 @@ int runtime::run_until_stopped() {
   logging::stop_capture();
   for (auto& b : d.bridges)
     caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
+  if (d.readers)
+    d.readers->stop();
   if (d.supervisor)
     caf::anon_send_exit(d.supervisor, caf::exit_reason::user_shutdown);
   d.supervisor = nullptr;

@@ -92,9 +92,13 @@ CAF_TEST(a live scrape passes promtool and shows requests jobs and windows) {
   CAF_REQUIRE(poll_until([&] {
     auto res = get(d.port(), "/metrics");
     text = res.body;
+    // The recorder is drained on the registry's tick: wait for the GET and
+    // the 404 too, not only for the earlier POST.
     return res.status == 200
            && contains(text, R"(troupe_http_requests_total{method="POST",route="/jobs",status="201"} 1)")
-           && contains(text, "troupe_job_run_duration_seconds_count 1");
+           && contains(text, "troupe_job_run_duration_seconds_count 1")
+           && contains(text, R"(route="unmatched",status="404")")
+           && contains(text, R"(method="GET",route="/jobs",status="200")");
   }));
   auto res = get(d.port(), "/metrics");
   CAF_CHECK_EQUAL(res.header("content-type").value_or(""),

@@ -1077,10 +1077,15 @@ size_t sse_stream::comments() const {
   return impl_->sse.comments();
 }
 
-sse_stream open_sse(uint16_t port, const std::string& target,
-                    const header_list& headers, duration timeout) {
+sse_stream open_sse(uint16_t port, const std::string& target, const header_list& headers,
+                    duration timeout, int receive_buffer) {
   auto st = std::make_unique<sse_stream::impl>();
   st->parser.body_limit(boost::none);
+  if (receive_buffer > 0) {
+    beast::error_code ignored;
+    st->stream.socket().open(tcp::v4(), ignored);
+    st->stream.socket().set_option(net::socket_base::receive_buffer_size(receive_buffer), ignored);
+  }
   st->stream.expires_after(timeout);
   auto ec = run_op(st->ioc, [&](auto handler) {
     st->stream.async_connect(loopback(port), std::move(handler));

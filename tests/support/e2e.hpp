@@ -329,9 +329,12 @@ private:
 };
 
 /// Opens an SSE stream: sends the GET (plus `headers`) and reads the response
-/// header. Check `status()` before reading events.
+/// header. Check `status()` before reading events. `receive_buffer` > 0
+/// sets the socket's SO_RCVBUF before connecting: a slow client that is not
+/// reading then holds little in the kernel, and the server's queue fills.
 sse_stream open_sse(uint16_t port, const std::string& target = "/events",
-                    const header_list& headers = {}, duration timeout = 10s);
+                    const header_list& headers = {}, duration timeout = 10s,
+                    int receive_buffer = 0);
 
 /// Waits until an event of `type` has been published: replays /events from
 /// the start (`Last-Event-ID: 0`) and follows it live. Empty on timeout.

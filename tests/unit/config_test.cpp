@@ -47,6 +47,8 @@ const std::vector<std::string> all_keys = {
     "http.sse_queue_limit",
     "http.sse_queue_bytes",
     "http.shutdown_grace",
+    "http.read_workers",
+    "http.read_queue",
     "http.max_connections",
     "http.reserved_fds",
     "http.allowed_origins",
@@ -211,6 +213,8 @@ CAF_TEST(builtin defaults apply without any source) {
   CAF_CHECK_EQUAL(c.http.sse_ping_interval.count(), 15'000);
   CAF_CHECK_EQUAL(c.http.sse_queue_limit, 4096);
   CAF_CHECK_EQUAL(c.http.shutdown_grace.count(), 10'000);
+  CAF_CHECK_EQUAL(c.http.read_workers, 2);
+  CAF_CHECK_EQUAL(c.http.read_queue, 64);
   CAF_CHECK_EQUAL(c.store.map_size_bytes, 4ull << 30);
   CAF_CHECK_EQUAL(c.supervisor.max_restarts, 5);
   CAF_CHECK_EQUAL(c.supervisor.restart_window.count(), 60'000);
@@ -438,6 +442,10 @@ CAF_TEST(out of range values name the key and the bound) {
   CAF_CHECK_EQUAL(flag_error("http.shutdown_grace", "-1s"),
                   "config error: http.shutdown_grace: must be >= 0s, got -1s");
   CAF_CHECK_EQUAL(flag("http.shutdown_grace", "0").http.shutdown_grace.count(), 0);
+  CAF_CHECK_EQUAL(flag_error("http.read_workers", "0"),
+                  "config error: http.read_workers: must be between 1 and 64, got 0");
+  CAF_CHECK_EQUAL(flag_error("http.read_queue", "0"),
+                  "config error: http.read_queue: must be >= 1, got 0");
   CAF_CHECK_EQUAL(flag_error("supervisor.backoff_max", "50ms"),
                   "config error: supervisor.backoff_max: must be >= "
                   "supervisor.backoff_initial (100ms), got 50ms");
@@ -610,6 +618,8 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
   CAF_CHECK_EQUAL(shipped.http.sse_ping_interval.count(), builtin.http.sse_ping_interval.count());
   CAF_CHECK_EQUAL(shipped.http.sse_queue_limit, builtin.http.sse_queue_limit);
   CAF_CHECK_EQUAL(shipped.http.shutdown_grace.count(), builtin.http.shutdown_grace.count());
+  CAF_CHECK_EQUAL(shipped.http.read_workers, builtin.http.read_workers);
+  CAF_CHECK_EQUAL(shipped.http.read_queue, builtin.http.read_queue);
   CAF_CHECK_EQUAL(shipped.store.map_size_bytes, builtin.store.map_size_bytes);
   CAF_CHECK_EQUAL(shipped.supervisor.max_restarts, builtin.supervisor.max_restarts);
   CAF_CHECK_EQUAL(shipped.supervisor.restart_window.count(),

@@ -9,12 +9,14 @@
 
 #include "actors/event_bus.hpp"
 #include "actors/job_controller.hpp"
-#include "runtime/metrics_model.hpp"
+#include "actors/job_stream.hpp"
 #include "actors/names.hpp"
 #include "actors/store.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
+#include "runtime/metrics_model.hpp"
+#include "support/paced_stream.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace troupe;
@@ -33,6 +35,14 @@ struct fake_job_state {
 void put_record(persistence::lmdb_env& env, const job_record& r) {
   persistence::txn t{env, false};
   t.put("jobs", r.id, persistence::encode(r));
+  t.commit();
+}
+
+/// Many records in one transaction (one fsync).
+void put_records(persistence::lmdb_env& env, const std::vector<job_record>& rs) {
+  persistence::txn t{env, false};
+  for (auto& r : rs)
+    t.put("jobs", r.id, persistence::encode(r));
   t.commit();
 }
 
@@ -76,6 +86,44 @@ job_actor::behavior_type fake_job(job_actor::stateful_pointer<fake_job_state> se
   };
 }
 
+/// Stands in for the store and records every batch written through it.
+struct store_probe_state {
+  static inline const char* name = "store_probe";
+  std::vector<write_batch> batches;
+};
+
+store_actor::behavior_type store_probe(store_actor::stateful_pointer<store_probe_state> self,
+                                       store_actor real) {
+  return {
+      [self, real](write_atom, write_batch& b) -> caf::result<write_result> {
+        self->state.batches.push_back(b);
+        return self->delegate(real, write_atom::value, std::move(b));
+      },
+      [self, real](flush_atom) -> caf::result<ok_atom> {
+        return self->delegate(real, flush_atom::value);
+      },
+      [self, real](shutdown_atom) -> caf::result<ok_atom> {
+        return self->delegate(real, shutdown_atom::value);
+      },
+      [](commit_atom) {},
+  };
+}
+
+/// Spawns `sleep 60` in a process group of its own with TROUPE_JOB_ID=`id`.
+pid_t spawn_orphan(const std::string& id) {
+  std::string env_var = "TROUPE_JOB_ID=" + id;
+  char* argv[] = {const_cast<char*>("sleep"), const_cast<char*>("60"), nullptr};
+  char* envp[] = {env_var.data(), nullptr};
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  pid_t pid = -1;
+  auto rc = posix_spawnp(&pid, "sleep", nullptr, &attr, argv, envp);
+  posix_spawnattr_destroy(&attr);
+  return rc == 0 ? pid : -1;
+}
+
 struct fixture : test::deterministic_fixture {
   test::temp_dir dir;
   std::shared_ptr<persistence::lmdb_env> env =
@@ -114,6 +162,7 @@ struct fixture : test::deterministic_fixture {
     ctx->cfg.concurrency = slots;
     ctx->cfg.sweep_interval = 24h;
     ctx->node_name = "test-node";
+    ctx->detach_janitor = false;
     auto e = env;
     auto l = launched;
     auto* am = &actors;
@@ -176,6 +225,67 @@ struct fixture : test::deterministic_fixture {
   }
 
   std::map<std::string, std::string> names;
+
+  /// Stores lines first..first+count-1 of job `id` (as the job actor's
+  /// writes do) and returns them as a live update carries them.
+  job_update add_lines(const std::string& id, uint64_t first, uint64_t count, size_t width = 100) {
+    persistence::txn t{*env, false};
+    persistence::log_op_builder b{log_labels{"svc", id, "job", "", "default", "n"}};
+    job_update up;
+    up.job_id = id;
+    for (uint64_t i = 0; i < count; ++i) {
+      auto text = std::to_string(first + i);
+      text.resize(std::max(width, text.size()), '.');
+      b.add(now_ns(), 1, "info", text);
+      up.lines.push_back(log_line{first + i, now_ns(), 1, text});
+    }
+    persistence::append_log_op(t, persistence::log_key(id, first), b.take());
+    t.commit();
+    return up;
+  }
+
+  job_update status_update(const std::string& id, std::string status, int attempt) {
+    job_update up;
+    up.job_id = id;
+    up.status = std::move(status);
+    up.attempt = attempt;
+    return up;
+  }
+
+  /// Marks the job ended in the store and returns its final update.
+  job_update complete_update(const std::string& id) {
+    auto rec = *persistence::get_job(*env, id);
+    rec.status = js::succeeded;
+    rec.success = true;
+    rec.exit_code = 0;
+    put_record(*env, rec);
+    job_update up;
+    up.job_id = id;
+    up.status = js::succeeded;
+    up.complete = true;
+    up.success = true;
+    up.exit_code = 0;
+    return up;
+  }
+
+  /// Plays a client that finally reads: drains its queue, lets the stream's
+  /// pacing timer fire, until the stream ended (bounded).
+  void read_to_the_end(test::paced_stream& s) {
+    for (int i = 0; i < 100'000 && !(s.closed() && s.backlog() == 0); ++i) {
+      s.drain();
+      advance_time(10ms);
+      consume_messages();
+    }
+    s.drain();
+  }
+
+  /// The lines (by id) and other events a client read, in order.
+  static std::vector<std::string> events_read(const test::paced_stream& s) {
+    std::vector<std::string> out;
+    for (auto& e : s.received)
+      out.push_back(e.event == "log" ? e.id : e.event);
+    return out;
+  }
 };
 
 } // namespace
@@ -425,14 +535,229 @@ CAF_TEST(the sweep removes expired workspaces and purges expired jobs) {
   auto fresh = persistence::get_job(*env, new_id);
   CAF_REQUIRE(fresh.has_value());
   CAF_CHECK_EQUAL(fresh->workspace, dir / "ws-new");
-  // Directories go on a thread of their own: wait for them with a bound.
-  auto deadline = std::chrono::steady_clock::now() + 20s;
-  while ((std::filesystem::exists(dir / "ws-old") || std::filesystem::exists(dir / "ws-mid"))
-         && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(5ms);
+  // The janitor deleted the trees (scheduled here, detached in a node).
   CAF_CHECK(!std::filesystem::exists(dir / "ws-old"));
   CAF_CHECK(!std::filesystem::exists(dir / "ws-mid"));
   CAF_CHECK(std::filesystem::exists(dir / "ws-new"));
+}
+
+CAF_TEST(the sweep works in bounded steps of one transaction each) {
+  // Many expired jobs, some with a workspace past workspace_retention, one
+  // with a log longer than a step may purge.
+  std::vector<job_record> records;
+  auto ended = [&](std::chrono::hours ago, const std::string& ws = {}) {
+    job_record r;
+    r.id = persistence::new_job_id();
+    r.status = js::succeeded;
+    r.spec = "{}";
+    r.ended_at = now_ns() - std::chrono::nanoseconds(ago).count();
+    r.workspace = ws;
+    if (!ws.empty())
+      std::filesystem::create_directories(ws);
+    records.push_back(r);
+    return r.id;
+  };
+  std::vector<std::string> expired;
+  std::vector<std::string> workspaces;
+  auto long_log = ended(std::chrono::hours(24 * 8));
+  // Written in batches, as a job writes: a purge step ends between them.
+  for (uint64_t first = 1; first <= sweep_lines_per_step + 50'000; first += 10'000)
+    add_lines(long_log, first, 10'000, 8);
+  for (int i = 0; i < 2100; ++i) {
+    expired.push_back(ended(std::chrono::hours(24 * 8)));
+    if (i % 10 == 0) {
+      auto ws = dir / ("ws-" + std::to_string(i));
+      ended(std::chrono::hours(2), ws);
+      workspaces.push_back(ws);
+    }
+  }
+  put_records(*env, records);
+  auto probe = sys.spawn(store_probe, st);
+  sys.registry().erase(names::store); // put() keeps an existing entry
+  sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(probe));
+  start(1);
+  auto& batches = deref<store_actor::stateful_base<store_probe_state>>(probe).state.batches;
+  batches.clear();
+  caf::anon_send(ctl, sweep_atom::value);
+  consume_messages();
+  // Everything due is done ...
+  for (auto& id : expired)
+    CAF_CHECK(!persistence::get_job(*env, id).has_value());
+  CAF_CHECK(!persistence::get_job(*env, long_log).has_value());
+  CAF_CHECK(persistence::read_logs(*env, long_log, 0, 10).empty());
+  for (auto& ws : workspaces)
+    CAF_CHECK(!std::filesystem::exists(ws));
+  CAF_CHECK_EQUAL(state().counts[js::succeeded], workspaces.size());
+  CAF_CHECK(!state().sweeping);
+  // ... in bounded transactions: never more records than a step looks at,
+  // nor more workspaces than a step removes.
+  size_t sweep_batches = 0;
+  size_t long_log_batches = 0;
+  bool record_before_log = false;
+  for (auto& b : batches) {
+    size_t records = 0;
+    size_t updates = 0;
+    bool log_ops = false;
+    bool long_log_erased = false;
+    for (auto& op : b) {
+      if (op.table == "jobs") {
+        ++records;
+        if (op.kind == write_op::put)
+          ++updates;
+        if (op.kind == write_op::erase && op.key == long_log)
+          long_log_erased = true;
+      }
+      if (op.table == "job_logs" && op.key.rfind(long_log, 0) == 0)
+        log_ops = true;
+    }
+    if (records > 0 || log_ops)
+      ++sweep_batches;
+    CAF_CHECK_LESS_OR_EQUAL(records, sweep_records_per_step);
+    CAF_CHECK_LESS_OR_EQUAL(updates, sweep_workspaces_per_step);
+    if (log_ops)
+      ++long_log_batches;
+    // The record goes with the last of its log, never before.
+    if (long_log_erased && long_log_batches < 2)
+      record_before_log = true;
+  }
+  CAF_CHECK_GREATER_OR_EQUAL(sweep_batches, 3u);
+  CAF_CHECK_EQUAL(long_log_batches, 2u);
+  CAF_CHECK(!record_before_log);
+  sys.registry().erase(names::store);
+  sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st));
+  caf::anon_send_exit(probe, caf::exit_reason::user_shutdown);
+}
+
+CAF_TEST(the controller answers between the steps of a sweep) {
+  std::vector<job_record> records(2500);
+  for (auto& r : records) {
+    r.id = persistence::new_job_id();
+    r.status = js::failed;
+    r.spec = "{}";
+    r.ended_at = now_ns() - std::chrono::nanoseconds(std::chrono::hours(24 * 8)).count();
+  }
+  put_records(*env, records);
+  start(1);
+  caf::anon_send(ctl, sweep_atom::value);
+  auto h = self->request(ctl, caf::infinite, status_atom::value);
+  // Run one message at a time until the status is answered.
+  while (self->mailbox().empty() && sched.try_run_once())
+    ;
+  std::string stats;
+  h.receive([&](std::string& x) { stats = x; }, [](caf::error& err) { CAF_FAIL(to_string(err)); });
+  CAF_CHECK(!stats.empty());
+  CAF_CHECK(state().sweeping); // answered in the middle of the sweep
+  consume_messages();
+  CAF_CHECK(!state().sweeping);
+  CAF_CHECK_EQUAL(state().counts[js::failed], 0u);
+}
+
+CAF_TEST(one pass over proc kills the processes of several jobs) {
+  auto a = persistence::new_job_id();
+  auto b = persistence::new_job_id();
+  auto pa = spawn_orphan(a);
+  auto pb = spawn_orphan(b);
+  CAF_REQUIRE(pa > 0 && pb > 0);
+  auto killed = kill_jobs_processes({a, b, persistence::new_job_id()}, {pa, 0, 0});
+  CAF_REQUIRE_EQUAL(killed.size(), 3u);
+  CAF_CHECK_GREATER_OR_EQUAL(killed[0], 1u);
+  CAF_CHECK_EQUAL(killed[1], 1u);
+  CAF_CHECK_EQUAL(killed[2], 0u);
+  for (auto pid : {pa, pb}) {
+    int status = 0;
+    CAF_CHECK_EQUAL(waitpid(pid, &status, 0), pid);
+    CAF_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  }
+}
+
+CAF_TEST(a crashed job actor has its processes killed by the janitor) {
+  start(1);
+  submit("doomed", 50);
+  auto id = id_of("doomed");
+  auto pid = spawn_orphan(id);
+  CAF_REQUIRE(pid > 0);
+  auto rec = *persistence::get_job(*env, id);
+  rec.pgid = pid;
+  put_record(*env, rec);
+  caf::anon_send_exit(actors[id], caf::exit_reason::kill);
+  consume_messages();
+  int status = 0;
+  CAF_CHECK_EQUAL(waitpid(pid, &status, 0), pid);
+  CAF_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  CAF_CHECK_EQUAL(status_of("doomed"), js::failed);
+}
+
+CAF_TEST(a job stream replaying for a slow client drops live lines and reads them later) {
+  start(1);
+  submit("chatty", 50);
+  auto id = id_of("chatty");
+  add_lines(id, 1, 200);
+  // 64 events or 16 KiB queued for the client at most.
+  auto out = std::make_shared<test::paced_stream>(64, 16 << 10);
+  job_stream_options opts;
+  opts.job_id = id;
+  opts.from_beginning = true;
+  auto js = sys.spawn(job_stream, out, env, ctl, opts);
+  consume_messages();
+  // The client reads nothing while the job writes 1,100 more lines, retries
+  // after line 1,200, and ends after 1,300.
+  for (uint64_t first = 201; first <= 1201; first += 100) {
+    if (first == 1201)
+      caf::anon_send(js, status_update(id, js::queued, 2));
+    caf::anon_send(js, add_lines(id, first, 100));
+    consume_messages();
+  }
+  caf::anon_send(js, complete_update(id));
+  consume_messages();
+  // Nothing of that is held: the lines are in the store, the retry and the
+  // end wait for the replay to reach them.
+  auto& st = deref<job_stream_actor::stateful_base<job_stream_state>>(js).state;
+  CAF_CHECK_EQUAL(st.pending.size(), 2u);
+  for (auto& p : st.pending)
+    CAF_CHECK(p.update.lines.empty());
+  CAF_CHECK_LESS_OR_EQUAL(out->peak_bytes, (16u << 10) / 2 + out->largest);
+  read_to_the_end(*out);
+  CAF_CHECK(!out->overflowed);
+  CAF_CHECK_LESS_OR_EQUAL(out->peak_bytes, (16u << 10) / 2 + out->largest);
+  // Every line once, in order; the retry between lines 1,200 and 1,201 as it
+  // happened; `complete` last.
+  std::vector<std::string> want{"status"};
+  for (int i = 1; i <= 1300; ++i) {
+    want.push_back(std::to_string(i));
+    if (i == 1200)
+      want.push_back("status");
+  }
+  want.push_back("complete");
+  CAF_CHECK_EQUAL(events_read(*out), want);
+}
+
+CAF_TEST(a live job stream whose client falls behind reads the rest from the store) {
+  start(1);
+  submit("chatty", 50);
+  auto id = id_of("chatty");
+  auto out = std::make_shared<test::paced_stream>(64, 16 << 10);
+  job_stream_options opts;
+  opts.job_id = id;
+  auto js = sys.spawn(job_stream, out, env, ctl, opts);
+  consume_messages();
+  // 3,000 lines (about 400 KB) to a client that does not read: queued as
+  // they came, it would be cut off after 64 events.
+  for (uint64_t first = 1; first <= 3000; first += 100) {
+    caf::anon_send(js, add_lines(id, first, 100));
+    consume_messages();
+  }
+  CAF_CHECK(!out->overflowed);
+  CAF_CHECK(deref<job_stream_actor::stateful_base<job_stream_state>>(js).state.replaying);
+  caf::anon_send(js, complete_update(id));
+  consume_messages();
+  read_to_the_end(*out);
+  CAF_CHECK(!out->overflowed);
+  CAF_CHECK_LESS_OR_EQUAL(out->peak_events, 64u / 2 + 1);
+  std::vector<std::string> want{"status"};
+  for (int i = 1; i <= 3000; ++i)
+    want.push_back(std::to_string(i));
+  want.push_back("complete");
+  CAF_CHECK_EQUAL(events_read(*out), want);
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()

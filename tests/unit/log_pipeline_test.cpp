@@ -1,19 +1,23 @@
 #define CAF_SUITE log_pipeline
 #include "support/dsl.hpp"
 
+#include <condition_variable>
+#include <mutex>
+
 #include <nlohmann/json.hpp>
 
 #include "actors/log_batcher.hpp"
-#include "actors/log_stream.hpp"
-#include "runtime/metrics_model.hpp"
 #include "actors/log_router.hpp"
+#include "actors/log_stream.hpp"
 #include "actors/names.hpp"
 #include "actors/store.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/logging.hpp"
+#include "runtime/metrics_model.hpp"
 #include "support/capture_server.hpp"
+#include "support/paced_stream.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace troupe;
@@ -246,6 +250,135 @@ CAF_TEST(a follower reads lines the router did not forward from the store) {
   caf::anon_send(follower, log_batch{live}); // a duplicate is dropped
   consume_messages();
   CAF_CHECK_EQUAL(out->ids.size(), 5u);
+}
+
+CAF_TEST(a follower replays a backlog in pages bounded by bytes) {
+  auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
+  extra.push_back(caf::actor_cast<caf::actor>(router));
+  sys.registry().put(names::logs, caf::actor_cast<caf::strong_actor_ptr>(router));
+  // 400 lines of 1 KB: far more than the client's 16 KiB queue.
+  std::vector<std::string> lines;
+  for (int i = 1; i <= 400; ++i)
+    lines.push_back(std::to_string(i) + std::string(1000, '.'));
+  put_lines(lines);
+  auto out = std::make_shared<test::paced_stream>(4096, 16 << 10);
+  persistence::log_query q;
+  q.instance = "i-1";
+  auto follower = sys.spawn(log_stream, out, env, q, std::optional<uint64_t>{0});
+  extra.push_back(caf::actor_cast<caf::actor>(follower));
+  consume_messages();
+  // A page holds about half the byte capacity, not 500 events.
+  CAF_CHECK_GREATER(out->backlog(), 0u);
+  CAF_CHECK_LESS_OR_EQUAL(out->peak_bytes, (16u << 10) / 2 + out->largest);
+  for (int i = 0; i < 10'000 && out->received.size() + out->backlog() < 400; ++i) {
+    out->drain();
+    advance_time(10ms);
+    consume_messages();
+  }
+  out->drain();
+  CAF_CHECK(!out->overflowed);
+  CAF_CHECK_LESS_OR_EQUAL(out->peak_bytes, (16u << 10) / 2 + out->largest);
+  CAF_REQUIRE_EQUAL(out->received.size(), 400u);
+  size_t wrong = 0;
+  for (size_t i = 0; i < 400; ++i)
+    if (json::parse(out->received[i].data).value("line", "") != lines[i])
+      ++wrong;
+  CAF_CHECK_EQUAL(wrong, 0u);
+}
+
+CAF_TEST(a follower whose client falls behind reads live lines from the store) {
+  auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
+  extra.push_back(caf::actor_cast<caf::actor>(router));
+  sys.registry().put(names::logs, caf::actor_cast<caf::strong_actor_ptr>(router));
+  auto out = std::make_shared<test::paced_stream>(64, 1 << 20);
+  persistence::log_query q;
+  q.instance = "i-1";
+  auto follower = sys.spawn(log_stream, out, env, q, std::optional<uint64_t>{});
+  extra.push_back(caf::actor_cast<caf::actor>(follower));
+  consume_messages();
+  // 50 live batches of 10 lines to a client that does not read: queued as
+  // they came, 500 events would overflow its 64-event queue.
+  std::vector<std::string> want;
+  for (int b = 0; b < 50; ++b) {
+    std::vector<std::string> lines;
+    for (int i = 0; i < 10; ++i)
+      lines.push_back(std::to_string(b * 10 + i));
+    auto last = put_lines(lines);
+    log_batch live;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      log_record r;
+      r.seq = last - lines.size() + 1 + i;
+      r.line = lines[i];
+      r.instance = "i-1";
+      live.push_back(r);
+    }
+    want.insert(want.end(), lines.begin(), lines.end());
+    caf::anon_send(follower, live);
+    consume_messages();
+  }
+  CAF_CHECK(!out->overflowed);
+  CAF_CHECK_LESS_OR_EQUAL(out->peak_events, 64u / 2 + 10);
+  for (int i = 0; i < 10'000 && out->received.size() + out->backlog() < want.size(); ++i) {
+    out->drain();
+    advance_time(10ms);
+    consume_messages();
+  }
+  out->drain();
+  CAF_CHECK(!out->overflowed);
+  std::vector<std::string> got;
+  for (auto& e : out->received)
+    got.push_back(json::parse(e.data).value("line", ""));
+  CAF_CHECK_EQUAL(got, want);
+}
+
+CAF_TEST(a stdout that does not keep up never blocks the router) {
+  // stdout is a pipe nobody reads: the writer blocks until released.
+  std::mutex mtx;
+  std::condition_variable cv;
+  bool released = false;
+  std::vector<std::string> written;
+  auto writer = std::make_shared<stdout_writer>(4096, [&](const std::string& text) {
+    std::unique_lock<std::mutex> guard{mtx};
+    cv.wait(guard, [&] { return released; });
+    written.push_back(text);
+  });
+  logs_config cfg;
+  cfg.stdout_sink = true;
+  auto router = sys.spawn(log_router_with, cfg, std::string{"n"}, false, writer);
+  extra.push_back(caf::actor_cast<caf::actor>(router));
+  consume_messages();
+  // 100 batches of 10 lines of 100 bytes (100 KB): every one is stored and
+  // answered although stdout takes nothing.
+  size_t answered = 0;
+  for (uint64_t b = 0; b < 100; ++b) {
+    log_ingest in;
+    in.labels = log_labels{"build", "j-1", "job", "", "", ""};
+    in.index = "j-1";
+    in.first_seq = 1 + b * 10;
+    in.ts_ns = now_ns();
+    in.count = 10;
+    for (int i = 0; i < 10; ++i)
+      persistence::pack_line(in.lines, std::string(100, 'x'));
+    auto h = self->request(router, caf::infinite, ingest_atom::value, in);
+    consume_messages();
+    h.receive([&](uint64_t) { ++answered; }, [](caf::error& err) { CAF_FAIL(to_string(err)); });
+  }
+  CAF_CHECK_EQUAL(answered, 100u);
+  CAF_CHECK_EQUAL(persistence::last_log_seq(*env, "j-1"), 1000u);
+  auto dropped = writer->dropped_lines();
+  CAF_CHECK_GREATER(dropped, 0u);
+  {
+    std::lock_guard<std::mutex> guard{mtx};
+    released = true;
+  }
+  cv.notify_all();
+  CAF_REQUIRE(writer->wait_idle(std::chrono::seconds(30)));
+  size_t printed = 0;
+  for (auto& text : written)
+    printed += static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+  // What was not dropped was printed; at most the queue's worth was held.
+  CAF_CHECK_EQUAL(printed + dropped, 1000u);
+  CAF_CHECK_LESS_OR_EQUAL(printed, 4096u / 100 + 10);
 }
 
 CAF_TEST(a batch is pushed when it reaches batch_entries) {
