@@ -277,7 +277,9 @@ CAF_TEST(proxy mode re-exports upstreams with the auth header) {
   e2e::daemon proxy{with_env({{"TROUPE_METRICS__MODE", "proxy"},
                                {"TROUPE_METRICS__PROXY__URLS", up + "," + second.url()},
                                {"TROUPE_METRICS__PROXY__AUTH_HEADER_NAME", "Authorization"},
-                               {"TROUPE_METRICS__PROXY__AUTH_HEADER_VALUE", "Bearer s3cret"},
+                               // The upstream needs its read token for /monitoring/system.
+                               {"TROUPE_METRICS__PROXY__AUTH_HEADER_VALUE",
+                                "Bearer " + upstream.token()},
                                {"TROUPE_METRICS__EXPORT_INTERVAL", "300ms"}})};
   std::string text;
   CAF_CHECK(poll_until([&] {
@@ -288,7 +290,7 @@ CAF_TEST(proxy mode re-exports upstreams with the auth header) {
   CAF_REQUIRE(second.wait_for(1, 10s));
   auto req = second.requests().front();
   CAF_CHECK_EQUAL(req.target, "/monitoring/system");
-  CAF_CHECK_EQUAL(req.headers["authorization"], "Bearer s3cret");
+  CAF_CHECK_EQUAL(req.headers["authorization"], "Bearer " + upstream.token());
   // The proxy's own requests are not exported as local series.
   CAF_CHECK(!contains(text, R"(route="/metrics",status="200"})"));
   scratch_dir dir{"troupe-e2e-proxy"};
