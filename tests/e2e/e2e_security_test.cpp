@@ -28,6 +28,7 @@ namespace {
 const std::string admin_token = "admin-0123456789abcdef";
 const std::string submit_token = "submit-0123456789abcdef";
 const std::string read_token = "read-0123456789abcdef01";
+const std::string other_submit_token = "other-0123456789abcdef";
 
 /// A daemon with three tokens of three roles.
 daemon_options three_tokens(environment extra = {}) {
@@ -36,8 +37,10 @@ daemon_options three_tokens(environment extra = {}) {
   opts.env.emplace_back("TROUPE_AUTH__TOKENS",
                         R"([{"name":"ops","token":")" + admin_token + R"(","roles":["admin"]},)"
                           + R"({"name":"ci","token":")" + submit_token
-                          + R"(","roles":["submit"]},)" + R"({"name":"dash","token":")"
-                          + read_token + R"(","roles":["read"]}])");
+                          + R"(","roles":["submit"]},)" + R"({"name":"cd","token":")"
+                          + other_submit_token + R"(","roles":["submit"]},)"
+                          + R"({"name":"dash","token":")" + read_token
+                          + R"(","roles":["read"]}])");
   return opts;
 }
 
@@ -222,9 +225,32 @@ CAF_TEST(roles decide who reads who submits and who administers) {
   CAF_REQUIRE_EQUAL(by_submitter.status, 201);
   auto id = by_submitter.json().value("job_id", "");
   CAF_CHECK_EQUAL(get(port, "/jobs/" + id, as(read_token)).status, 200);
+  CAF_CHECK_EQUAL(json_field(get(port, "/jobs/" + id, as(read_token)), "/submitted_by"), "ci");
   // Node operations need admin.
   CAF_CHECK_EQUAL(request(port, "POST", "/debug/crash/event_bus", as(submit_token)).status, 403);
   CAF_CHECK_EQUAL(request(port, "POST", "/debug/crash/event_bus", as(admin_token)).status, 202);
+}
+
+CAF_TEST(a submitter cancels its own jobs and only admin cancels others) {
+  e2e::daemon node{three_tokens()};
+  auto port = node.port();
+  header_list json_type{{"Content-Type", "application/json"}};
+  auto submit = [&](const std::string& token) {
+    auto res = request(port, "POST", "/jobs", as(token, json_type), R"({"command":"sleep 30"})");
+    CAF_REQUIRE_EQUAL(res.status, 201);
+    return res.json().value("job_id", "");
+  };
+  auto mine = submit(submit_token);
+  auto theirs = submit(other_submit_token);
+  auto refused = request(port, "DELETE", "/jobs/" + theirs, as(submit_token));
+  CAF_CHECK_EQUAL(refused.status, 403);
+  CAF_CHECK_EQUAL(json_field(refused, "/error/code"), "forbidden");
+  CAF_CHECK_EQUAL(request(port, "DELETE", "/jobs/" + mine, as(read_token)).status, 403);
+  CAF_CHECK_EQUAL(request(port, "DELETE", "/jobs/" + mine, as(submit_token)).status, 200);
+  CAF_CHECK_EQUAL(request(port, "DELETE", "/jobs/" + theirs, as(admin_token)).status, 200);
+  CAF_CHECK(poll_until([&] {
+    return get(port, "/jobs/" + theirs, as(read_token)).json().value("status", "") == "cancelled";
+  }));
 }
 
 CAF_TEST(no token ever appears in the daemon s output) {
@@ -243,7 +269,7 @@ CAF_TEST(no token ever appears in the daemon s output) {
                   401);
   CAF_REQUIRE(node.wait_for_line(std::regex{"access_token=REDACTED"}).has_value());
   for (auto& line : node.output())
-    for (auto& token : {admin_token, submit_token, read_token})
+    for (auto& token : {admin_token, submit_token, read_token, other_submit_token})
       if (line.find(token) != std::string::npos)
         CAF_FAIL("a token appears in the output: " << line);
 }
