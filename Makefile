@@ -1,6 +1,8 @@
 # Two commands: `make run` and `make test`. Both install any missing Debian
 # package listed in configs/debian-packages.txt, then build. `make fuzz` builds
 # the libFuzzer targets with clang and runs each (tests/fuzz/CMakeLists.txt).
+# `make check` is what CI runs (.ci/run): the whole suite, then every fuzz
+# target briefly.
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
@@ -8,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PACKAGES := $(shell grep -v '^\s*\#' configs/debian-packages.txt)
 CTEST_ARGS ?=
 
-.PHONY: all deps build run test bench fuzz fuzz-build fuzz-merge clean
+.PHONY: all deps build run test check bench fuzz fuzz-build fuzz-merge clean
 
 all: build
 
@@ -31,6 +33,10 @@ run: build
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+CHECK_FUZZ_SECONDS ?= 10
+check: test
+	$(MAKE) fuzz FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)
 
 bench: build
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target jobs_bench lmdb_lines metrics_bench scrape_bench

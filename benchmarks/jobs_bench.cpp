@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -49,7 +50,10 @@ public:
   /// Returns {status, body}.
   std::pair<int, std::string> call(const std::string& method, const std::string& target,
                                    const std::string& body = {}) {
-    std::string req = method + " " + target + " HTTP/1.1\r\nHost: bench\r\n";
+    std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    // The API needs a token (jobs.sh passes the daemon's DATA_DIR/token).
+    if (auto token = std::getenv("TROUPE_BENCH_TOKEN"); token != nullptr && *token != '\0')
+      req += std::string{"Authorization: Bearer "} + token + "\r\n";
     if (!body.empty())
       req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size())
              + "\r\n";

@@ -86,17 +86,19 @@ done
 [[ -n "$port" ]] || { cat "$work/troupe.log" >&2; exit 1; }
 
 t0=$(now)
-id=$(curl -s -XPOST "127.0.0.1:$port/jobs" -H 'Content-Type: application/json' \
+for _ in $(seq 200); do [[ -s "$work/data/token" ]] && break; sleep 0.05; done
+auth="Authorization: Bearer $(cat "$work/data/token")"
+id=$(curl -s -XPOST "127.0.0.1:$port/jobs" -H "$auth" -H 'Content-Type: application/json' \
   -d "{\"name\":\"flood\",\"command\":[\"cat\",\"$work/lines.txt\"]}" | sed 's/.*"job_id":"\([^"]*\)".*/\1/')
 status=""
 for _ in $(seq 6000); do
-  status=$(curl -s "127.0.0.1:$port/jobs/$id" | sed 's/.*"status":"\([a-z_]*\)".*/\1/')
+  status=$(curl -s -H "$auth" "127.0.0.1:$port/jobs/$id" | sed 's/.*"status":"\([a-z_]*\)".*/\1/')
   [[ "$status" == succeeded || "$status" == failed ]] && break
   sleep 0.05
 done
 t1=$(now)
 [[ "$status" == succeeded ]] || { echo "logs: job ended $status" >&2; exit 1; }
-stored=$(curl -s "127.0.0.1:$port/jobs/$id/logs" | wc -l)
+stored=$(curl -s -H "$auth" "127.0.0.1:$port/jobs/$id/logs" | wc -l)
 # VmHWM counts LMDB's file-backed pages too; RssAnon is the heap.
 rss_kb=$(awk '/VmHWM/ { print $2 }' "/proc/$tpid/status")
 anon_kb=$(awk '/RssAnon/ { print $2 }' "/proc/$tpid/status")
