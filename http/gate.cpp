@@ -16,11 +16,10 @@ std::string lower(std::string_view s) {
 }
 
 bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size()
-         && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-              return std::tolower(static_cast<unsigned char>(x))
-                     == std::tolower(static_cast<unsigned char>(y));
-            });
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
 }
 
 /// The host part of a Host value: `[::1]:8000` → `[::1]`, `a:1` → `a`.
@@ -71,8 +70,8 @@ std::string media_type(std::string_view content_type) {
 }
 
 bool is_json_or_yaml(std::string_view media) {
-  return media == "application/json" || media == "application/yaml"
-         || media == "application/x-yaml" || media == "text/yaml" || media == "text/x-yaml";
+  return media == "application/json" || media == "application/yaml" ||
+         media == "application/x-yaml" || media == "text/yaml" || media == "text/x-yaml";
 }
 
 std::optional<std::string> take_access_token(request& req) {
@@ -81,17 +80,17 @@ std::optional<std::string> take_access_token(request& req) {
     return std::nullopt;
   auto token = std::move(i->second);
   req.query.erase(i);
-  // Redact every occurrence in the raw target (it is what gets logged).
+  // Redact every occurrence in the raw target (it is what gets logged). Keys are
+  // compared decoded, as parse_target read them: `access%5Ftoken=` is the same key.
   auto q = req.target.find('?');
   while (q != std::string::npos && q < req.target.size()) {
     auto start = q + 1;
     auto end = req.target.find('&', start);
     auto item = std::string_view{req.target}.substr(
-      start, end == std::string::npos ? std::string::npos : end - start);
-    if (item.rfind("access_token=", 0) == 0) {
-      auto value_at = start + 13;
-      auto value_len = item.size() - 13;
-      req.target.replace(value_at, value_len, "REDACTED");
+        start, end == std::string::npos ? std::string::npos : end - start);
+    auto eq = item.find('=');
+    if (eq != std::string_view::npos && url_decode(item.substr(0, eq), true) == "access_token") {
+      req.target.replace(start + eq + 1, item.size() - eq - 1, "REDACTED");
       end = req.target.find('&', start);
     }
     q = end;
@@ -104,8 +103,8 @@ std::optional<response> check_origin(const gate_options& opts, const request& re
   auto& host = req.header("host");
   if (opts.loopback && !host_allowed(opts, host))
     return response::error(403, "forbidden_host",
-                           "Host " + host
-                             + " is not served on this loopback listener (add it to "
+                           "Host " + host +
+                               " is not served on this loopback listener (add it to "
                                "http.allowed_hosts)",
                            "Host");
   auto& origin = req.header("origin");
@@ -118,8 +117,8 @@ std::optional<response> check_origin(const gate_options& opts, const request& re
                              [&](const std::string& o) { return iequals(o, origin); });
   if (!allowed)
     return response::error(403, "forbidden_origin",
-                           "requests from origin " + origin
-                             + " are refused (add it to http.allowed_origins)",
+                           "requests from origin " + origin +
+                               " are refused (add it to http.allowed_origins)",
                            "Origin");
   cors.emplace_back("Access-Control-Allow-Origin", origin);
   cors.emplace_back("Vary", "Origin");
@@ -155,13 +154,12 @@ verdict admit(const gate_options& opts, request& req, const route_options& route
     if (!who && route.needs != role::none) {
       auto res = response::error(401, "unauthorized",
                                  presented.empty()
-                                   ? "this route needs a token: Authorization: Bearer <token>"
-                                   : "the token is not valid",
+                                     ? "this route needs a token: Authorization: Bearer <token>"
+                                     : "the token is not valid",
                                  "Authorization");
-      res.headers.emplace_back("WWW-Authenticate", presented.empty()
-                                                     ? "Bearer realm=\"troupe\""
-                                                     : "Bearer realm=\"troupe\", "
-                                                       "error=\"invalid_token\"");
+      res.headers.emplace_back("WWW-Authenticate", presented.empty() ? "Bearer realm=\"troupe\""
+                                                                     : "Bearer realm=\"troupe\", "
+                                                                       "error=\"invalid_token\"");
       v.answer = std::move(res);
       return v;
     }
@@ -171,11 +169,11 @@ verdict admit(const gate_options& opts, request& req, const route_options& route
     }
   }
   if (!allows(req.granted, route.needs)) {
-    v.answer = response::error(403, "forbidden",
-                               "this route needs the " + std::string{to_string(route.needs)}
-                                 + " role; token " + req.principal + " has "
-                                 + to_string(req.granted),
-                               "Authorization");
+    v.answer =
+        response::error(403, "forbidden",
+                        "this route needs the " + std::string{to_string(route.needs)} +
+                            " role; token " + req.principal + " has " + to_string(req.granted),
+                        "Authorization");
     return v;
   }
   // What it sends.
@@ -189,12 +187,11 @@ verdict admit(const gate_options& opts, request& req, const route_options& route
     bool multipart = media == "multipart/form-data";
     if (!is_json_or_yaml(media) && !(multipart && route.body == body_kind::upload)) {
       auto accepted = route.body == body_kind::upload
-                        ? "application/json, application/yaml or multipart/form-data"
-                        : "application/json or application/yaml";
+                          ? "application/json, application/yaml or multipart/form-data"
+                          : "application/json or application/yaml";
       v.answer = response::error(415, "unsupported_media_type",
-                                 "Content-Type "
-                                   + (media.empty() ? std::string{"(none)"} : media)
-                                   + " is not accepted here; send " + accepted,
+                                 "Content-Type " + (media.empty() ? std::string{"(none)"} : media) +
+                                     " is not accepted here; send " + accepted,
                                  "Content-Type");
       return v;
     }
@@ -203,9 +200,9 @@ verdict admit(const gate_options& opts, request& req, const route_options& route
     if (content_length && *content_length > v.body.limit) {
       auto key = multipart ? "jobs.max_archive_bytes" : "http.max_json_bytes";
       v.answer = response::error(413, "payload_too_large",
-                                 "request body of " + show_bytes(*content_length)
-                                   + " exceeds the limit of " + show_bytes(v.body.limit) + " ("
-                                   + key + ")");
+                                 "request body of " + show_bytes(*content_length) +
+                                     " exceeds the limit of " + show_bytes(v.body.limit) + " (" +
+                                     key + ")");
       return v;
     }
   }
@@ -218,8 +215,7 @@ verdict admit(const gate_options& opts, request& req, const route_options& route
     if (wait) {
       auto res = response::error(429, "too_many_requests",
                                  "rate limit of mutating requests exceeded; retry later");
-      res.headers.emplace_back("Retry-After",
-                               std::to_string(static_cast<long>(std::ceil(*wait))));
+      res.headers.emplace_back("Retry-After", std::to_string(static_cast<long>(std::ceil(*wait))));
       v.answer = std::move(res);
       return v;
     }

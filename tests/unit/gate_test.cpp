@@ -16,9 +16,9 @@ struct fixture {
 
   fixture() {
     opts.auth = std::make_shared<authenticator>(std::make_shared<token_table>(
-      std::vector<token_entry>{{"ops", admin_token, role::admin, ""},
-                               {"ci", submit_token, role::submit, ""},
-                               {"dash", read_token, role::read, ""}}));
+        std::vector<token_entry>{{"ops", admin_token, role::admin, ""},
+                                 {"ci", submit_token, role::submit, ""},
+                                 {"dash", read_token, role::read, ""}}));
     opts.max_json_bytes = 1000;
     opts.max_upload_bytes = 100'000;
   }
@@ -84,16 +84,15 @@ CAF_TEST(an unknown token is a 401 naming an invalid token) {
 }
 
 CAF_TEST(roles are ordered admin over submit over read) {
-  for (auto& [token, needs, expected] :
-       std::vector<std::tuple<std::string, role, std::string>>{
-         {read_token, role::read, "admitted"},
-         {read_token, role::submit, "403 forbidden"},
-         {read_token, role::admin, "403 forbidden"},
-         {submit_token, role::read, "admitted"},
-         {submit_token, role::submit, "admitted"},
-         {submit_token, role::admin, "403 forbidden"},
-         {admin_token, role::submit, "admitted"},
-         {admin_token, role::admin, "admitted"},
+  for (auto& [token, needs, expected] : std::vector<std::tuple<std::string, role, std::string>>{
+           {read_token, role::read, "admitted"},
+           {read_token, role::submit, "403 forbidden"},
+           {read_token, role::admin, "403 forbidden"},
+           {submit_token, role::read, "admitted"},
+           {submit_token, role::submit, "admitted"},
+           {submit_token, role::admin, "403 forbidden"},
+           {admin_token, role::submit, "admitted"},
+           {admin_token, role::admin, "admitted"},
        }) {
     auto req = make("GET", "/x", bearer(token));
     CAF_CHECK_EQUAL(code(run(req, {needs}).answer), expected);
@@ -130,12 +129,17 @@ CAF_TEST(access_token is accepted only on streaming routes and always redacted) 
   auto other = make("GET", "/jobs?access_token=" + read_token);
   CAF_CHECK_EQUAL(code(run(other, {role::read}).answer), "401 unauthorized");
   CAF_CHECK_EQUAL(other.target, "/jobs?access_token=REDACTED");
+  // The key as parse_target decodes it: percent-encoded, form-encoded, repeated.
+  auto encoded =
+      make("GET", "/events?access%5Ftoken=" + read_token + "&x=1&access_token=" + read_token);
+  CAF_CHECK_EQUAL(code(run(encoded, {role::read, body_kind::none, true}).answer), "admitted");
+  CAF_CHECK_EQUAL(encoded.target, "/events?access%5Ftoken=REDACTED&x=1&access_token=REDACTED");
+  CAF_CHECK_EQUAL(encoded.target.find(read_token), std::string::npos);
 }
 
 CAF_TEST(bodies are refused by media type and declared size before they are read) {
   auto body_on_get = make("GET", "/healthz");
-  CAF_CHECK_EQUAL(code(run(body_on_get, {role::none}, 10, true).answer),
-                  "413 payload_too_large");
+  CAF_CHECK_EQUAL(code(run(body_on_get, {role::none}, 10, true).answer), "413 payload_too_large");
   auto form = make("POST", "/jobs",
                    {{"content-type", "application/x-www-form-urlencoded"},
                     {"authorization", "Bearer " + admin_token}});
@@ -144,12 +148,13 @@ CAF_TEST(bodies are refused by media type and declared size before they are read
   auto none = make("POST", "/jobs", bearer(admin_token));
   CAF_CHECK_EQUAL(code(run(none, {role::submit, body_kind::upload}, 20, true).answer),
                   "415 unsupported_media_type");
-  auto text = make("POST", "/x", {{"content-type", "text/plain"}, {"authorization", "Bearer " + admin_token}});
+  auto text = make("POST", "/x",
+                   {{"content-type", "text/plain"}, {"authorization", "Bearer " + admin_token}});
   CAF_CHECK_EQUAL(code(run(text, {role::submit, body_kind::json}, 20, true).answer),
                   "415 unsupported_media_type");
-  auto multipart_on_json = make(
-    "POST", "/x",
-    {{"content-type", "multipart/form-data; boundary=x"}, {"authorization", "Bearer " + admin_token}});
+  auto multipart_on_json = make("POST", "/x",
+                                {{"content-type", "multipart/form-data; boundary=x"},
+                                 {"authorization", "Bearer " + admin_token}});
   CAF_CHECK_EQUAL(code(run(multipart_on_json, {role::submit, body_kind::json}, 20, true).answer),
                   "415 unsupported_media_type");
   auto big = make("POST", "/jobs",
@@ -160,8 +165,9 @@ CAF_TEST(bodies are refused by media type and declared size before they are read
 }
 
 CAF_TEST(admitted bodies get the route s limit and uploads go to a file) {
-  auto json = make("POST", "/jobs",
-                   {{"content-type", "application/yaml"}, {"authorization", "Bearer " + admin_token}});
+  auto json =
+      make("POST", "/jobs",
+           {{"content-type", "application/yaml"}, {"authorization", "Bearer " + admin_token}});
   auto v = run(json, {role::submit, body_kind::upload}, 1000, true);
   CAF_CHECK_EQUAL(code(v.answer), "admitted");
   CAF_CHECK_EQUAL(v.body.to_file, false);
@@ -177,14 +183,14 @@ CAF_TEST(admitted bodies get the route s limit and uploads go to a file) {
 
 CAF_TEST(a loopback listener serves only loopback host names) {
   for (auto& [host, expected] : std::vector<std::pair<std::string, bool>>{
-         {"localhost:8000", true},
-         {"127.0.0.1:8000", true},
-         {"[::1]:8000", true},
-         {"LOCALHOST", true},
-         {"", true},
-         {"evil.example:8000", false},
-         {"127.0.0.1.evil.example", false},
-         {"troupe.internal:8000", true},
+           {"localhost:8000", true},
+           {"127.0.0.1:8000", true},
+           {"[::1]:8000", true},
+           {"LOCALHOST", true},
+           {"", true},
+           {"evil.example:8000", false},
+           {"127.0.0.1.evil.example", false},
+           {"troupe.internal:8000", true},
        }) {
     opts.allowed_hosts = {"troupe.internal"};
     std::vector<std::pair<std::string, std::string>> cors;
@@ -200,16 +206,19 @@ CAF_TEST(a loopback listener serves only loopback host names) {
 
 CAF_TEST(foreign origins are refused and allowed ones get CORS headers) {
   std::vector<std::pair<std::string, std::string>> cors;
-  auto own = make("POST", "/jobs", {{"host", "127.0.0.1:8000"}, {"origin", "http://127.0.0.1:8000"}});
+  auto own =
+      make("POST", "/jobs", {{"host", "127.0.0.1:8000"}, {"origin", "http://127.0.0.1:8000"}});
   CAF_CHECK_EQUAL(code(check_origin(opts, own, cors)), "admitted");
   CAF_CHECK(cors.empty());
-  auto evil = make("POST", "/jobs", {{"host", "127.0.0.1:8000"}, {"origin", "https://evil.example"}});
+  auto evil =
+      make("POST", "/jobs", {{"host", "127.0.0.1:8000"}, {"origin", "https://evil.example"}});
   CAF_CHECK_EQUAL(code(check_origin(opts, evil, cors)), "403 forbidden_origin");
   auto null_origin = make("POST", "/jobs", {{"host", "127.0.0.1:8000"}, {"origin", "null"}});
   CAF_CHECK_EQUAL(code(check_origin(opts, null_origin, cors)), "403 forbidden_origin");
   CAF_CHECK(cors.empty());
   opts.allowed_origins = {"https://dash.example"};
-  auto dash = make("GET", "/jobs", {{"host", "127.0.0.1:8000"}, {"origin", "https://dash.example"}});
+  auto dash =
+      make("GET", "/jobs", {{"host", "127.0.0.1:8000"}, {"origin", "https://dash.example"}});
   CAF_CHECK_EQUAL(code(check_origin(opts, dash, cors)), "admitted");
   CAF_REQUIRE_EQUAL(cors.size(), 3u);
   CAF_CHECK_EQUAL(cors[0].second, "https://dash.example");
@@ -221,16 +230,16 @@ CAF_TEST(foreign origins are refused and allowed ones get CORS headers) {
   auto res = check_origin(opts, preflight, cors);
   CAF_REQUIRE(res);
   CAF_CHECK_EQUAL(res->status, 204u);
-  CAF_CHECK(header(*res, "Access-Control-Allow-Headers").find("Authorization")
-            != std::string::npos);
+  CAF_CHECK(header(*res, "Access-Control-Allow-Headers").find("Authorization") !=
+            std::string::npos);
 }
 
-CAF_TEST(mutating requests are rate limited per address with Retry-After) {
+CAF_TEST(mutating requests are rate limited per address with Retry - After) {
   opts.limiter = std::make_shared<rate_limiter>(0.5, 2);
   auto post = [&] {
-    auto req = make("POST", "/jobs",
-                    {{"content-type", "application/json"},
-                     {"authorization", "Bearer " + submit_token}});
+    auto req =
+        make("POST", "/jobs",
+             {{"content-type", "application/json"}, {"authorization", "Bearer " + submit_token}});
     return run(req, {role::submit, body_kind::upload}, 2, true);
   };
   CAF_CHECK_EQUAL(code(post().answer), "admitted");
