@@ -82,9 +82,10 @@ void start_replay(self_ptr self) {
 
 } // namespace
 
-event_stream_actor::behavior_type
-event_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
-             std::shared_ptr<persistence::lmdb_env> env, std::optional<uint64_t> last_event_id) {
+event_stream_actor::behavior_type event_stream(self_ptr self,
+                                               std::shared_ptr<http::sse_stream> stream,
+                                               std::shared_ptr<persistence::lmdb_env> env,
+                                               std::optional<uint64_t> last_event_id) {
   self->state.stream = stream;
   self->state.env = std::move(env);
   auto bus = lookup<event_bus_actor>(self->system(), names::event_bus);
@@ -117,24 +118,24 @@ event_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
     start_replay(self);
   }
   return {
-    [self](const event& ev) {
-      auto& st = self->state;
-      if (st.replaying && ev.seq != 0)
-        return; // the replay reaches it
-      if (!st.tracking && ev.seq != 0) {
-        st.tracking = true; // following from now: this is where it starts
-        st.last_sent = ev.seq - 1;
-      }
-      // Events the bus delivered before we listened, or a client too far
-      // behind to queue more for: the store has them.
-      if (ev.seq > st.last_sent + 1 || (ev.seq != 0 && client_behind(*st.stream))) {
-        start_replay(self);
-        return;
-      }
-      if (!forward(self, ev, to_json(ev)))
-        self->quit();
-    },
-    [self](replay_atom) { replay(self); },
+      [self](const event& ev) {
+        auto& st = self->state;
+        if (st.replaying && ev.seq != 0)
+          return; // the replay reaches it
+        if (!st.tracking && ev.seq != 0) {
+          st.tracking = true; // following from now: this is where it starts
+          st.last_sent = ev.seq - 1;
+        }
+        // Events the bus delivered before we listened, or a client too far
+        // behind to queue more for: the store has them.
+        if (ev.seq > st.last_sent + 1 || (ev.seq != 0 && client_behind(*st.stream))) {
+          start_replay(self);
+          return;
+        }
+        if (!forward(self, ev, to_json(ev)))
+          self->quit();
+      },
+      [self](replay_atom) { replay(self); },
   };
 }
 

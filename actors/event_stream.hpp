@@ -34,7 +34,7 @@ struct event_stream_state {
 /// ones; ends the stream after `node.shutting_down` or when the bus goes away.
 event_stream_actor::behavior_type
 event_stream(event_stream_actor::stateful_pointer<event_stream_state> self,
-             std::shared_ptr<http::sse_stream> stream,
-             std::shared_ptr<persistence::lmdb_env> env, std::optional<uint64_t> last_event_id);
+             std::shared_ptr<http::sse_stream> stream, std::shared_ptr<persistence::lmdb_env> env,
+             std::optional<uint64_t> last_event_id);
 
 } // namespace troupe

@@ -56,8 +56,7 @@ struct event {
   std::string data;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, event& x) {
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, event& x) {
   return f(caf::meta::type_name("event"), x.seq, x.ts_ns, x.type, x.node, x.data);
 }
 
@@ -83,8 +82,7 @@ struct write_op {
   std::string value;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, write_op& x) {
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, write_op& x) {
   return f(caf::meta::type_name("write_op"), x.kind, x.table, x.key, x.value);
 }
 
@@ -97,8 +95,7 @@ struct write_result {
   std::vector<uint64_t> appended;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, write_result& x) {
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, write_result& x) {
   return f(caf::meta::type_name("write_result"), x.appended);
 }
 
@@ -111,8 +108,7 @@ struct log_line {
   std::string line;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, log_line& x) {
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, log_line& x) {
   return f(caf::meta::type_name("log_line"), x.seq, x.ts_ns, x.stream, x.line);
 }
 
@@ -130,10 +126,9 @@ struct job_update {
   int32_t exit_code = -1;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, job_update& x) {
-  return f(caf::meta::type_name("job_update"), x.job_id, x.lines, x.status, x.attempt,
-           x.complete, x.success, x.exit_code);
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, job_update& x) {
+  return f(caf::meta::type_name("job_update"), x.job_id, x.lines, x.status, x.attempt, x.complete,
+           x.success, x.exit_code);
 }
 
 /// Lines read from a job's pipe by the process io thread.
@@ -148,8 +143,7 @@ struct proc_output {
   bool eof = false;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, proc_output& x) {
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, proc_output& x) {
   return f(caf::meta::type_name("proc_output"), x.stream, x.ts_ns, x.lines, x.count, x.eof);
 }
 
@@ -175,10 +169,9 @@ struct log_record {
   std::string node;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, log_record& x) {
-  return f(caf::meta::type_name("log_record"), x.seq, x.ts_ns, x.line, x.stream, x.level,
-           x.service, x.instance, x.source, x.request_id, x.ns, x.node);
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, log_record& x) {
+  return f(caf::meta::type_name("log_record"), x.seq, x.ts_ns, x.line, x.stream, x.level, x.service,
+           x.instance, x.source, x.request_id, x.ns, x.node);
 }
 
 using log_batch = std::vector<log_record>;
@@ -199,8 +192,7 @@ struct metric_delta {
   std::vector<uint64_t> buckets;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, metric_delta& x) {
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, metric_delta& x) {
   return f(caf::meta::type_name("metric_delta"), x.family, x.labels, x.value, x.observations,
            x.buckets);
 }
@@ -269,10 +261,9 @@ struct log_labels {
   std::string node;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, log_labels& x) {
-  return f(caf::meta::type_name("log_labels"), x.service, x.instance, x.source, x.request_id,
-           x.ns, x.node);
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, log_labels& x) {
+  return f(caf::meta::type_name("log_labels"), x.service, x.instance, x.source, x.request_id, x.ns,
+           x.node);
 }
 
 /// A producer's batch for the log pipeline: one label set, one read's lines.
@@ -290,8 +281,7 @@ struct log_ingest {
   uint32_t count = 0;
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, log_ingest& x) {
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, log_ingest& x) {
   return f(caf::meta::type_name("log_ingest"), x.labels, x.index, x.first_seq, x.ts_ns, x.stream,
            x.lines, x.count);
 }
@@ -300,50 +290,50 @@ typename Inspector::result_type inspect(Inspector& f, log_ingest& x) {
 
 CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
 
-  CAF_ADD_TYPE_ID(troupe, (troupe::event))
-  CAF_ADD_TYPE_ID(troupe, (troupe::write_op))
-  CAF_ADD_TYPE_ID(troupe, (troupe::write_batch))
-  CAF_ADD_TYPE_ID(troupe, (troupe::write_result))
-  CAF_ADD_TYPE_ID(troupe, (troupe::log_line))
-  CAF_ADD_TYPE_ID(troupe, (troupe::job_update))
-  CAF_ADD_TYPE_ID(troupe, (troupe::proc_output))
-  CAF_ADD_TYPE_ID(troupe, (troupe::log_record))
-  CAF_ADD_TYPE_ID(troupe, (troupe::log_batch))
-  CAF_ADD_TYPE_ID(troupe, (troupe::metric_delta))
-  CAF_ADD_TYPE_ID(troupe, (troupe::metric_deltas))
-  CAF_ADD_TYPE_ID(troupe, (troupe::metric_window_stats))
-  CAF_ADD_TYPE_ID(troupe, (troupe::metric_snapshot))
-  CAF_ADD_TYPE_ID(troupe, (troupe::metric_snapshots))
-  CAF_ADD_TYPE_ID(troupe, (troupe::log_labels))
-  CAF_ADD_TYPE_ID(troupe, (troupe::log_ingest))
+CAF_ADD_TYPE_ID(troupe, (troupe::event))
+CAF_ADD_TYPE_ID(troupe, (troupe::write_op))
+CAF_ADD_TYPE_ID(troupe, (troupe::write_batch))
+CAF_ADD_TYPE_ID(troupe, (troupe::write_result))
+CAF_ADD_TYPE_ID(troupe, (troupe::log_line))
+CAF_ADD_TYPE_ID(troupe, (troupe::job_update))
+CAF_ADD_TYPE_ID(troupe, (troupe::proc_output))
+CAF_ADD_TYPE_ID(troupe, (troupe::log_record))
+CAF_ADD_TYPE_ID(troupe, (troupe::log_batch))
+CAF_ADD_TYPE_ID(troupe, (troupe::metric_delta))
+CAF_ADD_TYPE_ID(troupe, (troupe::metric_deltas))
+CAF_ADD_TYPE_ID(troupe, (troupe::metric_window_stats))
+CAF_ADD_TYPE_ID(troupe, (troupe::metric_snapshot))
+CAF_ADD_TYPE_ID(troupe, (troupe::metric_snapshots))
+CAF_ADD_TYPE_ID(troupe, (troupe::log_labels))
+CAF_ADD_TYPE_ID(troupe, (troupe::log_ingest))
 
-  // CAF already defines get, put, flush, ping, publish, subscribe, ok …
-  CAF_ADD_ATOM(troupe, troupe, write_atom, "write")
-  CAF_ADD_ATOM(troupe, troupe, unsub_atom, "unsub")
-  CAF_ADD_ATOM(troupe, troupe, status_atom, "status")
-  CAF_ADD_ATOM(troupe, troupe, shutdown_atom, "shutdown")
-  CAF_ADD_ATOM(troupe, troupe, commit_atom, "commit")
-  CAF_ADD_ATOM(troupe, troupe, restart_atom, "restart")
-  CAF_ADD_ATOM(troupe, troupe, submit_atom, "submit")
-  CAF_ADD_ATOM(troupe, troupe, cancel_atom, "cancel")
-  CAF_ADD_ATOM(troupe, troupe, exited_atom, "exited")
-  CAF_ADD_ATOM(troupe, troupe, kill_atom, "kill")
-  CAF_ADD_ATOM(troupe, troupe, done_atom, "done")
-  CAF_ADD_ATOM(troupe, troupe, started_atom, "started")
-  CAF_ADD_ATOM(troupe, troupe, replay_atom, "replay")
-  CAF_ADD_ATOM(troupe, troupe, deferred_atom, "deferred")
-  CAF_ADD_ATOM(troupe, troupe, ingest_atom, "ingest")
-  CAF_ADD_ATOM(troupe, troupe, drain_atom, "drain")
-  CAF_ADD_ATOM(troupe, troupe, nudge_atom, "nudge")
-  CAF_ADD_ATOM(troupe, troupe, requeue_atom, "requeue")
-  CAF_ADD_ATOM(troupe, troupe, sweep_atom, "sweep")
-  CAF_ADD_ATOM(troupe, troupe, sample_atom, "sample")
-  CAF_ADD_ATOM(troupe, troupe, tick_atom, "tick")
-  CAF_ADD_ATOM(troupe, troupe, activity_atom, "activity")
-  CAF_ADD_ATOM(troupe, troupe, prometheus_atom, "prometheus")
-  CAF_ADD_ATOM(troupe, troupe, monitoring_atom, "monitoring")
-  CAF_ADD_ATOM(troupe, troupe, export_atom, "export")
-  CAF_ADD_ATOM(troupe, troupe, proxied_atom, "proxied")
+// CAF already defines get, put, flush, ping, publish, subscribe, ok …
+CAF_ADD_ATOM(troupe, troupe, write_atom, "write")
+CAF_ADD_ATOM(troupe, troupe, unsub_atom, "unsub")
+CAF_ADD_ATOM(troupe, troupe, status_atom, "status")
+CAF_ADD_ATOM(troupe, troupe, shutdown_atom, "shutdown")
+CAF_ADD_ATOM(troupe, troupe, commit_atom, "commit")
+CAF_ADD_ATOM(troupe, troupe, restart_atom, "restart")
+CAF_ADD_ATOM(troupe, troupe, submit_atom, "submit")
+CAF_ADD_ATOM(troupe, troupe, cancel_atom, "cancel")
+CAF_ADD_ATOM(troupe, troupe, exited_atom, "exited")
+CAF_ADD_ATOM(troupe, troupe, kill_atom, "kill")
+CAF_ADD_ATOM(troupe, troupe, done_atom, "done")
+CAF_ADD_ATOM(troupe, troupe, started_atom, "started")
+CAF_ADD_ATOM(troupe, troupe, replay_atom, "replay")
+CAF_ADD_ATOM(troupe, troupe, deferred_atom, "deferred")
+CAF_ADD_ATOM(troupe, troupe, ingest_atom, "ingest")
+CAF_ADD_ATOM(troupe, troupe, drain_atom, "drain")
+CAF_ADD_ATOM(troupe, troupe, nudge_atom, "nudge")
+CAF_ADD_ATOM(troupe, troupe, requeue_atom, "requeue")
+CAF_ADD_ATOM(troupe, troupe, sweep_atom, "sweep")
+CAF_ADD_ATOM(troupe, troupe, sample_atom, "sample")
+CAF_ADD_ATOM(troupe, troupe, tick_atom, "tick")
+CAF_ADD_ATOM(troupe, troupe, activity_atom, "activity")
+CAF_ADD_ATOM(troupe, troupe, prometheus_atom, "prometheus")
+CAF_ADD_ATOM(troupe, troupe, monitoring_atom, "monitoring")
+CAF_ADD_ATOM(troupe, troupe, export_atom, "export")
+CAF_ADD_ATOM(troupe, troupe, proxied_atom, "proxied")
 
 CAF_END_TYPE_ID_BLOCK(troupe)
 
@@ -363,195 +353,195 @@ using caf::timeout_atom;
 /// Single LMDB writer. Readers use read-only transactions on the shared
 /// environment directly and never go through this actor.
 using store_actor = caf::typed_actor<
-  // Queues a batch for the next group commit; replies once it is committed.
-  caf::replies_to<write_atom, write_batch>::with<write_result>,
-  // Answers once every write queued before it is committed (readiness probe).
-  caf::replies_to<flush_atom>::with<ok_atom>,
-  // Prepares to stop: commits what is queued, then answers.
-  caf::replies_to<shutdown_atom>::with<ok_atom>,
-  // Internal: commits the queued writes in one transaction (sent to itself).
-  caf::reacts_to<commit_atom>>;
+    // Queues a batch for the next group commit; replies once it is committed.
+    caf::replies_to<write_atom, write_batch>::with<write_result>,
+    // Answers once every write queued before it is committed (readiness probe).
+    caf::replies_to<flush_atom>::with<ok_atom>,
+    // Prepares to stop: commits what is queued, then answers.
+    caf::replies_to<shutdown_atom>::with<ok_atom>,
+    // Internal: commits the queued writes in one transaction (sent to itself).
+    caf::reacts_to<commit_atom>>;
 
 // -- event bus -----------------------------------------------------------------
 
 /// Receives events from the bus.
 using event_subscriber_actor = caf::typed_actor<
-  // Delivers one committed event.
-  caf::reacts_to<event>>;
+    // Delivers one committed event.
+    caf::reacts_to<event>>;
 
 /// Pub/sub of node events; persists through the store before delivering.
 using event_bus_actor = caf::typed_actor<
-  // Persists the event, delivers it to every subscriber; replies with its seq.
-  caf::replies_to<publish_atom, event>::with<uint64_t>,
-  // Adds a subscriber; it is dropped automatically when it terminates.
-  caf::reacts_to<subscribe_atom, event_subscriber_actor>,
-  // Removes a subscriber.
-  caf::reacts_to<unsub_atom, event_subscriber_actor>,
-  // Answers once every publish accepted before it is delivered or failed.
-  caf::replies_to<flush_atom>::with<ok_atom>,
-  // Prepares to stop: answers once publishes in flight are done.
-  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+    // Persists the event, delivers it to every subscriber; replies with its seq.
+    caf::replies_to<publish_atom, event>::with<uint64_t>,
+    // Adds a subscriber; it is dropped automatically when it terminates.
+    caf::reacts_to<subscribe_atom, event_subscriber_actor>,
+    // Removes a subscriber.
+    caf::reacts_to<unsub_atom, event_subscriber_actor>,
+    // Answers once every publish accepted before it is delivered or failed.
+    caf::replies_to<flush_atom>::with<ok_atom>,
+    // Prepares to stop: answers once publishes in flight are done.
+    caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
 // -- logs ------------------------------------------------------------------------
 
 /// Receives persisted log records (GET /logs?follow=true, sinks).
 using log_subscriber_actor = caf::typed_actor<
-  // Delivers records committed to the `logs` table, in seq order.
-  caf::reacts_to<log_batch>>;
+    // Delivers records committed to the `logs` table, in seq order.
+    caf::reacts_to<log_batch>>;
 
 /// A sink that reads the `logs` table at its own pace (Loki).
 using log_batcher_actor = caf::typed_actor<
-  // Records up to this seq are committed: read on when ready.
-  caf::reacts_to<nudge_atom, uint64_t>,
-  // Internal: the batch wait or backoff number N elapsed (older ones are stale).
-  caf::reacts_to<timeout_atom, uint64_t>,
-  // Status of the sink (cursor, lag, failures, breaker) as JSON.
-  caf::replies_to<status_atom>::with<std::string>,
-  // Prepares to stop: answers once no push is in flight.
-  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+    // Records up to this seq are committed: read on when ready.
+    caf::reacts_to<nudge_atom, uint64_t>,
+    // Internal: the batch wait or backoff number N elapsed (older ones are stale).
+    caf::reacts_to<timeout_atom, uint64_t>,
+    // Status of the sink (cursor, lag, failures, breaker) as JSON.
+    caf::replies_to<status_atom>::with<std::string>,
+    // Prepares to stop: answers once no push is in flight.
+    caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
 /// Fans every line to the sinks: persists it in the `logs` table (the store
 /// sink and the outbox of the others), then tells subscribers and batchers.
 using log_router_actor = caf::typed_actor<
-  // A producer's lines (one message per batch, never per line); answers
-  // with the global seq of the first line once they are committed, so
-  // producers can pace themselves (credit) instead of filling the router's
-  // mailbox.
-  caf::replies_to<ingest_atom, log_ingest>::with<uint64_t>,
-  // troupe's own log lines are waiting in the logging buffer: take them.
-  caf::reacts_to<drain_atom>,
-  // Adds a live subscriber; dropped when it terminates.
-  caf::reacts_to<subscribe_atom, log_subscriber_actor>,
-  // Pipeline status (seq, batchers) as JSON.
-  caf::replies_to<status_atom>::with<std::string>,
-  // Prepares to stop: answers once written batches are committed.
-  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+    // A producer's lines (one message per batch, never per line); answers
+    // with the global seq of the first line once they are committed, so
+    // producers can pace themselves (credit) instead of filling the router's
+    // mailbox.
+    caf::replies_to<ingest_atom, log_ingest>::with<uint64_t>,
+    // troupe's own log lines are waiting in the logging buffer: take them.
+    caf::reacts_to<drain_atom>,
+    // Adds a live subscriber; dropped when it terminates.
+    caf::reacts_to<subscribe_atom, log_subscriber_actor>,
+    // Pipeline status (seq, batchers) as JSON.
+    caf::replies_to<status_atom>::with<std::string>,
+    // Prepares to stop: answers once written batches are committed.
+    caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
 // -- jobs ------------------------------------------------------------------------
 
 /// Receives a job's lines and status changes as they are persisted.
 using job_subscriber_actor = caf::typed_actor<
-  // Delivers new lines and/or a status change of one job.
-  caf::reacts_to<job_update>>;
+    // Delivers new lines and/or a status change of one job.
+    caf::reacts_to<job_update>>;
 
 /// Feeds one SSE client of a job's log (GET /jobs/{id}/stream).
 using job_stream_actor = job_subscriber_actor::extend<
-  // Internal: continues replaying stored lines once the client caught up.
-  caf::reacts_to<replay_atom>>;
+    // Internal: continues replaying stored lines once the client caught up.
+    caf::reacts_to<replay_atom>>;
 
 /// One running attempt of a job: its process, pipes, timeout and cancel.
 using job_actor = caf::typed_actor<
-  // Lines read from the process (from the process io thread).
-  caf::reacts_to<proc_output>,
-  // The process ended: exit code (or -1) and terminating signal (or 0).
-  caf::reacts_to<exited_atom, int32_t, int32_t>,
-  // Cancels: SIGTERM to the process group, SIGKILL after the grace.
-  caf::replies_to<cancel_atom>::with<ok_atom>,
-  // Internal: the timeout passed.
-  caf::reacts_to<timeout_atom>,
-  // Internal: the grace after SIGTERM passed.
-  caf::reacts_to<kill_atom>,
-  // Internal: runs deferred step N (a store write retried while the store
-  // restarts under its supervisor, or the launch of the process that ended).
-  caf::reacts_to<deferred_atom, uint64_t>,
-  // Adds a live subscriber; replies with the highest seq persisted so far.
-  caf::replies_to<subscribe_atom, job_subscriber_actor>::with<uint64_t>,
-  // Node shutdown: stops the process; the attempt ends as interrupted.
-  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+    // Lines read from the process (from the process io thread).
+    caf::reacts_to<proc_output>,
+    // The process ended: exit code (or -1) and terminating signal (or 0).
+    caf::reacts_to<exited_atom, int32_t, int32_t>,
+    // Cancels: SIGTERM to the process group, SIGKILL after the grace.
+    caf::replies_to<cancel_atom>::with<ok_atom>,
+    // Internal: the timeout passed.
+    caf::reacts_to<timeout_atom>,
+    // Internal: the grace after SIGTERM passed.
+    caf::reacts_to<kill_atom>,
+    // Internal: runs deferred step N (a store write retried while the store
+    // restarts under its supervisor, or the launch of the process that ended).
+    caf::reacts_to<deferred_atom, uint64_t>,
+    // Adds a live subscriber; replies with the highest seq persisted so far.
+    caf::replies_to<subscribe_atom, job_subscriber_actor>::with<uint64_t>,
+    // Node shutdown: stops the process; the attempt ends as interrupted.
+    caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
 /// The job controller's blocking chores (scanning /proc, deleting workspace
 /// trees) on a thread of its own, so the controller never stalls a scheduler
 /// thread on the file system. Ends when the controller does.
 using job_janitor_actor = caf::typed_actor<
-  // Kills the processes of these jobs (ids, and the process group of each, 0
-  // if none): every process with TROUPE_JOB_ID=<id> in its environment, and
-  // the group once one of them proved it the job's. Replies with the number
-  // of processes signalled per job.
-  caf::replies_to<kill_atom, std::vector<std::string>, std::vector<int64_t>>::with<
-    std::vector<uint64_t>>,
-  // Removes these directory trees; replies with how many existed.
-  caf::replies_to<caf::delete_atom, std::vector<std::string>>::with<uint64_t>>;
+    // Kills the processes of these jobs (ids, and the process group of each, 0
+    // if none): every process with TROUPE_JOB_ID=<id> in its environment, and
+    // the group once one of them proved it the job's. Replies with the number
+    // of processes signalled per job.
+    caf::replies_to<kill_atom, std::vector<std::string>,
+                    std::vector<int64_t>>::with<std::vector<uint64_t>>,
+    // Removes these directory trees; replies with how many existed.
+    caf::replies_to<caf::delete_atom, std::vector<std::string>>::with<uint64_t>>;
 
 /// Owns the queue: priority then FIFO, concurrency slots, retries, recovery,
 /// retention.
 using job_controller_actor = caf::typed_actor<
-  // Stores a new job (record JSON) as queued; replies with its id once committed.
-  caf::replies_to<submit_atom, std::string>::with<std::string>,
-  // Cancels a queued or running job; replies with the resulting status.
-  caf::replies_to<cancel_atom, std::string>::with<std::string>,
-  // Subscribes to a job's live updates (held until a queued job starts);
-  // replies with the highest seq persisted so far once registered.
-  caf::replies_to<subscribe_atom, std::string, job_subscriber_actor>::with<uint64_t>,
-  // Queue depth, slots and job counts by state, as JSON.
-  caf::replies_to<status_atom>::with<std::string>,
-  // From a job actor: its process started and `running` is committed.
-  caf::reacts_to<started_atom, std::string>,
-  // From a job actor: its attempt ended with this status; `true` if it was
-  // re-queued for a retry (its subscribers are handed back).
-  caf::reacts_to<done_atom, std::string, std::string, bool, std::vector<job_subscriber_actor>>,
-  // Internal: a retried job's backoff passed.
-  caf::reacts_to<requeue_atom, std::string>,
-  // Internal: the periodic workspace/retention sweep.
-  caf::reacts_to<sweep_atom>,
-  // Internal: the next bounded step of a sweep, from this job id on.
-  caf::reacts_to<sweep_atom, std::string>,
-  // Node shutdown: stops running jobs and answers once they are recorded.
-  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+    // Stores a new job (record JSON) as queued; replies with its id once committed.
+    caf::replies_to<submit_atom, std::string>::with<std::string>,
+    // Cancels a queued or running job; replies with the resulting status.
+    caf::replies_to<cancel_atom, std::string>::with<std::string>,
+    // Subscribes to a job's live updates (held until a queued job starts);
+    // replies with the highest seq persisted so far once registered.
+    caf::replies_to<subscribe_atom, std::string, job_subscriber_actor>::with<uint64_t>,
+    // Queue depth, slots and job counts by state, as JSON.
+    caf::replies_to<status_atom>::with<std::string>,
+    // From a job actor: its process started and `running` is committed.
+    caf::reacts_to<started_atom, std::string>,
+    // From a job actor: its attempt ended with this status; `true` if it was
+    // re-queued for a retry (its subscribers are handed back).
+    caf::reacts_to<done_atom, std::string, std::string, bool, std::vector<job_subscriber_actor>>,
+    // Internal: a retried job's backoff passed.
+    caf::reacts_to<requeue_atom, std::string>,
+    // Internal: the periodic workspace/retention sweep.
+    caf::reacts_to<sweep_atom>,
+    // Internal: the next bounded step of a sweep, from this job id on.
+    caf::reacts_to<sweep_atom, std::string>,
+    // Node shutdown: stops running jobs and answers once they are recorded.
+    caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
 // -- metrics -----------------------------------------------------------------------
 
 /// One series: a ring of sub-window buckets (runtime/window_ring.hpp).
 using metric_window_actor = caf::typed_actor<
-  // Merges a producer's observations (histogram), increment (counter) or
-  // current value (gauge).
-  caf::reacts_to<metric_delta>,
-  // Gauges: records the current value as one sample now.
-  caf::reacts_to<sample_atom>,
-  // Lifetime totals and the 1m/15m/1h windows.
-  caf::replies_to<get_atom>::with<metric_snapshot>>;
+    // Merges a producer's observations (histogram), increment (counter) or
+    // current value (gauge).
+    caf::reacts_to<metric_delta>,
+    // Gauges: records the current value as one sample now.
+    caf::reacts_to<sample_atom>,
+    // Lifetime totals and the 1m/15m/1h windows.
+    caf::replies_to<get_atom>::with<metric_snapshot>>;
 
 /// Owns the node's series (one metric_window actor each) and renders them.
 using metrics_actor = caf::typed_actor<
-  // Producers' observations, routed to their series (created on first sight).
-  caf::reacts_to<metric_deltas>,
-  // Something happened (request, job, instance): last activity = now.
-  caf::reacts_to<activity_atom>,
-  // Internal: drains the pull sources, samples gauges, beats the heartbeat.
-  caf::reacts_to<tick_atom>,
-  // A proxied upstream's series (proxy mode): replaces what came from it before.
-  caf::reacts_to<proxied_atom, std::string, metric_snapshots>,
-  // Every series, local and proxied.
-  caf::replies_to<get_atom>::with<metric_snapshots>,
-  // Prometheus text exposition 0.0.4 (cached for metrics.prometheus.scrape_ttl).
-  caf::replies_to<prometheus_atom>::with<std::string>,
-  // The /monitoring/system JSON document.
-  caf::replies_to<monitoring_atom>::with<std::string>,
-  // Node shutdown: nothing to flush (series live in memory); answers at once.
-  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+    // Producers' observations, routed to their series (created on first sight).
+    caf::reacts_to<metric_deltas>,
+    // Something happened (request, job, instance): last activity = now.
+    caf::reacts_to<activity_atom>,
+    // Internal: drains the pull sources, samples gauges, beats the heartbeat.
+    caf::reacts_to<tick_atom>,
+    // A proxied upstream's series (proxy mode): replaces what came from it before.
+    caf::reacts_to<proxied_atom, std::string, metric_snapshots>,
+    // Every series, local and proxied.
+    caf::replies_to<get_atom>::with<metric_snapshots>,
+    // Prometheus text exposition 0.0.4 (cached for metrics.prometheus.scrape_ttl).
+    caf::replies_to<prometheus_atom>::with<std::string>,
+    // The /monitoring/system JSON document.
+    caf::replies_to<monitoring_atom>::with<std::string>,
+    // Node shutdown: nothing to flush (series live in memory); answers at once.
+    caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
 /// Ships the registry's series out on a schedule (Pushgateway, Redis) and
 /// pulls upstreams (proxy mode). Detached: its I/O blocks.
 using metrics_exporter_actor = caf::typed_actor<
-  // Internal: the export interval passed.
-  caf::reacts_to<tick_atom>,
-  // Runs one export cycle now; replies with a JSON summary (errors included).
-  caf::replies_to<export_atom>::with<std::string>,
-  // State of each exporter (Redis connection, last push …) as JSON.
-  caf::replies_to<status_atom>::with<std::string>,
-  // Clean shutdown: deletes the Pushgateway group, then answers.
-  caf::replies_to<shutdown_atom>::with<ok_atom>>;
+    // Internal: the export interval passed.
+    caf::reacts_to<tick_atom>,
+    // Runs one export cycle now; replies with a JSON summary (errors included).
+    caf::replies_to<export_atom>::with<std::string>,
+    // State of each exporter (Redis connection, last push …) as JSON.
+    caf::replies_to<status_atom>::with<std::string>,
+    // Clean shutdown: deletes the Pushgateway group, then answers.
+    caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
 // -- node supervisor -------------------------------------------------------------
 
 /// Starts the node's long-lived children, restarts crashed ones with backoff,
 /// and escalates (quits with ec::restart_intensity) when they crash too often.
 using node_supervisor_actor = caf::typed_actor<
-  // Reports children and restart counts as a JSON object.
-  caf::replies_to<status_atom>::with<std::string>,
-  // Stops the children in reverse start order, then quits normally.
-  caf::replies_to<shutdown_atom>::with<ok_atom>,
-  // Internal: starts child number N again once its backoff has passed.
-  caf::reacts_to<restart_atom, uint64_t>>;
+    // Reports children and restart counts as a JSON object.
+    caf::replies_to<status_atom>::with<std::string>,
+    // Stops the children in reverse start order, then quits normally.
+    caf::replies_to<shutdown_atom>::with<ok_atom>,
+    // Internal: starts child number N again once its backoff has passed.
+    caf::reacts_to<restart_atom, uint64_t>>;
 
 // -- HTTP bridge -----------------------------------------------------------------
 
@@ -559,8 +549,8 @@ struct bridge_task;
 
 /// One per io thread; turns HTTP requests into typed requests to actors.
 using http_bridge_actor = caf::typed_actor<
-  // Runs the task; the task answers its HTTP exchange itself.
-  caf::reacts_to<bridge_task>>;
+    // Runs the task; the task answers its HTTP exchange itself.
+    caf::reacts_to<bridge_task>>;
 
 /// Work that an HTTP session hands to a bridge actor: it runs in the bridge's
 /// context so it can issue typed requests and answer the exchange from their

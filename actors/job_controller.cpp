@@ -38,8 +38,8 @@ std::shared_ptr<spdlog::logger> log() {
 nlohmann::json stats(self_ptr self) {
   auto& st = self->state;
   nlohmann::json counts = nlohmann::json::object();
-  for (auto s : {js::queued, js::running, js::succeeded, js::failed, js::cancelled, js::timed_out,
-                 js::lost})
+  for (auto s :
+       {js::queued, js::running, js::succeeded, js::failed, js::cancelled, js::timed_out, js::lost})
     counts[s] = st.counts[s];
   return {{"queue_depth", st.queue.size() + st.backing_off.size()},
           {"running", st.running.size()},
@@ -56,10 +56,10 @@ void publish(self_ptr self, const std::string& type, const std::string& id,
   extra["job_id"] = id;
   extra["jobs"] = stats(self);
   self->request(bus, store_timeout, publish_atom::value, make_event(type, extra.dump()))
-    .then([](uint64_t) {},
-          [type](caf::error& err) {
-            log()->warn("{} event not published: {}", type, caf::to_string(err));
-          });
+      .then([](uint64_t) {},
+            [type](caf::error& err) {
+              log()->warn("{} event not published: {}", type, caf::to_string(err));
+            });
 }
 
 void persist(self_ptr self, write_batch batch, std::function<void()> then,
@@ -71,7 +71,7 @@ void persist(self_ptr self, write_batch batch, std::function<void()> then,
     return;
   }
   self->request(store, store_timeout, write_atom::value, std::move(batch))
-    .then([then](write_result&) { then(); }, [failed](caf::error& err) { failed(err); });
+      .then([then](write_result&) { then(); }, [failed](caf::error& err) { failed(err); });
 }
 
 write_op record_op(const job_record& r) {
@@ -118,8 +118,8 @@ void try_start(self_ptr self) {
     // Job actors monitor the controller: if it goes, they stop their
     // processes and end too (the next controller's recovery reconciles them).
     auto hdl = st.ctx->launch
-                 ? st.ctx->launch(self->system(), e.id, job_controller_actor{self}, subs)
-                 : self->spawn(job, st.ctx, e.id, job_controller_actor{self}, subs);
+                   ? st.ctx->launch(self->system(), e.id, job_controller_actor{self}, subs)
+                   : self->spawn(job, st.ctx, e.id, job_controller_actor{self}, subs);
     self->monitor(hdl);
     st.running.emplace(e.id, hdl);
     --st.counts[js::queued];
@@ -155,9 +155,10 @@ void maybe_done_shutting_down(self_ptr self) {
 }
 
 /// Ends a job that never reached (or no longer has) a job actor.
-void end_without_actor(self_ptr self, job_record rec, const std::string& status,
-                       const std::string& reason, std::function<void()> then = [] {},
-                       std::function<void(caf::error&)> failed = [](caf::error&) {}) {
+void end_without_actor(
+    self_ptr self, job_record rec, const std::string& status, const std::string& reason,
+    std::function<void()> then = [] {},
+    std::function<void(caf::error&)> failed = [](caf::error&) {}) {
   rec.status = status;
   rec.reason = reason;
   rec.ended_at = now_ns();
@@ -166,26 +167,26 @@ void end_without_actor(self_ptr self, job_record rec, const std::string& status,
   auto id = rec.id;
   self->state.ending.insert(id);
   persist(
-    self, write_batch{record_op(rec)},
-    [self, id, status, then] {
-      auto& st = self->state;
-      st.ending.erase(id);
-      ++st.counts[status];
-      job_update up;
-      up.job_id = id;
-      up.status = status;
-      up.complete = true;
-      for (auto& sub : st.subscribers[id])
-        self->send(sub, up);
-      st.subscribers.erase(id);
-      publish(self, "job." + status, id, {{"status", status}});
-      then();
-    },
-    [self, id, failed](caf::error& err) {
-      self->state.ending.erase(id);
-      log()->error("job {}: could not record its end: {}", id, caf::to_string(err));
-      failed(err);
-    });
+      self, write_batch{record_op(rec)},
+      [self, id, status, then] {
+        auto& st = self->state;
+        st.ending.erase(id);
+        ++st.counts[status];
+        job_update up;
+        up.job_id = id;
+        up.status = status;
+        up.complete = true;
+        for (auto& sub : st.subscribers[id])
+          self->send(sub, up);
+        st.subscribers.erase(id);
+        publish(self, "job." + status, id, {{"status", status}});
+        then();
+      },
+      [self, id, failed](caf::error& err) {
+        self->state.ending.erase(id);
+        log()->error("job {}: could not record its end: {}", id, caf::to_string(err));
+        failed(err);
+      });
 }
 
 /// Recovery: reconcile what a previous process of this node left behind.
@@ -237,8 +238,8 @@ void recover(self_ptr self) {
       rec.ended_at = now;
       if (rec.attempt <= rec.retries) {
         rec.status = js::queued;
-        rec.reason = "attempt " + std::to_string(rec.attempt)
-                     + " was interrupted by a node restart; re-queued";
+        rec.reason = "attempt " + std::to_string(rec.attempt) +
+                     " was interrupted by a node restart; re-queued";
         rec.attempt += 1;
         rec.not_before = 0;
         requeued.push_back(rec);
@@ -246,8 +247,8 @@ void recover(self_ptr self) {
       } else {
         rec.status = js::lost;
         rec.success = false;
-        rec.reason = "the node restarted while the job ran (attempt " + std::to_string(rec.attempt)
-                     + "); no retries left";
+        rec.reason = "the node restarted while the job ran (attempt " +
+                     std::to_string(rec.attempt) + "); no retries left";
         ++st.counts[js::lost];
       }
       log()->warn("recovery: job {} was running ({} orphaned processes killed) → {}", rec.id,
@@ -299,24 +300,24 @@ void trim_logs(self_ptr self) {
   st.trimming = true;
   auto p = *plan;
   persist(
-    self, write_batch{p.op},
-    [self, p] {
-      auto& st = self->state;
-      st.trimming = false;
-      st.log_lines_trimmed += p.lines;
-      log()->info("log retention: removed lines {}..{} ({} lines; the table held {} MiB)",
-                  p.first_seq, p.last_seq, p.lines, p.table_bytes >> 20);
-      if (p.unshipped > 0)
-        log()->warn("log retention removed {} lines the Loki sink had not shipped yet "
-                    "(logs.retention / logs.max_bytes reached while Loki was behind)",
-                    p.unshipped);
-      if (p.more)
-        trim_logs(self);
-    },
-    [self](caf::error& err) {
-      self->state.trimming = false;
-      log()->warn("log retention failed: {}", caf::to_string(err));
-    });
+      self, write_batch{p.op},
+      [self, p] {
+        auto& st = self->state;
+        st.trimming = false;
+        st.log_lines_trimmed += p.lines;
+        log()->info("log retention: removed lines {}..{} ({} lines; the table held {} MiB)",
+                    p.first_seq, p.last_seq, p.lines, p.table_bytes >> 20);
+        if (p.unshipped > 0)
+          log()->warn("log retention removed {} lines the Loki sink had not shipped yet "
+                      "(logs.retention / logs.max_bytes reached while Loki was behind)",
+                      p.unshipped);
+        if (p.more)
+          trim_logs(self);
+      },
+      [self](caf::error& err) {
+        self->state.trimming = false;
+        log()->warn("log retention failed: {}", caf::to_string(err));
+      });
 }
 
 /// Removes events older than jobs.retention (the audit log keeps what the
@@ -339,16 +340,16 @@ void trim_events(self_ptr self) {
     return;
   st.trimming_events = true;
   persist(
-    self, write_batch{*op},
-    [self, more] {
-      self->state.trimming_events = false;
-      if (more)
-        trim_events(self);
-    },
-    [self](caf::error& err) {
-      self->state.trimming_events = false;
-      log()->warn("event retention failed: {}", caf::to_string(err));
-    });
+      self, write_batch{*op},
+      [self, more] {
+        self->state.trimming_events = false;
+        if (more)
+          trim_events(self);
+      },
+      [self](caf::error& err) {
+        self->state.trimming_events = false;
+        log()->warn("event retention failed: {}", caf::to_string(err));
+      });
 }
 
 /// The end of a sweep: the log and event retention follow (planned after
@@ -486,7 +487,7 @@ void on_job_down(self_ptr self, caf::down_msg& dm) {
   auto i = std::find_if(st.running.begin(), st.running.end(),
                         [&](const auto& kv) { return kv.second.address() == dm.source; });
   if (i == st.running.end())
-    return;  // ended cleanly after reporting `done`
+    return; // ended cleanly after reporting `done`
   auto id = i->first;
   st.running.erase(i);
   --st.counts[js::running];

@@ -54,10 +54,8 @@ void send_complete(self_ptr self, const persistence::job_record& rec) {
 }
 
 void send_status(self_ptr self, const std::string& status, int attempt) {
-  json data{{"type", "status"},
-            {"job_id", self->state.job_id},
-            {"status", status},
-            {"attempt", attempt}};
+  json data{
+      {"type", "status"}, {"job_id", self->state.job_id}, {"status", status}, {"attempt", attempt}};
   self->state.stream->send({}, "status", data.dump());
 }
 
@@ -211,10 +209,10 @@ void on_update(self_ptr self, job_update& up) {
 
 } // namespace
 
-job_stream_actor::behavior_type
-job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
-           std::shared_ptr<persistence::lmdb_env> env, job_controller_actor controller,
-           job_stream_options opts) {
+job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
+                                           std::shared_ptr<persistence::lmdb_env> env,
+                                           job_controller_actor controller,
+                                           job_stream_options opts) {
   auto& st = self->state;
   st.stream = stream;
   st.env = env;
@@ -233,8 +231,8 @@ job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
   bool resume = opts.last_event_id.has_value();
   // A Last-Event-ID past the job's last line (a client's guess, or another
   // node's) resumes from that line.
-  st.last_sent = std::min(opts.last_event_id.value_or(0),
-                          persistence::last_log_seq(*st.env, opts.job_id));
+  st.last_sent =
+      std::min(opts.last_event_id.value_or(0), persistence::last_log_seq(*st.env, opts.job_id));
   bool replay_all = resume || opts.from_beginning;
   if (persistence::is_terminal(rec->status)) {
     finished(self, *rec, replay_all);
@@ -253,27 +251,27 @@ job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
     st.replaying = replay_all;
     self->request(controller, std::chrono::seconds(30), subscribe_atom::value, opts.job_id,
                   job_subscriber_actor{self})
-      .then(
-        [self, replay_all](uint64_t last_seq) {
-          auto& st = self->state;
-          st.live_high = std::max(st.live_high, last_seq);
-          if (!replay_all) {
-            st.last_sent = std::max(st.last_sent, last_seq);
-            return;
-          }
-          replay(self);
-        },
-        [self, replay_all](caf::error&) {
-          // Ended between our read and the subscription: it is final now.
-          auto& st = self->state;
-          if (auto rec = persistence::get_job(*st.env, st.job_id);
-              rec && persistence::is_terminal(rec->status)) {
-            finished(self, *rec, replay_all);
-            return;
-          }
-          st.stream->close();
-          self->quit();
-        });
+        .then(
+            [self, replay_all](uint64_t last_seq) {
+              auto& st = self->state;
+              st.live_high = std::max(st.live_high, last_seq);
+              if (!replay_all) {
+                st.last_sent = std::max(st.last_sent, last_seq);
+                return;
+              }
+              replay(self);
+            },
+            [self, replay_all](caf::error&) {
+              // Ended between our read and the subscription: it is final now.
+              auto& st = self->state;
+              if (auto rec = persistence::get_job(*st.env, st.job_id);
+                  rec && persistence::is_terminal(rec->status)) {
+                finished(self, *rec, replay_all);
+                return;
+              }
+              st.stream->close();
+              self->quit();
+            });
   }
   return {
       [self](job_update& up) { on_update(self, up); },

@@ -7,11 +7,11 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
-#include "runtime/metrics_model.hpp"
 #include "actors/names.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/logging.hpp"
+#include "runtime/metrics_model.hpp"
 
 namespace troupe {
 
@@ -37,7 +37,7 @@ void save_cursor(self_ptr self) {
     self->request(store, std::chrono::seconds(30), write_atom::value,
                   write_batch{write_op{write_op::put, "meta", cursor_key,
                                        std::to_string(self->state.cursor)}})
-      .then([](write_result&) {}, [](caf::error&) {});
+        .then([](write_result&) {}, [](caf::error&) {});
 }
 
 /// Keeps at most outbox_bytes unshipped: everything older is dropped.
@@ -115,11 +115,11 @@ push_batch read_batch(self_ptr self) {
       auto& l = st.labels.get(t, s.labels);
       auto rid = persistence::request_id_of(s, l);
       auto [it, added] = streams.try_emplace(
-        {s.labels, level, label_mode ? std::string{rid} : std::string{}}, body.streams());
+          {s.labels, level, label_mode ? std::string{rid} : std::string{}}, body.streams());
       if (added) {
         // Loki shows labels sorted by name.
         std::vector<std::pair<std::string_view, std::string_view>> ls{
-          {"instance", l.instance}, {"level", s.level}, {"namespace", l.ns}, {"node", l.node}};
+            {"instance", l.instance}, {"level", s.level}, {"namespace", l.ns}, {"node", l.node}};
         if (label_mode && !rid.empty())
           ls.emplace_back("request_id", rid);
         ls.emplace_back("service", l.service);
@@ -178,44 +178,44 @@ void pump(self_ptr self) {
     if (st.cfg.gzip)
       body = loki::gzip(body);
     auto res = http::fetch(st.base, "POST", "/loki/api/v1/push", push_headers(st.cfg), body,
-                             st.cfg.timeout);
+                           st.cfg.timeout);
     switch (loki::classify(res.status)) {
-      case loki::outcome::ok:
-        st.breaker->success();
-        if (st.failures > 0)
-          log()->info("Loki is back after {} failed pushes", st.failures);
-        st.failures = 0;
-        st.shipped += batch.count;
-        st.cursor = batch.last_seq;
-        save_cursor(self);
-        break;
-      case loki::outcome::drop:
-        st.breaker->success();
-        st.failures = 0;
-        st.rejected += batch.count;
-        st.cursor = batch.last_seq;
-        save_cursor(self);
-        log()->error("Loki rejected a batch of {} entries (seq {}..{}) with {}: {}; skipping it",
-                     batch.count, batch.first_seq, batch.last_seq, res.status,
-                     res.body.substr(0, 300));
-        break;
-      case loki::outcome::retry: {
-        st.breaker->failure(self->clock().now());
-        ++st.failures;
-        std::uniform_real_distribution<double> u{0.0, 1.0};
-        auto delay = loki::backoff(st.failures, st.cfg.backoff_initial, st.cfg.backoff_max,
-                                   u(st.rng));
-        auto it = res.headers.find("retry-after");
-        if (it != res.headers.end())
-          if (auto ra = loki::retry_after(it->second, std::chrono::system_clock::now()))
-            delay = std::max(delay, *ra);
-        st.last_error = res.status == 0 ? res.error : "HTTP " + std::to_string(res.status);
-        log()->warn("Loki push failed ({}), attempt {}; retrying in {} ms", st.last_error,
-                    st.failures, delay.count());
-        enforce_outbox(self);
-        wait_for(self, delay, log_batcher_state::wait_kind::backoff);
-        return;
-      }
+    case loki::outcome::ok:
+      st.breaker->success();
+      if (st.failures > 0)
+        log()->info("Loki is back after {} failed pushes", st.failures);
+      st.failures = 0;
+      st.shipped += batch.count;
+      st.cursor = batch.last_seq;
+      save_cursor(self);
+      break;
+    case loki::outcome::drop:
+      st.breaker->success();
+      st.failures = 0;
+      st.rejected += batch.count;
+      st.cursor = batch.last_seq;
+      save_cursor(self);
+      log()->error("Loki rejected a batch of {} entries (seq {}..{}) with {}: {}; skipping it",
+                   batch.count, batch.first_seq, batch.last_seq, res.status,
+                   res.body.substr(0, 300));
+      break;
+    case loki::outcome::retry: {
+      st.breaker->failure(self->clock().now());
+      ++st.failures;
+      std::uniform_real_distribution<double> u{0.0, 1.0};
+      auto delay =
+          loki::backoff(st.failures, st.cfg.backoff_initial, st.cfg.backoff_max, u(st.rng));
+      auto it = res.headers.find("retry-after");
+      if (it != res.headers.end())
+        if (auto ra = loki::retry_after(it->second, std::chrono::system_clock::now()))
+          delay = std::max(delay, *ra);
+      st.last_error = res.status == 0 ? res.error : "HTTP " + std::to_string(res.status);
+      log()->warn("Loki push failed ({}), attempt {}; retrying in {} ms", st.last_error,
+                  st.failures, delay.count());
+      enforce_outbox(self);
+      wait_for(self, delay, log_batcher_state::wait_kind::backoff);
+      return;
+    }
     }
     if (st.cursor < st.head)
       self->send(self, nudge_atom::value, st.head);
@@ -271,36 +271,36 @@ log_batcher_actor::behavior_type log_batcher(self_ptr self,
   log()->info("shipping logs to {} from seq {}{}", st.cfg.url, st.cursor + 1,
               fresh ? " (new sink: the retained log first)" : "");
   return {
-    [self](nudge_atom, uint64_t head) {
-      self->state.head = std::max(self->state.head, head);
-      pump(self);
-      report_lag(self);
-    },
-    [self](timeout_atom, uint64_t gen) {
-      if (gen != self->state.wait_gen)
-        return;
-      self->state.waiting = log_batcher_state::wait_kind::none;
-      pump(self);
-      report_lag(self);
-    },
-    [self](status_atom) -> std::string {
-      auto& st = self->state;
-      auto now = self->clock().now();
-      auto state = st.breaker->current(now);
-      return nlohmann::json{{"url", st.cfg.url},
-                            {"cursor", st.cursor},
-                            {"lag", st.head - st.cursor},
-                            {"shipped", st.shipped},
-                            {"rejected", st.rejected},
-                            {"dropped", st.dropped},
-                            {"consecutive_failures", st.failures},
-                            {"breaker", state == loki::breaker::state::closed ? "closed"
-                                        : state == loki::breaker::state::open ? "open"
-                                                                               : "half_open"},
-                            {"last_error", st.last_error}}
-        .dump();
-    },
-    [](shutdown_atom) -> ok_atom { return ok_atom::value; },
+      [self](nudge_atom, uint64_t head) {
+        self->state.head = std::max(self->state.head, head);
+        pump(self);
+        report_lag(self);
+      },
+      [self](timeout_atom, uint64_t gen) {
+        if (gen != self->state.wait_gen)
+          return;
+        self->state.waiting = log_batcher_state::wait_kind::none;
+        pump(self);
+        report_lag(self);
+      },
+      [self](status_atom) -> std::string {
+        auto& st = self->state;
+        auto now = self->clock().now();
+        auto state = st.breaker->current(now);
+        return nlohmann::json{{"url", st.cfg.url},
+                              {"cursor", st.cursor},
+                              {"lag", st.head - st.cursor},
+                              {"shipped", st.shipped},
+                              {"rejected", st.rejected},
+                              {"dropped", st.dropped},
+                              {"consecutive_failures", st.failures},
+                              {"breaker", state == loki::breaker::state::closed ? "closed"
+                                          : state == loki::breaker::state::open ? "open"
+                                                                                : "half_open"},
+                              {"last_error", st.last_error}}
+            .dump();
+      },
+      [](shutdown_atom) -> ok_atom { return ok_atom::value; },
   };
 }
 

@@ -59,47 +59,47 @@ void route(self_ptr self, write_batch ops, std::function<void(uint64_t)> done = 
     copy = std::make_shared<write_batch>(ops);
   ++st.in_flight;
   self->request(store, std::chrono::seconds(30), write_atom::value, std::move(ops))
-    .then(
-      [self, copy, done](write_result& res) mutable {
-        auto& st = self->state;
-        uint64_t first = res.appended.empty() ? 0 : res.appended[0];
-        for (size_t i = 0; i + 1 < res.appended.size(); i += 2) {
-          st.last_seq = std::max(st.last_seq, res.appended[i] + res.appended[i + 1] - 1);
-          st.lines += res.appended[i + 1];
-        }
-        if (copy) {
-          log_batch batch;
-          for (size_t i = 0; i < copy->size() && 2 * i < res.appended.size(); ++i) {
-            auto part = persistence::decode_log_op((*copy)[i].value, res.appended[2 * i]);
-            batch.insert(batch.end(), std::make_move_iterator(part.begin()),
-                         std::make_move_iterator(part.end()));
-          }
-          if (st.out) {
-            std::string out;
-            uint64_t lines = 0;
-            for (auto& r : batch)
-              if (r.source != "troupe") { // spdlog printed those already
-                out += stdout_line(r, st.json_stdout);
-                ++lines;
+      .then(
+          [self, copy, done](write_result& res) mutable {
+            auto& st = self->state;
+            uint64_t first = res.appended.empty() ? 0 : res.appended[0];
+            for (size_t i = 0; i + 1 < res.appended.size(); i += 2) {
+              st.last_seq = std::max(st.last_seq, res.appended[i] + res.appended[i + 1] - 1);
+              st.lines += res.appended[i + 1];
+            }
+            if (copy) {
+              log_batch batch;
+              for (size_t i = 0; i < copy->size() && 2 * i < res.appended.size(); ++i) {
+                auto part = persistence::decode_log_op((*copy)[i].value, res.appended[2 * i]);
+                batch.insert(batch.end(), std::make_move_iterator(part.begin()),
+                             std::make_move_iterator(part.end()));
               }
-            if (lines > 0)
-              st.out->offer(std::move(out), lines); // never blocks
-          }
-          for (auto& sub : st.subscribers)
-            self->send(sub, batch);
-        }
-        if (auto loki = lookup<log_batcher_actor>(self->system(), names::loki))
-          self->send(loki, nudge_atom::value, st.last_seq);
-        if (done)
-          done(first);
-        finished_one(self);
-      },
-      [self, done](caf::error& err) {
-        logging::get("logs")->error("log batch not stored: {}", caf::to_string(err));
-        if (done)
-          done(0);
-        finished_one(self);
-      });
+              if (st.out) {
+                std::string out;
+                uint64_t lines = 0;
+                for (auto& r : batch)
+                  if (r.source != "troupe") { // spdlog printed those already
+                    out += stdout_line(r, st.json_stdout);
+                    ++lines;
+                  }
+                if (lines > 0)
+                  st.out->offer(std::move(out), lines); // never blocks
+              }
+              for (auto& sub : st.subscribers)
+                self->send(sub, batch);
+            }
+            if (auto loki = lookup<log_batcher_actor>(self->system(), names::loki))
+              self->send(loki, nudge_atom::value, st.last_seq);
+            if (done)
+              done(first);
+            finished_one(self);
+          },
+          [self, done](caf::error& err) {
+            logging::get("logs")->error("log batch not stored: {}", caf::to_string(err));
+            if (done)
+              done(0);
+            finished_one(self);
+          });
 }
 
 /// The latest timestamp given to a line of `instance` (looked up once per
@@ -123,8 +123,9 @@ write_batch ops_for(const log_batch& records) {
     auto& r0 = records[i];
     log_labels l{r0.service, r0.instance, r0.source, r0.request_id, r0.ns, r0.node};
     persistence::log_op_builder b{l};
-    for (; i < records.size() && records[i].service == r0.service && records[i].source == r0.source
-           && records[i].instance == r0.instance && records[i].request_id == r0.request_id;
+    for (;
+         i < records.size() && records[i].service == r0.service && records[i].source == r0.source &&
+         records[i].instance == r0.instance && records[i].request_id == r0.request_id;
          ++i)
       b.add(records[i].ts_ns, records[i].stream, records[i].level, records[i].line);
     ops.push_back(write_op{write_op::log_append, "logs", {}, b.take()});
@@ -136,9 +137,8 @@ write_batch ops_for(const log_batch& records) {
 
 std::string stdout_line(const log_record& r, bool json) {
   if (json) {
-    nlohmann::json j{{"timestamp", rfc3339(r.ts_ns)}, {"level", r.level},
-                     {"service", r.service},          {"instance", r.instance},
-                     {"source", r.source},            {"message", r.line}};
+    nlohmann::json j{{"timestamp", rfc3339(r.ts_ns)}, {"level", r.level},   {"service", r.service},
+                     {"instance", r.instance},        {"source", r.source}, {"message", r.line}};
     if (!r.request_id.empty())
       j["request_id"] = r.request_id;
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
@@ -251,87 +251,88 @@ log_router_actor::behavior_type log_router_with(self_ptr self, logs_config cfg, 
   st.json_stdout = json_stdout;
   st.out = std::move(out);
   self->set_down_handler(
-    [self](caf::down_msg& dm) { drop_terminated(self->state.subscribers, dm.source); });
+      [self](caf::down_msg& dm) { drop_terminated(self->state.subscribers, dm.source); });
   // Lines captured while no router ran (a restart) are waiting: the capture
   // only notifies when its buffer turns non-empty.
   self->send(self, drain_atom::value);
   return {
-    [self](ingest_atom, log_ingest& in) -> caf::result<uint64_t> {
-      auto& st = self->state;
-      if (in.labels.ns.empty())
-        in.labels.ns = st.cfg.ns;
-      if (in.labels.node.empty())
-        in.labels.node = st.node;
-      persistence::log_op_builder b{in.labels};
-      auto& last = last_ts_of(st, in.labels.instance);
-      persistence::for_each_packed(in.lines, [&](std::string_view line) {
-        b.add(next_ts(last, in.ts_ns), in.stream,
-              loki::detect_level(line, in.stream == 2, st.cfg.stdout_level, st.cfg.stderr_level),
-              line);
-      });
-      write_batch ops{write_op{write_op::log_append, "logs",
-                               in.index.empty() ? std::string{}
-                                                : persistence::log_key(in.index, in.first_seq),
-                               b.take()}};
-      auto rp = self->make_response_promise<uint64_t>();
-      route(self, std::move(ops), [rp](uint64_t seq) mutable { rp.deliver(seq); });
-      return rp;
-    },
-    [self](drain_atom) {
-      uint64_t dropped = 0;
-      auto lines = logging::take_captured(dropped);
-      auto& st = self->state;
-      log_batch batch;
-      batch.reserve(lines.size() + 1);
-      if (dropped > 0) {
-        st.dropped_own += dropped;
-        log_record r;
-        r.ts_ns = now_ns();
-        r.line = std::to_string(dropped) + " troupe log lines dropped: the capture buffer was full";
-        r.level = "warn";
-        r.service = st.cfg.service;
-        r.instance = "logs";
-        r.source = "troupe";
-        batch.push_back(std::move(r));
-      }
-      for (auto& l : lines) {
-        log_record r;
-        r.ts_ns = l.ts_ns;
-        r.line = std::move(l.message);
-        r.level = std::move(l.level);
-        r.service = st.cfg.service;
-        r.instance = std::move(l.logger);
-        r.source = "troupe";
-        r.request_id = std::move(l.request_id);
-        batch.push_back(std::move(r));
-      }
-      for (auto& r : batch) {
-        r.ns = st.cfg.ns;
-        r.node = st.node;
-        r.ts_ns = next_ts(last_ts_of(st, r.instance), r.ts_ns);
-      }
-      route(self, ops_for(batch));
-    },
-    [self](subscribe_atom, log_subscriber_actor& sub) {
-      self->monitor(sub);
-      self->state.subscribers.push_back(std::move(sub));
-    },
-    [self](status_atom) -> std::string {
-      auto& st = self->state;
-      return nlohmann::json{{"last_seq", st.last_seq},
-                            {"lines", st.lines},
-                            {"own_lines_dropped", st.dropped_own},
-                            {"stdout_lines_dropped", st.out ? st.out->dropped_lines() : 0},
-                            {"subscribers", st.subscribers.size()}}
-          .dump();
-    },
-    [self](shutdown_atom) -> caf::result<ok_atom> {
-      if (self->state.in_flight == 0)
-        return ok_atom::value;
-      auto rp = self->make_response_promise<ok_atom>();
-      self->state.shutdown_waiters.push_back(rp);
-      return rp;
-    },
+      [self](ingest_atom, log_ingest& in) -> caf::result<uint64_t> {
+        auto& st = self->state;
+        if (in.labels.ns.empty())
+          in.labels.ns = st.cfg.ns;
+        if (in.labels.node.empty())
+          in.labels.node = st.node;
+        persistence::log_op_builder b{in.labels};
+        auto& last = last_ts_of(st, in.labels.instance);
+        persistence::for_each_packed(in.lines, [&](std::string_view line) {
+          b.add(next_ts(last, in.ts_ns), in.stream,
+                loki::detect_level(line, in.stream == 2, st.cfg.stdout_level, st.cfg.stderr_level),
+                line);
+        });
+        write_batch ops{write_op{write_op::log_append, "logs",
+                                 in.index.empty() ? std::string{}
+                                                  : persistence::log_key(in.index, in.first_seq),
+                                 b.take()}};
+        auto rp = self->make_response_promise<uint64_t>();
+        route(self, std::move(ops), [rp](uint64_t seq) mutable { rp.deliver(seq); });
+        return rp;
+      },
+      [self](drain_atom) {
+        uint64_t dropped = 0;
+        auto lines = logging::take_captured(dropped);
+        auto& st = self->state;
+        log_batch batch;
+        batch.reserve(lines.size() + 1);
+        if (dropped > 0) {
+          st.dropped_own += dropped;
+          log_record r;
+          r.ts_ns = now_ns();
+          r.line =
+              std::to_string(dropped) + " troupe log lines dropped: the capture buffer was full";
+          r.level = "warn";
+          r.service = st.cfg.service;
+          r.instance = "logs";
+          r.source = "troupe";
+          batch.push_back(std::move(r));
+        }
+        for (auto& l : lines) {
+          log_record r;
+          r.ts_ns = l.ts_ns;
+          r.line = std::move(l.message);
+          r.level = std::move(l.level);
+          r.service = st.cfg.service;
+          r.instance = std::move(l.logger);
+          r.source = "troupe";
+          r.request_id = std::move(l.request_id);
+          batch.push_back(std::move(r));
+        }
+        for (auto& r : batch) {
+          r.ns = st.cfg.ns;
+          r.node = st.node;
+          r.ts_ns = next_ts(last_ts_of(st, r.instance), r.ts_ns);
+        }
+        route(self, ops_for(batch));
+      },
+      [self](subscribe_atom, log_subscriber_actor& sub) {
+        self->monitor(sub);
+        self->state.subscribers.push_back(std::move(sub));
+      },
+      [self](status_atom) -> std::string {
+        auto& st = self->state;
+        return nlohmann::json{{"last_seq", st.last_seq},
+                              {"lines", st.lines},
+                              {"own_lines_dropped", st.dropped_own},
+                              {"stdout_lines_dropped", st.out ? st.out->dropped_lines() : 0},
+                              {"subscribers", st.subscribers.size()}}
+            .dump();
+      },
+      [self](shutdown_atom) -> caf::result<ok_atom> {
+        if (self->state.in_flight == 0)
+          return ok_atom::value;
+        auto rp = self->make_response_promise<ok_atom>();
+        self->state.shutdown_waiters.push_back(rp);
+        return rp;
+      },
   };
 }
 

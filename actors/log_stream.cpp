@@ -91,10 +91,10 @@ void start_catch_up(self_ptr self) {
 
 } // namespace
 
-log_stream_actor::behavior_type
-log_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
-           std::shared_ptr<persistence::lmdb_env> env, persistence::log_query query,
-           std::optional<uint64_t> last_event_id) {
+log_stream_actor::behavior_type log_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
+                                           std::shared_ptr<persistence::lmdb_env> env,
+                                           persistence::log_query query,
+                                           std::optional<uint64_t> last_event_id) {
   auto& st = self->state;
   st.stream = stream;
   st.env = std::move(env);
@@ -123,30 +123,30 @@ log_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
     start_catch_up(self);
   }
   return {
-    [self](const log_batch& batch) {
-      auto& st = self->state;
-      if (batch.empty() || st.catching_up)
-        return; // the store read in progress reaches these lines
-      if (st.seen == UINT64_MAX)
-        st.seen = batch.front().seq - 1; // following from now
-      if (batch.front().seq > st.seen + 1 || client_behind(*st.stream)) {
-        // Lines committed while the router forwarded nothing, or a client
-        // too far behind to queue more for: read them (and this batch) from
-        // the store at the client's pace.
-        start_catch_up(self);
-        return;
-      }
-      for (auto& r : batch) {
-        if (r.seq <= st.seen)
-          continue;
-        st.seen = r.seq;
-        if (!forward(self, r)) {
-          self->quit();
+      [self](const log_batch& batch) {
+        auto& st = self->state;
+        if (batch.empty() || st.catching_up)
+          return; // the store read in progress reaches these lines
+        if (st.seen == UINT64_MAX)
+          st.seen = batch.front().seq - 1; // following from now
+        if (batch.front().seq > st.seen + 1 || client_behind(*st.stream)) {
+          // Lines committed while the router forwarded nothing, or a client
+          // too far behind to queue more for: read them (and this batch) from
+          // the store at the client's pace.
+          start_catch_up(self);
           return;
         }
-      }
-    },
-    [self](replay_atom) { catch_up(self); },
+        for (auto& r : batch) {
+          if (r.seq <= st.seen)
+            continue;
+          st.seen = r.seq;
+          if (!forward(self, r)) {
+            self->quit();
+            return;
+          }
+        }
+      },
+      [self](replay_atom) { catch_up(self); },
   };
 }
 

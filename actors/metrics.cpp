@@ -6,8 +6,8 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
-#include <caf/typed_event_based_actor.hpp>
 #include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include "actors/names.hpp"
 #include "runtime/clock.hpp"
@@ -50,10 +50,10 @@ metric_window(metric_window_actor::stateful_pointer<metric_window_state> self,
   if (fam->type == metrics::kind::histogram)
     st.buckets.assign(fam->bounds.size() + 1, 0);
   return {
-    [self](metric_delta& d) {
-      auto& st = self->state;
-      auto now = self->clock().now();
-      switch (st.fam->type) {
+      [self](metric_delta& d) {
+        auto& st = self->state;
+        auto now = self->clock().now();
+        switch (st.fam->type) {
         case metrics::kind::histogram: {
           auto agg = metrics::aggregate::decode(d.observations);
           if (!agg)
@@ -75,31 +75,31 @@ metric_window(metric_window_actor::stateful_pointer<metric_window_state> self,
             st.ring->add(now, d.value);
           st.has_value = true;
           break;
-      }
-    },
-    [self](sample_atom) {
-      auto& st = self->state;
-      auto now = self->clock().now();
-      if (st.fam->type == metrics::kind::gauge && st.has_value)
-        st.ring->add(now, st.value);
-      st.ring->expire(now); // release buckets that left every window
-    },
-    [self](get_atom) -> metric_snapshot {
-      auto& st = self->state;
-      auto now = self->clock().now();
-      metric_snapshot s;
-      s.family = st.fam->key;
-      s.labels = st.labels;
-      auto& life = st.ring->lifetime();
-      s.count = life.count;
-      s.sum = life.sum;
-      s.max = life.count > 0 ? life.max : nan;
-      s.value = st.fam->type == metrics::kind::histogram ? life.sum : st.value;
-      s.buckets = st.buckets;
-      for (auto w : {metrics::window::m1, metrics::window::m15, metrics::window::h1})
-        s.windows.push_back(to_stats(st.ring->stats(now, w), st.fam->type));
-      return s;
-    },
+        }
+      },
+      [self](sample_atom) {
+        auto& st = self->state;
+        auto now = self->clock().now();
+        if (st.fam->type == metrics::kind::gauge && st.has_value)
+          st.ring->add(now, st.value);
+        st.ring->expire(now); // release buckets that left every window
+      },
+      [self](get_atom) -> metric_snapshot {
+        auto& st = self->state;
+        auto now = self->clock().now();
+        metric_snapshot s;
+        s.family = st.fam->key;
+        s.labels = st.labels;
+        auto& life = st.ring->lifetime();
+        s.count = life.count;
+        s.sum = life.sum;
+        s.max = life.count > 0 ? life.max : nan;
+        s.value = st.fam->type == metrics::kind::histogram ? life.sum : st.value;
+        s.buckets = st.buckets;
+        for (auto w : {metrics::window::m1, metrics::window::m15, metrics::window::h1})
+          s.windows.push_back(to_stats(st.ring->stats(now, w), st.fam->type));
+        return s;
+      },
   };
 }
 
@@ -193,15 +193,15 @@ void collect(registry_ptr self, std::function<void(const metric_snapshots&)> don
     // Shorter than the callers' own timeouts (the HTTP bridge waits 10 s):
     // a hung series costs a scrape that series, not the whole scrape.
     self->request(s.hdl, std::chrono::seconds(5), get_atom::value)
-      .then(
-        [acc, finish](metric_snapshot& snap) {
-          acc->push_back(std::move(snap));
-          finish();
-        },
-        [prog, finish](caf::error&) {
-          ++prog->timed_out;
-          finish();
-        });
+        .then(
+            [acc, finish](metric_snapshot& snap) {
+              acc->push_back(std::move(snap));
+              finish();
+            },
+            [prog, finish](caf::error&) {
+              ++prog->timed_out;
+              finish();
+            });
 }
 
 metrics::registry_view view(registry_ptr self, const metric_snapshots& local) {
@@ -231,72 +231,70 @@ metrics_actor::behavior_type metrics_registry(metrics_actor::stateful_pointer<me
   st.last_activity = static_cast<double>(now_ns()) / 1e9;
   self->delayed_send(self, st.cfg.sample_interval, tick_atom::value);
   return {
-    [self](metric_deltas& ds) {
-      for (auto& d : ds)
-        route(self, d);
-    },
-    [self](activity_atom) {
-      self->state.last_activity = static_cast<double>(now_ns()) / 1e9;
-    },
-    [self](tick_atom) {
-      auto& st = self->state;
-      ++st.heartbeat;
-      for (auto& src : st.sources)
-        for (auto& d : src())
+      [self](metric_deltas& ds) {
+        for (auto& d : ds)
           route(self, d);
-      // Gauges are sampled every tick; every minute or so all series are
-      // told too, so that idle ones release their expired buckets.
-      if (st.heartbeat % expire_every(st.cfg.sample_interval) == 0) {
-        for (auto& [id, s] : st.by_id)
-          self->send(s.hdl, sample_atom::value);
-      } else {
-        for (auto& g : st.gauges)
-          self->send(g, sample_atom::value);
-      }
-      self->delayed_send(self, st.cfg.sample_interval, tick_atom::value);
-    },
-    [self](proxied_atom, const std::string& upstream, metric_snapshots& snaps) {
-      if (snaps.empty())
-        self->state.proxied.erase(upstream); // failing upstream: its series go
-      else
-        self->state.proxied[upstream] = std::move(snaps);
-    },
-    [self](get_atom) -> caf::result<metric_snapshots> {
-      auto rp = self->make_response_promise<metric_snapshots>();
-      collect(self, [self, rp](const metric_snapshots& collected) mutable {
-        auto local = collected;
-        for (auto& [upstream, snaps] : self->state.proxied)
-          local.insert(local.end(), snaps.begin(), snaps.end());
-        rp.deliver(std::move(local));
-      });
-      return rp;
-    },
-    [self](prometheus_atom) -> caf::result<std::string> {
-      auto& st = self->state;
-      auto now = self->clock().now();
-      if (st.has_cache && st.cfg.scrape_ttl.count() > 0 && now - st.cached_at < st.cfg.scrape_ttl)
-        return st.cached;
-      auto rp = self->make_response_promise<std::string>();
-      collect(self, [self, rp](const metric_snapshots& local) mutable {
+      },
+      [self](activity_atom) { self->state.last_activity = static_cast<double>(now_ns()) / 1e9; },
+      [self](tick_atom) {
         auto& st = self->state;
-        auto text = metrics::render_prometheus(view(self, local), st.names);
-        if (st.cfg.scrape_ttl.count() > 0) {
-          st.cached = text;
-          st.cached_at = self->clock().now();
-          st.has_cache = true;
+        ++st.heartbeat;
+        for (auto& src : st.sources)
+          for (auto& d : src())
+            route(self, d);
+        // Gauges are sampled every tick; every minute or so all series are
+        // told too, so that idle ones release their expired buckets.
+        if (st.heartbeat % expire_every(st.cfg.sample_interval) == 0) {
+          for (auto& [id, s] : st.by_id)
+            self->send(s.hdl, sample_atom::value);
+        } else {
+          for (auto& g : st.gauges)
+            self->send(g, sample_atom::value);
         }
-        rp.deliver(std::move(text));
-      });
-      return rp;
-    },
-    [](shutdown_atom) { return ok_atom::value; },
-    [self](monitoring_atom) -> caf::result<std::string> {
-      auto rp = self->make_response_promise<std::string>();
-      collect(self, [self, rp](const metric_snapshots& local) mutable {
-        rp.deliver(metrics::render_monitoring(view(self, local), self->state.names));
-      });
-      return rp;
-    },
+        self->delayed_send(self, st.cfg.sample_interval, tick_atom::value);
+      },
+      [self](proxied_atom, const std::string& upstream, metric_snapshots& snaps) {
+        if (snaps.empty())
+          self->state.proxied.erase(upstream); // failing upstream: its series go
+        else
+          self->state.proxied[upstream] = std::move(snaps);
+      },
+      [self](get_atom) -> caf::result<metric_snapshots> {
+        auto rp = self->make_response_promise<metric_snapshots>();
+        collect(self, [self, rp](const metric_snapshots& collected) mutable {
+          auto local = collected;
+          for (auto& [upstream, snaps] : self->state.proxied)
+            local.insert(local.end(), snaps.begin(), snaps.end());
+          rp.deliver(std::move(local));
+        });
+        return rp;
+      },
+      [self](prometheus_atom) -> caf::result<std::string> {
+        auto& st = self->state;
+        auto now = self->clock().now();
+        if (st.has_cache && st.cfg.scrape_ttl.count() > 0 && now - st.cached_at < st.cfg.scrape_ttl)
+          return st.cached;
+        auto rp = self->make_response_promise<std::string>();
+        collect(self, [self, rp](const metric_snapshots& local) mutable {
+          auto& st = self->state;
+          auto text = metrics::render_prometheus(view(self, local), st.names);
+          if (st.cfg.scrape_ttl.count() > 0) {
+            st.cached = text;
+            st.cached_at = self->clock().now();
+            st.has_cache = true;
+          }
+          rp.deliver(std::move(text));
+        });
+        return rp;
+      },
+      [](shutdown_atom) { return ok_atom::value; },
+      [self](monitoring_atom) -> caf::result<std::string> {
+        auto rp = self->make_response_promise<std::string>();
+        collect(self, [self, rp](const metric_snapshots& local) mutable {
+          rp.deliver(metrics::render_monitoring(view(self, local), self->state.names));
+        });
+        return rp;
+      },
   };
 }
 

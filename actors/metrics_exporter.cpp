@@ -134,10 +134,13 @@ void fold_redis(self_ptr self, const metrics_actor& registry, json& summary) {
   }
   st.folded_keys = fresh;
   if (registry)
-    self->send(registry, metric_deltas{gauge_delta("redis.sse.connections",
-                                                   {rc.tenant, rc.project}, total)});
-  summary["redis"] = {{"status", "ok"},         {"sse_connections", total}, {"fresh_keys", fresh},
-                      {"stale_keys", stale},    {"malformed_keys", malformed}};
+    self->send(registry,
+               metric_deltas{gauge_delta("redis.sse.connections", {rc.tenant, rc.project}, total)});
+  summary["redis"] = {{"status", "ok"},
+                      {"sse_connections", total},
+                      {"fresh_keys", fresh},
+                      {"stale_keys", stale},
+                      {"malformed_keys", malformed}};
 }
 
 /// Redis mode, write side: every series' windows under ...:metrics:{series}.
@@ -152,8 +155,8 @@ void write_back(self_ptr self, const metric_snapshots& snaps, json& summary) {
     if (fam == nullptr)
       continue;
     auto key = key_prefix(rc) + "metrics:" + metrics::series_id(*fam, s.labels);
-    auto r = st.redis->command({"SET", key, metrics::snapshot_json(s, st.names).dump(), "PX", ttl_ms},
-                               &err);
+    auto r = st.redis->command(
+        {"SET", key, metrics::snapshot_json(s, st.names).dump(), "PX", ttl_ms}, &err);
     if (!r || r->type == redis::reply::kind::error) {
       auto why = r ? r->str : err;
       mark(st.redis_status, st.redis_error, "metrics redis", why);
@@ -176,8 +179,8 @@ void push(self_ptr self, const std::string& exposition, json& summary) {
     return; // the group is deleted (or about to be): do not recreate it
   }
   auto res = http::fetch(*st.pushgateway, "PUT", st.push_path,
-                         {{"Content-Type", "text/plain; version=0.0.4; charset=utf-8"}},
-                         exposition, st.cfg.pushgateway.timeout);
+                         {{"Content-Type", "text/plain; version=0.0.4; charset=utf-8"}}, exposition,
+                         st.cfg.pushgateway.timeout);
   std::string why;
   if (res.status == 0)
     why = res.error;
@@ -228,31 +231,31 @@ void cycle(self_ptr self, std::function<void(json)> done) {
       return;
     }
     self->request(registry, std::chrono::seconds(30), prometheus_atom::value)
-      .then(
-        [self, sum, done](std::string& text) {
-          push(self, text, *sum);
-          done(std::move(*sum));
-        },
-        [sum, done](caf::error& err) {
-          (*sum)["pushgateway"] = {{"status", "failing"}, {"error", caf::to_string(err)}};
-          done(std::move(*sum));
-        });
+        .then(
+            [self, sum, done](std::string& text) {
+              push(self, text, *sum);
+              done(std::move(*sum));
+            },
+            [sum, done](caf::error& err) {
+              (*sum)["pushgateway"] = {{"status", "failing"}, {"error", caf::to_string(err)}};
+              done(std::move(*sum));
+            });
   };
   if (!want_snaps) {
     then_push();
     return;
   }
   self->request(registry, std::chrono::seconds(30), get_atom::value)
-    .then(
-      [self, sum, then_push](metric_snapshots& snaps) {
-        write_back(self, snaps, *sum);
-        then_push();
-      },
-      [sum, then_push](caf::error& err) {
-        (*sum)["redis"]["status"] = "failing";
-        (*sum)["redis"]["error"] = caf::to_string(err);
-        then_push();
-      });
+      .then(
+          [self, sum, then_push](metric_snapshots& snaps) {
+            write_back(self, snaps, *sum);
+            then_push();
+          },
+          [sum, then_push](caf::error& err) {
+            (*sum)["redis"]["status"] = "failing";
+            (*sum)["redis"]["error"] = caf::to_string(err);
+            then_push();
+          });
 }
 
 json status_json(const metrics_exporter_state& st) {
@@ -350,45 +353,45 @@ metrics_exporter(metrics_exporter_actor::stateful_pointer<metrics_exporter_state
       self->delayed_send(self, st.cfg.export_interval, tick_atom::value);
   }
   return {
-    [self](tick_atom) {
-      if (self->state.stopping)
-        return;
-      cycle(self, [self](json summary) {
+      [self](tick_atom) {
+        if (self->state.stopping)
+          return;
+        cycle(self, [self](json summary) {
+          auto& st = self->state;
+          if (failed(summary))
+            log()->debug("export cycle: {}", summary.dump());
+          if (st.board)
+            st.board->set(status_json(st).dump());
+          if (!st.stopping)
+            self->delayed_send(self, st.cfg.export_interval, tick_atom::value);
+        });
+      },
+      [self](export_atom) -> caf::result<std::string> {
+        auto rp = self->make_response_promise<std::string>();
+        cycle(self, [self, rp](json summary) mutable {
+          if (self->state.board)
+            self->state.board->set(status_json(self->state).dump());
+          summary["ok"] = !failed(summary);
+          rp.deliver(summary.dump());
+        });
+        return rp;
+      },
+      [self](status_atom) -> std::string { return status_json(self->state).dump(); },
+      [self](shutdown_atom) -> ok_atom {
         auto& st = self->state;
-        if (failed(summary))
-          log()->debug("export cycle: {}", summary.dump());
-        if (st.board)
-          st.board->set(status_json(st).dump());
-        if (!st.stopping)
-          self->delayed_send(self, st.cfg.export_interval, tick_atom::value);
-      });
-    },
-    [self](export_atom) -> caf::result<std::string> {
-      auto rp = self->make_response_promise<std::string>();
-      cycle(self, [self, rp](json summary) mutable {
-        if (self->state.board)
-          self->state.board->set(status_json(self->state).dump());
-        summary["ok"] = !failed(summary);
-        rp.deliver(summary.dump());
-      });
-      return rp;
-    },
-    [self](status_atom) -> std::string { return status_json(self->state).dump(); },
-    [self](shutdown_atom) -> ok_atom {
-      auto& st = self->state;
-      st.stopping = true;
-      if (st.pushgateway && st.pushed) {
-        auto res = http::fetch(*st.pushgateway, "DELETE", st.push_path, {}, {},
-                               st.cfg.pushgateway.timeout);
-        if (res.status / 100 == 2)
-          log()->info("pushgateway group {} deleted", st.push_path);
-        else
-          log()->warn("could not delete pushgateway group {}: {}", st.push_path,
-                      res.status == 0 ? res.error : "HTTP " + std::to_string(res.status));
-        st.pushed = false;
-      }
-      return ok_atom::value;
-    },
+        st.stopping = true;
+        if (st.pushgateway && st.pushed) {
+          auto res = http::fetch(*st.pushgateway, "DELETE", st.push_path, {}, {},
+                                 st.cfg.pushgateway.timeout);
+          if (res.status / 100 == 2)
+            log()->info("pushgateway group {} deleted", st.push_path);
+          else
+            log()->warn("could not delete pushgateway group {}: {}", st.push_path,
+                        res.status == 0 ? res.error : "HTTP " + std::to_string(res.status));
+          st.pushed = false;
+        }
+        return ok_atom::value;
+      },
   };
 }
 

@@ -28,15 +28,13 @@ inline constexpr caf::atom_value exporter = caf::atom("exporter");
 
 /// Removes the handle of a terminated actor (from a down message) from a
 /// list of subscribers.
-template <class Handles>
-void drop_terminated(Handles& xs, const caf::actor_addr& who) {
+template <class Handles> void drop_terminated(Handles& xs, const caf::actor_addr& who) {
   xs.erase(std::remove_if(xs.begin(), xs.end(), [&](const auto& x) { return x.address() == who; }),
            xs.end());
 }
 
 /// The actor currently registered under `name` (invalid handle if none).
-template <class Handle>
-Handle lookup(caf::actor_system& sys, caf::atom_value name) {
+template <class Handle> Handle lookup(caf::actor_system& sys, caf::atom_value name) {
   return caf::actor_cast<Handle>(sys.registry().get(name));
 }
 

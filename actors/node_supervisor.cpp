@@ -36,18 +36,18 @@ void publish_restart(self_ptr self, const std::string& name, uint64_t restarts,
   auto bus = lookup<event_bus_actor>(self->system(), names::event_bus);
   if (!bus)
     return;
-  nlohmann::json data{{"actor", name},
-                      {"restarts", restarts},
-                      {"reason", reason},
-                      {"backoff_ms", std::chrono::duration_cast<std::chrono::milliseconds>(backoff)
-                                       .count()}};
+  nlohmann::json data{
+      {"actor", name},
+      {"restarts", restarts},
+      {"reason", reason},
+      {"backoff_ms", std::chrono::duration_cast<std::chrono::milliseconds>(backoff).count()}};
   self->request(bus, std::chrono::seconds(30), publish_atom::value,
                 make_event("actor.restarted", data.dump()))
-    .then([](uint64_t) {},
-          [](caf::error& err) {
-            logging::get("supervisor")
-              ->warn("actor.restarted event not published: {}", caf::to_string(err));
-          });
+      .then([](uint64_t) {},
+            [](caf::error& err) {
+              logging::get("supervisor")
+                  ->warn("actor.restarted event not published: {}", caf::to_string(err));
+            });
 }
 
 void on_child_down(self_ptr self, caf::down_msg& dm) {
@@ -69,10 +69,10 @@ void on_child_down(self_ptr self, caf::down_msg& dm) {
   c.recent.push_back(now);
   auto log = logging::get("supervisor");
   if (st.restarts.size() > static_cast<size_t>(st.cfg.max_restarts)) {
-    auto why = "restart intensity exceeded: " + std::to_string(st.restarts.size())
-               + " restarts within " + std::to_string(st.cfg.restart_window.count())
-               + " ms (max " + std::to_string(st.cfg.max_restarts) + "); last: " + c.spec.name
-               + " terminated with " + reason;
+    auto why = "restart intensity exceeded: " + std::to_string(st.restarts.size()) +
+               " restarts within " + std::to_string(st.cfg.restart_window.count()) + " ms (max " +
+               std::to_string(st.cfg.max_restarts) + "); last: " + c.spec.name +
+               " terminated with " + reason;
     log->critical("{}; shutting the node down", why);
     st.shutting_down = true;
     for (auto& other : st.children)
@@ -110,56 +110,57 @@ node_supervisor(node_supervisor_actor::stateful_pointer<node_supervisor_state> s
     start_child(self, i);
   self->set_down_handler([self](caf::down_msg& dm) { on_child_down(self, dm); });
   return {
-    [self](status_atom) -> std::string {
-      nlohmann::json children = nlohmann::json::array();
-      for (auto& c : self->state.children)
-        children.push_back(
-          {{"name", c.spec.name}, {"running", static_cast<bool>(c.handle)}, {"restarts", c.restarts}});
-      return nlohmann::json{{"children", std::move(children)}}.dump();
-    },
-    [self](restart_atom, uint64_t index) {
-      auto& st = self->state;
-      if (st.shutting_down || index >= st.children.size() || st.children[index].handle)
-        return;
-      start_child(self, index);
-      auto& c = st.children[index];
-      logging::get("supervisor")->info("{} restarted (restart {})", c.spec.name, c.restarts);
-      publish_restart(self, c.spec.name, c.restarts, c.last_reason, c.last_backoff);
-    },
-    [self](shutdown_atom) -> caf::result<ok_atom> {
-      auto& st = self->state;
-      st.shutting_down = true;
-      auto rp = self->make_response_promise<ok_atom>();
-      // Stop children one at a time, last started first; each is asked to
-      // prepare (jobs stop, the store commits queued writes) before it exits.
-      auto stop_next = std::make_shared<std::function<void()>>();
-      *stop_next = [self, rp, stop_next]() mutable {
-        auto& children = self->state.children;
-        auto i = std::find_if(children.rbegin(), children.rend(),
-                              [](const auto& c) { return static_cast<bool>(c.handle); });
-        if (i == children.rend()) {
-          rp.deliver(ok_atom::value);
-          self->quit();
-          *stop_next = nullptr;
+      [self](status_atom) -> std::string {
+        nlohmann::json children = nlohmann::json::array();
+        for (auto& c : self->state.children)
+          children.push_back({{"name", c.spec.name},
+                              {"running", static_cast<bool>(c.handle)},
+                              {"restarts", c.restarts}});
+        return nlohmann::json{{"children", std::move(children)}}.dump();
+      },
+      [self](restart_atom, uint64_t index) {
+        auto& st = self->state;
+        if (st.shutting_down || index >= st.children.size() || st.children[index].handle)
           return;
-        }
-        auto child = i->handle;
-        i->handle = nullptr;
-        self->system().registry().erase(caf::atom_from_string(i->spec.name));
-        self->request(child, std::chrono::seconds(30), shutdown_atom::value)
-          .then(
-            [self, child, stop_next](ok_atom) {
-              self->send_exit(child, caf::exit_reason::user_shutdown);
-              (*stop_next)();
-            },
-            [self, child, stop_next](caf::error&) {
-              self->send_exit(child, caf::exit_reason::user_shutdown);
-              (*stop_next)();
-            });
-      };
-      (*stop_next)();
-      return rp;
-    },
+        start_child(self, index);
+        auto& c = st.children[index];
+        logging::get("supervisor")->info("{} restarted (restart {})", c.spec.name, c.restarts);
+        publish_restart(self, c.spec.name, c.restarts, c.last_reason, c.last_backoff);
+      },
+      [self](shutdown_atom) -> caf::result<ok_atom> {
+        auto& st = self->state;
+        st.shutting_down = true;
+        auto rp = self->make_response_promise<ok_atom>();
+        // Stop children one at a time, last started first; each is asked to
+        // prepare (jobs stop, the store commits queued writes) before it exits.
+        auto stop_next = std::make_shared<std::function<void()>>();
+        *stop_next = [self, rp, stop_next]() mutable {
+          auto& children = self->state.children;
+          auto i = std::find_if(children.rbegin(), children.rend(),
+                                [](const auto& c) { return static_cast<bool>(c.handle); });
+          if (i == children.rend()) {
+            rp.deliver(ok_atom::value);
+            self->quit();
+            *stop_next = nullptr;
+            return;
+          }
+          auto child = i->handle;
+          i->handle = nullptr;
+          self->system().registry().erase(caf::atom_from_string(i->spec.name));
+          self->request(child, std::chrono::seconds(30), shutdown_atom::value)
+              .then(
+                  [self, child, stop_next](ok_atom) {
+                    self->send_exit(child, caf::exit_reason::user_shutdown);
+                    (*stop_next)();
+                  },
+                  [self, child, stop_next](caf::error&) {
+                    self->send_exit(child, caf::exit_reason::user_shutdown);
+                    (*stop_next)();
+                  });
+        };
+        (*stop_next)();
+        return rp;
+      },
   };
 }
 

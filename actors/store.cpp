@@ -11,17 +11,26 @@ write_result apply_batch(persistence::txn& t, const write_batch& ops) {
   write_result result;
   for (auto& op : ops) {
     switch (op.kind) {
-      case write_op::put: t.put(op.table, op.key, op.value); break;
-      case write_op::erase: t.erase(op.table, op.key); break;
-      case write_op::erase_range: t.erase_range(op.table, op.key, op.value); break;
-      case write_op::append: result.appended.push_back(t.append(op.table, op.value)); break;
-      case write_op::log_append: {
-        auto [first, count] = persistence::append_log_op(t, op.key, op.value);
-        result.appended.push_back(first);
-        result.appended.push_back(count);
-        break;
-      }
-      default: throw std::invalid_argument("unknown write op kind " + std::to_string(op.kind));
+    case write_op::put:
+      t.put(op.table, op.key, op.value);
+      break;
+    case write_op::erase:
+      t.erase(op.table, op.key);
+      break;
+    case write_op::erase_range:
+      t.erase_range(op.table, op.key, op.value);
+      break;
+    case write_op::append:
+      result.appended.push_back(t.append(op.table, op.value));
+      break;
+    case write_op::log_append: {
+      auto [first, count] = persistence::append_log_op(t, op.key, op.value);
+      result.appended.push_back(first);
+      result.appended.push_back(count);
+      break;
+    }
+    default:
+      throw std::invalid_argument("unknown write op kind " + std::to_string(op.kind));
     }
   }
   return result;
@@ -92,25 +101,25 @@ store_actor::behavior_type store(store_actor::stateful_pointer<store_state> self
     self->quit(std::move(msg.reason));
   });
   return {
-    [self](write_atom, write_batch& ops) -> caf::result<write_result> {
-      auto rp = self->make_response_promise<write_result>();
-      self->state.queue.push_back({std::move(ops), rp});
-      schedule_commit(self);
-      return rp;
-    },
-    [self](flush_atom) -> caf::result<ok_atom> {
-      if (self->state.queue.empty() && !self->state.commit_scheduled)
+      [self](write_atom, write_batch& ops) -> caf::result<write_result> {
+        auto rp = self->make_response_promise<write_result>();
+        self->state.queue.push_back({std::move(ops), rp});
+        schedule_commit(self);
+        return rp;
+      },
+      [self](flush_atom) -> caf::result<ok_atom> {
+        if (self->state.queue.empty() && !self->state.commit_scheduled)
+          return ok_atom::value;
+        auto rp = self->make_response_promise<ok_atom>();
+        self->state.flush_waiters.push_back(rp);
+        schedule_commit(self);
+        return rp;
+      },
+      [self](shutdown_atom) -> ok_atom {
+        commit_queue(self);
         return ok_atom::value;
-      auto rp = self->make_response_promise<ok_atom>();
-      self->state.flush_waiters.push_back(rp);
-      schedule_commit(self);
-      return rp;
-    },
-    [self](shutdown_atom) -> ok_atom {
-      commit_queue(self);
-      return ok_atom::value;
-    },
-    [self](commit_atom) { commit_queue(self); },
+      },
+      [self](commit_atom) { commit_queue(self); },
   };
 }
 

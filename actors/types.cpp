@@ -6,15 +6,24 @@ namespace troupe {
 
 const char* to_string(ec x) {
   switch (x) {
-    case ec::none: return "none";
-    case ec::unspecified: return "unspecified";
-    case ec::invalid_argument: return "invalid_argument";
-    case ec::not_found: return "not_found";
-    case ec::store_failure: return "store_failure";
-    case ec::schema_too_new: return "schema_too_new";
-    case ec::unavailable: return "unavailable";
-    case ec::restart_intensity: return "restart_intensity";
-    case ec::shutting_down: return "shutting_down";
+  case ec::none:
+    return "none";
+  case ec::unspecified:
+    return "unspecified";
+  case ec::invalid_argument:
+    return "invalid_argument";
+  case ec::not_found:
+    return "not_found";
+  case ec::store_failure:
+    return "store_failure";
+  case ec::schema_too_new:
+    return "schema_too_new";
+  case ec::unavailable:
+    return "unavailable";
+  case ec::restart_intensity:
+    return "restart_intensity";
+  case ec::shutting_down:
+    return "shutting_down";
   }
   return "unknown";
 }

@@ -55,8 +55,8 @@ public:
     if (auto token = std::getenv("TROUPE_BENCH_TOKEN"); token != nullptr && *token != '\0')
       req += std::string{"Authorization: Bearer "} + token + "\r\n";
     if (!body.empty())
-      req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size())
-             + "\r\n";
+      req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+             "\r\n";
     req += "\r\n" + body;
     for (size_t off = 0; off < req.size();) {
       auto n = ::write(fd_, req.data() + off, req.size() - off);

@@ -60,7 +60,9 @@ int main(int argc, char** argv) {
   int series = std::stoi(argv[2]);
   config_sources src;
   src.dotenv.clear();
-  src.flags = {{"listen", "127.0.0.1:0"}, {"data_dir", argv[1]}, {"log.level", "warn"},
+  src.flags = {{"listen", "127.0.0.1:0"},
+               {"data_dir", argv[1]},
+               {"log.level", "warn"},
                {"metrics.max_series", std::to_string(series + 100)}};
   runtime rt{load_config(src)};
   rt.start();
@@ -68,8 +70,8 @@ int main(int argc, char** argv) {
   metric_deltas batch;
   for (int i = 0; i < series; ++i) {
     for (int k = 0; k < 3; ++k)
-      batch.push_back(histogram_delta(fam, {"GET", "/bench/" + std::to_string(i), "200"},
-                                      0.001 * (k + 1)));
+      batch.push_back(
+          histogram_delta(fam, {"GET", "/bench/" + std::to_string(i), "200"}, 0.001 * (k + 1)));
     if (batch.size() >= 3000) {
       report_metrics(rt.system(), std::move(batch));
       batch.clear();

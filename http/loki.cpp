@@ -294,7 +294,7 @@ std::string push_body(const std::vector<entry>& entries, request_id_mode mode) {
 }
 
 size_t push_body_builder::add_stream(
-  const std::vector<std::pair<std::string_view, std::string_view>>& labels) {
+    const std::vector<std::pair<std::string_view, std::string_view>>& labels) {
   std::string head = "{\"stream\":{";
   bool first = true;
   for (auto& [k, v] : labels) {

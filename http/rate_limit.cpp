@@ -5,8 +5,7 @@
 namespace troupe::http {
 
 rate_limiter::rate_limiter(double rate, double burst, size_t max_keys)
-  : rate_(rate), burst_(std::max(1.0, burst)), max_keys_(std::max<size_t>(1, max_keys)) {
-}
+    : rate_(rate), burst_(std::max(1.0, burst)), max_keys_(std::max<size_t>(1, max_keys)) {}
 
 std::optional<double> rate_limiter::acquire(std::string_view key, clock::time_point now) {
   std::lock_guard<std::mutex> guard{mtx_};

@@ -159,7 +159,8 @@ void parse_target(std::string_view target, std::string& path,
     if (!pair.empty()) {
       auto eq = pair.find('=');
       auto key = url_decode(pair.substr(0, eq), true);
-      auto value = eq == std::string_view::npos ? std::string{} : url_decode(pair.substr(eq + 1), true);
+      auto value =
+          eq == std::string_view::npos ? std::string{} : url_decode(pair.substr(eq + 1), true);
       query.emplace(std::move(key), std::move(value));
     }
     if (amp == std::string_view::npos)

@@ -37,9 +37,9 @@ struct route_options {
 
 /// A parsed request as handlers see it.
 struct request {
-  std::string method;  ///< upper case, e.g. GET
-  std::string target;  ///< raw target, path plus query
-  std::string path;    ///< decoded path without the query
+  std::string method;                         ///< upper case, e.g. GET
+  std::string target;                         ///< raw target, path plus query
+  std::string path;                           ///< decoded path without the query
   std::map<std::string, std::string> query;   ///< decoded query parameters
   std::map<std::string, std::string> headers; ///< names lower-cased
   std::map<std::string, std::string> params;  ///< path parameters from the route
@@ -113,7 +113,8 @@ public:
   /// Sends the response (from any thread).
   virtual void reply(response res) = 0;
   /// Starts an SSE response (status 200) and returns its stream.
-  virtual std::shared_ptr<sse_stream> stream(std::vector<std::pair<std::string, std::string>> headers = {}) = 0;
+  virtual std::shared_ptr<sse_stream>
+  stream(std::vector<std::pair<std::string, std::string>> headers = {}) = 0;
   /// Starts a chunked 200 response of `content_type` whose body the producer
   /// writes with sse_stream::write, pacing itself with backlog() (no SSE
   /// framing, no pings); the connection closes after it.
@@ -130,11 +131,11 @@ public:
   void add(std::string method, std::string pattern, route_options opts, handler h);
 
   struct match_result {
-    const handler* fn = nullptr;            ///< set when method and path match
-    route_options opts;                     ///< of the matched route
+    const handler* fn = nullptr; ///< set when method and path match
+    route_options opts;          ///< of the matched route
     std::map<std::string, std::string> params;
-    std::string allow;                      ///< methods of the path, if only the method failed
-    std::string route;                      ///< the pattern that matched (for metrics)
+    std::string allow; ///< methods of the path, if only the method failed
+    std::string route; ///< the pattern that matched (for metrics)
   };
 
   /// Finds the handler; GET routes also answer HEAD.

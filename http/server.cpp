@@ -75,11 +75,10 @@ int64_t ns_of(clock_type::time_point t) {
 }
 
 bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size()
-         && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-              return std::tolower(static_cast<unsigned char>(x))
-                     == std::tolower(static_cast<unsigned char>(y));
-            });
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
 }
 
 /// A request whose uploaded body file is removed with it.
@@ -97,8 +96,8 @@ const std::string& over_capacity_response() {
     std::string body = R"({"error":{"code":"unavailable","message":"too many open connections )"
                        R"((http.max_connections); retry later"}})";
     return "HTTP/1.1 503 Service Unavailable\r\nServer: troupe\r\nContent-Type: "
-           "application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: "
-           + std::to_string(body.size()) + "\r\n\r\n" + body;
+           "application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
   }();
   return res;
 }
@@ -116,11 +115,8 @@ class session_base;
 class server::impl {
 public:
   impl(server_options opts, std::shared_ptr<const router> routes)
-    : opts_(std::move(opts)),
-      routes_(std::move(routes)),
-      log_(logging::get("http")),
-      ioc_(opts_.io_threads),
-      acceptor_(net::make_strand(ioc_)) {
+      : opts_(std::move(opts)), routes_(std::move(routes)), log_(logging::get("http")),
+        ioc_(opts_.io_threads), acceptor_(net::make_strand(ioc_)) {
     gate_.auth = opts_.auth;
     gate_.allowed_origins = opts_.allowed_origins;
     gate_.allowed_hosts = opts_.allowed_hosts;
@@ -148,8 +144,8 @@ public:
     if (!ec)
       acceptor_.listen(net::socket_base::max_listen_connections, ec);
     if (ec)
-      throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": "
-                               + ec.message());
+      throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                               ec.message());
     auto bound = acceptor_.local_endpoint();
     auto a = bound.address().to_string();
     if (bound.address().is_v6())
@@ -159,18 +155,18 @@ public:
 
   void load_tls() {
     tls_.emplace(ssl::context::tls_server);
-    tls_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2
-                      | ssl::context::no_sslv3 | ssl::context::no_tlsv1
-                      | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+    tls_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                      ssl::context::single_dh_use);
     beast::error_code ec;
     tls_->use_certificate_chain_file(opts_.tls_cert_file, ec);
     if (ec)
-      throw std::runtime_error("http.tls.cert_file: cannot use " + opts_.tls_cert_file + ": "
-                               + ec.message());
+      throw std::runtime_error("http.tls.cert_file: cannot use " + opts_.tls_cert_file + ": " +
+                               ec.message());
     tls_->use_private_key_file(opts_.tls_key_file, ssl::context::pem, ec);
     if (ec)
-      throw std::runtime_error("http.tls.key_file: cannot use " + opts_.tls_key_file + ": "
-                               + ec.message());
+      throw std::runtime_error("http.tls.key_file: cannot use " + opts_.tls_key_file + ": " +
+                               ec.message());
   }
 
   void start() {
@@ -299,14 +295,12 @@ public:
   virtual void shutdown() = 0;
   /// Posts a complete response (any thread).
   virtual void post_response(response res, std::shared_ptr<request> req,
-                             clock_type::time_point started, std::string route)
-    = 0;
+                             clock_type::time_point started, std::string route) = 0;
   /// Starts an SSE response (any thread); `content_type` empty: SSE, else a
   /// plain chunked body (exchange::chunked).
   virtual std::shared_ptr<sse_stream> start_sse(std::shared_ptr<request> req, header_pairs headers,
                                                 clock_type::time_point started, std::string route,
-                                                std::string content_type)
-    = 0;
+                                                std::string content_type) = 0;
   /// Closes at once, dropping whatever is queued (slow SSE clients).
   virtual void abort() = 0;
   /// Queues chunk-framed bytes of a stream; `counted`: the bytes an sse_impl
@@ -322,7 +316,7 @@ protected:
 class sse_impl final : public sse_stream {
 public:
   sse_impl(std::weak_ptr<session_base> s, size_t limit, size_t limit_bytes)
-    : session_(std::move(s)), limit_(limit), limit_bytes_(limit_bytes) {}
+      : session_(std::move(s)), limit_(limit), limit_bytes_(limit_bytes) {}
 
   bool send(std::string_view id, std::string_view event, std::string_view data) override;
   bool comment(std::string_view text) override;
@@ -402,8 +396,8 @@ bool sse_impl::enqueue(std::string payload) {
   if (events > limit_ || queued_bytes > limit_bytes_) {
     // A reader this slow resumes with Last-Event-ID instead of holding memory.
     logging::get("http")->warn(
-      "SSE client too slow ({} events, {} bytes queued); dropping the connection", events,
-      queued_bytes);
+        "SSE client too slow ({} events, {} bytes queued); dropping the connection", events,
+        queued_bytes);
     mark_closed();
     s->abort();
     return false;
@@ -467,16 +461,13 @@ class exchange_impl final : public exchange {
 public:
   exchange_impl(std::shared_ptr<session_base> s, std::shared_ptr<request> req,
                 clock_type::time_point started, std::string route, header_pairs cors)
-    : session_(std::move(s)),
-      req_(std::move(req)),
-      started_(started),
-      route_(std::move(route)),
-      cors_(std::move(cors)) {}
+      : session_(std::move(s)), req_(std::move(req)), started_(started), route_(std::move(route)),
+        cors_(std::move(cors)) {}
 
   ~exchange_impl() override {
     if (!answered_.exchange(true))
-      session_->post_response(response::error(500, "internal", "the handler did not answer"),
-                              req_, started_, route_);
+      session_->post_response(response::error(500, "internal", "the handler did not answer"), req_,
+                              started_, route_);
   }
 
   const request& req() const override { return *req_; }
@@ -509,8 +500,7 @@ private:
       session_->post_response(std::move(res), req_, started_, route_);
       return sse_impl::closed_stream();
     }
-    return session_->start_sse(req_, std::move(headers), started_, route_,
-                               std::move(content_type));
+    return session_->start_sse(req_, std::move(headers), started_, route_, std::move(content_type));
   }
 
   std::shared_ptr<session_base> session_;
@@ -524,20 +514,17 @@ private:
 // -- session ----------------------------------------------------------------------
 
 /// One connection. `Stream` is a tcp::socket or an ssl::stream over one.
-template <class Stream>
-class session final : public session_base {
+template <class Stream> class session final : public session_base {
 public:
   static constexpr bool tls = !std::is_same_v<Stream, tcp::socket>;
 
   template <class... Args>
   session(server::impl& srv, Args&&... args)
-    : session_base(srv), stream_(std::forward<Args>(args)...) {}
+      : session_base(srv), stream_(std::forward<Args>(args)...) {}
 
   tcp::socket& socket() { return beast::get_lowest_layer(stream_); }
 
-  std::shared_ptr<session> self() {
-    return std::static_pointer_cast<session>(shared_from_this());
-  }
+  std::shared_ptr<session> self() { return std::static_pointer_cast<session>(shared_from_this()); }
 
   void run() override {
     beast::error_code ec;
@@ -547,14 +534,13 @@ public:
     net::dispatch(stream_.get_executor(), [self = self()] {
       if constexpr (tls) {
         self->set_deadline(self->srv_.opts_.header_timeout);
-        self->stream_.async_handshake(ssl::stream_base::server,
-                                      [self](beast::error_code ec) {
-                                        if (ec) {
-                                          self->do_close();
-                                          return;
-                                        }
-                                        self->do_read();
-                                      });
+        self->stream_.async_handshake(ssl::stream_base::server, [self](beast::error_code ec) {
+          if (ec) {
+            self->do_close();
+            return;
+          }
+          self->do_read();
+        });
       } else {
         self->do_read();
       }
@@ -601,11 +587,11 @@ public:
                                         std::string content_type) override {
     auto stream = std::make_shared<sse_impl>(weak_from_this(), srv_.opts_.sse_queue_limit,
                                              srv_.opts_.sse_queue_bytes);
-    net::dispatch(stream_.get_executor(), [self = self(), stream, req, started,
-                                           headers = std::move(headers), route = std::move(route),
-                                           content_type = std::move(content_type)]() mutable {
-      self->begin_sse(stream, *req, headers, started, route, content_type);
-    });
+    net::dispatch(stream_.get_executor(),
+                  [self = self(), stream, req, started, headers = std::move(headers),
+                   route = std::move(route), content_type = std::move(content_type)]() mutable {
+                    self->begin_sse(stream, *req, headers, started, route, content_type);
+                  });
     return stream;
   }
 
@@ -664,10 +650,9 @@ private:
     header_parser_->header_limit(header_limit);
     // Sizes are checked by the gate against the route's limit.
     header_parser_->body_limit(boost::none);
-    bhttp::async_read_header(stream_, buffer_, *header_parser_,
-                             [self = self()](beast::error_code ec, size_t) {
-                               self->on_header(ec);
-                             });
+    bhttp::async_read_header(
+        stream_, buffer_, *header_parser_,
+        [self = self()](beast::error_code ec, size_t) { self->on_header(ec); });
   }
 
   void on_header(beast::error_code ec) {
@@ -707,10 +692,9 @@ private:
     auto raw_path = std::string_view{req->target}.substr(0, req->target.find('?'));
     auto m = srv_.routes_->match(req->method, raw_path);
     if (!m.fn) {
-      auto res = m.allow.empty()
-                   ? response::error(404, "not_found", "no route for " + req->path)
-                   : response::error(405, "method_not_allowed",
-                                     req->method + " is not allowed on " + req->path);
+      auto res = m.allow.empty() ? response::error(404, "not_found", "no route for " + req->path)
+                                 : response::error(405, "method_not_allowed",
+                                                   req->method + " is not allowed on " + req->path);
       if (!m.allow.empty())
         res.headers.emplace_back("Allow", m.allow);
       res.headers.insert(res.headers.end(), cors.begin(), cors.end());
@@ -820,10 +804,10 @@ private:
     header_parser_.reset();
     string_parser_.reset();
     file_parser_.reset();
-    if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout || ec == net::error::eof
-        || ec == net::error::connection_reset || ec == net::error::operation_aborted
-        || ec == bhttp::error::partial_message
-        || &ec.category() != &bhttp::make_error_code(bhttp::error::body_limit).category()) {
+    if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout || ec == net::error::eof ||
+        ec == net::error::connection_reset || ec == net::error::operation_aborted ||
+        ec == bhttp::error::partial_message ||
+        &ec.category() != &bhttp::make_error_code(bhttp::error::body_limit).category()) {
       // Socket errors (and a client gone mid-request) just close.
       do_close();
       return;
@@ -850,8 +834,7 @@ private:
 
   /// Answers without running a handler; the connection closes afterwards if
   /// a body was announced but not read (the stream is out of sync).
-  void respond_early(response res, const request& req, bool body_unread,
-                     const std::string& route) {
+  void respond_early(response res, const request& req, bool body_unread, const std::string& route) {
     if (body_unread)
       closing_ = true;
     busy_ = true;
@@ -882,10 +865,10 @@ private:
   void access_log(const request& req, unsigned status, clock_type::time_point started,
                   const std::string& route) {
     if (srv_.opts_.on_answered)
-      srv_.opts_.on_answered(
-        req, route, status, std::chrono::duration<double>(clock_type::now() - started).count());
-    auto quiet = std::find(srv_.opts_.quiet_routes.begin(), srv_.opts_.quiet_routes.end(), route)
-                 != srv_.opts_.quiet_routes.end();
+      srv_.opts_.on_answered(req, route, status,
+                             std::chrono::duration<double>(clock_type::now() - started).count());
+    auto quiet = std::find(srv_.opts_.quiet_routes.begin(), srv_.opts_.quiet_routes.end(), route) !=
+                 srv_.opts_.quiet_routes.end();
     auto lvl = quiet ? spdlog::level::debug : spdlog::level::info;
     if (!srv_.log_->should_log(lvl))
       return;
@@ -926,10 +909,9 @@ private:
       out += res.body;
     access_log(req, res.status, started, route);
     set_deadline(srv_.opts_.request_timeout);
-    net::async_write(stream_, net::buffer(out),
-                     [self = self(), close](beast::error_code ec, size_t) {
-                       self->on_write(ec, close);
-                     });
+    net::async_write(
+        stream_, net::buffer(out),
+        [self = self(), close](beast::error_code ec, size_t) { self->on_write(ec, close); });
   }
 
   void set_deadline(std::chrono::milliseconds after) {
@@ -989,13 +971,12 @@ private:
 
   /// A read on an SSE connection only ever ends with the client going away.
   void watch_disconnect() {
-    stream_.async_read_some(net::buffer(discard_),
-                            [self = self()](beast::error_code ec, size_t) {
-                              if (ec)
-                                self->sse_gone();
-                              else
-                                self->watch_disconnect();
-                            });
+    stream_.async_read_some(net::buffer(discard_), [self = self()](beast::error_code ec, size_t) {
+      if (ec)
+        self->sse_gone();
+      else
+        self->watch_disconnect();
+    });
   }
 
   void arm_ping() {
@@ -1198,8 +1179,7 @@ void server::impl::stop(std::chrono::milliseconds grace) {
   {
     std::unique_lock<std::mutex> guard{mtx_};
     if (in_flight_ > 0)
-      log_->info("waiting up to {} ms for {} in-flight requests", grace.count(),
-                 in_flight_.load());
+      log_->info("waiting up to {} ms for {} in-flight requests", grace.count(), in_flight_.load());
     if (!cv_.wait_until(guard, deadline, [this] { return in_flight_ == 0; }))
       log_->warn("{} requests still in flight after the grace period", in_flight_.load());
   }
@@ -1216,8 +1196,7 @@ void server::impl::stop(std::chrono::milliseconds grace) {
   live.clear();
   {
     std::unique_lock<std::mutex> guard{mtx_};
-    cv_.wait_until(guard, deadline + std::chrono::seconds(1),
-                   [this] { return sessions_.empty(); });
+    cv_.wait_until(guard, deadline + std::chrono::seconds(1), [this] { return sessions_.empty(); });
     if (!sessions_.empty())
       log_->warn("{} connections still open after the grace period; closing them",
                  sessions_.size());
@@ -1232,8 +1211,7 @@ void server::impl::stop(std::chrono::milliseconds grace) {
 // -- server ---------------------------------------------------------------------------
 
 server::server(server_options opts, std::shared_ptr<const router> routes)
-  : impl_(std::make_unique<impl>(std::move(opts), std::move(routes))) {
-}
+    : impl_(std::make_unique<impl>(std::move(opts), std::move(routes))) {}
 
 server::~server() {
   impl_->stop(std::chrono::milliseconds(0));

@@ -56,7 +56,7 @@ struct server_options {
   /// seconds from reading the request to writing the response head. Must be
   /// cheap and must not throw.
   std::function<void(const request&, const std::string& route, unsigned status, double seconds)>
-    on_answered;
+      on_answered;
 };
 
 class server {

@@ -1,8 +1,8 @@
 #include "persistence/jobs.hpp"
 
 #include <atomic>
-#include <set>
 #include <random>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -38,8 +38,8 @@ std::string log_prefix(const std::string& job_id) {
 } // namespace
 
 bool is_terminal(std::string_view s) {
-  return s == job_status::succeeded || s == job_status::failed || s == job_status::cancelled
-         || s == job_status::timed_out || s == job_status::lost;
+  return s == job_status::succeeded || s == job_status::failed || s == job_status::cancelled ||
+         s == job_status::timed_out || s == job_status::lost;
 }
 
 std::string new_job_id() {
@@ -57,9 +57,9 @@ std::string new_job_id() {
   uint64_t hi = (ms << 16) | 0x7000 | seq;
   uint64_t lo = (rng() & 0x3fffffffffffffffull) | 0x8000000000000000ull;
   char buf[40];
-  std::snprintf(buf, sizeof(buf), "%08x-%04x-%04x-%04x-%012llx",
-                static_cast<unsigned>(hi >> 32), static_cast<unsigned>((hi >> 16) & 0xffff),
-                static_cast<unsigned>(hi & 0xffff), static_cast<unsigned>(lo >> 48),
+  std::snprintf(buf, sizeof(buf), "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(hi >> 32),
+                static_cast<unsigned>((hi >> 16) & 0xffff), static_cast<unsigned>(hi & 0xffff),
+                static_cast<unsigned>(lo >> 48),
                 static_cast<unsigned long long>(lo & 0xffffffffffffull));
   return buf;
 }
@@ -171,7 +171,7 @@ std::vector<job_record> list_jobs(const lmdb_env& env, const job_filter& filter,
       last_key.assign(k);
       auto r = decode_job(v);
       if (filter.since_ns != 0 && r.queued_at < filter.since_ns)
-        return false;  // ids are time-ordered: everything further is older
+        return false; // ids are time-ordered: everything further is older
       if (filter.status && r.status != *filter.status)
         return true;
       for (auto& [key, want] : filter.labels) {
@@ -204,13 +204,12 @@ std::string log_key(const std::string& job_id, uint64_t seq) {
 namespace {
 
 struct index_entry {
-  uint64_t first_seq = 0;  ///< per-job
+  uint64_t first_seq = 0; ///< per-job
   uint64_t first_global = 0;
   uint64_t count = 0;
 };
 
-bool decode_index(std::string_view prefix, std::string_view k, std::string_view v,
-                  index_entry& e) {
+bool decode_index(std::string_view prefix, std::string_view k, std::string_view v, index_entry& e) {
   if (k.size() != prefix.size() + 8 || k.compare(0, prefix.size(), prefix) != 0 || v.size() < 12)
     return false;
   e.first_seq = seq_from_key(k.substr(prefix.size()));
@@ -318,7 +317,7 @@ std::vector<log_entry> read_logs(const lmdb_env& env, const std::string& job_id,
 log_purge purge_job_log_ops(const lmdb_env& env, const std::string& job_id, uint64_t max_lines) {
   log_purge out;
   auto prefix = log_prefix(job_id);
-  std::string resume; // the first index key left for the next purge
+  std::string resume;            // the first index key left for the next purge
   std::set<uint64_t> label_sets; // the job's own: their instance is its id
   env.read([&](txn& t) {
     t.scan("job_logs", prefix, [&](std::string_view k, std::string_view v) {
@@ -344,7 +343,8 @@ log_purge purge_job_log_ops(const lmdb_env& env, const std::string& job_id, uint
     if (!resume.empty())
       return; // the label sets go with the last batch
     for (auto id : label_sets)
-      if (auto raw = t.get("log_labels", seq_key(id)); raw && decode_labels(*raw).instance == job_id)
+      if (auto raw = t.get("log_labels", seq_key(id));
+          raw && decode_labels(*raw).instance == job_id)
         out.ops.push_back(write_op{write_op::erase, "log_labels", seq_key(id), {}});
   });
   out.complete = resume.empty();
@@ -352,7 +352,7 @@ log_purge purge_job_log_ops(const lmdb_env& env, const std::string& job_id, uint
     return out; // no log left
   auto end = job_id + static_cast<char>('/' + 1);
   out.ops.push_back(
-    write_op{write_op::erase_range, "job_logs", prefix, out.complete ? end : resume});
+      write_op{write_op::erase_range, "job_logs", prefix, out.complete ? end : resume});
   return out;
 }
 

@@ -5,8 +5,8 @@
 // in the global `logs` table, and `job_logs` indexes them by the job's own
 // sequence numbers (persistence/logs.hpp has the layout).
 
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>

@@ -26,8 +26,7 @@ std::string_view from_val(const MDB_val& v) {
 } // namespace
 
 lmdb_error::lmdb_error(const std::string& what, int rc)
-  : std::runtime_error(what + ": " + mdb_strerror(rc)), rc_(rc) {
-}
+    : std::runtime_error(what + ": " + mdb_strerror(rc)), rc_(rc) {}
 
 std::string seq_key(uint64_t seq) {
   std::string key(8, '\0');
@@ -50,8 +49,7 @@ uint64_t seq_from_key(std::string_view key) {
 // -- txn ----------------------------------------------------------------------
 
 txn::txn(const lmdb_env& env, bool read_only) : env_(env) {
-  check(mdb_txn_begin(env.handle(), nullptr, read_only ? MDB_RDONLY : 0, &txn_),
-        "mdb_txn_begin");
+  check(mdb_txn_begin(env.handle(), nullptr, read_only ? MDB_RDONLY : 0, &txn_), "mdb_txn_begin");
 }
 
 txn::~txn() {
@@ -103,8 +101,7 @@ cursor_ptr cursor_at(MDB_txn* txn, MDB_dbi dbi, std::string_view from, MDB_val& 
 
 } // namespace
 
-uint64_t txn::erase_range(const std::string& table, std::string_view from,
-                          std::string_view to) {
+uint64_t txn::erase_range(const std::string& table, std::string_view from, std::string_view to) {
   MDB_val k, v;
   int rc;
   auto cur = cursor_at(txn_, env_.dbi(table), from, k, v, rc);
@@ -254,10 +251,10 @@ std::shared_ptr<lmdb_env> lmdb_env::open(const std::string& dir, uint64_t map_si
       throw std::runtime_error("data dir " + dir + ": unreadable schema version '" + *v + "'");
     }
     if (found > schema_version)
-      throw std::runtime_error("data dir " + dir + " was written by schema version "
-                               + std::to_string(found) + ", newer than this troupe's "
-                               + std::to_string(schema_version)
-                               + "; refusing to open it (upgrade troupe or use another data dir)");
+      throw std::runtime_error("data dir " + dir + " was written by schema version " +
+                               std::to_string(found) + ", newer than this troupe's " +
+                               std::to_string(schema_version) +
+                               "; refusing to open it (upgrade troupe or use another data dir)");
   } else {
     w.put("meta", "schema_version", std::to_string(schema_version));
   }

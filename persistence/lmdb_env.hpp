@@ -74,8 +74,9 @@ public:
             const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
   /// Visits entries with key < `before` (all if empty) from the last down,
   /// until `fn` returns false.
-  void scan_reverse(const std::string& table, std::string_view before,
-                    const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
+  void
+  scan_reverse(const std::string& table, std::string_view before,
+               const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
   void commit();
   MDB_txn* raw() const noexcept { return txn_; }
   MDB_dbi dbi(const std::string& table) const;
@@ -101,8 +102,7 @@ public:
   const std::string& dir() const noexcept { return dir_; }
 
   /// Runs `fn` inside a read-only transaction.
-  template <class F>
-  auto read(F&& fn) const {
+  template <class F> auto read(F&& fn) const {
     txn t{*this, true};
     return fn(t);
   }

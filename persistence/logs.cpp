@@ -18,7 +18,7 @@ namespace troupe::persistence {
 
 namespace {
 
-constexpr size_t record_header = 8 + 1 + 8 + 1;  // ts, stream, labels, level length
+constexpr size_t record_header = 8 + 1 + 8 + 1; // ts, stream, labels, level length
 
 void put_le(char* p, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i)
@@ -164,7 +164,7 @@ uint64_t log_high_water(const txn& t) {
 }
 
 std::pair<uint64_t, uint32_t> append_log_op(txn& t, std::string_view index_key,
-                                           std::string_view op) {
+                                            std::string_view op) {
   std::string_view labels;
   if (!take_string(op, 4, labels))
     throw std::invalid_argument("malformed log batch");
@@ -187,8 +187,8 @@ std::pair<uint64_t, uint32_t> append_log_op(txn& t, std::string_view index_key,
   auto dbi = t.dbi("logs");
   while (!op.empty()) {
     uint64_t ts = 0, stream = 0, level_len = 0, line_len = 0;
-    if (!take(op, 8, ts) || !take(op, 1, stream) || !take(op, 1, level_len)
-        || op.size() < level_len)
+    if (!take(op, 8, ts) || !take(op, 1, stream) || !take(op, 1, level_len) ||
+        op.size() < level_len)
       throw std::invalid_argument("malformed log batch");
     auto level = op.substr(0, level_len);
     op.remove_prefix(level_len);
@@ -238,8 +238,8 @@ std::vector<log_record> decode_log_op(std::string_view op, uint64_t first) {
   while (!op.empty()) {
     uint64_t ts = 0, stream = 0;
     std::string_view level, line;
-    if (!take(op, 8, ts) || !take(op, 1, stream) || !take_string(op, 1, level)
-        || !take_string(op, 4, line))
+    if (!take(op, 8, ts) || !take(op, 1, stream) || !take_string(op, 1, level) ||
+        !take_string(op, 4, line))
       break;
     stored_line s;
     s.seq = first++;
@@ -339,22 +339,22 @@ bool log_query::matches(const log_labels& l, const stored_line& s) const {
   auto eq = [](std::string_view want, std::string_view have) {
     return want.empty() || want == have;
   };
-  return eq(request_id, request_id_of(s, l)) && eq(service, l.service)
-         && eq(instance, l.instance) && eq(source, l.source);
+  return eq(request_id, request_id_of(s, l)) && eq(service, l.service) &&
+         eq(instance, l.instance) && eq(source, l.source);
 }
 
 bool log_query::matches(const stored_line& s) const {
-  return (level.empty() || level == s.level) && (since_ns == 0 || s.ts_ns >= since_ns)
-         && (until_ns == 0 || s.ts_ns <= until_ns);
+  return (level.empty() || level == s.level) && (since_ns == 0 || s.ts_ns >= since_ns) &&
+         (until_ns == 0 || s.ts_ns <= until_ns);
 }
 
 bool log_query::matches(const log_record& r) const {
   auto eq = [](const std::string& want, const std::string& have) {
     return want.empty() || want == have;
   };
-  return eq(service, r.service) && eq(instance, r.instance) && eq(level, r.level)
-         && eq(request_id, r.request_id) && eq(source, r.source)
-         && (since_ns == 0 || r.ts_ns >= since_ns) && (until_ns == 0 || r.ts_ns <= until_ns);
+  return eq(service, r.service) && eq(instance, r.instance) && eq(level, r.level) &&
+         eq(request_id, r.request_id) && eq(source, r.source) &&
+         (since_ns == 0 || r.ts_ns >= since_ns) && (until_ns == 0 || r.ts_ns <= until_ns);
 }
 
 namespace {
@@ -395,10 +395,11 @@ uint64_t scan_matching(const lmdb_env& env, const log_query& q, uint64_t after, 
 std::vector<log_record> query_logs(const lmdb_env& env, const log_query& q, uint64_t after,
                                    size_t limit, uint64_t& scanned_to, size_t max_scan) {
   std::vector<log_record> out;
-  scanned_to = scan_matching(env, q, after, max_scan, [&](const stored_line& s, const log_labels& l) {
-    out.push_back(to_record(s, l));
-    return out.size() < limit;
-  });
+  scanned_to =
+      scan_matching(env, q, after, max_scan, [&](const stored_line& s, const log_labels& l) {
+        out.push_back(to_record(s, l));
+        return out.size() < limit;
+      });
   return out;
 }
 
@@ -406,11 +407,12 @@ size_t query_logs_ndjson(const lmdb_env& env, const log_query& q, uint64_t after
                          uint64_t& scanned_to, std::string& out, size_t max_scan,
                          size_t max_bytes) {
   size_t n = 0;
-  scanned_to = scan_matching(env, q, after, max_scan, [&](const stored_line& s, const log_labels& l) {
-    append_api_json(out, s, l);
-    out += '\n';
-    return ++n < limit && out.size() < max_bytes;
-  });
+  scanned_to =
+      scan_matching(env, q, after, max_scan, [&](const stored_line& s, const log_labels& l) {
+        append_api_json(out, s, l);
+        out += '\n';
+        return ++n < limit && out.size() < max_bytes;
+      });
   return n;
 }
 
@@ -545,7 +547,7 @@ uint64_t migrate_logs_v1(txn& t) {
                            nullptr, false);
       if (j.is_discarded() || !j.is_object())
         continue;
-      log_labels l{j.value("service", ""),    j.value("instance", ""), j.value("source", ""),
+      log_labels l{j.value("service", ""),    j.value("instance", ""),  j.value("source", ""),
                    j.value("request_id", ""), j.value("namespace", ""), j.value("node", "")};
       auto ts = j.value("ts", int64_t{0});
       auto line = j.value("line", "");
@@ -611,8 +613,8 @@ uint64_t migrate_logs_v1(txn& t) {
       next_copy = 0;
     }
     uint64_t g = 0;
-    if (copies && next_copy < copies->size() && (*copies)[next_copy].ts == ts
-        && (*copies)[next_copy].line_hash == hash64(line)) {
+    if (copies && next_copy < copies->size() && (*copies)[next_copy].ts == ts &&
+        (*copies)[next_copy].line_hash == hash64(line)) {
       g = (*copies)[next_copy++].seq;
     } else {
       log_labels l;

@@ -45,8 +45,7 @@ class txn;
 void pack_line(std::string& out, std::string_view line);
 
 /// Calls `fn(std::string_view)` for every line of a packed buffer, in order.
-template <class F>
-void for_each_packed(std::string_view packed, F&& fn) {
+template <class F> void for_each_packed(std::string_view packed, F&& fn) {
   while (packed.size() >= 4) {
     auto p = reinterpret_cast<const unsigned char*>(packed.data());
     size_t n = p[0] | (size_t{p[1]} << 8) | (size_t{p[2]} << 16) | (size_t{p[3]} << 24);
@@ -84,7 +83,7 @@ private:
 /// `index_key` is not empty, records the batch in `job_logs` under it.
 /// Returns the global seq of the first line and the number of lines.
 std::pair<uint64_t, uint32_t> append_log_op(txn& t, std::string_view index_key,
-                                           std::string_view op);
+                                            std::string_view op);
 
 /// The records of a log_append op whose first line got global seq `first`.
 std::vector<log_record> decode_log_op(std::string_view op, uint64_t first);
@@ -143,7 +142,7 @@ struct log_query {
   std::string request_id;
   std::string source;
   int64_t since_ns = 0;
-  int64_t until_ns = 0;  ///< 0 = no upper bound
+  int64_t until_ns = 0; ///< 0 = no upper bound
   bool matches(const log_record& r) const;
   /// The label and the line filters (cheap ones first: the line's own).
   bool matches(const log_labels& l, const stored_line& s) const;
@@ -154,8 +153,7 @@ struct log_query {
 /// looking at no more than `max_scan` lines (one bounded read however sparse
 /// the filter); `scanned_to` is the last seq looked at (resume point).
 std::vector<log_record> query_logs(const lmdb_env& env, const log_query& q, uint64_t after,
-                                   size_t limit, uint64_t& scanned_to,
-                                   size_t max_scan = SIZE_MAX);
+                                   size_t limit, uint64_t& scanned_to, size_t max_scan = SIZE_MAX);
 
 /// Like query_logs, but appends the matches to `out` as NDJSON (one
 /// to_api_json object per line) straight from the table; returns how many.
@@ -177,10 +175,10 @@ uint64_t last_log_record_seq(const lmdb_env& env);
 /// `max_bytes` (it is trimmed to 90 % of it, so the sweep does not run on
 /// every line), at most `max_lines` (one bounded transaction).
 struct log_trim {
-  write_op op;             ///< erase_range of the lines
+  write_op op; ///< erase_range of the lines
   uint64_t lines = 0;
-  uint64_t first_seq = 0;  ///< oldest line removed
-  uint64_t last_seq = 0;   ///< newest line removed
+  uint64_t first_seq = 0; ///< oldest line removed
+  uint64_t last_seq = 0;  ///< newest line removed
   /// Of them, lines the Loki sink (if any) had not shipped yet.
   uint64_t unshipped = 0;
   uint64_t table_bytes = 0;

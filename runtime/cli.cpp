@@ -71,10 +71,10 @@ struct flag_spec {
 };
 
 constexpr flag_spec serve_flags[] = {
-  {"--listen", "listen"},
-  {"--data-dir", "data_dir"},
-  {"--log-level", "log.level"},
-  {"--log-format", "log.format"},
+    {"--listen", "listen"},
+    {"--data-dir", "data_dir"},
+    {"--log-level", "log.level"},
+    {"--log-format", "log.format"},
 };
 
 const char* export_help = R"(Usage: troupe metrics export [--once] [flags]
@@ -181,36 +181,36 @@ int metrics_export(const std::vector<std::string>& args) {
   bool once = switches["--once"] || cfg->metrics.run_once;
   block_stop_signals();
   logging::setup(cfg->log.level, cfg->log.format);
-  if (cfg->metrics.mode == "local" && !cfg->metrics.pushgateway.url.empty()
-      && cfg->metrics.pushgateway.job == pushgateway_config{}.job)
+  if (cfg->metrics.mode == "local" && !cfg->metrics.pushgateway.url.empty() &&
+      cfg->metrics.pushgateway.job == pushgateway_config{}.job)
     logging::get("metrics")->warn(
-      "metrics export in local mode pushes this process's own series only (heartbeat, last "
-      "activity) to the default job={}: a troupe serve pushing to the same group would be "
-      "replaced; give one of them another metrics.pushgateway.job or grouping",
-      cfg->metrics.pushgateway.job);
+        "metrics export in local mode pushes this process's own series only (heartbeat, last "
+        "activity) to the default job={}: a troupe serve pushing to the same group would be "
+        "replaced; give one of them another metrics.pushgateway.job or grouping",
+        cfg->metrics.pushgateway.job);
   plain_system_config sys_cfg;
   caf::actor_system sys{sys_cfg};
-  auto registry = sys.spawn(metrics_registry, cfg->metrics, cfg->node_name,
-                            std::vector<metric_source>{});
+  auto registry =
+      sys.spawn(metrics_registry, cfg->metrics, cfg->node_name, std::vector<metric_source>{});
   sys.registry().put(names::metrics, caf::actor_cast<caf::strong_actor_ptr>(registry));
   auto exporter = sys.spawn<caf::detached>(metrics_exporter, cfg->metrics, !once,
-                                                 std::shared_ptr<exporter_status>{});
+                                           std::shared_ptr<exporter_status>{});
   sys.registry().put(names::exporter, caf::actor_cast<caf::strong_actor_ptr>(exporter));
   int rc = 0;
   caf::scoped_actor self{sys};
   if (once) {
     auto timeout = std::chrono::seconds(60);
     self->request(exporter, timeout, export_atom::value)
-      .receive(
-        [&](std::string& summary) {
-          std::cout << summary << '\n';
-          auto doc = nlohmann::json::parse(summary, nullptr, false);
-          rc = !doc.is_discarded() && doc.value("ok", false) ? 0 : 1;
-        },
-        [&](caf::error& err) {
-          std::cerr << "troupe metrics export: " << caf::to_string(err) << '\n';
-          rc = 1;
-        });
+        .receive(
+            [&](std::string& summary) {
+              std::cout << summary << '\n';
+              auto doc = nlohmann::json::parse(summary, nullptr, false);
+              rc = !doc.is_discarded() && doc.value("ok", false) ? 0 : 1;
+            },
+            [&](caf::error& err) {
+              std::cerr << "troupe metrics export: " << caf::to_string(err) << '\n';
+              rc = 1;
+            });
   } else {
     sigset_t set;
     sigemptyset(&set);
@@ -219,7 +219,7 @@ int metrics_export(const std::vector<std::string>& args) {
     int sig = 0;
     sigwait(&set, &sig);
     self->request(exporter, std::chrono::seconds(30), shutdown_atom::value)
-      .receive([](ok_atom) {}, [](caf::error&) {});
+        .receive([](ok_atom) {}, [](caf::error&) {});
   }
   sys.registry().erase(names::exporter);
   sys.registry().erase(names::metrics);

@@ -1,8 +1,8 @@
 #include "runtime/clock.hpp"
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
-#include <cctype>
 #include <ctime>
 #include <string>
 
@@ -36,9 +36,8 @@ std::optional<int64_t> parse_time(std::string_view text) {
   std::tm tm{};
   int consumed = 0;
   if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed)
-        != 6
-      || consumed != 19)
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6 ||
+      consumed != 19)
     return std::nullopt;
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;

@@ -28,8 +28,8 @@
 #include "http/http_client.hpp"
 #include "http/prometheus.hpp"
 #include "persistence/redis.hpp"
-#include "runtime/host.hpp"
 #include "runtime/auth_tokens.hpp"
+#include "runtime/host.hpp"
 #include "runtime/metrics_model.hpp"
 
 extern char** environ;
@@ -404,9 +404,7 @@ template <class S, class T> auto at(S config::*section, T S::*member) {
 
 /// Binds a member of a nested section (logs.loki.url).
 template <class S, class N, class T> auto at(S config::*section, N S::*sub, T N::*member) {
-  return [section, sub, member](auto& c) -> decltype(auto) {
-    return ((c.*section).*sub).*member;
-  };
+  return [section, sub, member](auto& c) -> decltype(auto) { return ((c.*section).*sub).*member; };
 }
 
 template <class Kind, class Ref, class Check>
@@ -492,7 +490,8 @@ template <class Ref> field boolean(std::string path, Ref ref, std::string help) 
 }
 
 template <class Ref>
-field number(std::string path, Ref ref, double lo_exclusive, double hi_exclusive, std::string help) {
+field number(std::string path, Ref ref, double lo_exclusive, double hi_exclusive,
+             std::string help) {
   std::ostringstream type;
   type << "number in (" << lo_exclusive << ", " << hi_exclusive << ")";
   auto check = [lo_exclusive, hi_exclusive](double v, const config&) -> problem {
@@ -568,18 +567,19 @@ problem valid_grouping(const std::string& v, const config& c) {
       return k + ": not a usable label name";
     // The Pushgateway refuses a push whose series carry a grouping label
     // with another value: series labels cannot be grouping labels.
-    for (auto series_label : {"method", "route", "status", "sink", "upstream", "window",
-                              "quantile", "le"})
+    for (auto series_label :
+         {"method", "route", "status", "sink", "upstream", "window", "quantile", "le"})
       if (k == series_label)
         return k + ": is a label of troupe's series, not usable for grouping";
     const auto& r = c.metrics.redis;
-    if (c.metrics.mode == "redis" && ((k == "tenant" && val != r.tenant) ||
-                                      (k == "project" && val != r.project)))
-      return k + ": must equal metrics.redis." + k + " in redis mode (troupe_redis_sse_connections "
+    if (c.metrics.mode == "redis" &&
+        ((k == "tenant" && val != r.tenant) || (k == "project" && val != r.project)))
+      return k + ": must equal metrics.redis." + k +
+             " in redis mode (troupe_redis_sse_connections "
              "carries it as a label)";
     if (c.metrics.mode == "proxy" && (k == "tenant" || k == "project"))
       return k + ": not usable for grouping in proxy mode (re-exported upstream series may carry "
-             "it with other values)";
+                 "it with other values)";
   }
   return std::nullopt;
 }
@@ -651,11 +651,10 @@ const std::vector<field>& fields() {
              "jobs.max_archive_bytes)"),
         duration("http.request_timeout", at(&config::http, &http_config::request_timeout),
                  above(0ms), "Idle timeout of a connection, reset while bytes flow"),
-        duration("http.header_timeout", at(&config::http, &http_config::header_timeout),
-                 above(0ms), "A request's headers must arrive within this time (slowloris)"),
-        duration("http.max_request_duration",
-                 at(&config::http, &http_config::max_request_duration), above(0ms),
-                 "Overall cap on reading one request, its body included"),
+        duration("http.header_timeout", at(&config::http, &http_config::header_timeout), above(0ms),
+                 "A request's headers must arrive within this time (slowloris)"),
+        duration("http.max_request_duration", at(&config::http, &http_config::max_request_duration),
+                 above(0ms), "Overall cap on reading one request, its body included"),
         duration("http.sse_ping_interval", at(&config::http, &http_config::sse_ping_interval),
                  above(0ms), "Interval of `: ping` comments on idle SSE streams"),
         integer("http.sse_queue_limit", at(&config::http, &http_config::sse_queue_limit), 1,
@@ -680,18 +679,18 @@ const std::vector<field>& fields() {
         string_list("http.allowed_hosts", at(&config::http, &http_config::allowed_hosts),
                     "Host header values accepted on loopback besides localhost, 127.0.0.1, "
                     "[::1]"),
-        make_field("http.rate_limit.requests_per_second", "number >= 0", number_kind{},
-                   at(&config::http, &http_config::rate_limit,
-                      &rate_limit_config::requests_per_second),
-                   [](double v, const config&) -> problem {
-                     if (v >= 0)
-                       return std::nullopt;
-                     return "must be >= 0, got " + number_kind{}.show(v);
-                   },
-                   "Mutating requests per second per token and per client address (0: off)"),
+        make_field(
+            "http.rate_limit.requests_per_second", "number >= 0", number_kind{},
+            at(&config::http, &http_config::rate_limit, &rate_limit_config::requests_per_second),
+            [](double v, const config&) -> problem {
+              if (v >= 0)
+                return std::nullopt;
+              return "must be >= 0, got " + number_kind{}.show(v);
+            },
+            "Mutating requests per second per token and per client address (0: off)"),
         integer("http.rate_limit.burst",
-                at(&config::http, &http_config::rate_limit, &rate_limit_config::burst), 1,
-                INT_MAX, "Requests allowed in a burst above the rate"),
+                at(&config::http, &http_config::rate_limit, &rate_limit_config::burst), 1, INT_MAX,
+                "Requests allowed in a burst above the rate"),
         optional_text("http.tls.cert_file",
                       at(&config::http, &http_config::tls, &tls_config::cert_file),
                       "PEM certificate chain; with key_file the API is served over HTTPS"),
@@ -724,26 +723,25 @@ const std::vector<field>& fields() {
                    at(&config::jobs, &jobs_config::inherit_env), valid_env_patterns,
                    "Names or globs of troupe's environment variables jobs get besides PATH, "
                    "HOME, LANG, LC_*, TZ, USER, SHELL (never TROUPE_*)"),
-        duration("jobs.cancel_grace", at(&config::jobs, &jobs_config::cancel_grace),
-                 at_least(0ms), "SIGTERM to SIGKILL grace on cancel and timeout"),
+        duration("jobs.cancel_grace", at(&config::jobs, &jobs_config::cancel_grace), at_least(0ms),
+                 "SIGTERM to SIGKILL grace on cancel and timeout"),
         duration("jobs.retry_backoff_initial",
                  at(&config::jobs, &jobs_config::retry_backoff_initial), above(0ms),
                  "First retry delay, doubled per attempt"),
         duration("jobs.retry_backoff_max", at(&config::jobs, &jobs_config::retry_backoff_max),
                  above(0ms), "Upper bound of the retry delay"),
-        duration("jobs.workspace_retention",
-                 at(&config::jobs, &jobs_config::workspace_retention), at_least(0ms),
-                 "How long a finished job's workspace is kept"),
+        duration("jobs.workspace_retention", at(&config::jobs, &jobs_config::workspace_retention),
+                 at_least(0ms), "How long a finished job's workspace is kept"),
         duration("jobs.retention", at(&config::jobs, &jobs_config::retention), above(0ms),
                  "How long job records and logs are kept after the job ended"),
-        duration("jobs.sweep_interval", at(&config::jobs, &jobs_config::sweep_interval),
-                 above(0ms), "Interval of the workspace and retention sweep"),
+        duration("jobs.sweep_interval", at(&config::jobs, &jobs_config::sweep_interval), above(0ms),
+                 "Interval of the workspace and retention sweep"),
         size("jobs.max_line_bytes", at(&config::jobs, &jobs_config::max_line_bytes), 16,
              "Output lines longer than this are split, never dropped"),
         size("jobs.max_archive_bytes", at(&config::jobs, &jobs_config::max_archive_bytes), 1,
              "Largest project archive accepted"),
-        integer("jobs.max_archive_entries", at(&config::jobs, &jobs_config::max_archive_entries),
-                1, INT_MAX, "Most entries a project archive may have"),
+        integer("jobs.max_archive_entries", at(&config::jobs, &jobs_config::max_archive_entries), 1,
+                INT_MAX, "Most entries a project archive may have"),
         size("jobs.max_expanded_bytes", at(&config::jobs, &jobs_config::max_expanded_bytes), 1,
              "Most bytes a project archive may expand to"),
         noting_default("number of cores",
@@ -771,18 +769,21 @@ const std::vector<field>& fields() {
              "Size the local log table is kept under (capped at half of "
              "store.map_size_bytes); the oldest lines go first"),
         optional_text("logs.loki.url", at(&config::logs, &logs_config::loki, &loki_config::url),
-             "Loki base URL, e.g. http://127.0.0.1:3100; empty: the Loki sink is off"),
-        optional_text("logs.loki.tenant", at(&config::logs, &logs_config::loki, &loki_config::tenant),
-             "X-Scope-OrgID sent to Loki; empty: none"),
+                      "Loki base URL, e.g. http://127.0.0.1:3100; empty: the Loki sink is off"),
+        optional_text("logs.loki.tenant",
+                      at(&config::logs, &logs_config::loki, &loki_config::tenant),
+                      "X-Scope-OrgID sent to Loki; empty: none"),
         boolean("logs.loki.gzip", at(&config::logs, &logs_config::loki, &loki_config::gzip),
                 "gzip push bodies"),
-        optional_text("logs.loki.username", at(&config::logs, &logs_config::loki, &loki_config::username),
-             "Basic auth user for Loki"),
-        optional_text("logs.loki.password", at(&config::logs, &logs_config::loki, &loki_config::password),
-             "Basic auth password for Loki"),
+        optional_text("logs.loki.username",
+                      at(&config::logs, &logs_config::loki, &loki_config::username),
+                      "Basic auth user for Loki"),
+        optional_text("logs.loki.password",
+                      at(&config::logs, &logs_config::loki, &loki_config::password),
+                      "Basic auth password for Loki"),
         optional_text("logs.loki.bearer_token",
-             at(&config::logs, &logs_config::loki, &loki_config::bearer_token),
-             "Bearer token for Loki"),
+                      at(&config::logs, &logs_config::loki, &loki_config::bearer_token),
+                      "Bearer token for Loki"),
         integer("logs.loki.batch_entries",
                 at(&config::logs, &logs_config::loki, &loki_config::batch_entries), 1, 1000000,
                 "Flush a batch at this many entries"),
@@ -810,8 +811,8 @@ const std::vector<field>& fields() {
                 at(&config::logs, &logs_config::loki, &loki_config::breaker_failures), 1, 1000,
                 "Consecutive failures that open the circuit breaker"),
         duration("logs.loki.breaker_cooldown",
-                 at(&config::logs, &logs_config::loki, &loki_config::breaker_cooldown),
-                 above(0ms), "How long the open breaker waits before a probe"),
+                 at(&config::logs, &logs_config::loki, &loki_config::breaker_cooldown), above(0ms),
+                 "How long the open breaker waits before a probe"),
         choice("metrics.mode", at(&config::metrics, &metrics_config::mode),
                {"local", "redis", "proxy"},
                "local series; redis: plus stats folded from Redis and windows written back; "
@@ -819,35 +820,33 @@ const std::vector<field>& fields() {
         number("metrics.relative_accuracy",
                at(&config::metrics, &metrics_config::relative_accuracy), 1e-6, 0.5,
                "Relative error of the percentile sketches (0.01 = 1 %)"),
-        duration("metrics.sample_interval",
-                 at(&config::metrics, &metrics_config::sample_interval), above(0ms),
-                 "Hot paths are drained and gauges sampled this often"),
-        integer("metrics.max_series", at(&config::metrics, &metrics_config::max_series), 1,
-                INT_MAX, "Most windowed series; observations of further ones are dropped and counted"),
-        duration("metrics.export_interval",
-                 at(&config::metrics, &metrics_config::export_interval), above(0ms),
-                 "Interval of the export loop (Pushgateway, Redis, proxy polls)"),
-        boolean("metrics.export_on_start",
-                at(&config::metrics, &metrics_config::export_on_start),
+        duration("metrics.sample_interval", at(&config::metrics, &metrics_config::sample_interval),
+                 above(0ms), "Hot paths are drained and gauges sampled this often"),
+        integer("metrics.max_series", at(&config::metrics, &metrics_config::max_series), 1, INT_MAX,
+                "Most windowed series; observations of further ones are dropped and counted"),
+        duration("metrics.export_interval", at(&config::metrics, &metrics_config::export_interval),
+                 above(0ms), "Interval of the export loop (Pushgateway, Redis, proxy polls)"),
+        boolean("metrics.export_on_start", at(&config::metrics, &metrics_config::export_on_start),
                 "Export once right after start"),
         boolean("metrics.run_once", at(&config::metrics, &metrics_config::run_once),
                 "`troupe metrics export` exports once and exits (like --once)"),
-        json_object("metrics.mapping", at(&config::metrics, &metrics_config::mapping),
-                    valid_mapping,
-                    "Internal key -> {name, unit}, e.g. {\"sse.connections\":{\"name\":\"ingress_sse\"}}"),
-        duration("metrics.prometheus.scrape_ttl",
-                 [](auto& c) -> decltype(auto) { return (c.metrics.scrape_ttl); }, at_least(0ms),
-                 "GET /metrics answers from a cache this old at most (0: live)"),
+        json_object(
+            "metrics.mapping", at(&config::metrics, &metrics_config::mapping), valid_mapping,
+            "Internal key -> {name, unit}, e.g. {\"sse.connections\":{\"name\":\"ingress_sse\"}}"),
+        duration(
+            "metrics.prometheus.scrape_ttl",
+            [](auto& c) -> decltype(auto) { return (c.metrics.scrape_ttl); }, at_least(0ms),
+            "GET /metrics answers from a cache this old at most (0: live)"),
         make_field("metrics.pushgateway.url", "URL", text_kind{},
                    at(&config::metrics, &metrics_config::pushgateway, &pushgateway_config::url),
                    optional_http_url, "Pushgateway base URL; empty: no push"),
         text("metrics.pushgateway.job",
              at(&config::metrics, &metrics_config::pushgateway, &pushgateway_config::job),
              "job of the Pushgateway grouping key"),
-        json_object("metrics.pushgateway.grouping",
-                    at(&config::metrics, &metrics_config::pushgateway,
-                       &pushgateway_config::grouping),
-                    valid_grouping, "Further grouping labels, e.g. {\"tenant\":\"t\"}"),
+        json_object(
+            "metrics.pushgateway.grouping",
+            at(&config::metrics, &metrics_config::pushgateway, &pushgateway_config::grouping),
+            valid_grouping, "Further grouping labels, e.g. {\"tenant\":\"t\"}"),
         duration("metrics.pushgateway.timeout",
                  at(&config::metrics, &metrics_config::pushgateway, &pushgateway_config::timeout),
                  above(0ms), "Timeout of one push or delete"),
@@ -859,12 +858,10 @@ const std::vector<field>& fields() {
              "First part of every Redis key"),
         make_field("metrics.redis.tenant", "string", text_kind{},
                    at(&config::metrics, &metrics_config::redis, &redis_metrics_config::tenant),
-                   valid_key_part,
-             "Tenant part of the Redis keys"),
+                   valid_key_part, "Tenant part of the Redis keys"),
         make_field("metrics.redis.project", "string", text_kind{},
                    at(&config::metrics, &metrics_config::redis, &redis_metrics_config::project),
-                   valid_key_part,
-             "Project part of the Redis keys"),
+                   valid_key_part, "Project part of the Redis keys"),
         duration("metrics.redis.stats_max_age",
                  at(&config::metrics, &metrics_config::redis, &redis_metrics_config::stats_max_age),
                  above(0ms), "Published stats older than this are ignored"),
@@ -877,14 +874,14 @@ const std::vector<field>& fields() {
         string_list("metrics.proxy.urls",
                     at(&config::metrics, &metrics_config::proxy, &proxy_metrics_config::urls),
                     "Base URLs whose /monitoring/system is re-exported (proxy mode)"),
-        optional_text("metrics.proxy.auth_header_name",
-                      at(&config::metrics, &metrics_config::proxy,
-                         &proxy_metrics_config::auth_header_name),
-                      "Header sent with every poll, e.g. Authorization"),
-        optional_text("metrics.proxy.auth_header_value",
-                      at(&config::metrics, &metrics_config::proxy,
-                         &proxy_metrics_config::auth_header_value),
-                      "Its value, e.g. Bearer <token>"),
+        optional_text(
+            "metrics.proxy.auth_header_name",
+            at(&config::metrics, &metrics_config::proxy, &proxy_metrics_config::auth_header_name),
+            "Header sent with every poll, e.g. Authorization"),
+        optional_text(
+            "metrics.proxy.auth_header_value",
+            at(&config::metrics, &metrics_config::proxy, &proxy_metrics_config::auth_header_value),
+            "Its value, e.g. Bearer <token>"),
         duration("metrics.proxy.timeout",
                  at(&config::metrics, &metrics_config::proxy, &proxy_metrics_config::timeout),
                  above(0ms), "Timeout of one poll"),
@@ -939,9 +936,8 @@ std::string env_key(std::string_view name) {
 /// Set by troupe for its jobs or injected by Kubernetes service links; never config.
 bool ignored_env(std::string_view name) {
   return name == "TROUPE_CONFIG" || name == "TROUPE_JOB_ID" || name == "TROUPE_REQUEST_ID" ||
-         name == "TROUPE_JOB_ATTEMPT" || name == "TROUPE_NODE" ||
-         name == "TROUPE_SERVICE_HOST" || starts_with(name, "TROUPE_SERVICE_PORT") ||
-         starts_with(name, "TROUPE_PORT");
+         name == "TROUPE_JOB_ATTEMPT" || name == "TROUPE_NODE" || name == "TROUPE_SERVICE_HOST" ||
+         starts_with(name, "TROUPE_SERVICE_PORT") || starts_with(name, "TROUPE_PORT");
 }
 
 /// `key` as errors show it: `TROUPE_=x` or a top-level `"": x` name no key.
@@ -957,7 +953,8 @@ void assign(config& c, const std::string& key, std::string_view raw,
   auto f = find_field(key);
   if (key == "http.max_body_bytes")
     throw config_error(key, "no longer used: JSON/YAML bodies are bounded by "
-                            "http.max_json_bytes, uploads by jobs.max_archive_bytes" + suffix);
+                            "http.max_json_bytes, uploads by jobs.max_archive_bytes" +
+                                suffix);
   if (f == nullptr) {
     auto keys = keys_of(key);
     throw config_error(shown_key(key),
@@ -1369,8 +1366,7 @@ config load_config(const config_sources& src) {
     throw config_error("metrics.proxy.auth_header_name",
                        "auth_header_name and auth_header_value go together");
   // Checked against the host's user database now, so a typo stops the start.
-  c.jobs.identity =
-      host::resolve_job_identity(c.jobs.user, c.jobs.group, ::geteuid(), ::getegid());
+  c.jobs.identity = host::resolve_job_identity(c.jobs.user, c.jobs.group, ::geteuid(), ::getegid());
   return c;
 }
 

@@ -154,8 +154,8 @@ struct jobs_config {
   std::optional<job_identity> identity;
   /// Shell command of the seed endpoints (/submit*) and of specs without one.
   std::string default_command =
-    "if [ -f Makefile ] || [ -f makefile ] || [ -f GNUmakefile ]; then exec make test; "
-    "else exec ./ci.sh; fi";
+      "if [ -f Makefile ] || [ -f makefile ] || [ -f GNUmakefile ]; then exec make test; "
+      "else exec ./ci.sh; fi";
   /// SIGTERM → SIGKILL grace when a job is cancelled or times out.
   std::chrono::milliseconds cancel_grace{10'000};
   /// Retry backoff: initial delay, doubled per attempt, capped.

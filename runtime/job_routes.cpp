@@ -152,10 +152,10 @@ std::optional<submission> parse_submission(const node_context& ctx, const http::
   }
   if (out.archive.size() > ctx.cfg->jobs.max_archive_bytes) {
     ex->reply(http::response::error(
-      413, "payload_too_large",
-      "the archive has " + std::to_string(out.archive.size()) + " bytes, more than "
-        + std::to_string(ctx.cfg->jobs.max_archive_bytes) + " (jobs.max_archive_bytes)",
-      "file"));
+        413, "payload_too_large",
+        "the archive has " + std::to_string(out.archive.size()) + " bytes, more than " +
+            std::to_string(ctx.cfg->jobs.max_archive_bytes) + " (jobs.max_archive_bytes)",
+        "file"));
     return std::nullopt;
   }
   return out;
@@ -194,27 +194,27 @@ http::response error_for(const caf::error& err) {
 void answer_submitted(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
                       submit_mode mode, const std::string& id) {
   switch (mode) {
-    case submit_mode::jobs: {
-      auto res = http::response::json(201, json{{"job_id", id}, {"status", js::queued}}.dump());
-      res.headers.emplace_back("Location", "/jobs/" + id);
-      ex->reply(std::move(res));
-      return;
-    }
-    case submit_mode::async:
-      ex->reply(http::response::json(200, json{{"job_id", id}}.dump()));
-      return;
-    case submit_mode::sse:
-    case submit_mode::sse_with_id: {
-      auto stream = ex->stream();
-      if (mode == submit_mode::sse_with_id)
-        stream->send({}, "job_id", json{{"type", "job_id"}, {"job_id", id}}.dump());
-      auto controller = lookup<job_controller_actor>(*ctx->sys, names::jobs);
-      job_stream_options opts;
-      opts.job_id = id;
-      opts.from_beginning = true;
-      ctx->sys->spawn(job_stream, stream, ctx->env, controller, opts);
-      return;
-    }
+  case submit_mode::jobs: {
+    auto res = http::response::json(201, json{{"job_id", id}, {"status", js::queued}}.dump());
+    res.headers.emplace_back("Location", "/jobs/" + id);
+    ex->reply(std::move(res));
+    return;
+  }
+  case submit_mode::async:
+    ex->reply(http::response::json(200, json{{"job_id", id}}.dump()));
+    return;
+  case submit_mode::sse:
+  case submit_mode::sse_with_id: {
+    auto stream = ex->stream();
+    if (mode == submit_mode::sse_with_id)
+      stream->send({}, "job_id", json{{"type", "job_id"}, {"job_id", id}}.dump());
+    auto controller = lookup<job_controller_actor>(*ctx->sys, names::jobs);
+    job_stream_options opts;
+    opts.job_id = id;
+    opts.from_beginning = true;
+    ctx->sys->spawn(job_stream, stream, ctx->env, controller, opts);
+    return;
+  }
   }
 }
 
@@ -348,13 +348,13 @@ void list(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex
   auto& req = ex->req();
   persistence::job_filter filter;
   if (auto s = req.param("status")) {
-    static const std::vector<std::string> known{js::queued,    js::running,   js::succeeded,
-                                                js::failed,    js::cancelled, js::timed_out,
-                                                js::lost};
+    static const std::vector<std::string> known{
+        js::queued, js::running, js::succeeded, js::failed, js::cancelled, js::timed_out, js::lost};
     if (std::find(known.begin(), known.end(), *s) == known.end()) {
       ex->reply(http::response::error(400, "invalid_parameter",
                                       "status must be one of queued, running, succeeded, "
-                                      "failed, cancelled, timed_out, lost; got " + *s,
+                                      "failed, cancelled, timed_out, lost; got " +
+                                          *s,
                                       "status"));
       return;
     }
@@ -381,10 +381,9 @@ void list(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex
   if (auto since = req.param("since")) {
     auto t = parse_time(*since);
     if (!t) {
-      ex->reply(http::response::error(400, "invalid_parameter",
-                                      "since must be an RFC 3339 time or Unix seconds, got "
-                                        + *since,
-                                      "since"));
+      ex->reply(http::response::error(
+          400, "invalid_parameter", "since must be an RFC 3339 time or Unix seconds, got " + *since,
+          "since"));
       return;
     }
     filter.since_ns = *t;
@@ -486,51 +485,51 @@ caf::behavior log_download(caf::stateful_actor<log_download_state>* self,
   st.ndjson = ndjson;
   self->send(self, replay_atom::value);
   return {
-    [self](replay_atom) {
-      auto& st = self->state;
-      // A chunk holds at most download_page lines and half the stream's byte
-      // capacity, and waits while the client is behind.
-      auto budget = next_replay_page(self, *st.out, download_page);
-      if (!budget)
-        return;
-      std::string chunk;
-      replay_fill fill{budget};
-      bool refused = false;
-      auto from = st.after;
-      try {
-        st.after = persistence::read_log_lines_until(
-          *st.env, st.job_id, from, budget.events,
-          [&](uint64_t seq, const persistence::stored_line& s) {
-            auto before = chunk.size();
-            if (st.ndjson)
-              persistence::append_api_json(chunk, seq, s);
-            else
-              chunk += s.line;
-            chunk += '\n';
-            if (!fill.take(chunk.size() - before)) {
-              chunk.resize(before);
-              refused = true;
-              return false;
-            }
-            return true;
-          });
-      } catch (const std::exception& e) {
-        // The status line is out: all that is left is to cut the body short,
-        // which the client sees as an incomplete chunked response.
-        logging::get("http")->error("reading the log of job {}: {}", st.job_id, e.what());
-        st.out->abort();
-        self->quit();
-        return;
-      }
-      // Done once a page fell short of its seq range (gaps the log
-      // retention left do not end it early).
-      if (!st.out->write(chunk) || (!refused && st.after < from + budget.events)) {
-        st.out->close();
-        self->quit();
-        return;
-      }
-      self->send(self, replay_atom::value);
-    },
+      [self](replay_atom) {
+        auto& st = self->state;
+        // A chunk holds at most download_page lines and half the stream's byte
+        // capacity, and waits while the client is behind.
+        auto budget = next_replay_page(self, *st.out, download_page);
+        if (!budget)
+          return;
+        std::string chunk;
+        replay_fill fill{budget};
+        bool refused = false;
+        auto from = st.after;
+        try {
+          st.after = persistence::read_log_lines_until(
+              *st.env, st.job_id, from, budget.events,
+              [&](uint64_t seq, const persistence::stored_line& s) {
+                auto before = chunk.size();
+                if (st.ndjson)
+                  persistence::append_api_json(chunk, seq, s);
+                else
+                  chunk += s.line;
+                chunk += '\n';
+                if (!fill.take(chunk.size() - before)) {
+                  chunk.resize(before);
+                  refused = true;
+                  return false;
+                }
+                return true;
+              });
+        } catch (const std::exception& e) {
+          // The status line is out: all that is left is to cut the body short,
+          // which the client sees as an incomplete chunked response.
+          logging::get("http")->error("reading the log of job {}: {}", st.job_id, e.what());
+          st.out->abort();
+          self->quit();
+          return;
+        }
+        // Done once a page fell short of its seq range (gaps the log
+        // retention left do not end it early).
+        if (!st.out->write(chunk) || (!refused && st.after < from + budget.events)) {
+          st.out->close();
+          self->quit();
+          return;
+        }
+        self->send(self, replay_atom::value);
+      },
   };
 }
 
@@ -562,19 +561,24 @@ void cancel(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
     return;
   }
   auto id = rec->id;
-  caf::anon_send(ctx->bridge(), bridge_task{[ex, id](http_bridge_actor::pointer self) {
-    auto controller = lookup<job_controller_actor>(self->system(), names::jobs);
-    if (!controller) {
-      ex->reply(http::response::error(503, "unavailable", "the job controller is not running"));
-      return;
-    }
-    self->request(controller, controller_timeout, cancel_atom::value, id)
-      .then(
-        [ex, id](const std::string& status) {
-          ex->reply(http::response::json(200, json{{"job_id", id}, {"status", status}}.dump()));
-        },
-        [ex](caf::error& err) { ex->reply(error_for(err)); });
-  }, ex->req().request_id});
+  caf::anon_send(ctx->bridge(),
+                 bridge_task{[ex, id](http_bridge_actor::pointer self) {
+                               auto controller =
+                                   lookup<job_controller_actor>(self->system(), names::jobs);
+                               if (!controller) {
+                                 ex->reply(http::response::error(
+                                     503, "unavailable", "the job controller is not running"));
+                                 return;
+                               }
+                               self->request(controller, controller_timeout, cancel_atom::value, id)
+                                   .then(
+                                       [ex, id](const std::string& status) {
+                                         ex->reply(http::response::json(
+                                             200, json{{"job_id", id}, {"status", status}}.dump()));
+                                       },
+                                       [ex](caf::error& err) { ex->reply(error_for(err)); });
+                             },
+                             ex->req().request_id});
 }
 
 /// Extraction workers: detached actors, jobs.max_concurrent_extractions at most.
@@ -606,9 +610,12 @@ void add_job_routes(http::router& r, std::shared_ptr<node_context> ctx) {
     if (auto rec = find_job(*ctx, ex))
       ex->reply(http::response::json(200, persistence::to_api_json(*rec)));
   });
-  r.add("GET", "/jobs/{id}/stream", {http::role::read, http::body_kind::none, true}, [ctx](const http::exchange_ptr& ex) { stream(ctx, ex); });
-  r.add("GET", "/jobs/{id}/logs", {http::role::read}, [ctx](const http::exchange_ptr& ex) { logs(ctx, ex); });
-  r.add("DELETE", "/jobs/{id}", {http::role::submit}, [ctx](const http::exchange_ptr& ex) { cancel(ctx, ex); });
+  r.add("GET", "/jobs/{id}/stream", {http::role::read, http::body_kind::none, true},
+        [ctx](const http::exchange_ptr& ex) { stream(ctx, ex); });
+  r.add("GET", "/jobs/{id}/logs", {http::role::read},
+        [ctx](const http::exchange_ptr& ex) { logs(ctx, ex); });
+  r.add("DELETE", "/jobs/{id}", {http::role::submit},
+        [ctx](const http::exchange_ptr& ex) { cancel(ctx, ex); });
 }
 
 } // namespace troupe

@@ -17,7 +17,7 @@ namespace troupe {
 class spec_error : public std::runtime_error {
 public:
   spec_error(std::string field, const std::string& reason)
-    : std::runtime_error(field + ": " + reason), field_(std::move(field)) {}
+      : std::runtime_error(field + ": " + reason), field_(std::move(field)) {}
   const std::string& field() const noexcept { return field_; }
 
 private:

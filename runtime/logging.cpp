@@ -29,20 +29,27 @@ void append_timestamp(std::string& out, spdlog::log_clock::time_point tp) {
   gmtime_r(&t, &tm);
   char buf[40];
   auto n = std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ",
-                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                         tm.tm_min, tm.tm_sec, static_cast<long long>(micros));
+                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                         tm.tm_sec, static_cast<long long>(micros));
   out.append(buf, static_cast<size_t>(n));
 }
 
 std::string_view level_name(spdlog::level::level_enum lvl) {
   switch (lvl) {
-    case spdlog::level::trace: return "trace";
-    case spdlog::level::debug: return "debug";
-    case spdlog::level::info: return "info";
-    case spdlog::level::warn: return "warn";
-    case spdlog::level::err: return "error";
-    case spdlog::level::critical: return "critical";
-    default: return "off";
+  case spdlog::level::trace:
+    return "trace";
+  case spdlog::level::debug:
+    return "debug";
+  case spdlog::level::info:
+    return "info";
+  case spdlog::level::warn:
+    return "warn";
+  case spdlog::level::err:
+    return "error";
+  case spdlog::level::critical:
+    return "critical";
+  default:
+    return "off";
   }
 }
 
@@ -121,8 +128,8 @@ public:
       on_ = true;
       buf_.erase(std::remove_if(buf_.begin(), buf_.end(),
                                 [&](const captured_line& l) {
-                                  return std::find(excluded_.begin(), excluded_.end(), l.logger)
-                                         != excluded_.end();
+                                  return std::find(excluded_.begin(), excluded_.end(), l.logger) !=
+                                         excluded_.end();
                                 }),
                  buf_.end());
       if (!buf_.empty())
@@ -163,9 +170,8 @@ protected:
         ++dropped_;
       }
       captured_line line;
-      line.ts_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                     msg.time.time_since_epoch())
-                     .count();
+      line.ts_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(msg.time.time_since_epoch()).count();
       line.level = std::string{level_name(msg.level)};
       line.logger = std::move(logger);
       line.message.assign(msg.payload.data(), msg.payload.size());
@@ -231,8 +237,7 @@ std::shared_ptr<spdlog::logger> get(const std::string& component) {
   if (auto i = r.loggers.find(component); i != r.loggers.end())
     return i->second;
   r.ensure_sink();
-  auto lg = std::make_shared<spdlog::logger>(component,
-                                              spdlog::sinks_init_list{r.sink, r.capture});
+  auto lg = std::make_shared<spdlog::logger>(component, spdlog::sinks_init_list{r.sink, r.capture});
   lg->set_level(r.level);
   // A crash must not eat the lines that explain it.
   lg->flush_on(spdlog::level::trace);

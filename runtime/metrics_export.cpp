@@ -48,33 +48,33 @@ void render_family(prom::writer& w, const family& f, const naming& names,
   auto name = names.name(f);
   auto help = help_of(f, names);
   switch (f.type) {
-    case kind::histogram: {
-      w.family(name, "histogram", help);
-      for (auto& e : series) {
-        auto& s = *e.snap;
-        std::vector<uint64_t> per_bucket(f.bounds.size(), 0);
-        for (size_t i = 0; i < per_bucket.size() && i < s.buckets.size(); ++i)
-          per_bucket[i] = s.buckets[i];
-        w.histogram(name, label_pairs(f, s, *e.upstream), f.bounds, per_bucket, s.sum, s.count);
-      }
-      if (!f.count_name.empty()) {
-        w.family(f.count_name, "counter", "Number of observations of " + name);
-        for (auto& e : series)
-          w.sample(f.count_name, label_pairs(f, *e.snap, *e.upstream),
-                   static_cast<double>(e.snap->count));
-      }
-      break;
+  case kind::histogram: {
+    w.family(name, "histogram", help);
+    for (auto& e : series) {
+      auto& s = *e.snap;
+      std::vector<uint64_t> per_bucket(f.bounds.size(), 0);
+      for (size_t i = 0; i < per_bucket.size() && i < s.buckets.size(); ++i)
+        per_bucket[i] = s.buckets[i];
+      w.histogram(name, label_pairs(f, s, *e.upstream), f.bounds, per_bucket, s.sum, s.count);
     }
-    case kind::counter:
-      w.family(name, "counter", help);
+    if (!f.count_name.empty()) {
+      w.family(f.count_name, "counter", "Number of observations of " + name);
       for (auto& e : series)
-        w.sample(name, label_pairs(f, *e.snap, *e.upstream), e.snap->value);
-      break;
-    case kind::gauge:
-      w.family(name, "gauge", help);
-      for (auto& e : series)
-        w.sample(name, label_pairs(f, *e.snap, *e.upstream), e.snap->value);
-      break;
+        w.sample(f.count_name, label_pairs(f, *e.snap, *e.upstream),
+                 static_cast<double>(e.snap->count));
+    }
+    break;
+  }
+  case kind::counter:
+    w.family(name, "counter", help);
+    for (auto& e : series)
+      w.sample(name, label_pairs(f, *e.snap, *e.upstream), e.snap->value);
+    break;
+  case kind::gauge:
+    w.family(name, "gauge", help);
+    for (auto& e : series)
+      w.sample(name, label_pairs(f, *e.snap, *e.upstream), e.snap->value);
+    break;
   }
   auto base = without_total(name);
   // Windowed quantiles are what a Prometheus summary is: one per window
@@ -98,8 +98,7 @@ void render_family(prom::writer& w, const family& f, const naming& names,
                  value(win));
   };
   per_window("_window_observations",
-             (f.type == kind::gauge ? "Samples of " : "Observations of ") + name
-               + " in the window",
+             (f.type == kind::gauge ? "Samples of " : "Observations of ") + name + " in the window",
              [](const metric_window_stats& win) { return static_cast<double>(win.count); });
   per_window("_window_avg", "Mean of " + name + " over the window (NaN: no data)",
              [](const metric_window_stats& win) { return win.avg; });
@@ -112,8 +111,8 @@ void render_family(prom::writer& w, const family& f, const naming& names,
   }
   if (f.type != kind::gauge)
     per_window("_window_rate",
-               (f.type == kind::counter ? "Increase of " : "Observations of ") + name
-                 + " per second per window",
+               (f.type == kind::counter ? "Increase of " : "Observations of ") + name +
+                   " per second per window",
                [](const metric_window_stats& win) { return win.rate; });
 }
 
@@ -201,9 +200,9 @@ json snapshot_json(const metric_snapshot& s, const naming& names) {
   }
   auto wins = json::object();
   for (auto& w : s.windows)
-    wins[w.window] = {{"count", w.count},       {"sum", number(w.sum)}, {"min", number(w.min)},
-                      {"max", number(w.max)},   {"avg", number(w.avg)}, {"rate", number(w.rate)},
-                      {"seconds", w.seconds},   {"p50", number(w.p50)}, {"p95", number(w.p95)},
+    wins[w.window] = {{"count", w.count},     {"sum", number(w.sum)}, {"min", number(w.min)},
+                      {"max", number(w.max)}, {"avg", number(w.avg)}, {"rate", number(w.rate)},
+                      {"seconds", w.seconds}, {"p50", number(w.p50)}, {"p95", number(w.p95)},
                       {"p99", number(w.p99)}};
   j["windows"] = std::move(wins);
   return j;
@@ -219,10 +218,10 @@ std::string render_monitoring(const registry_view& v, const naming& names) {
   auto system = json::object();
   // The seed's summary: each entry is one label-less series of this node.
   const std::pair<const char*, const char*> summary[] = {
-    {"sse_connections", "sse.connections"},   {"queue_depth", "jobs.queue.depth"},
-    {"queue_pressure", "jobs.queue.pressure"}, {"queue_wait", "jobs.queue.wait"},
-    {"pool_utilization", "jobs.pool.utilization"}, {"task_latency", "jobs.run.duration"},
-    {"rest_latency", "http.request.latency"},  {"active_requests", "http.active_requests"},
+      {"sse_connections", "sse.connections"},        {"queue_depth", "jobs.queue.depth"},
+      {"queue_pressure", "jobs.queue.pressure"},     {"queue_wait", "jobs.queue.wait"},
+      {"pool_utilization", "jobs.pool.utilization"}, {"task_latency", "jobs.run.duration"},
+      {"rest_latency", "http.request.latency"},      {"active_requests", "http.active_requests"},
   };
   for (auto& [name, key] : summary)
     system[name] = nullptr;
@@ -278,8 +277,8 @@ std::optional<metric_snapshots> snapshots_from_monitoring(std::string_view text,
     auto labels = j.value("labels", json::object());
     for (auto& name : f->label_names)
       s.labels.push_back(labels.is_object() && labels.contains(name) && labels[name].is_string()
-                           ? labels[name].get<std::string>()
-                           : std::string{});
+                             ? labels[name].get<std::string>()
+                             : std::string{});
     s.value = number_of(j, "value");
     s.count = j.value("count", uint64_t{0});
     s.sum = number_of(j, "sum");
@@ -303,7 +302,9 @@ std::optional<metric_snapshots> snapshots_from_monitoring(std::string_view text,
         st.p99 = number_of(w, "p99");
         s.windows.push_back(std::move(st));
       }
-    auto rank = [](const std::string& w) { return w == "1m" ? 0 : w == "15m" ? 1 : w == "1h" ? 2 : 3; };
+    auto rank = [](const std::string& w) {
+      return w == "1m" ? 0 : w == "15m" ? 1 : w == "1h" ? 2 : 3;
+    };
     std::sort(s.windows.begin(), s.windows.end(),
               [&](const auto& a, const auto& b) { return rank(a.window) < rank(b.window); });
     out.push_back(std::move(s));

@@ -45,7 +45,6 @@ nlohmann::json snapshot_json(const metric_snapshot& s, const naming& names);
 
 /// Reads the `series` of a /monitoring/system document back; series of
 /// unknown families are skipped. nullopt with `error` if malformed.
-std::optional<metric_snapshots> snapshots_from_monitoring(std::string_view doc,
-                                                          std::string* error);
+std::optional<metric_snapshots> snapshots_from_monitoring(std::string_view doc, std::string* error);
 
 } // namespace troupe::metrics

@@ -12,9 +12,12 @@ namespace troupe::metrics {
 
 const char* to_string(kind k) {
   switch (k) {
-    case kind::counter: return "counter";
-    case kind::gauge: return "gauge";
-    case kind::histogram: return "histogram";
+  case kind::counter:
+    return "counter";
+  case kind::gauge:
+    return "gauge";
+  case kind::histogram:
+    return "histogram";
   }
   return "untyped";
 }
@@ -28,48 +31,142 @@ std::deque<family>& table() {
     const std::vector<double> wait_bounds{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
     const std::vector<double> run_bounds{0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200};
     std::deque<family> v;
-    v.push_back({"http.request.duration", "troupe_http_request_duration_seconds", kind::histogram,
-                 "seconds", "Time from reading an HTTP request to writing its response head",
-                 {"method", "route", "status"}, http_bounds, "troupe_http_requests_total", true});
-    v.push_back({"http.request.latency", "troupe_http_request_latency_seconds", kind::histogram,
-                 "seconds", "Latency of API requests (probes, /metrics and SSE streams excluded)",
-                 {}, http_bounds, {}, true});
-    v.push_back({"http.active_requests", "troupe_http_active_requests", kind::gauge, "requests",
-                 "HTTP requests being handled (SSE streams excluded once started)", {}, {}, {},
+    v.push_back({"http.request.duration",
+                 "troupe_http_request_duration_seconds",
+                 kind::histogram,
+                 "seconds",
+                 "Time from reading an HTTP request to writing its response head",
+                 {"method", "route", "status"},
+                 http_bounds,
+                 "troupe_http_requests_total",
                  true});
-    v.push_back({"sse.connections", "troupe_sse_connections", kind::gauge, "connections",
-                 "Open server-sent-event streams", {}, {}, {}, true});
-    v.push_back({"jobs.queue.depth", "troupe_job_queue_depth", kind::gauge, "jobs",
-                 "Jobs queued (waiting for a slot or a retry backoff)", {}, {}, {}, true});
-    v.push_back({"jobs.queue.pressure", "troupe_job_queue_pressure_ratio", kind::gauge, "ratio",
-                 "Queued jobs per concurrency slot", {}, {}, {}, true});
-    v.push_back({"jobs.pool.utilization", "troupe_job_slots_utilization_ratio", kind::gauge,
-                 "ratio", "Share of concurrency slots running a job", {}, {}, {}, true});
-    v.push_back({"jobs.queue.wait", "troupe_job_queue_wait_seconds", kind::histogram, "seconds",
-                 "Time a job waited in the queue before it started", {}, wait_bounds, {}, true});
-    v.push_back({"jobs.run.duration", "troupe_job_run_duration_seconds", kind::histogram,
-                 "seconds", "Run time of job attempts", {}, run_bounds,
-                 {}, true});
-    v.push_back({"logs.sink.lag", "troupe_log_sink_lag_entries", kind::gauge, "entries",
-                 "Log entries committed but not yet shipped by a sink", {"sink"}, {}, {}, true});
-    v.push_back({"redis.sse.connections", "troupe_redis_sse_connections", kind::gauge,
+    v.push_back({"http.request.latency",
+                 "troupe_http_request_latency_seconds",
+                 kind::histogram,
+                 "seconds",
+                 "Latency of API requests (probes, /metrics and SSE streams excluded)",
+                 {},
+                 http_bounds,
+                 {},
+                 true});
+    v.push_back({"http.active_requests",
+                 "troupe_http_active_requests",
+                 kind::gauge,
+                 "requests",
+                 "HTTP requests being handled (SSE streams excluded once started)",
+                 {},
+                 {},
+                 {},
+                 true});
+    v.push_back({"sse.connections",
+                 "troupe_sse_connections",
+                 kind::gauge,
+                 "connections",
+                 "Open server-sent-event streams",
+                 {},
+                 {},
+                 {},
+                 true});
+    v.push_back({"jobs.queue.depth",
+                 "troupe_job_queue_depth",
+                 kind::gauge,
+                 "jobs",
+                 "Jobs queued (waiting for a slot or a retry backoff)",
+                 {},
+                 {},
+                 {},
+                 true});
+    v.push_back({"jobs.queue.pressure",
+                 "troupe_job_queue_pressure_ratio",
+                 kind::gauge,
+                 "ratio",
+                 "Queued jobs per concurrency slot",
+                 {},
+                 {},
+                 {},
+                 true});
+    v.push_back({"jobs.pool.utilization",
+                 "troupe_job_slots_utilization_ratio",
+                 kind::gauge,
+                 "ratio",
+                 "Share of concurrency slots running a job",
+                 {},
+                 {},
+                 {},
+                 true});
+    v.push_back({"jobs.queue.wait",
+                 "troupe_job_queue_wait_seconds",
+                 kind::histogram,
+                 "seconds",
+                 "Time a job waited in the queue before it started",
+                 {},
+                 wait_bounds,
+                 {},
+                 true});
+    v.push_back({"jobs.run.duration",
+                 "troupe_job_run_duration_seconds",
+                 kind::histogram,
+                 "seconds",
+                 "Run time of job attempts",
+                 {},
+                 run_bounds,
+                 {},
+                 true});
+    v.push_back({"logs.sink.lag",
+                 "troupe_log_sink_lag_entries",
+                 kind::gauge,
+                 "entries",
+                 "Log entries committed but not yet shipped by a sink",
+                 {"sink"},
+                 {},
+                 {},
+                 true});
+    v.push_back({"redis.sse.connections",
+                 "troupe_redis_sse_connections",
+                 kind::gauge,
                  "connections",
                  "SSE connections published to Redis by every process of a tenant/project",
-                 {"tenant", "project"}, {}, {}, true});
-    v.push_back({"troupe.last_activity", "troupe_last_activity_timestamp_seconds", kind::gauge,
+                 {"tenant", "project"},
+                 {},
+                 {},
+                 true});
+    v.push_back({"troupe.last_activity",
+                 "troupe_last_activity_timestamp_seconds",
+                 kind::gauge,
                  "seconds",
-                 "Unix time of the last non-probe request or job activity (for idle TTLs)", {},
-                 {}, {}, false});
-    v.push_back({"troupe.heartbeat", "troupe_heartbeat_total", kind::counter, "count",
-                 "Ticks of the metrics registry (proves the export loop is alive)", {}, {}, {},
+                 "Unix time of the last non-probe request or job activity (for idle TTLs)",
+                 {},
+                 {},
+                 {},
                  false});
-    v.push_back({"metrics.series", "troupe_metrics_series", kind::gauge, "series",
-                 "Windowed series held by the metrics registry", {}, {}, {}, false});
-    v.push_back({"metrics.dropped", "troupe_metrics_dropped_series_total", kind::counter,
+    v.push_back({"troupe.heartbeat",
+                 "troupe_heartbeat_total",
+                 kind::counter,
+                 "count",
+                 "Ticks of the metrics registry (proves the export loop is alive)",
+                 {},
+                 {},
+                 {},
+                 false});
+    v.push_back({"metrics.series",
+                 "troupe_metrics_series",
+                 kind::gauge,
+                 "series",
+                 "Windowed series held by the metrics registry",
+                 {},
+                 {},
+                 {},
+                 false});
+    v.push_back({"metrics.dropped",
+                 "troupe_metrics_dropped_series_total",
+                 kind::counter,
                  "series",
                  "New series refused because metrics.max_series was reached (each counted once "
                  "per sample interval it was seen in)",
-                 {}, {}, {}, false});
+                 {},
+                 {},
+                 {},
+                 false});
     return v;
   }();
   return fams;
@@ -127,10 +224,10 @@ naming::naming(std::string_view mapping_json) {
     name = prom::sanitize_name(name);
     auto counter = fam->type == kind::counter;
     if (counter != (without_total(name) != name))
-      throw std::invalid_argument(key + ".name: "
-                                  + (counter ? "a counter's name must end in _total, got "
-                                             : "only counters may end in _total, got ")
-                                  + name);
+      throw std::invalid_argument(key + ".name: " +
+                                  (counter ? "a counter's name must end in _total, got "
+                                           : "only counters may end in _total, got ") +
+                                  name);
     overrides_[key] = {std::move(name), std::move(unit)};
   }
   // Two families under one name would merge into one invalid exposition:
@@ -140,9 +237,9 @@ naming::naming(std::string_view mapping_json) {
     for (auto& n : exported_names(f, this->name(f))) {
       auto [i, fresh] = taken.emplace(n, f.key);
       if (!fresh && i->second != f.key)
-        throw std::invalid_argument((overrides_.count(f.key) ? f.key : i->second)
-                                    + ".name: " + n + " is already a name of "
-                                    + (overrides_.count(f.key) ? i->second : f.key));
+        throw std::invalid_argument((overrides_.count(f.key) ? f.key : i->second) + ".name: " + n +
+                                    " is already a name of " +
+                                    (overrides_.count(f.key) ? i->second : f.key));
     }
   }
 }
@@ -158,8 +255,8 @@ std::vector<std::string> exported_names(const family& f, const std::string& name
     return out;
   auto base = without_total(name);
   // _window_sum/_count: what a summary's consumers (the Pushgateway) add.
-  for (auto suffix : {"_window", "_window_sum", "_window_count", "_window_observations",
-                      "_window_avg"})
+  for (auto suffix :
+       {"_window", "_window_sum", "_window_count", "_window_observations", "_window_avg"})
     out.push_back(base + suffix);
   if (f.type != kind::counter) {
     out.push_back(base + "_window_max");
@@ -248,8 +345,8 @@ std::string_view method_label(std::string_view method) noexcept {
 }
 
 size_t bucket_index(const std::vector<double>& bounds, double value) {
-  return static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), value)
-                             - bounds.begin());
+  return static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), value) -
+                             bounds.begin());
 }
 
 /// Distinct refused series a recorder tracks per interval (beyond: not counted).

@@ -36,8 +36,8 @@ std::optional<uint64_t> uint_param(const http::exchange_ptr& ex, const std::stri
   auto [ptr, err] = std::from_chars(raw->data(), raw->data() + raw->size(), value);
   if (err != std::errc{} || ptr != raw->data() + raw->size() || value > max) {
     ex->reply(http::response::error(400, "invalid_parameter",
-                                    name + " must be an integer between 0 and "
-                                      + std::to_string(max) + ", got \"" + *raw + "\"",
+                                    name + " must be an integer between 0 and " +
+                                        std::to_string(max) + ", got \"" + *raw + "\"",
                                     name));
     return std::nullopt;
   }
@@ -45,8 +45,8 @@ std::optional<uint64_t> uint_param(const http::exchange_ptr& ex, const std::stri
 }
 
 bool wants_sse(const http::request& req) {
-  return req.header("accept").find("text/event-stream") != std::string::npos
-         || req.param("stream").value_or("") == "true";
+  return req.header("accept").find("text/event-stream") != std::string::npos ||
+         req.param("stream").value_or("") == "true";
 }
 
 void get_events(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
@@ -100,73 +100,82 @@ void get_events(const std::shared_ptr<node_context>& ctx, const http::exchange_p
 void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   if (ctx->stopping()) {
     ex->reply(http::response::json(
-      503, R"({"status":"not_ready","reason":"shutting down","checks":{}})"));
+        503, R"({"status":"not_ready","reason":"shutting down","checks":{}})"));
     return;
   }
   auto started = std::chrono::steady_clock::now();
   auto rid = logging::current_request_id();
-  caf::anon_send(ctx->bridge(), bridge_task{[ctx, ex, started, rid](http_bridge_actor::pointer self) {
-    auto store = lookup<store_actor>(self->system(), names::store);
-    auto fail = [ex](const std::string& why) {
-      json body{{"status", "not_ready"},
-                {"checks", {{"store", {{"status", "failing"}, {"error", why}}}}}};
-      ex->reply(http::response::json(503, body.dump()));
-    };
-    if (!store) {
-      fail("store actor is not running (restarting?)");
-      return;
-    }
-    self->request(store, std::chrono::seconds(2), flush_atom::value)
-      .then(
-        [self, ctx, ex, started, fail](ok_atom) {
-          auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now()
-                                                             - started)
-                      .count();
-          json checks{{"store", {{"status", "ok"}, {"latency_ms", ms}}}};
-          try {
-            ctx->env->read([](persistence::txn& t) { return t.get("meta", "schema_version"); });
-          } catch (const std::exception& e) {
-            fail(e.what());
-            return;
-          }
-          auto jobs = lookup<job_controller_actor>(self->system(), names::jobs);
-          if (!jobs) {
-            checks["jobs"] = {{"status", "failing"},
-                              {"error", "job controller is not running (restarting?)"}};
-            ex->reply(http::response::json(
-              503, json{{"status", "not_ready"}, {"checks", checks}}.dump()));
-            return;
-          }
-          // Queue depth and job counts by state ride along as details.
-          self->request(jobs, std::chrono::seconds(2), status_atom::value)
-            .then(
-              [ctx, ex, checks](const std::string& stats) mutable {
-                auto details = json::parse(stats, nullptr, false);
-                details["status"] = "ok";
-                checks["jobs"] = std::move(details);
-                // Optional dependencies (Redis, Pushgateway, proxy upstreams) are
-                // shown, but do not make the node unready: jobs still run. Read
-                // from the board: the exporter may be inside a blocking call.
-                if (ctx->exporter_board) {
-                  auto exporter = json::parse(ctx->exporter_board->get(), nullptr, false);
-                  checks["metrics_exporter"] = exporter.is_discarded() ? json{{"status", "unknown"}}
-                                                                       : std::move(exporter);
-                }
-                ex->reply(
-                  http::response::json(200, json{{"status", "ready"}, {"checks", checks}}.dump()));
-              },
-              [ex, checks](caf::error& err) mutable {
-                checks["jobs"] = {{"status", "failing"}, {"error", caf::to_string(err)}};
-                ex->reply(http::response::json(
-                  503, json{{"status", "not_ready"}, {"checks", checks}}.dump()));
-              });
-        },
-        [fail, rid](caf::error& err) {
-          logging::request_scope scope{rid};
-          logging::get("http")->warn("readiness: store check failed: {}", caf::to_string(err));
-          fail(caf::to_string(err));
-        });
-  }, ex->req().request_id});
+  caf::anon_send(
+      ctx->bridge(),
+      bridge_task{
+          [ctx, ex, started, rid](http_bridge_actor::pointer self) {
+            auto store = lookup<store_actor>(self->system(), names::store);
+            auto fail = [ex](const std::string& why) {
+              json body{{"status", "not_ready"},
+                        {"checks", {{"store", {{"status", "failing"}, {"error", why}}}}}};
+              ex->reply(http::response::json(503, body.dump()));
+            };
+            if (!store) {
+              fail("store actor is not running (restarting?)");
+              return;
+            }
+            self->request(store, std::chrono::seconds(2), flush_atom::value)
+                .then(
+                    [self, ctx, ex, started, fail](ok_atom) {
+                      auto ms = std::chrono::duration<double, std::milli>(
+                                    std::chrono::steady_clock::now() - started)
+                                    .count();
+                      json checks{{"store", {{"status", "ok"}, {"latency_ms", ms}}}};
+                      try {
+                        ctx->env->read(
+                            [](persistence::txn& t) { return t.get("meta", "schema_version"); });
+                      } catch (const std::exception& e) {
+                        fail(e.what());
+                        return;
+                      }
+                      auto jobs = lookup<job_controller_actor>(self->system(), names::jobs);
+                      if (!jobs) {
+                        checks["jobs"] = {{"status", "failing"},
+                                          {"error", "job controller is not running (restarting?)"}};
+                        ex->reply(http::response::json(
+                            503, json{{"status", "not_ready"}, {"checks", checks}}.dump()));
+                        return;
+                      }
+                      // Queue depth and job counts by state ride along as details.
+                      self->request(jobs, std::chrono::seconds(2), status_atom::value)
+                          .then(
+                              [ctx, ex, checks](const std::string& stats) mutable {
+                                auto details = json::parse(stats, nullptr, false);
+                                details["status"] = "ok";
+                                checks["jobs"] = std::move(details);
+                                // Optional dependencies (Redis, Pushgateway, proxy upstreams) are
+                                // shown, but do not make the node unready: jobs still run. Read
+                                // from the board: the exporter may be inside a blocking call.
+                                if (ctx->exporter_board) {
+                                  auto exporter =
+                                      json::parse(ctx->exporter_board->get(), nullptr, false);
+                                  checks["metrics_exporter"] = exporter.is_discarded()
+                                                                   ? json{{"status", "unknown"}}
+                                                                   : std::move(exporter);
+                                }
+                                ex->reply(http::response::json(
+                                    200, json{{"status", "ready"}, {"checks", checks}}.dump()));
+                              },
+                              [ex, checks](caf::error& err) mutable {
+                                checks["jobs"] = {{"status", "failing"},
+                                                  {"error", caf::to_string(err)}};
+                                ex->reply(http::response::json(
+                                    503, json{{"status", "not_ready"}, {"checks", checks}}.dump()));
+                              });
+                    },
+                    [fail, rid](caf::error& err) {
+                      logging::request_scope scope{rid};
+                      logging::get("http")->warn("readiness: store check failed: {}",
+                                                 caf::to_string(err));
+                      fail(caf::to_string(err));
+                    });
+          },
+          ex->req().request_id});
 }
 
 /// Lines one GET /logs page looks at, at most, and the bytes of its body
@@ -186,11 +195,9 @@ void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr
     if (auto raw = req.param(name)) {
       auto t = parse_time(*raw);
       if (!t) {
-        ex->reply(http::response::error(400, "invalid_parameter",
-                                        std::string{name}
-                                          + " must be an RFC 3339 time or Unix seconds, got "
-                                          + *raw,
-                                        name));
+        ex->reply(http::response::error(
+            400, "invalid_parameter",
+            std::string{name} + " must be an RFC 3339 time or Unix seconds, got " + *raw, name));
         return;
       }
       *out = *t;
@@ -277,11 +284,13 @@ void crash_actor(const std::shared_ptr<node_context>& ctx, const http::exchange_
 } // namespace
 
 void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx) {
-  r.add("GET", "/logs", {http::role::read, http::body_kind::none, true}, [ctx](const http::exchange_ptr& ex) { get_logs(ctx, ex); });
+  r.add("GET", "/logs", {http::role::read, http::body_kind::none, true},
+        [ctx](const http::exchange_ptr& ex) { get_logs(ctx, ex); });
   r.add("GET", "/healthz", {http::role::none}, [](const http::exchange_ptr& ex) {
     ex->reply(http::response::json(200, R"({"status":"ok"})"));
   });
-  r.add("GET", "/readyz", {http::role::none}, [ctx](const http::exchange_ptr& ex) { get_readyz(ctx, ex); });
+  r.add("GET", "/readyz", {http::role::none},
+        [ctx](const http::exchange_ptr& ex) { get_readyz(ctx, ex); });
   r.add("GET", "/version", {http::role::none}, [](const http::exchange_ptr& ex) {
     json body{{"version", build_info::version},
               {"git_sha", build_info::git_sha},
@@ -291,7 +300,8 @@ void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx) {
               {"boost", "1.81"}};
     ex->reply(http::response::json(200, body.dump()));
   });
-  r.add("GET", "/events", {http::role::read, http::body_kind::none, true}, [ctx](const http::exchange_ptr& ex) { get_events(ctx, ex); });
+  r.add("GET", "/events", {http::role::read, http::body_kind::none, true},
+        [ctx](const http::exchange_ptr& ex) { get_events(ctx, ex); });
   if (ctx->cfg->debug.fault_injection) {
     r.add("POST", "/debug/crash/{actor}", {http::role::admin},
           [ctx](const http::exchange_ptr& ex) { crash_actor(ctx, ex); });

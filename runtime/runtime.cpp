@@ -37,12 +37,12 @@
 #include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
 #include "runtime/auth_tokens.hpp"
+#include "runtime/clock.hpp"
 #include "runtime/host.hpp"
-#include "runtime/logging.hpp"
 #include "runtime/job_routes.hpp"
+#include "runtime/logging.hpp"
 #include "runtime/metrics_model.hpp"
 #include "runtime/metrics_routes.hpp"
-#include "runtime/clock.hpp"
 #include "runtime/process.hpp"
 #include "runtime/routes.hpp"
 #include "troupe/build_info.hpp"
@@ -52,9 +52,7 @@ namespace troupe {
 namespace {
 
 struct node_system_config : caf::actor_system_config {
-  node_system_config() {
-    add_troupe_types(*this);
-  }
+  node_system_config() { add_troupe_types(*this); }
 };
 
 /// Holds an exclusive flock on DATA_DIR/LOCK for the life of the node, so two
@@ -72,12 +70,12 @@ public:
       char buf[32] = {};
       auto n = ::pread(fd_, buf, sizeof(buf) - 1, 0);
       ::close(fd_);
-      throw std::runtime_error("data dir " + dir + " is in use by another troupe process"
-                               + (n > 0 ? std::string{" (pid "} + buf + ")" : std::string{}));
+      throw std::runtime_error("data dir " + dir + " is in use by another troupe process" +
+                               (n > 0 ? std::string{" (pid "} + buf + ")" : std::string{}));
     }
     auto pid = std::to_string(::getpid());
     if (::ftruncate(fd_, 0) == 0)
-      (void) !::pwrite(fd_, pid.data(), pid.size(), 0);
+      (void)!::pwrite(fd_, pid.data(), pid.size(), 0);
   }
   ~data_dir_lock() {
     if (fd_ >= 0)
@@ -228,8 +226,8 @@ struct runtime::impl {
         bool ok = false;
         self->request(bus, std::chrono::seconds(10), publish_atom::value,
                       make_event(type, data.dump()))
-          .receive([&](uint64_t) { ok = true; },
-                   [&](caf::error& err) { last_error = caf::to_string(err); });
+            .receive([&](uint64_t) { ok = true; },
+                     [&](caf::error& err) { last_error = caf::to_string(err); });
         if (ok)
           return true;
       }
@@ -243,8 +241,7 @@ struct runtime::impl {
   }
 };
 
-runtime::runtime(config cfg) : impl_(std::make_unique<impl>(std::move(cfg))) {
-}
+runtime::runtime(config cfg) : impl_(std::make_unique<impl>(std::move(cfg))) {}
 
 runtime::~runtime() {
   if (impl_->started && !impl_->stopping) {
@@ -278,14 +275,14 @@ void runtime::start() {
   http::server_options opts;
   // Request metrics: one short lock per request on the io thread; the
   // metrics registry drains the recorder on its tick.
-  auto recorder = std::make_shared<metrics::recorder>(
-    cfg.metrics.relative_accuracy, static_cast<size_t>(cfg.metrics.max_series));
+  auto recorder = std::make_shared<metrics::recorder>(cfg.metrics.relative_accuracy,
+                                                      static_cast<size_t>(cfg.metrics.max_series));
   auto activity_ns = std::make_shared<std::atomic<int64_t>>(0);
   opts.on_answered = [recorder, activity_ns, quiet = opts.quiet_routes,
                       duration = metrics::find_family("http.request.duration"),
                       latency = metrics::find_family("http.request.latency")](
-                       const http::request& req, const std::string& route, unsigned status,
-                       double seconds) {
+                         const http::request& req, const std::string& route, unsigned status,
+                         double seconds) {
     // Reused per io thread: no allocation per request once warm.
     thread_local std::vector<std::string> labels(3);
     labels[0].assign(metrics::method_label(req.method));
@@ -294,8 +291,8 @@ void runtime::start() {
     auto end = std::to_chars(digits, digits + sizeof(digits), status).ptr;
     labels[2].assign(digits, end);
     recorder->observe(*duration, labels, seconds);
-    if (route == "/monitoring/system"
-        || std::find(quiet.begin(), quiet.end(), route) != quiet.end())
+    if (route == "/monitoring/system" ||
+        std::find(quiet.begin(), quiet.end(), route) != quiet.end())
       return;
     static const std::vector<std::string> none;
     recorder->observe(*latency, none, seconds);
@@ -344,8 +341,8 @@ void runtime::start() {
   std::error_code fs_err;
   std::filesystem::remove_all(cfg.data_dir + "/uploads", fs_err);
   if (fs_err || ::mkdir((cfg.data_dir + "/uploads").c_str(), 0700) != 0)
-    throw std::runtime_error("cannot create " + cfg.data_dir + "/uploads: "
-                             + (fs_err ? fs_err.message() : std::strerror(errno)));
+    throw std::runtime_error("cannot create " + cfg.data_dir +
+                             "/uploads: " + (fs_err ? fs_err.message() : std::strerror(errno)));
   d.proc_io = std::make_shared<process::io>();
   auto jobs_ctx = std::make_shared<job_env>();
   jobs_ctx->env = d.env;
@@ -365,96 +362,94 @@ void runtime::start() {
   auto env = d.env;
   auto node_name = cfg.node_name;
   std::vector<child_spec> children{
-    {"store",
-     [env](caf::actor_system& sys) {
-       // Detached: LMDB commits fsync and must not stall a scheduler thread.
-       return caf::actor_cast<caf::actor>(sys.spawn<caf::detached>(store, env));
-     }},
-    {"event_bus",
-     [node_name](caf::actor_system& sys) {
-       return caf::actor_cast<caf::actor>(sys.spawn(event_bus, node_name));
-     }},
-    {"logs",
-     [logs_cfg = cfg.logs, node_name, json = cfg.log.format == "json"](caf::actor_system& sys) {
-       return caf::actor_cast<caf::actor>(sys.spawn(log_router, logs_cfg, node_name, json));
-     }},
+      {"store",
+       [env](caf::actor_system& sys) {
+         // Detached: LMDB commits fsync and must not stall a scheduler thread.
+         return caf::actor_cast<caf::actor>(sys.spawn<caf::detached>(store, env));
+       }},
+      {"event_bus",
+       [node_name](caf::actor_system& sys) {
+         return caf::actor_cast<caf::actor>(sys.spawn(event_bus, node_name));
+       }},
+      {"logs",
+       [logs_cfg = cfg.logs, node_name, json = cfg.log.format == "json"](caf::actor_system& sys) {
+         return caf::actor_cast<caf::actor>(sys.spawn(log_router, logs_cfg, node_name, json));
+       }},
   };
   auto* server_ptr = d.server.get();
   std::vector<metric_source> metric_sources{
-    [recorder] { return recorder->take(); },
-    [gauges] { return gauges->read(); },
-    [server_ptr, activity_ns] {
-      metric_deltas out{
-        gauge_delta("http.active_requests", {}, static_cast<double>(server_ptr->in_flight())),
-        gauge_delta("sse.connections", {}, static_cast<double>(server_ptr->sse_streams()))};
-      // Sent every tick, not only on change: a restarted registry learns it
-      // again at once (it keeps the maximum).
-      if (auto t = activity_ns->load(std::memory_order_relaxed); t > 0)
-        out.push_back(gauge_delta("troupe.last_activity", {}, static_cast<double>(t) / 1e9));
-      return out;
-    }};
+      [recorder] { return recorder->take(); }, [gauges] { return gauges->read(); },
+      [server_ptr, activity_ns] {
+        metric_deltas out{
+            gauge_delta("http.active_requests", {}, static_cast<double>(server_ptr->in_flight())),
+            gauge_delta("sse.connections", {}, static_cast<double>(server_ptr->sse_streams()))};
+        // Sent every tick, not only on change: a restarted registry learns it
+        // again at once (it keeps the maximum).
+        if (auto t = activity_ns->load(std::memory_order_relaxed); t > 0)
+          out.push_back(gauge_delta("troupe.last_activity", {}, static_cast<double>(t) / 1e9));
+        return out;
+      }};
   if (cfg.metrics.mode == "proxy")
     metric_sources.clear(); // proxy mode re-exports upstreams instead of local series
-  children.push_back({"metrics", [metrics_cfg = cfg.metrics, node_name,
-                                  metric_sources](caf::actor_system& sys) {
-                        return caf::actor_cast<caf::actor>(
-                          sys.spawn(metrics_registry, metrics_cfg, node_name, metric_sources));
-                      }});
+  children.push_back(
+      {"metrics", [metrics_cfg = cfg.metrics, node_name, metric_sources](caf::actor_system& sys) {
+         return caf::actor_cast<caf::actor>(
+             sys.spawn(metrics_registry, metrics_cfg, node_name, metric_sources));
+       }});
   if (cfg.metrics.mode != "local" || !cfg.metrics.pushgateway.url.empty()) {
     ctx->exporter_board = std::make_shared<exporter_status>();
     children.push_back({"exporter", [metrics_cfg = cfg.metrics,
                                      board = ctx->exporter_board](caf::actor_system& sys) {
                           // Detached: Redis and HTTP calls block.
                           return caf::actor_cast<caf::actor>(
-                            sys.spawn<caf::detached>(metrics_exporter, metrics_cfg, true, board));
+                              sys.spawn<caf::detached>(metrics_exporter, metrics_cfg, true, board));
                         }});
   }
   if (!cfg.logs.loki.url.empty())
     children.push_back({"loki", [env, loki_cfg = cfg.logs.loki, gauges](caf::actor_system& sys) {
                           // Detached: pushes are blocking HTTP calls.
                           return caf::actor_cast<caf::actor>(
-                            sys.spawn<caf::detached>(log_batcher, env, loki_cfg, gauges));
+                              sys.spawn<caf::detached>(log_batcher, env, loki_cfg, gauges));
                         }});
-  children.push_back(
-    {"jobs",
-     [jobs_ctx](caf::actor_system& sys) {
-       return caf::actor_cast<caf::actor>(
-         sys.spawn(job_controller, std::shared_ptr<const job_env>{jobs_ctx}));
-     }});
+  children.push_back({"jobs", [jobs_ctx](caf::actor_system& sys) {
+                        return caf::actor_cast<caf::actor>(
+                            sys.spawn(job_controller, std::shared_ptr<const job_env>{jobs_ctx}));
+                      }});
   d.supervisor = d.sys->spawn(node_supervisor, cfg.supervisor, std::move(children));
   d.supervisor_alive = true;
   {
     // The supervisor answers once it has started (and registered) its children.
     caf::scoped_actor self{*d.sys};
     self->request(d.supervisor, std::chrono::seconds(10), status_atom::value)
-      .receive([](std::string&) {},
-               [](caf::error& err) {
-                 throw std::runtime_error("node supervisor did not start: " + caf::to_string(err));
-               });
+        .receive([](std::string&) {},
+                 [](caf::error& err) {
+                   throw std::runtime_error("node supervisor did not start: " +
+                                            caf::to_string(err));
+                 });
   }
   // troupe's own lines join the pipeline (the pipeline's and the store's own
   // loggers excepted: a failing store would otherwise feed itself its errors).
   auto* sys_ptr = d.sys.get();
-  logging::start_capture(
-    16384,
-    [sys_ptr] {
-      if (auto router = lookup<log_router_actor>(*sys_ptr, names::logs))
-        caf::anon_send(router, drain_atom::value);
-    },
-    {"logs", "loki", "store"});
+  logging::start_capture(16384,
+                         [sys_ptr] {
+                           if (auto router = lookup<log_router_actor>(*sys_ptr, names::logs))
+                             caf::anon_send(router, drain_atom::value);
+                         },
+                         {"logs", "loki", "store"});
   auto* raw = impl_.get();
-  caf::actor_cast<caf::abstract_actor*>(d.supervisor)->attach_functor([raw](const caf::error& reason) {
-    raw->supervisor_alive = false;
-    if (reason && reason != caf::exit_reason::normal) {
-      std::unique_lock<std::mutex> guard{raw->mtx};
-      if (!raw->stop_requested) {
-        raw->stop_requested = true;
-        raw->exit_code = exit_escalated;
-        raw->stop_reason = "node supervisor gave up: " + caf::to_string(reason);
-        raw->cv.notify_all();
-      }
-    }
-  });
+  caf::actor_cast<caf::abstract_actor*>(d.supervisor)
+      ->attach_functor([raw](const caf::error& reason) {
+        raw->supervisor_alive = false;
+        if (reason && reason != caf::exit_reason::normal) {
+          std::unique_lock<std::mutex> guard{raw->mtx};
+          if (!raw->stop_requested) {
+            raw->stop_requested = true;
+            raw->exit_code = exit_escalated;
+            raw->stop_reason = "node supervisor gave up: " + caf::to_string(reason);
+            raw->cv.notify_all();
+          }
+        }
+      });
   for (int i = 0; i < cfg.http.io_threads; ++i)
     d.bridges.push_back(d.sys->spawn(http_bridge));
   d.readers = std::make_shared<reader_pool>(*d.sys, static_cast<size_t>(cfg.http.read_workers),
@@ -520,10 +515,10 @@ int runtime::run_until_stopped() {
   if (d.supervisor_alive) {
     caf::scoped_actor self{*d.sys};
     self->request(d.supervisor, std::chrono::seconds(30), shutdown_atom::value)
-      .receive([](ok_atom) {},
-               [&](caf::error& err) {
-                 d.log->error("supervisor shutdown failed: {}", caf::to_string(err));
-               });
+        .receive([](ok_atom) {},
+                 [&](caf::error& err) {
+                   d.log->error("supervisor shutdown failed: {}", caf::to_string(err));
+                 });
   }
   logging::stop_capture();
   for (auto& b : d.bridges)

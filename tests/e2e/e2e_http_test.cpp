@@ -29,16 +29,13 @@ bool is_json(const response& res) {
 }
 
 /// A minimal request as a client would write it by hand.
-std::string raw_get(const std::string& target, const std::string& request_id,
-                    bool close = false) {
-  return "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: "
-         + request_id + "\r\n" + (close ? "Connection: close\r\n" : "")
-         + "\r\n";
+std::string raw_get(const std::string& target, const std::string& request_id, bool close = false) {
+  return "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: " + request_id + "\r\n" +
+         (close ? "Connection: close\r\n" : "") + "\r\n";
 }
 
 bool is_rfc3339(const std::string& ts) {
-  static const std::regex re{
-    R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$)"};
+  static const std::regex re{R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$)"};
   return std::regex_match(ts, re);
 }
 
@@ -66,11 +63,9 @@ CAF_TEST(version names the build and the schema) {
   CAF_CHECK_EQUAL(res.status, 200);
   CAF_CHECK(is_json(res));
   auto body = res.json();
-  CAF_CHECK(body.is_object() && body.contains("version")
-            && body["version"].is_string()
-            && !body["version"].get<std::string>().empty());
-  CAF_CHECK(body.is_object() && body.contains("git_sha")
-            && body["git_sha"].is_string());
+  CAF_CHECK(body.is_object() && body.contains("version") && body["version"].is_string() &&
+            !body["version"].get<std::string>().empty());
+  CAF_CHECK(body.is_object() && body.contains("git_sha") && body["git_sha"].is_string());
   CAF_CHECK(body.is_object() && body.contains("schema_version"));
 }
 
@@ -79,8 +74,7 @@ CAF_TEST(an unknown route is a JSON 404) {
   CAF_CHECK_EQUAL(res.status, 404);
   CAF_CHECK(is_json(res));
   CAF_CHECK_EQUAL(json_field(res, "/error/code"), "not_found");
-  CAF_CHECK(res.json().contains("error")
-            && res.json()["error"].contains("message"));
+  CAF_CHECK(res.json().contains("error") && res.json()["error"].contains("message"));
 }
 
 CAF_TEST(a wrong method is a 405 that lists the allowed ones) {
@@ -95,8 +89,7 @@ CAF_TEST(a wrong method is a 405 that lists the allowed ones) {
 
 CAF_TEST(a body over http.max_json_bytes is a 413) {
   std::string body = R"({"pad":")" + std::string(4096 - 10, 'x') + "\"}";
-  auto res = request(port, "POST", "/jobs",
-                     {{"Content-Type", "application/json"}}, body);
+  auto res = request(port, "POST", "/jobs", {{"Content-Type", "application/json"}}, body);
   CAF_CHECK_EQUAL(res.status, 413);
   CAF_CHECK(is_json(res));
   CAF_CHECK_EQUAL(json_field(res, "/error/code"), "payload_too_large");
@@ -116,10 +109,9 @@ CAF_TEST(a malformed request is a JSON 400) {
   CAF_CHECK_EQUAL(get(port, "/healthz").status, 200);
 }
 
-CAF_TEST(X-Request-ID is echoed or generated) {
+CAF_TEST(X - Request - ID is echoed or generated) {
   auto echoed = get(port, "/healthz", {{"X-Request-ID", "e2e-req-42"}});
-  CAF_CHECK_EQUAL(echoed.header("X-Request-ID").value_or("<none>"),
-                  "e2e-req-42");
+  CAF_CHECK_EQUAL(echoed.header("X-Request-ID").value_or("<none>"), "e2e-req-42");
   auto first = get(port, "/healthz");
   auto second = get(port, "/healthz");
   auto id1 = first.header("X-Request-ID").value_or("");
@@ -129,11 +121,10 @@ CAF_TEST(X-Request-ID is echoed or generated) {
   CAF_CHECK_NOT_EQUAL(id1, id2);
   // Errors carry one too.
   auto missing = get(port, "/no/such/route", {{"X-Request-ID", "e2e-404"}});
-  CAF_CHECK_EQUAL(missing.header("X-Request-ID").value_or("<none>"),
-                  "e2e-404");
+  CAF_CHECK_EQUAL(missing.header("X-Request-ID").value_or("<none>"), "e2e-404");
 }
 
-CAF_TEST(keep-alive serves several requests on one connection) {
+CAF_TEST(keep - alive serves several requests on one connection) {
   connection conn{port};
   for (auto target : {"/healthz", "/version", "/readyz", "/healthz"}) {
     auto res = conn.request("GET", target);
@@ -145,8 +136,7 @@ CAF_TEST(keep-alive serves several requests on one connection) {
 
 CAF_TEST(pipelined requests are answered in order) {
   connection conn{port};
-  CAF_REQUIRE(conn.send_raw(raw_get("/version", "pipe-1")
-                            + raw_get("/healthz", "pipe-2")));
+  CAF_REQUIRE(conn.send_raw(raw_get("/version", "pipe-1") + raw_get("/healthz", "pipe-2")));
   auto first = conn.read_response();
   auto second = conn.read_response();
   CAF_CHECK_EQUAL(first.status, 200);
@@ -181,8 +171,7 @@ CAF_TEST(events lists node.started with seq and timestamp) {
   for (auto& later : after["events"])
     CAF_CHECK_GREATER(later.value("seq", int64_t{0}), seq);
   auto page = get(port, "/events?since=0&limit=1").json();
-  CAF_CHECK(page.contains("events") && page["events"].is_array()
-            && page["events"].size() == 1);
+  CAF_CHECK(page.contains("events") && page["events"].is_array() && page["events"].size() == 1);
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()

@@ -40,13 +40,11 @@ sse_stream replay_all(uint16_t port) {
 }
 
 /// Skips events until an `actor.restarted` for `actor` arrives.
-std::optional<sse_event> next_restart_of(sse_stream& stream,
-                                         const std::string& actor,
+std::optional<sse_event> next_restart_of(sse_stream& stream, const std::string& actor,
                                          duration timeout = 20s) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    auto left = std::chrono::duration_cast<duration>(
-      deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<duration>(deadline - std::chrono::steady_clock::now());
     auto ev = stream.next_of_type("actor.restarted", std::max(left, 0ms));
     if (!ev || json_field(ev->json(), "/data/actor") == actor)
       return ev;
@@ -67,8 +65,7 @@ CAF_TEST(a TERM signal announces shutting down on SSE and exits 0) {
   e2e::daemon node;
   auto replay = replay_all(node.port());
   CAF_REQUIRE_EQUAL(replay.status(), 200);
-  CAF_CHECK(contains(replay.header("Content-Type").value_or(""),
-                     "text/event-stream"));
+  CAF_CHECK(contains(replay.header("Content-Type").value_or(""), "text/event-stream"));
   CAF_CHECK_EQUAL(replay.header("X-Accel-Buffering").value_or("<none>"), "no");
   CAF_CHECK(replay.chunked());
   auto started = replay.next_of_type("node.started", 10s);
@@ -108,12 +105,10 @@ CAF_TEST(a crashed store is restarted and announced) {
   CAF_REQUIRE(restarted.has_value());
   check_event_framing(*restarted);
   auto data = restarted->json()["data"];
-  CAF_CHECK(data["restarts"].is_number_integer()
-            && data["restarts"].get<int64_t>() >= 1);
+  CAF_CHECK(data["restarts"].is_number_integer() && data["restarts"].get<int64_t>() >= 1);
   CAF_CHECK(data.contains("reason"));
-  auto line = node.wait_for_line(std::regex{"restart.*store|store.*restart",
-                                            std::regex::icase},
-                                 10s);
+  auto line =
+      node.wait_for_line(std::regex{"restart.*store|store.*restart", std::regex::icase}, 10s);
   CAF_CHECK(line.has_value());
   CAF_CHECK_EQUAL(get(node.port(), "/healthz").status, 200);
   auto ready = get(node.port(), "/readyz");
@@ -130,8 +125,7 @@ CAF_TEST(a crashed event bus is restarted and new streams see it) {
   CAF_CHECK_EQUAL(crash.status, 202);
   // "restarted", not "restarting": the new bus must be up before we subscribe.
   auto line = node.wait_for_line(
-    std::regex{"event_bus.*restarted|restarted.*event_bus", std::regex::icase},
-    20s);
+      std::regex{"event_bus.*restarted|restarted.*event_bus", std::regex::icase}, 20s);
   CAF_REQUIRE(line.has_value());
   // Replay covers the event whether it was published before or after this
   // stream subscribed.
@@ -149,8 +143,7 @@ CAF_TEST(a stream open across an event bus crash is not left hanging) {
   auto events = replay_all(node.port());
   CAF_REQUIRE_EQUAL(events.status(), 200);
   CAF_REQUIRE(events.next_of_type("node.started", 10s).has_value());
-  CAF_CHECK_EQUAL(
-    request(node.port(), "POST", "/debug/crash/event_bus").status, 202);
+  CAF_CHECK_EQUAL(request(node.port(), "POST", "/debug/crash/event_bus").status, 202);
   // Either the stream carries on and shows the restart, or it ends so that
   // the client reconnects with Last-Event-ID; silence is the failure.
   auto restarted = next_restart_of(events, "event_bus", 10s);
@@ -173,8 +166,7 @@ CAF_TEST(exceeding the restart intensity stops the node with an error) {
   e2e::daemon node{with_env(env)};
   auto events = replay_all(node.port());
   CAF_REQUIRE_EQUAL(events.status(), 200);
-  CAF_CHECK_EQUAL(request(node.port(), "POST", "/debug/crash/store").status,
-                  202);
+  CAF_CHECK_EQUAL(request(node.port(), "POST", "/debug/crash/store").status, 202);
   // Crash the restarted store, not the dying one.
   CAF_REQUIRE(next_restart_of(events, "store").has_value());
   auto second = request(node.port(), "POST", "/debug/crash/store");
@@ -190,7 +182,7 @@ CAF_TEST(exceeding the restart intensity stops the node with an error) {
     CAF_MESSAGE("output:\n" << node.output_text());
 }
 
-CAF_TEST(events committed before kill -9 survive a restart) {
+CAF_TEST(events committed before kill - 9 survive a restart) {
   scratch_dir data{"troupe-e2e-data"};
   std::string first_seq;
   {
@@ -216,8 +208,7 @@ CAF_TEST(events committed before kill -9 survive a restart) {
   CAF_REQUIRE_GREATER_OR_EQUAL(started.size(), 2u);
   CAF_CHECK_EQUAL(json_field(started.front(), "/seq"), first_seq);
   for (size_t i = 1; i < started.size(); ++i)
-    CAF_CHECK_LESS(started[i - 1].value("seq", int64_t{0}),
-                   started[i].value("seq", int64_t{0}));
+    CAF_CHECK_LESS(started[i - 1].value("seq", int64_t{0}), started[i].value("seq", int64_t{0}));
 }
 
 namespace {
@@ -228,9 +219,8 @@ struct config_fixture {
   std::string data_dir = scratch.path() + "/data";
 
   std::vector<std::string> serve(std::vector<std::string> extra = {}) {
-    std::vector<std::string> args{"serve",        "--listen",   "127.0.0.1:0",
-                                  "--data-dir",   data_dir,     "--log-format",
-                                  "json"};
+    std::vector<std::string> args{"serve",  "--listen",     "127.0.0.1:0", "--data-dir",
+                                  data_dir, "--log-format", "json"};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
   }
@@ -252,8 +242,8 @@ struct config_fixture {
 CAF_TEST_FIXTURE_SCOPE(config_errors, config_fixture)
 
 CAF_TEST(a malformed listen address is a config error) {
-  auto res = run_troupe({"serve", "--listen", "nonsense", "--data-dir",
-                         data_dir, "--log-format", "json"});
+  auto res =
+      run_troupe({"serve", "--listen", "nonsense", "--data-dir", data_dir, "--log-format", "json"});
   check_rejected(res, "config error: listen: ");
 }
 
@@ -269,7 +259,7 @@ CAF_TEST(an unknown key in the config file is a config error) {
   check_rejected(res, "config error: bogus: unknown key");
 }
 
-CAF_TEST(a non-numeric io_threads is a config error) {
+CAF_TEST(a non - numeric io_threads is a config error) {
   auto res = run_troupe(serve(), {{"TROUPE_HTTP__IO_THREADS", "abc"}});
   check_rejected(res, "config error: http.io_threads: ");
 }

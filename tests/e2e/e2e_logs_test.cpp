@@ -4,9 +4,9 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
-#include <thread>
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "support/capture_server.hpp"
 #include "support/e2e.hpp"
@@ -30,7 +30,7 @@ std::vector<pushed> pushed_for(const test::capture_server& srv, const std::strin
   std::vector<pushed> out;
   for (auto& req : srv.requests()) {
     if (req.answered / 100 != 2)
-      continue;  // refused pushes do not count as delivered
+      continue; // refused pushes do not count as delivered
     auto body = json::parse(req.body, nullptr, false);
     if (body.is_discarded() || !body.contains("streams"))
       continue;
@@ -106,7 +106,7 @@ CAF_TEST(ten thousand job lines reach Loki once in order with labels and metadat
   CAF_CHECK(!first.labels.contains("request_id"));
   CAF_CHECK_EQUAL(first.metadata.value("request_id", ""), "rid-e2e-1");
   CAF_CHECK(first.ts.find_first_not_of("0123456789") == std::string::npos);
-  CAF_CHECK(first.ts.size() >= 19);  // nanoseconds since the epoch, as a string
+  CAF_CHECK(first.ts.size() >= 19); // nanoseconds since the epoch, as a string
   auto reqs = loki.requests();
   CAF_CHECK_EQUAL(reqs.front().target, "/loki/api/v1/push");
   CAF_CHECK_EQUAL(reqs.front().headers["content-type"], "application/json");
@@ -131,7 +131,7 @@ CAF_TEST(errors and rate limits delay lines but lose none and duplicate none) {
   CAF_CHECK(line.has_value());
 }
 
-CAF_TEST(the outbox survives kill -9 while Loki is down) {
+CAF_TEST(the outbox survives kill - 9 while Loki is down) {
   test::capture_server loki;
   loki.set_default({503, {}, ""});
   std::string data_dir;
@@ -203,13 +203,15 @@ CAF_TEST(logs are queried by request id and followed live) {
   CAF_CHECK_EQUAL(bad.status, 400);
 }
 
-CAF_TEST(the local log store is kept under logs.max_bytes and job logs start at the oldest kept line) {
+CAF_TEST(
+    the local log store is kept under logs.max_bytes and job logs start at the oldest kept line) {
   e2e::daemon_options opts;
   opts.env = {{"TROUPE_LOGS__MAX_BYTES", "1MiB"}, {"TROUPE_JOBS__SWEEP_INTERVAL", "200ms"}};
   e2e::daemon node{opts};
   // About 6 MiB of output in 60,000 numbered lines.
-  auto id = submit(node.port(),
-                   "awk 'BEGIN { s = sprintf(\"%090d\", 0); for (i = 1; i <= 60000; i++) print i, s }'");
+  auto id =
+      submit(node.port(),
+             "awk 'BEGIN { s = sprintf(\"%090d\", 0); for (i = 1; i <= 60000; i++) print i, s }'");
   auto trimmed = node.wait_for_line(std::regex{"log retention: removed lines"}, 60s);
   if (!trimmed)
     CAF_FAIL("no log retention line: " << node.output_text());
@@ -221,13 +223,15 @@ CAF_TEST(the local log store is kept under logs.max_bytes and job logs start at 
   // Retention runs until the table is under the cap: the log keeps its
   // newest lines, in order, up to the last one.
   std::vector<std::string> lines;
-  CAF_CHECK(e2e::poll_until([&] {
-    auto body = e2e::get(node.port(), "/jobs/" + id + "/logs", {}, 60s).body;
-    lines.clear();
-    for (size_t pos = 0, nl; (nl = body.find('\n', pos)) != std::string::npos; pos = nl + 1)
-      lines.push_back(body.substr(pos, body.find(' ', pos) - pos));
-    return !lines.empty() && lines.size() < 20000;
-  }, 60s));
+  CAF_CHECK(e2e::poll_until(
+      [&] {
+        auto body = e2e::get(node.port(), "/jobs/" + id + "/logs", {}, 60s).body;
+        lines.clear();
+        for (size_t pos = 0, nl; (nl = body.find('\n', pos)) != std::string::npos; pos = nl + 1)
+          lines.push_back(body.substr(pos, body.find(' ', pos) - pos));
+        return !lines.empty() && lines.size() < 20000;
+      },
+      60s));
   CAF_REQUIRE(!lines.empty());
   CAF_CHECK_EQUAL(lines.back(), "60000");
   auto first = std::stoul(lines.front());
@@ -241,20 +245,22 @@ CAF_TEST(the local log store is kept under logs.max_bytes and job logs start at 
   CAF_CHECK_GREATER_OR_EQUAL(std::stoul(ev->id), first);
 }
 
-CAF_TEST(following from Last-Event-ID replays a backlog larger than the SSE queue) {
+CAF_TEST(following from Last - Event - ID replays a backlog larger than the SSE queue) {
   e2e::daemon_options opts;
   opts.env = {{"TROUPE_HTTP__SSE_QUEUE_LIMIT", "64"}};
   e2e::daemon node{opts};
   auto id = submit(node.port(), "seq 1 3000");
   std::string status;
-  CAF_REQUIRE(e2e::poll_until([&] {
-    status = e2e::get(node.port(), "/jobs/" + id).json().value("status", "");
-    return status == "succeeded";
-  }, 60s));
+  CAF_REQUIRE(e2e::poll_until(
+      [&] {
+        status = e2e::get(node.port(), "/jobs/" + id).json().value("status", "");
+        return status == "succeeded";
+      },
+      60s));
   // 3000 stored matches, the client reading at its own pace: the replay
   // waits for it instead of overflowing the 64-event queue.
-  auto follow = e2e::open_sse(node.port(), "/logs?follow=true&instance=" + id,
-                              {{"Last-Event-ID", "0"}});
+  auto follow =
+      e2e::open_sse(node.port(), "/logs?follow=true&instance=" + id, {{"Last-Event-ID", "0"}});
   CAF_REQUIRE_EQUAL(follow.status(), 200);
   size_t n = 0;
   std::string last;
@@ -273,15 +279,17 @@ CAF_TEST(following from Last-Event-ID replays a backlog larger than the SSE queu
   for (int i = 0; i < 40; ++i)
     submit(node.port(), "true");
   uint64_t newest = 0;
-  CAF_REQUIRE(e2e::poll_until([&] {
-    auto page = e2e::get(node.port(), "/events?since=0&limit=1000").json();
-    size_t done = 0;
-    for (auto& ev : page["events"])
-      if (ev.value("type", "") == "job.succeeded")
-        ++done;
-    newest = page.value("next_since", uint64_t{0});
-    return done == 41;
-  }, 60s));
+  CAF_REQUIRE(e2e::poll_until(
+      [&] {
+        auto page = e2e::get(node.port(), "/events?since=0&limit=1000").json();
+        size_t done = 0;
+        for (auto& ev : page["events"])
+          if (ev.value("type", "") == "job.succeeded")
+            ++done;
+        newest = page.value("next_since", uint64_t{0});
+        return done == 41;
+      },
+      60s));
   CAF_REQUIRE_GREATER(newest, 64u);
   auto events = e2e::open_sse(node.port(), "/events", {{"Last-Event-ID", "0"}});
   CAF_REQUIRE_EQUAL(events.status(), 200);
@@ -307,8 +315,9 @@ CAF_TEST(a burst of output keeps the daemon heap bounded) {
   // 400,000 lines of 100 bytes (40 MB): if anything buffered the burst, the
   // heap would grow by tens of MB; credit-based reading keeps it flat.
   e2e::daemon node;
-  auto id = submit(node.port(),
-                   "awk 'BEGIN { s = sprintf(\"%099d\", 0); for (i = 0; i < 400000; i++) print s }'");
+  auto id =
+      submit(node.port(),
+             "awk 'BEGIN { s = sprintf(\"%099d\", 0); for (i = 0; i < 400000; i++) print s }'");
   auto anon_kb = [&] {
     std::ifstream in("/proc/" + std::to_string(node.pid()) + "/status");
     for (std::string l; std::getline(in, l);)
@@ -345,7 +354,7 @@ CAF_TEST(a burst of output keeps the daemon heap bounded) {
   CAF_CHECK_EQUAL(logs.status, 200);
   CAF_CHECK_EQUAL(logs.header("content-type").value_or(""), "text/plain; charset=utf-8");
   CAF_CHECK_EQUAL(std::count(logs.body.begin(), logs.body.end(), '\n'), 400000);
-  CAF_MESSAGE("anonymous RSS growth while downloading the log: "
-              << (download_peak - before) / 1024 << " MiB");
+  CAF_MESSAGE("anonymous RSS growth while downloading the log: " << (download_peak - before) / 1024
+                                                                 << " MiB");
   CAF_CHECK_LESS(download_peak - before, 16L * 1024);
 }

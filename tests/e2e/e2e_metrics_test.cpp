@@ -83,9 +83,8 @@ CAF_TEST(a live scrape passes promtool and shows requests jobs and windows) {
                      R"({"name":"m","command":"echo hi"})");
   CAF_REQUIRE_EQUAL(job.status, 201);
   auto id = json_field(job, "/job_id");
-  CAF_REQUIRE(poll_until([&] {
-    return json_field(get(d.port(), "/jobs/" + id), "/status") == "succeeded";
-  }));
+  CAF_REQUIRE(poll_until(
+      [&] { return json_field(get(d.port(), "/jobs/" + id), "/status") == "succeeded"; }));
   CAF_CHECK_EQUAL(get(d.port(), "/jobs?limit=1").status, 200);
   CAF_CHECK_EQUAL(get(d.port(), "/no/such/route").status, 404);
   std::string text;
@@ -94,18 +93,21 @@ CAF_TEST(a live scrape passes promtool and shows requests jobs and windows) {
     text = res.body;
     // The recorder is drained on the registry's tick: wait for the GET and
     // the 404 too, not only for the earlier POST.
-    return res.status == 200
-           && contains(text, R"(troupe_http_requests_total{method="POST",route="/jobs",status="201"} 1)")
-           && contains(text, "troupe_job_run_duration_seconds_count 1")
-           && contains(text, R"(route="unmatched",status="404")")
-           && contains(text, R"(method="GET",route="/jobs",status="200")");
+    return res.status == 200 &&
+           contains(text,
+                    R"(troupe_http_requests_total{method="POST",route="/jobs",status="201"} 1)") &&
+           contains(text, "troupe_job_run_duration_seconds_count 1") &&
+           contains(text, R"(route="unmatched",status="404")") &&
+           contains(text, R"(method="GET",route="/jobs",status="200")");
   }));
   auto res = get(d.port(), "/metrics");
   CAF_CHECK_EQUAL(res.header("content-type").value_or(""),
                   "text/plain; version=0.0.4; charset=utf-8");
   CAF_CHECK(contains(text, R"(route="unmatched",status="404")"));
   CAF_CHECK(contains(text, R"(troupe_job_queue_wait_seconds_bucket{le="+Inf"} 1)"));
-  CAF_CHECK(contains(text, R"(troupe_http_request_duration_seconds_window{method="GET",route="/jobs",status="200",window="1m",quantile="0.99"})"));
+  CAF_CHECK(contains(
+      text,
+      R"(troupe_http_request_duration_seconds_window{method="GET",route="/jobs",status="200",window="1m",quantile="0.99"})"));
   CAF_CHECK(contains(text, "troupe_last_activity_timestamp_seconds "));
   CAF_CHECK(contains(text, "troupe_sse_connections "));
   auto [rc, out] = promtool_check(res.body, dir.path());
@@ -125,27 +127,28 @@ CAF_TEST(a real prometheus server scrapes troupe) {
   scratch_dir dir{"troupe-e2e-prom"};
   e2e::daemon d;
   auto yaml = "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: troupe\n"
-              "    static_configs:\n      - targets: ['127.0.0.1:"
-              + std::to_string(d.port()) + "']\n";
+              "    static_configs:\n      - targets: ['127.0.0.1:" +
+              std::to_string(d.port()) + "']\n";
   std::string err;
   auto prom = test::start_prometheus(dir.path(), yaml, 0, &err);
   if (!(prom.has_value()))
     CAF_FAIL(err);
   std::string body;
   bool seen = poll_until(
-    [&] {
-      unsigned status = 0;
-      body = test::http_get(prom->port(), "/api/v1/query?query=troupe_heartbeat_total", &status);
-      auto doc = json::parse(body, nullptr, false);
-      return status == 200 && !doc.is_discarded() && doc["data"]["result"].size() == 1
-             && doc["data"]["result"][0]["metric"]["job"] == "troupe";
-    },
-    60s);
+      [&] {
+        unsigned status = 0;
+        body = test::http_get(prom->port(), "/api/v1/query?query=troupe_heartbeat_total", &status);
+        auto doc = json::parse(body, nullptr, false);
+        return status == 200 && !doc.is_discarded() && doc["data"]["result"].size() == 1 &&
+               doc["data"]["result"][0]["metric"]["job"] == "troupe";
+      },
+      60s);
   if (!(seen))
     CAF_ERROR("prometheus never returned troupe_heartbeat_total: " << body);
   // Prometheus judged every scrape healthy.
   unsigned status = 0;
-  auto targets = json::parse(test::http_get(prom->port(), "/api/v1/targets", &status), nullptr, false);
+  auto targets =
+      json::parse(test::http_get(prom->port(), "/api/v1/targets", &status), nullptr, false);
   CAF_REQUIRE(!targets.is_discarded());
   CAF_CHECK_EQUAL(targets["data"]["activeTargets"][0]["health"], "up");
 }
@@ -156,15 +159,15 @@ CAF_TEST(the pushgateway receives the group and loses it at shutdown) {
   auto gw = test::start_pushgateway(dir.path(), 0, &err);
   if (!(gw.has_value()))
     CAF_FAIL(err);
-  e2e::daemon d{with_env({{"TROUPE_METRICS__PUSHGATEWAY__URL", gw->base_url()},
-                           {"TROUPE_METRICS__PUSHGATEWAY__GROUPING",
-                            R"({"tenant":"acme/eu","project":"p1"})"},
-                           {"TROUPE_METRICS__EXPORT_INTERVAL", "300ms"}})};
+  e2e::daemon d{
+      with_env({{"TROUPE_METRICS__PUSHGATEWAY__URL", gw->base_url()},
+                {"TROUPE_METRICS__PUSHGATEWAY__GROUPING", R"({"tenant":"acme/eu","project":"p1"})"},
+                {"TROUPE_METRICS__EXPORT_INTERVAL", "300ms"}})};
   std::string text;
   bool pushed = poll_until([&] {
     text = test::http_get(gw->port(), "/metrics");
-    return contains(text, "troupe_heartbeat_total{") && contains(text, R"(tenant="acme/eu")")
-           && contains(text, R"(project="p1")") && contains(text, R"(job="troupe")");
+    return contains(text, "troupe_heartbeat_total{") && contains(text, R"(tenant="acme/eu")") &&
+           contains(text, R"(project="p1")") && contains(text, R"(job="troupe")");
   });
   if (!(pushed))
     CAF_ERROR("no troupe group on the pushgateway: " << text);
@@ -218,16 +221,17 @@ CAF_TEST(redis mode folds published stats writes windows back and survives a red
   redis_set(c, base + "sse:connections:i-2:200", stat_json(4, unix_now()));
   redis_set(c, base + "sse:connections:i-3:300", stat_json(100, unix_now() - 3600)); // stale
   redis_set(c, base + "sse:connections:i-4:400", "garbage");
-  redis_set(c, base + "sse:connections:i-5:500", stat_json(10, unix_now() * 1000)); // in ms
+  redis_set(c, base + "sse:connections:i-5:500", stat_json(10, unix_now() * 1000));   // in ms
   redis_set(c, base + "sse:connections:i-6:600", stat_json(1000, unix_now() + 3600)); // future
   redis_set(c, "tr:other:web:sse:connections:i-9:1", stat_json(50, unix_now())); // other tenant
-  e2e::daemon d{with_env({{"TROUPE_METRICS__MODE", "redis"},
-                           {"TROUPE_METRICS__REDIS__URL", "redis://127.0.0.1:" + std::to_string(port)},
-                           {"TROUPE_METRICS__REDIS__PREFIX", "tr"},
-                           {"TROUPE_METRICS__REDIS__TENANT", "acme"},
-                           {"TROUPE_METRICS__REDIS__PROJECT", "web"},
-                           {"TROUPE_METRICS__REDIS__TIMEOUT", "500ms"},
-                           {"TROUPE_METRICS__EXPORT_INTERVAL", "300ms"}})};
+  e2e::daemon d{
+      with_env({{"TROUPE_METRICS__MODE", "redis"},
+                {"TROUPE_METRICS__REDIS__URL", "redis://127.0.0.1:" + std::to_string(port)},
+                {"TROUPE_METRICS__REDIS__PREFIX", "tr"},
+                {"TROUPE_METRICS__REDIS__TENANT", "acme"},
+                {"TROUPE_METRICS__REDIS__PROJECT", "web"},
+                {"TROUPE_METRICS__REDIS__TIMEOUT", "500ms"},
+                {"TROUPE_METRICS__EXPORT_INTERVAL", "300ms"}})};
   const auto key = base + "metrics:redis.sse.connections{tenant=acme,project=web}";
   json doc;
   CAF_REQUIRE(poll_until([&] {
@@ -263,7 +267,7 @@ CAF_TEST(redis mode folds published stats writes windows back and survives a red
   CAF_CHECK_EQUAL(exporter_state(d.port(), "redis"), "ok");
 }
 
-CAF_TEST(proxy mode re-exports upstreams with the auth header) {
+CAF_TEST(proxy mode re - exports upstreams with the auth header) {
   e2e::daemon upstream;
   CAF_REQUIRE_EQUAL(get(upstream.port(), "/jobs").status, 200);
   std::string doc;
@@ -274,18 +278,18 @@ CAF_TEST(proxy mode re-exports upstreams with the auth header) {
   test::capture_server second;
   second.set_default({200, {{"Content-Type", "application/json"}}, doc});
   auto up = "http://127.0.0.1:" + std::to_string(upstream.port());
-  e2e::daemon proxy{with_env({{"TROUPE_METRICS__MODE", "proxy"},
-                               {"TROUPE_METRICS__PROXY__URLS", up + "," + second.url()},
-                               {"TROUPE_METRICS__PROXY__AUTH_HEADER_NAME", "Authorization"},
-                               // The upstream needs its read token for /monitoring/system.
-                               {"TROUPE_METRICS__PROXY__AUTH_HEADER_VALUE",
-                                "Bearer " + upstream.token()},
-                               {"TROUPE_METRICS__EXPORT_INTERVAL", "300ms"}})};
+  e2e::daemon proxy{
+      with_env({{"TROUPE_METRICS__MODE", "proxy"},
+                {"TROUPE_METRICS__PROXY__URLS", up + "," + second.url()},
+                {"TROUPE_METRICS__PROXY__AUTH_HEADER_NAME", "Authorization"},
+                // The upstream needs its read token for /monitoring/system.
+                {"TROUPE_METRICS__PROXY__AUTH_HEADER_VALUE", "Bearer " + upstream.token()},
+                {"TROUPE_METRICS__EXPORT_INTERVAL", "300ms"}})};
   std::string text;
   CAF_CHECK(poll_until([&] {
     text = get(proxy.port(), "/metrics").body;
-    return contains(text, R"(route="/jobs",status="200",upstream=")" + up + "\"")
-           && contains(text, R"(route="/jobs",status="200",upstream=")" + second.url() + "\"");
+    return contains(text, R"(route="/jobs",status="200",upstream=")" + up + "\"") &&
+           contains(text, R"(route="/jobs",status="200",upstream=")" + second.url() + "\"");
   }));
   CAF_REQUIRE(second.wait_for(1, 10s));
   auto req = second.requests().front();

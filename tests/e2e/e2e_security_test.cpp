@@ -35,12 +35,11 @@ daemon_options three_tokens(environment extra = {}) {
   daemon_options opts;
   opts.env = std::move(extra);
   opts.env.emplace_back("TROUPE_AUTH__TOKENS",
-                        R"([{"name":"ops","token":")" + admin_token + R"(","roles":["admin"]},)"
-                          + R"({"name":"ci","token":")" + submit_token
-                          + R"(","roles":["submit"]},)" + R"({"name":"cd","token":")"
-                          + other_submit_token + R"(","roles":["submit"]},)"
-                          + R"({"name":"dash","token":")" + read_token
-                          + R"(","roles":["read"]}])");
+                        R"([{"name":"ops","token":")" + admin_token + R"(","roles":["admin"]},)" +
+                            R"({"name":"ci","token":")" + submit_token +
+                            R"(","roles":["submit"]},)" + R"({"name":"cd","token":")" +
+                            other_submit_token + R"(","roles":["submit"]},)" +
+                            R"({"name":"dash","token":")" + read_token + R"(","roles":["read"]}])");
   return opts;
 }
 
@@ -81,8 +80,7 @@ public:
   }
 
   /// Reads until `pred(data)` holds, the peer closes or `timeout` passes.
-  template <class Pred>
-  std::string read_until(Pred pred, std::chrono::milliseconds timeout) {
+  template <class Pred> std::string read_until(Pred pred, std::chrono::milliseconds timeout) {
     auto deadline = steady::now() + timeout;
     while (!pred(data_) && !closed_) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now());
@@ -124,13 +122,13 @@ private:
 const std::string boundary = "troupe-e2e-security";
 
 std::string multipart(const std::string& spec, const std::string& file = {}) {
-  std::string body = "--" + boundary
-                     + "\r\nContent-Disposition: form-data; name=\"spec\"\r\n\r\n" + spec + "\r\n";
+  std::string body =
+      "--" + boundary + "\r\nContent-Disposition: form-data; name=\"spec\"\r\n\r\n" + spec + "\r\n";
   if (!file.empty())
-    body += "--" + boundary
-            + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.tar\"\r\n"
-              "Content-Type: application/octet-stream\r\n\r\n"
-            + file + "\r\n";
+    body += "--" + boundary +
+            "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.tar\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n" +
+            file + "\r\n";
   body += "--" + boundary + "--\r\n";
   return body;
 }
@@ -165,24 +163,24 @@ CAF_TEST(a cross origin form post is refused and runs nothing) {
   e2e::daemon node{opts};
   auto port = node.port();
   auto body = R"({"command":"touch )" + marker + R"("})";
-  auto form = request(port, "POST", "/jobs",
-                      {{"Origin", "http://evil.example"},
-                       {"Content-Type", "application/x-www-form-urlencoded"}},
-                      body);
+  auto form = request(
+      port, "POST", "/jobs",
+      {{"Origin", "http://evil.example"}, {"Content-Type", "application/x-www-form-urlencoded"}},
+      body);
   CAF_CHECK_EQUAL(form.status, 403);
   CAF_CHECK_EQUAL(json_field(form, "/error/code"), "forbidden_origin");
   // Without an Origin (a non-browser client), a form body is never parsed.
   auto no_origin =
-    request(port, "POST", "/jobs", {{"Content-Type", "application/x-www-form-urlencoded"}}, body);
+      request(port, "POST", "/jobs", {{"Content-Type", "application/x-www-form-urlencoded"}}, body);
   CAF_CHECK_EQUAL(no_origin.status, 415);
   CAF_CHECK_EQUAL(json_field(no_origin, "/error/code"), "unsupported_media_type");
   auto untyped = request(port, "POST", "/jobs", {{"Content-Type", ""}}, body);
   CAF_CHECK_EQUAL(untyped.status, 415);
   // A self-submitting multipart form with a spec field.
-  auto mp = request(port, "POST", "/jobs",
-                    {{"Origin", "null"},
-                     {"Content-Type", "multipart/form-data; boundary=" + boundary}},
-                    multipart(body));
+  auto mp =
+      request(port, "POST", "/jobs",
+              {{"Origin", "null"}, {"Content-Type", "multipart/form-data; boundary=" + boundary}},
+              multipart(body));
   CAF_CHECK_EQUAL(mp.status, 403);
   auto jobs = get(port, "/jobs");
   CAF_CHECK_EQUAL(jobs.status, 200);
@@ -200,8 +198,9 @@ CAF_TEST(without a token the API answers 401 and probes stay public) {
     CAF_CHECK_EQUAL(json_field(res, "/error/code"), "unauthorized");
     CAF_CHECK_EQUAL(res.header("WWW-Authenticate").value_or("<none>"), "Bearer realm=\"troupe\"");
   }
-  auto submit = request(port, "POST", "/jobs", {{"Authorization", ""}, {"Content-Type", "application/json"}},
-                        R"({"command":"true"})");
+  auto submit =
+      request(port, "POST", "/jobs", {{"Authorization", ""}, {"Content-Type", "application/json"}},
+              R"({"command":"true"})");
   CAF_CHECK_EQUAL(submit.status, 401);
   auto wrong = get(port, "/jobs", {{"Authorization", "Bearer wrong-token-0123456789"}});
   CAF_CHECK_EQUAL(wrong.status, 401);
@@ -327,9 +326,10 @@ CAF_TEST(expect 100 continue is answered after the checks pass) {
   e2e::daemon node;
   auto port = node.port();
   auto body = multipart(R"({"command":"true"})");
-  auto head = "POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary="
-              + boundary + "\r\nContent-Length: " + std::to_string(body.size())
-              + "\r\nExpect: 100-continue\r\n";
+  auto head =
+      "POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=" +
+      boundary + "\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\nExpect: 100-continue\r\n";
   {
     raw_client c{port};
     CAF_REQUIRE(c.connected());
@@ -338,8 +338,8 @@ CAF_TEST(expect 100 continue is answered after the checks pass) {
     CAF_REQUIRE(first.rfind("HTTP/1.1 100 Continue\r\n\r\n", 0) == 0);
     c.send(body);
     auto all = c.read_until(
-      [](const std::string& d) { return d.find("HTTP/1.1 201") != std::string::npos; },
-      std::chrono::seconds(10));
+        [](const std::string& d) { return d.find("HTTP/1.1 201") != std::string::npos; },
+        std::chrono::seconds(10));
     CAF_CHECK(contains(all, "HTTP/1.1 201"));
   }
   {
@@ -356,9 +356,9 @@ CAF_TEST(expect 100 continue is answered after the checks pass) {
   auto file = dir.path() + "/big.bin";
   CAF_REQUIRE_EQUAL(shell("head -c 5242880 /dev/urandom > " + file), 0);
   auto out = dir.path() + "/curl.err";
-  auto cmd = "curl -sS -v -o /dev/null -H 'Authorization: Bearer " + node.token()
-             + "' -F 'spec={\"command\":\"true\"}' -F file=@" + file + " http://127.0.0.1:"
-             + std::to_string(port) + "/jobs 2> " + out;
+  auto cmd = "curl -sS -v -o /dev/null -H 'Authorization: Bearer " + node.token() +
+             "' -F 'spec={\"command\":\"true\"}' -F file=@" + file +
+             " http://127.0.0.1:" + std::to_string(port) + "/jobs 2> " + out;
   shell(cmd);
   auto trace = read_file(out);
   CAF_CHECK(contains(trace, "Expect: 100-continue"));
@@ -392,9 +392,10 @@ CAF_TEST(an upload goes on while bytes flow and a stalled one is closed) {
   e2e::daemon node{opts};
   auto port = node.port();
   auto body = multipart(R"({"command":"true"})", std::string(512 * 1024, 'a'));
-  auto head = "POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary="
-              + boundary + "\r\nContent-Length: " + std::to_string(body.size())
-              + "\r\nAuthorization: Bearer " + node.token() + "\r\n\r\n";
+  auto head =
+      "POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=" +
+      boundary + "\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\nAuthorization: Bearer " + node.token() + "\r\n\r\n";
   {
     raw_client c{port};
     c.send(head);
@@ -477,8 +478,8 @@ CAF_TEST(the API is served over TLS with a configured certificate) {
   auto cert = dir.path() + "/cert.pem";
   auto key = dir.path() + "/key.pem";
   CAF_REQUIRE_EQUAL(shell("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
-                          "-addext subjectAltName=IP:127.0.0.1 -keyout "
-                          + key + " -out " + cert + " 2>/dev/null"),
+                          "-addext subjectAltName=IP:127.0.0.1 -keyout " +
+                          key + " -out " + cert + " 2>/dev/null"),
                     0);
   daemon_options opts;
   opts.env = {{"TROUPE_HTTP__TLS__CERT_FILE", cert}, {"TROUPE_HTTP__TLS__KEY_FILE", key}};
@@ -503,9 +504,9 @@ CAF_TEST(the API is served over TLS with a configured certificate) {
 CAF_TEST(an unusable certificate stops the daemon naming the key) {
   scratch_dir dir;
   auto missing = dir.path() + "/missing.pem";
-  auto res = run_troupe({"serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path() + "/data"},
-                        {{"TROUPE_HTTP__TLS__CERT_FILE", missing},
-                         {"TROUPE_HTTP__TLS__KEY_FILE", missing}});
+  auto res = run_troupe(
+      {"serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path() + "/data"},
+      {{"TROUPE_HTTP__TLS__CERT_FILE", missing}, {"TROUPE_HTTP__TLS__KEY_FILE", missing}});
   CAF_REQUIRE(res.status.has_value());
   CAF_CHECK(res.status->exited_nonzero());
   CAF_CHECK(contains(res.out + res.err, "http.tls.cert_file"));

@@ -18,8 +18,8 @@ capture_server::capture_server() {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0
-      || ::listen(listen_fd_, 64) != 0)
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listen_fd_, 64) != 0)
     throw std::runtime_error("capture_server: cannot listen");
   socklen_t len = sizeof(addr);
   ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
@@ -134,12 +134,12 @@ void capture_server::handle(int fd) {
       requests_.push_back(std::move(req));
     }
     cv_.notify_all();
-    std::string out = "HTTP/1.1 " + std::to_string(r.status) + " X\r\nConnection: close\r\n"
-                      + "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+    std::string out = "HTTP/1.1 " + std::to_string(r.status) + " X\r\nConnection: close\r\n" +
+                      "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
     for (auto& [k, v] : r.headers)
       out += k + ": " + v + "\r\n";
     out += "\r\n" + r.body;
-    (void) !::write(fd, out.data(), out.size());
+    (void)!::write(fd, out.data(), out.size());
     return;
   }
 }

@@ -22,7 +22,7 @@ public:
   struct request {
     std::string method;
     std::string target;
-    std::map<std::string, std::string> headers;  ///< names lower-cased
+    std::map<std::string, std::string> headers; ///< names lower-cased
     std::string body;
     /// The status it was answered with.
     unsigned answered = 0;

@@ -6,7 +6,7 @@
 #include <caf/test/unit_test.hpp>
 
 #ifndef FAIL
-#  define FAIL(...) CAF_FAIL(__VA_ARGS__)
+#define FAIL(...) CAF_FAIL(__VA_ARGS__)
 #endif
 
 #include <caf/test/dsl.hpp>

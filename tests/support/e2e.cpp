@@ -43,15 +43,13 @@ using steady = std::chrono::steady_clock;
 // -- small utilities ----------------------------------------------------------
 
 bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size()
-         && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-              return std::tolower(static_cast<unsigned char>(x))
-                     == std::tolower(static_cast<unsigned char>(y));
-            });
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
 }
 
-std::optional<std::string> find_pair(const string_pairs& xs,
-                                     std::string_view name) {
+std::optional<std::string> find_pair(const string_pairs& xs, std::string_view name) {
   for (auto& [k, v] : xs)
     if (iequals(k, name))
       return v;
@@ -72,19 +70,17 @@ std::string errno_text(const std::string& what) {
 
 /// PATH and HOME from our environment, then the caller's variables (which
 /// win). Nothing else leaks in: not TROUPE_BIN, not a developer's TROUPE_*.
-environment clean_environment(const environment& extra,
-                              const std::string& fallback_home) {
+environment clean_environment(const environment& extra, const std::string& fallback_home) {
   auto from_parent = [](const char* name, std::string fallback) {
     auto value = std::getenv(name);
     return value != nullptr ? std::string{value} : fallback;
   };
   environment env{
-    {"PATH", from_parent("PATH", "/usr/local/bin:/usr/bin:/bin")},
-    {"HOME", from_parent("HOME", fallback_home)},
+      {"PATH", from_parent("PATH", "/usr/local/bin:/usr/bin:/bin")},
+      {"HOME", from_parent("HOME", fallback_home)},
   };
   for (auto& [name, value] : extra) {
-    auto i = std::find_if(env.begin(), env.end(),
-                          [&](auto& kv) { return kv.first == name; });
+    auto i = std::find_if(env.begin(), env.end(), [&](auto& kv) { return kv.first == name; });
     if (i != env.end())
       i->second = value;
     else
@@ -127,8 +123,8 @@ struct pipe_fds {
 
 /// Starts `args` in `cwd` with exactly `env` (see test::launch_child); throws
 /// if it cannot be started.
-pid_t spawn(const std::vector<std::string>& args, const environment& env,
-            const std::string& cwd, int out_fd, int err_fd) {
+pid_t spawn(const std::vector<std::string>& args, const environment& env, const std::string& cwd,
+            int out_fd, int err_fd) {
   std::vector<std::string> env_strings;
   for (auto& [name, value] : env)
     env_strings.push_back(name + "=" + value);
@@ -173,8 +169,7 @@ public:
     std::lock_guard<std::mutex> guard{mtx_};
     partial_.append(data, size);
     size_t start = 0;
-    for (auto nl = partial_.find('\n'); nl != std::string::npos;
-         nl = partial_.find('\n', start)) {
+    for (auto nl = partial_.find('\n'); nl != std::string::npos; nl = partial_.find('\n', start)) {
       auto line = partial_.substr(start, nl - start);
       if (!line.empty() && line.back() == '\r')
         line.pop_back();
@@ -204,9 +199,8 @@ public:
     return cv_.wait_until(guard, deadline, [this] { return eof_; });
   }
 
-  std::optional<std::string>
-  wait_for(const std::function<bool(const std::string&)>& pred,
-           steady::time_point deadline, size_t from) const {
+  std::optional<std::string> wait_for(const std::function<bool(const std::string&)>& pred,
+                                      steady::time_point deadline, size_t from) const {
     std::unique_lock<std::mutex> guard{mtx_};
     for (auto i = from;;) {
       for (; i < lines_.size(); ++i)
@@ -343,20 +337,18 @@ scratch_dir::~scratch_dir() {
 
 std::string exit_status::to_string() const {
   if (signaled)
-    return "killed by signal " + std::to_string(value) + " ("
-           + ::strsignal(value) + ")";
+    return "killed by signal " + std::to_string(value) + " (" + ::strsignal(value) + ")";
   return "exit code " + std::to_string(value);
 }
 
-run_result run_troupe(const std::vector<std::string>& args,
-                      const environment& env, duration timeout) {
+run_result run_troupe(const std::vector<std::string>& args, const environment& env,
+                      duration timeout) {
   scratch_dir cwd{"troupe-e2e-cwd"};
   std::vector<std::string> argv{troupe_bin()};
   argv.insert(argv.end(), args.begin(), args.end());
   pipe_fds out;
   pipe_fds err;
-  auto pid = spawn(argv, clean_environment(env, cwd.path()), cwd.path(),
-                   out.write, err.write);
+  auto pid = spawn(argv, clean_environment(env, cwd.path()), cwd.path(), out.write, err.write);
   out.close_write();
   err.close_write();
   run_result result;
@@ -471,29 +463,26 @@ daemon::daemon(daemon_options opts) : state_(std::make_unique<state>()) {
   } else {
     st.data_dir = opts.data_dir;
   }
-  std::vector<std::string> argv{troupe_bin(), "serve",        "--listen",
-                                "127.0.0.1:0", "--data-dir",  st.data_dir,
-                                "--log-format", "json"};
+  std::vector<std::string> argv{troupe_bin(), "serve",     "--listen",     "127.0.0.1:0",
+                                "--data-dir", st.data_dir, "--log-format", "json"};
   argv.insert(argv.end(), opts.args.begin(), opts.args.end());
   argv.insert(argv.begin(), opts.wrapper.begin(), opts.wrapper.end());
-  auto sets_auth = std::any_of(opts.env.begin(), opts.env.end(), [](auto& kv) {
-    return kv.first.rfind("TROUPE_AUTH__", 0) == 0;
-  });
+  auto sets_auth = std::any_of(opts.env.begin(), opts.env.end(),
+                               [](auto& kv) { return kv.first.rfind("TROUPE_AUTH__", 0) == 0; });
   if (opts.default_token && !sets_auth) {
     st.token = "e2e-" + random_token();
     opts.env.emplace_back("TROUPE_AUTH__TOKENS",
                           R"([{"name":"e2e","token":")" + st.token + R"(","roles":["admin"]}])");
   }
   pipe_fds output;
-  st.pid = spawn(argv, clean_environment(opts.env, st.cwd->path()),
-                 st.cwd->path(), output.write, output.write);
+  st.pid = spawn(argv, clean_environment(opts.env, st.cwd->path()), st.cwd->path(), output.write,
+                 output.write);
   output.close_write();
   st.reader = std::make_unique<output_reader>(output.read, st.log);
   output.read = -1; // now owned by the reader
   auto deadline = steady::now() + opts.startup_timeout;
-  auto line = st.log.wait_for(
-    [](const std::string& l) { return listening_port(l).has_value(); },
-    deadline, 0);
+  auto line = st.log.wait_for([](const std::string& l) { return listening_port(l).has_value(); },
+                              deadline, 0);
   if (!line) {
     // The end of output usually means the process is exiting.
     if (st.log.wait_eof(steady::now()))
@@ -502,11 +491,11 @@ daemon::daemon(daemon_options opts) : state_(std::make_unique<state>()) {
       st.reap_nonblocking();
     std::string why;
     if (st.status)
-      why = "troupe exited (" + st.status->to_string()
-            + ") before logging 'listening on 127.0.0.1:PORT'";
+      why = "troupe exited (" + st.status->to_string() +
+            ") before logging 'listening on 127.0.0.1:PORT'";
     else
-      why = "troupe did not log 'listening on 127.0.0.1:PORT' within "
-            + std::to_string(opts.startup_timeout.count()) + " ms";
+      why = "troupe did not log 'listening on 127.0.0.1:PORT' within " +
+            std::to_string(opts.startup_timeout.count()) + " ms";
     throw std::runtime_error(why + "; output:\n" + join_lines(st.log.lines()));
   }
   st.port = *listening_port(*line);
@@ -574,17 +563,15 @@ std::string daemon::output_text() const {
 }
 
 std::optional<std::string>
-daemon::wait_for_line(const std::function<bool(const std::string&)>& pred,
-                      duration timeout, size_t from) const {
+daemon::wait_for_line(const std::function<bool(const std::string&)>& pred, duration timeout,
+                      size_t from) const {
   return state_->log.wait_for(pred, steady::now() + timeout, from);
 }
 
-std::optional<std::string> daemon::wait_for_line(const std::regex& re,
-                                                 duration timeout,
+std::optional<std::string> daemon::wait_for_line(const std::regex& re, duration timeout,
                                                  size_t from) const {
-  return wait_for_line(
-    [&re](const std::string& line) { return std::regex_search(line, re); },
-    timeout, from);
+  return wait_for_line([&re](const std::string& line) { return std::regex_search(line, re); },
+                       timeout, from);
 }
 
 // -- HTTP ---------------------------------------------------------------------
@@ -611,8 +598,7 @@ namespace {
 
 /// Runs one asynchronous operation to completion on `ioc` and returns its
 /// error code; tcp_stream's expiry bounds it.
-template <class Initiate>
-beast::error_code run_op(net::io_context& ioc, Initiate&& initiate) {
+template <class Initiate> beast::error_code run_op(net::io_context& ioc, Initiate&& initiate) {
   beast::error_code result;
   bool done = false;
   initiate([&](beast::error_code ec, auto&&...) {
@@ -626,21 +612,17 @@ beast::error_code run_op(net::io_context& ioc, Initiate&& initiate) {
   return result;
 }
 
-template <class Body>
-response to_response(http::response<Body>& msg) {
+template <class Body> response to_response(http::response<Body>& msg) {
   response result;
   result.status = static_cast<int>(msg.result_int());
   for (auto& field : msg)
-    result.headers.emplace_back(std::string{field.name_string()},
-                                std::string{field.value()});
+    result.headers.emplace_back(std::string{field.name_string()}, std::string{field.value()});
   result.body = std::move(msg.body());
   return result;
 }
 
-http::request<http::string_body> make_request(uint16_t port,
-                                              const std::string& method,
-                                              const std::string& target,
-                                              const header_list& headers,
+http::request<http::string_body> make_request(uint16_t port, const std::string& method,
+                                              const std::string& target, const header_list& headers,
                                               const std::string& body) {
   http::request<http::string_body> req;
   req.method_string(method);
@@ -659,8 +641,7 @@ http::request<http::string_body> make_request(uint16_t port,
   }
   if (auto token = token_for(port); !own_auth && !token.empty())
     req.set(http::field::authorization, "Bearer " + token);
-  if (!body.empty() || method == "POST" || method == "PUT"
-      || method == "PATCH") {
+  if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
     req.body() = body;
     req.prepare_payload();
   }
@@ -688,9 +669,8 @@ struct connection::impl {
 
   impl(uint16_t port, duration timeout) : port(port), timeout(timeout) {
     stream.expires_after(timeout);
-    auto ec = run_op(ioc, [&](auto handler) {
-      stream.async_connect(loopback(port), std::move(handler));
-    });
+    auto ec = run_op(
+        ioc, [&](auto handler) { stream.async_connect(loopback(port), std::move(handler)); });
     if (ec) {
       error = describe(ec, "connect");
       return;
@@ -720,14 +700,12 @@ struct connection::impl {
     return true;
   }
 
-  template <class Message>
-  bool write(Message& msg) {
+  template <class Message> bool write(Message& msg) {
     if (!open)
       return false;
     stream.expires_after(timeout);
-    auto ec = run_op(ioc, [&](auto handler) {
-      http::async_write(stream, msg, std::move(handler));
-    });
+    auto ec =
+        run_op(ioc, [&](auto handler) { http::async_write(stream, msg, std::move(handler)); });
     if (ec) {
       error = describe(ec, "write");
       return false;
@@ -745,9 +723,8 @@ struct connection::impl {
     parser.body_limit(boost::none);
     parser.skip(head_request);
     stream.expires_after(timeout);
-    auto ec = run_op(ioc, [&](auto handler) {
-      http::async_read(stream, buffer, parser, std::move(handler));
-    });
+    auto ec = run_op(
+        ioc, [&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
     if (ec) {
       fail(ec, "read");
       result.error = error;
@@ -761,16 +738,14 @@ struct connection::impl {
 };
 
 connection::connection(uint16_t port, duration timeout)
-  : impl_(std::make_unique<impl>(port, timeout)) {
+    : impl_(std::make_unique<impl>(port, timeout)) {
   // nop
 }
 
 connection::~connection() = default;
 
-response connection::request(const std::string& method,
-                             const std::string& target,
-                             const header_list& headers,
-                             const std::string& body) {
+response connection::request(const std::string& method, const std::string& target,
+                             const header_list& headers, const std::string& body) {
   if (!impl_->open) {
     response result;
     result.error = impl_->error.empty() ? "connection closed" : impl_->error;
@@ -797,46 +772,41 @@ const std::string& connection::error() const {
   return impl_->error;
 }
 
-response request(uint16_t port, const std::string& method,
-                 const std::string& target, const header_list& headers,
-                 const std::string& body, duration timeout) {
+response request(uint16_t port, const std::string& method, const std::string& target,
+                 const header_list& headers, const std::string& body, duration timeout) {
   connection conn{port, timeout};
   return conn.request(method, target, headers, body);
 }
 
-response get(uint16_t port, const std::string& target,
-             const header_list& headers, duration timeout) {
+response get(uint16_t port, const std::string& target, const header_list& headers,
+             duration timeout) {
   return request(port, "GET", target, headers, {}, timeout);
 }
 
-raw_result raw_exchange(uint16_t port, const std::string& bytes,
-                        duration timeout) {
+raw_result raw_exchange(uint16_t port, const std::string& bytes, duration timeout) {
   raw_result result;
   net::io_context ioc;
   beast::tcp_stream stream{ioc};
   stream.expires_after(timeout);
-  auto ec = run_op(ioc, [&](auto handler) {
-    stream.async_connect(loopback(port), std::move(handler));
-  });
+  auto ec =
+      run_op(ioc, [&](auto handler) { stream.async_connect(loopback(port), std::move(handler)); });
   if (ec) {
     result.error = describe(ec, "connect");
     return result;
   }
-  ec = run_op(ioc, [&](auto handler) {
-    net::async_write(stream, net::buffer(bytes), std::move(handler));
-  });
+  ec = run_op(
+      ioc, [&](auto handler) { net::async_write(stream, net::buffer(bytes), std::move(handler)); });
   if (ec)
     result.error = describe(ec, "write"); // the answer may still be readable
   std::array<char, 4096> buf;
   for (;;) {
     size_t n = 0;
     ec = run_op(ioc, [&](auto handler) {
-      stream.async_read_some(net::buffer(buf),
-                             [&n, handler = std::move(handler)](
-                               beast::error_code ec, size_t bytes) mutable {
-                               n = bytes;
-                               handler(ec);
-                             });
+      stream.async_read_some(net::buffer(buf), [&n, handler = std::move(handler)](
+                                                   beast::error_code ec, size_t bytes) mutable {
+        n = bytes;
+        handler(ec);
+      });
     });
     result.data.append(buf.data(), n);
     if (!ec)
@@ -861,8 +831,7 @@ std::vector<response> parse_responses(const std::string& bytes) {
     beast::error_code ec;
     size_t used = 0;
     while (!parser.is_done()) {
-      auto n = parser.put(net::buffer(rest.data() + used, rest.size() - used),
-                          ec);
+      auto n = parser.put(net::buffer(rest.data() + used, rest.size() - used), ec);
       used += n;
       if (ec == http::error::need_more && used == rest.size()) {
         // No more input: a close-delimited body ends here.
@@ -1046,8 +1015,7 @@ std::optional<sse_event> sse_stream::next(duration timeout) {
   return std::nullopt;
 }
 
-std::optional<sse_event> sse_stream::next_of_type(const std::string& type,
-                                                  duration timeout) {
+std::optional<sse_event> sse_stream::next_of_type(const std::string& type, duration timeout) {
   auto deadline = steady::now() + timeout;
   for (;;) {
     auto left = std::chrono::duration_cast<duration>(deadline - steady::now());
@@ -1087,9 +1055,8 @@ sse_stream open_sse(uint16_t port, const std::string& target, const header_list&
     st->stream.socket().set_option(net::socket_base::receive_buffer_size(receive_buffer), ignored);
   }
   st->stream.expires_after(timeout);
-  auto ec = run_op(st->ioc, [&](auto handler) {
-    st->stream.async_connect(loopback(port), std::move(handler));
-  });
+  auto ec = run_op(
+      st->ioc, [&](auto handler) { st->stream.async_connect(loopback(port), std::move(handler)); });
   if (ec) {
     st->error = describe(ec, "connect");
     st->ended = true;
@@ -1099,13 +1066,11 @@ sse_stream open_sse(uint16_t port, const std::string& target, const header_list&
   for (auto& [name, value] : headers)
     all.emplace_back(name, value);
   auto req = make_request(port, "GET", target, all, {});
-  ec = run_op(st->ioc, [&](auto handler) {
-    http::async_write(st->stream, req, std::move(handler));
-  });
+  ec = run_op(st->ioc,
+              [&](auto handler) { http::async_write(st->stream, req, std::move(handler)); });
   if (!ec)
     ec = run_op(st->ioc, [&](auto handler) {
-      http::async_read_header(st->stream, st->buffer, st->parser,
-                              std::move(handler));
+      http::async_read_header(st->stream, st->buffer, st->parser, std::move(handler));
     });
   if (ec) {
     st->error = describe(ec, "request");
@@ -1117,16 +1082,14 @@ sse_stream open_sse(uint16_t port, const std::string& target, const header_list&
   auto& msg = st->parser.get();
   st->status = static_cast<int>(msg.result_int());
   for (auto& field : msg)
-    st->headers.emplace_back(std::string{field.name_string()},
-                             std::string{field.value()});
+    st->headers.emplace_back(std::string{field.name_string()}, std::string{field.value()});
   st->chunked = st->parser.chunked();
   if (st->parser.is_done())
     st->ended = true;
   return sse_stream{std::move(st)};
 }
 
-std::optional<sse_event> wait_for_event(uint16_t port, const std::string& type,
-                                        duration timeout) {
+std::optional<sse_event> wait_for_event(uint16_t port, const std::string& type, duration timeout) {
   auto stream = open_sse(port, "/events", {{"Last-Event-ID", "0"}}, timeout);
   if (stream.status() != 200)
     return std::nullopt;
@@ -1136,9 +1099,7 @@ std::optional<sse_event> wait_for_event(uint16_t port, const std::string& type,
 // -- helpers ------------------------------------------------------------------
 
 std::string json_field(const nlohmann::json& j, const std::string& pointer) {
-  auto missing = [&] {
-    return "<missing " + pointer + " in: " + j.dump() + ">";
-  };
+  auto missing = [&] { return "<missing " + pointer + " in: " + j.dump() + ">"; };
   if (j.is_discarded())
     return "<missing " + pointer + ": not JSON>";
   try {
@@ -1159,11 +1120,9 @@ std::string json_field(const response& res, const std::string& pointer) {
   return json_field(j, pointer);
 }
 
-std::vector<nlohmann::json> events_of_type(const nlohmann::json& body,
-                                           const std::string& type) {
+std::vector<nlohmann::json> events_of_type(const nlohmann::json& body, const std::string& type) {
   std::vector<nlohmann::json> result;
-  if (!body.is_object() || !body.contains("events")
-      || !body["events"].is_array())
+  if (!body.is_object() || !body.contains("events") || !body["events"].is_array())
     return result;
   for (auto& ev : body["events"])
     if (ev.is_object() && ev.value("type", "") == type)

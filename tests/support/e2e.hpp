@@ -41,14 +41,10 @@ public:
   scratch_dir(const scratch_dir&) = delete;
   scratch_dir& operator=(const scratch_dir&) = delete;
 
-  const std::string& path() const {
-    return path_;
-  }
+  const std::string& path() const { return path_; }
 
   /// Leaves the directory on disk after destruction.
-  void keep() {
-    keep_ = true;
-  }
+  void keep() { keep_ = true; }
 
 private:
   std::string path_;
@@ -63,12 +59,8 @@ struct exit_status {
   /// The exit code, or the signal number when `signaled`.
   int value = 0;
 
-  bool exited_with(int code) const {
-    return !signaled && value == code;
-  }
-  bool exited_nonzero() const {
-    return !signaled && value != 0;
-  }
+  bool exited_with(int code) const { return !signaled && value == code; }
+  bool exited_nonzero() const { return !signaled && value != 0; }
   std::string to_string() const;
 };
 
@@ -82,8 +74,8 @@ struct run_result {
 
 /// Runs `$TROUPE_BIN args...` with a clean environment plus `env`, in a fresh
 /// working directory, and captures its exit status, stdout and stderr.
-run_result run_troupe(const std::vector<std::string>& args,
-                      const environment& env = {}, duration timeout = 20s);
+run_result run_troupe(const std::vector<std::string>& args, const environment& env = {},
+                      duration timeout = 20s);
 
 /// How to start a daemon.
 struct daemon_options {
@@ -152,13 +144,11 @@ public:
 
   /// Waits for an output line (searching from line `from`, so earlier lines
   /// count too) that satisfies `pred`. Empty on timeout or end of output.
-  std::optional<std::string>
-  wait_for_line(const std::function<bool(const std::string&)>& pred,
-                duration timeout = 20s, size_t from = 0) const;
+  std::optional<std::string> wait_for_line(const std::function<bool(const std::string&)>& pred,
+                                           duration timeout = 20s, size_t from = 0) const;
 
   /// Waits for an output line that contains a match for `re`.
-  std::optional<std::string> wait_for_line(const std::regex& re,
-                                           duration timeout = 20s,
+  std::optional<std::string> wait_for_line(const std::regex& re, duration timeout = 20s,
                                            size_t from = 0) const;
 
 private:
@@ -193,13 +183,13 @@ std::string token_for(uint16_t port);
 /// response; the connection is closed afterwards. Adds the port's token as
 /// `Authorization: Bearer` unless `headers` has an Authorization field (an
 /// empty one is not sent).
-response request(uint16_t port, const std::string& method,
-                 const std::string& target, const header_list& headers = {},
-                 const std::string& body = {}, duration timeout = 10s);
+response request(uint16_t port, const std::string& method, const std::string& target,
+                 const header_list& headers = {}, const std::string& body = {},
+                 duration timeout = 10s);
 
 /// Shorthand for a GET request.
-response get(uint16_t port, const std::string& target,
-             const header_list& headers = {}, duration timeout = 10s);
+response get(uint16_t port, const std::string& target, const header_list& headers = {},
+             duration timeout = 10s);
 
 /// A keep-alive connection: several requests, one TCP connection.
 class connection {
@@ -211,8 +201,7 @@ public:
 
   /// Writes one request and reads its response.
   response request(const std::string& method, const std::string& target,
-                   const header_list& headers = {},
-                   const std::string& body = {});
+                   const header_list& headers = {}, const std::string& body = {});
 
   /// Writes raw bytes (e.g. several pipelined requests) without reading.
   bool send_raw(const std::string& bytes);
@@ -242,8 +231,7 @@ struct raw_result {
 };
 
 /// Writes raw bytes and reads until the server closes or the timeout elapses.
-raw_result raw_exchange(uint16_t port, const std::string& bytes,
-                        duration timeout = 10s);
+raw_result raw_exchange(uint16_t port, const std::string& bytes, duration timeout = 10s);
 
 /// Splits raw bytes into complete HTTP responses (incomplete tail ignored).
 std::vector<response> parse_responses(const std::string& bytes);
@@ -272,9 +260,7 @@ public:
   std::vector<sse_event> feed(std::string_view bytes);
 
   /// Number of comment lines (": ping") seen.
-  size_t comments() const {
-    return comments_;
-  }
+  size_t comments() const { return comments_; }
 
 private:
   void on_line(std::vector<sse_event>& out);
@@ -306,8 +292,7 @@ public:
   std::optional<sse_event> next(duration timeout = 10s);
 
   /// Skips events until one of type `type` arrives; empty on timeout or end.
-  std::optional<sse_event> next_of_type(const std::string& type,
-                                        duration timeout = 10s);
+  std::optional<sse_event> next_of_type(const std::string& type, duration timeout = 10s);
 
   /// The server finished the response or closed the connection.
   bool ended() const;
@@ -358,7 +343,6 @@ std::string json_field(const nlohmann::json& j, const std::string& pointer);
 std::string json_field(const response& res, const std::string& pointer);
 
 /// The events of `type` in a `GET /events` JSON body.
-std::vector<nlohmann::json> events_of_type(const nlohmann::json& body,
-                                           const std::string& type);
+std::vector<nlohmann::json> events_of_type(const nlohmann::json& body, const std::string& type);
 
 } // namespace troupe::e2e

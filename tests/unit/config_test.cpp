@@ -301,7 +301,8 @@ CAF_TEST(dotenv can name the config file and its errors name the dotenv file) {
   CAF_CHECK_EQUAL(load_config(src).data_dir, "/via/dotenv");
   src.dotenv = write(".env", "TROUPE_HTTP__IO_THREADS=x\n");
   CAF_CHECK_EQUAL(error_of(src), "config error: http.io_threads: expected an integer, got \"x\" "
-                                 "(from TROUPE_HTTP__IO_THREADS in " + src.dotenv + ")");
+                                 "(from TROUPE_HTTP__IO_THREADS in " +
+                                     src.dotenv + ")");
 }
 
 CAF_TEST(a malformed dotenv line names the file and the line) {
@@ -552,16 +553,11 @@ CAF_TEST(listen takes HOST : PORT and bracketed IPv6) {
 
 CAF_TEST(sizes take byte counts and decimal or binary suffixes) {
   const std::pair<const char*, uint64_t> cases[] = {
-      {"1024", 1024},
-      {"1B", 1},
-      {"1KB", 1000},
-      {"1KiB", 1024},
-      {"3MB", 3'000'000},
-      {"64MiB", 64 << 20},
-      {"2GB", 2'000'000'000},
-      {"4GiB", 4ull << 30},
-      {"64 MiB", 64 << 20},
-      {"10mb", 10'000'000},
+      {"1024", 1024},         {"1B", 1},
+      {"1KB", 1000},          {"1KiB", 1024},
+      {"3MB", 3'000'000},     {"64MiB", 64 << 20},
+      {"2GB", 2'000'000'000}, {"4GiB", 4ull << 30},
+      {"64 MiB", 64 << 20},   {"10mb", 10'000'000},
       {" 7kib ", 7 * 1024},
   };
   for (auto [raw, bytes] : cases)
@@ -631,8 +627,7 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
   CAF_CHECK_EQUAL(shipped.jobs.user, builtin.jobs.user);
   CAF_CHECK_EQUAL(shipped.jobs.group, builtin.jobs.group);
   CAF_CHECK_EQUAL(shipped.jobs.inherit_env, builtin.jobs.inherit_env);
-  CAF_CHECK_EQUAL(shipped.jobs.max_concurrent_extractions,
-                  builtin.jobs.max_concurrent_extractions);
+  CAF_CHECK_EQUAL(shipped.jobs.max_concurrent_extractions, builtin.jobs.max_concurrent_extractions);
   CAF_CHECK_EQUAL(shipped.jobs.max_archive_memory_bytes, builtin.jobs.max_archive_memory_bytes);
   CAF_CHECK_EQUAL(shipped.debug.fault_injection, builtin.debug.fault_injection);
   CAF_CHECK_EQUAL(shipped.auth.mode, builtin.auth.mode);
@@ -710,59 +705,62 @@ CAF_TEST(process_environment returns NAME = VALUE entries) {
 }
 
 CAF_TEST(metrics keys accept YAML mappings and lists and name what is wrong) {
-  auto c = load_config(with_file("metrics:\n  mode: proxy\n  proxy:\n    urls: [http://127.0.0.1:1, "
-                     "http://127.0.0.1:2/base]\n  pushgateway:\n    grouping: {instance: t1, "
-                     "env: p/1}\n  mapping:\n    sse.connections: {name: "
-                     "Ingress/SSEConnections, unit: Count}\n"));
+  auto c = load_config(
+      with_file("metrics:\n  mode: proxy\n  proxy:\n    urls: [http://127.0.0.1:1, "
+                "http://127.0.0.1:2/base]\n  pushgateway:\n    grouping: {instance: t1, "
+                "env: p/1}\n  mapping:\n    sse.connections: {name: "
+                "Ingress/SSEConnections, unit: Count}\n"));
   CAF_CHECK_EQUAL(c.metrics.proxy.urls, "http://127.0.0.1:1,http://127.0.0.1:2/base");
   auto grouping = nlohmann::json::parse(c.metrics.pushgateway.grouping);
   CAF_CHECK_EQUAL(grouping["env"].get<std::string>(), std::string{"p/1"});
   troupe::metrics::naming names{c.metrics.mapping};
-  CAF_CHECK_EQUAL(names.name(*troupe::metrics::find_family("sse.connections")), "Ingress_SSEConnections");
+  CAF_CHECK_EQUAL(names.name(*troupe::metrics::find_family("sse.connections")),
+                  "Ingress_SSEConnections");
   CAF_CHECK_EQUAL(names.unit(*troupe::metrics::find_family("sse.connections")), "Count");
-  check_yaml_error("metrics:\n  mode: redis\n", "metrics.redis.url", "required when metrics.mode is redis");
+  check_yaml_error("metrics:\n  mode: redis\n", "metrics.redis.url",
+                   "required when metrics.mode is redis");
   check_yaml_error("metrics:\n  mode: proxy\n", "metrics.proxy.urls", "required");
   check_yaml_error("metrics:\n  mapping: {nope.key: {name: x}}\n", "metrics.mapping",
-                    "nope.key: unknown metric key");
-  check_yaml_error("metrics:\n  mapping: {troupe.heartbeat: {name: beats}}\n",
-                    "metrics.mapping",
+                   "nope.key: unknown metric key");
+  check_yaml_error("metrics:\n  mapping: {troupe.heartbeat: {name: beats}}\n", "metrics.mapping",
                    "troupe.heartbeat.name: a counter's name must end in _total");
   check_yaml_error("metrics:\n  relative_accuracy: 0.7\n", "metrics.relative_accuracy",
-                    "must be between 1e-06 and 0.5");
+                   "must be between 1e-06 and 0.5");
   check_yaml_error("metrics:\n  relative_accuracy: 0.0000001\n", "metrics.relative_accuracy",
-                    "must be between 1e-06 and 0.5");
+                   "must be between 1e-06 and 0.5");
   check_yaml_error("metrics:\n  pushgateway:\n    url: https://x\n", "metrics.pushgateway.url", "");
   check_yaml_error("metrics:\n  redis:\n    url: http://x\n", "metrics.redis.url", "");
   check_yaml_error("metrics:\n  pushgateway:\n    grouping: not json\n",
-                    "metrics.pushgateway.grouping", "expected a JSON object");
+                   "metrics.pushgateway.grouping", "expected a JSON object");
   check_yaml_error("metrics:\n  pushgateway:\n    grouping: {route: x}\n",
-                    "metrics.pushgateway.grouping", "route: is a label of troupe's series");
+                   "metrics.pushgateway.grouping", "route: is a label of troupe's series");
   check_yaml_error("metrics:\n  mode: redis\n  redis:\n    url: redis://127.0.0.1\n    tenant: "
                    "t1\n  pushgateway:\n    grouping: {tenant: t2}\n",
-                    "metrics.pushgateway.grouping", "tenant: must equal metrics.redis.tenant");
+                   "metrics.pushgateway.grouping", "tenant: must equal metrics.redis.tenant");
   check_yaml_error("metrics:\n  mode: proxy\n  proxy:\n    urls: [http://127.0.0.1:1]\n  "
                    "pushgateway:\n    grouping: {project: p}\n",
-                    "metrics.pushgateway.grouping", "project: not usable for grouping in proxy mode");
+                   "metrics.pushgateway.grouping",
+                   "project: not usable for grouping in proxy mode");
   check_yaml_error("metrics:\n  redis:\n    tenant: 'a:b'\n", "metrics.redis.tenant",
-                    "must not contain ':'");
+                   "must not contain ':'");
   check_yaml_error("metrics:\n  redis:\n    project: 'p*'\n", "metrics.redis.project",
-                    "must not contain ':', glob characters (*?[]\\), spaces or control "
-                    "characters, got \"p*\"");
+                   "must not contain ':', glob characters (*?[]\\), spaces or control "
+                   "characters, got \"p*\"");
   check_yaml_error("metrics:\n  mapping: {sse.connections: {name: troupe_job_queue_depth}}\n",
-                    "metrics.mapping",
-                    "sse.connections.name: troupe_job_queue_depth is already a name of "
-                    "jobs.queue.depth");
+                   "metrics.mapping",
+                   "sse.connections.name: troupe_job_queue_depth is already a name of "
+                   "jobs.queue.depth");
   check_yaml_error("metrics:\n  mapping: {sse.connections: {name: troupe_job_queue_depth_max}}\n",
-                    "metrics.mapping",
-                    "sse.connections.name: troupe_job_queue_depth_max is already a name of "
-                    "jobs.queue.depth");
+                   "metrics.mapping",
+                   "sse.connections.name: troupe_job_queue_depth_max is already a name of "
+                   "jobs.queue.depth");
   check_yaml_error(
-    "metrics:\n  mapping: {sse.connections: {name: troupe_job_queue_wait_seconds_count}}\n",
-    "metrics.mapping",
-    "sse.connections.name: troupe_job_queue_wait_seconds_count is already a name of "
-    "jobs.queue.wait");
-  check_yaml_error("metrics:\n  mapping: {sse.connections: {name: sse_total}}\n",
-                    "metrics.mapping", "sse.connections.name: only counters may end in _total");
+      "metrics:\n  mapping: {sse.connections: {name: troupe_job_queue_wait_seconds_count}}\n",
+      "metrics.mapping",
+      "sse.connections.name: troupe_job_queue_wait_seconds_count is already a name of "
+      "jobs.queue.wait");
+  check_yaml_error("metrics:\n  mapping: {sse.connections: {name: sse_total}}\n", "metrics.mapping",
+                   "sse.connections.name: only counters may end in _total");
 }
 
 CAF_TEST(jobs user and group are resolved and inherit_env takes names and globs) {
@@ -799,7 +797,8 @@ CAF_TEST(auth defaults to tokens with public metrics) {
 CAF_TEST(auth tokens come from a YAML list the environment or a flag as JSON) {
   auto c = load_config(with_file("auth:\n  tokens:\n    - name: ci\n      token: " + ci_token +
                                  "\n      roles: [read, submit]\n    - {name: ops, token: '" +
-                                 ops_token + "', roles: [ADMIN]}\n  tokens_file: /etc/t.yaml\n"
+                                 ops_token +
+                                 "', roles: [ADMIN]}\n  tokens_file: /etc/t.yaml\n"
                                  "  public_metrics: false\n"));
   CAF_REQUIRE_EQUAL(c.auth.tokens.size(), 2u);
   CAF_CHECK_EQUAL(c.auth.tokens[0].name, "ci");
@@ -839,32 +838,31 @@ CAF_TEST(auth token errors name the element and never show a token) {
                    "required");
   check_yaml_error("auth:\n  tokens: [{name: ci, token: [a], roles: [read]}]\n",
                    "auth.tokens[0].token", "expected a string, got a list");
-  check_yaml_error("auth:\n  tokens:\n    name: ci\n    token: " + ci_token + "\n",
-                   "auth.tokens", "expected a list of {name, token, roles}, got a mapping");
+  check_yaml_error("auth:\n  tokens:\n    name: ci\n    token: " + ci_token + "\n", "auth.tokens",
+                   "expected a list of {name, token, roles}, got a mapping");
   check_yaml_error("auth:\n  tokens: " + ci_token + "\n", "auth.tokens",
                    "expected a list of {name, token, roles}, got a single value");
   // The token table's checks apply to configured tokens too.
-  check_yaml_error("auth:\n  tokens: [{name: ci, token: short, roles: [read]}]\n",
-                   "auth.tokens[0]", "token of \"ci\" must be at least 16 bytes long");
+  check_yaml_error("auth:\n  tokens: [{name: ci, token: short, roles: [read]}]\n", "auth.tokens[0]",
+                   "token of \"ci\" must be at least 16 bytes long");
   check_yaml_error("auth:\n  tokens: [" + element("[read]") + ", " + element("[admin]") + "]\n",
                    "auth.tokens[1]", "name \"ci\" is also used by auth.tokens[0]");
-  check_yaml_error("auth:\n  tokens: [" + element("[read]") + ", {name: ops, token: " +
-                     ci_token + ", roles: [read]}]\n",
-                   "auth.tokens[1]",
-                   "token of \"ops\" is also used by auth.tokens[0] (\"ci\")");
+  check_yaml_error("auth:\n  tokens: [" + element("[read]") + ", {name: ops, token: " + ci_token +
+                       ", roles: [read]}]\n",
+                   "auth.tokens[1]", "token of \"ops\" is also used by auth.tokens[0] (\"ci\")");
   // Not one of these messages shows the token, however it was misplaced.
   for (auto& text : {
-         file_error("auth:\n  tokens: [" + element("[read]") + ", " + element("[read]") + "]\n"),
-         file_error("auth:\n  tokens: [" + element("[" + ops_token + "]") + "]\n"),
-         file_error("auth:\n  tokens: [{name: ci, " + ops_token + ", roles: [read]}]\n"),
-         file_error("auth:\n  tokens: [{name: ci, token: " + ops_token + ", roles: [read]},\n"),
-         file_error("auth:\n  tokens: " + ops_token + "\n"),
-         file_error("auth:\n  tokens: [" + ops_token + "]\n"),
-         env_error("TROUPE_AUTH__TOKENS=" + ops_token),
-         env_error("TROUPE_AUTH__TOKENS=[{\"name\": \"ci\", \"token\": \"" + ops_token + "\""),
-         env_error("TROUPE_AUTH__TOKENS={\"token\": \"" + ops_token + "\"}"),
-         flag_error("auth.tokens", "[{\"name\": \"ci\", \"token\": \"" + ops_token +
-                                     "\", \"roles\": \"admin\"}]"),
+           file_error("auth:\n  tokens: [" + element("[read]") + ", " + element("[read]") + "]\n"),
+           file_error("auth:\n  tokens: [" + element("[" + ops_token + "]") + "]\n"),
+           file_error("auth:\n  tokens: [{name: ci, " + ops_token + ", roles: [read]}]\n"),
+           file_error("auth:\n  tokens: [{name: ci, token: " + ops_token + ", roles: [read]},\n"),
+           file_error("auth:\n  tokens: " + ops_token + "\n"),
+           file_error("auth:\n  tokens: [" + ops_token + "]\n"),
+           env_error("TROUPE_AUTH__TOKENS=" + ops_token),
+           env_error("TROUPE_AUTH__TOKENS=[{\"name\": \"ci\", \"token\": \"" + ops_token + "\""),
+           env_error("TROUPE_AUTH__TOKENS={\"token\": \"" + ops_token + "\"}"),
+           flag_error("auth.tokens", "[{\"name\": \"ci\", \"token\": \"" + ops_token +
+                                         "\", \"roles\": \"admin\"}]"),
        }) {
     CAF_CHECK_NOT_EQUAL(text, "");
     CAF_CHECK(!contains(text, ops_token));
@@ -887,9 +885,9 @@ CAF_TEST(auth mode none needs a loopback listen unless insecure is allowed) {
     CAF_CHECK_EQUAL(error_of(src),
                     std::string{"config error: auth.mode: none is accepted only while listen is "
                                 "a loopback address (127.0.0.0/8, ::1, localhost), not "} +
-                      listen +
-                      ": use tokens, or set auth.allow_insecure: true to give every client on "
-                      "the network admin rights");
+                        listen +
+                        ": use tokens, or set auth.allow_insecure: true to give every client on "
+                        "the network admin rights");
     src.flags["auth.allow_insecure"] = "true";
     CAF_CHECK_EQUAL(error_of(src), "");
   }
@@ -901,8 +899,8 @@ CAF_TEST(auth mode none needs a loopback listen unless insecure is allowed) {
 
 CAF_TEST(yaml errors do not quote the text they fail on) {
   for (auto escape : {"\\U7FFFFFFF", "\\q", "\\xZZ"}) {
-    auto err = file_error("logs:\n  loki:\n    password: \"hunter2" + std::string{escape} +
-                          "rest\"\n");
+    auto err =
+        file_error("logs:\n  loki:\n    password: \"hunter2" + std::string{escape} + "rest\"\n");
     CAF_CHECK(contains(err, "invalid YAML at line 3"));
     CAF_CHECK(!contains(err, "hunter2"));
     CAF_CHECK(!contains(err, "7FFFFFFF") && !contains(err, "7fffffff"));
@@ -917,7 +915,7 @@ CAF_TEST(malformed dotenv lines do not echo what may be a secret) {
   CAF_CHECK_EQUAL(error_of(src), "config error: " + src.dotenv + ": line 1: expected KEY=VALUE");
   src.dotenv = write(".env", "TROUPE_LOGS__LOKI__PASSWORD='hunter2'hunter2\n");
   CAF_CHECK_EQUAL(error_of(src), "config error: " + src.dotenv +
-                                   ": line 1: unexpected text after the closing quote");
+                                     ": line 1: unexpected text after the closing quote");
 }
 
 // Found by fuzz_config: these errors named no key ("config error: : unknown key").

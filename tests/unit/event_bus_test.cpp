@@ -22,14 +22,12 @@ recorder(event_subscriber_actor::stateful_pointer<recorder_state> self) {
 
 struct fixture : test::deterministic_fixture {
   test::temp_dir dir;
-  std::shared_ptr<persistence::lmdb_env> env
-    = persistence::lmdb_env::open(dir / "store", 64ull << 20);
+  std::shared_ptr<persistence::lmdb_env> env =
+      persistence::lmdb_env::open(dir / "store", 64ull << 20);
   store_actor st = sys.spawn(store, env);
   event_bus_actor bus = sys.spawn(event_bus, std::string{"node-a"});
 
-  fixture() {
-    sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st));
-  }
+  fixture() { sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st)); }
 
   ~fixture() override {
     sys.registry().erase(names::store);
@@ -81,8 +79,9 @@ CAF_TEST(nothing is announced when the store is unavailable) {
   sys.registry().erase(names::store);
   auto h = self->request(bus, caf::infinite, publish_atom::value, make_event("x"));
   run();
-  h.receive([](uint64_t) { CAF_FAIL("published without a store"); },
-            [](caf::error& err) { CAF_CHECK_EQUAL(err.code(), static_cast<uint8_t>(ec::unavailable)); });
+  h.receive(
+      [](uint64_t) { CAF_FAIL("published without a store"); },
+      [](caf::error& err) { CAF_CHECK_EQUAL(err.code(), static_cast<uint8_t>(ec::unavailable)); });
   CAF_CHECK(seen(r).empty());
   caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
 }
@@ -103,8 +102,9 @@ CAF_TEST(events render as the api shows them) {
   e.type = "node.started";
   e.node = "n";
   e.data = R"({"pid":1})";
-  CAF_CHECK_EQUAL(to_json(e),
-                  R"({"data":{"pid":1},"node":"n","seq":7,"ts":"2023-11-14T22:13:20.123Z","type":"node.started"})");
+  CAF_CHECK_EQUAL(
+      to_json(e),
+      R"({"data":{"pid":1},"node":"n","seq":7,"ts":"2023-11-14T22:13:20.123Z","type":"node.started"})");
   auto back = decode_stored(7, encode_stored(e));
   CAF_CHECK_EQUAL(back.type, e.type);
   CAF_CHECK_EQUAL(back.ts_ns, e.ts_ns);

@@ -3,9 +3,9 @@
 
 #include <csignal>
 #include <filesystem>
-#include <thread>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <thread>
 
 #include "actors/event_bus.hpp"
 #include "actors/job_controller.hpp"
@@ -512,7 +512,7 @@ CAF_TEST(the sweep removes expired workspaces and purges expired jobs) {
   auto old_id = make_ended(std::chrono::hours(24 * 8), dir / "ws-old");
   auto mid_id = make_ended(std::chrono::hours(2), dir / "ws-mid");
   auto new_id = make_ended(std::chrono::hours(0), dir / "ws-new");
-  start(1);  // retention 7d and workspace retention 1h are the defaults
+  start(1); // retention 7d and workspace retention 1h are the defaults
   caf::anon_send(ctl, sweep_atom::value);
   consume_messages();
   CAF_CHECK(!persistence::get_job(*env, old_id).has_value());

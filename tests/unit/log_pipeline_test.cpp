@@ -63,15 +63,13 @@ private:
 
 struct fixture : test::deterministic_fixture {
   test::temp_dir dir;
-  std::shared_ptr<persistence::lmdb_env> env
-    = persistence::lmdb_env::open(dir / "store", 64ull << 20);
+  std::shared_ptr<persistence::lmdb_env> env =
+      persistence::lmdb_env::open(dir / "store", 64ull << 20);
   store_actor st = sys.spawn(store, env);
   test::capture_server loki_server;
   std::vector<caf::actor> extra;
 
-  fixture() {
-    sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st));
-  }
+  fixture() { sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st)); }
 
   ~fixture() override {
     for (auto name : {names::store, names::logs, names::loki})
@@ -83,8 +81,7 @@ struct fixture : test::deterministic_fixture {
   }
 
   /// Appends records straight into the `logs` table (what the router does).
-  uint64_t put_lines(std::vector<std::string> lines, const std::string& rid = {},
-                     int64_t ts = 0) {
+  uint64_t put_lines(std::vector<std::string> lines, const std::string& rid = {}, int64_t ts = 0) {
     persistence::txn t{*env, false};
     std::vector<log_record> records;
     for (auto& l : lines) {
@@ -450,7 +447,7 @@ CAF_TEST(outages are retried with backoff and every line arrives once in order) 
   CAF_CHECK_EQUAL(lag(), 0.0);
 }
 
-CAF_TEST(a 429 waits at least Retry-After) {
+CAF_TEST(a 429 waits at least Retry - After) {
   loki_config cfg;
   cfg.batch_entries = 1;
   cfg.backoff_initial = 10ms;
@@ -512,7 +509,7 @@ CAF_TEST(the breaker opens after repeated failures and probes after its cooldown
 CAF_TEST(a full outbox drops the oldest entries and counts them) {
   loki_config cfg;
   cfg.batch_entries = 1;
-  cfg.outbox_bytes = 200;  // about 7 of the 20 binary records
+  cfg.outbox_bytes = 200; // about 7 of the 20 binary records
   cfg.backoff_initial = 10ms;
   cfg.backoff_max = 10ms;
   auto b = start_batcher(cfg);

@@ -94,20 +94,26 @@ CAF_TEST(recorded requests become a histogram a counter and windows) {
   CAF_CHECK_EQUAL(sample_of(text, "troupe_http_request_duration_seconds_count" + get), 100.0);
   // Cumulative buckets: le=0.01 holds 1..10 ms, le=0.05 holds 1..50 ms.
   CAF_CHECK_EQUAL(
-    sample_of(text, R"(troupe_http_request_duration_seconds_bucket{method="GET",route="/jobs",status="200",le="0.01"})"),
-    10.0);
+      sample_of(
+          text,
+          R"(troupe_http_request_duration_seconds_bucket{method="GET",route="/jobs",status="200",le="0.01"})"),
+      10.0);
   CAF_CHECK_EQUAL(
-    sample_of(text, R"(troupe_http_request_duration_seconds_bucket{method="GET",route="/jobs",status="200",le="0.05"})"),
-    50.0);
+      sample_of(
+          text,
+          R"(troupe_http_request_duration_seconds_bucket{method="GET",route="/jobs",status="200",le="0.05"})"),
+      50.0);
   CAF_CHECK_EQUAL(
-    sample_of(text, R"(troupe_http_request_duration_seconds_bucket{method="GET",route="/jobs",status="200",le="+Inf"})"),
-    100.0);
+      sample_of(
+          text,
+          R"(troupe_http_request_duration_seconds_bucket{method="GET",route="/jobs",status="200",le="+Inf"})"),
+      100.0);
   auto sum = sample_of(text, "troupe_http_request_duration_seconds_sum" + get);
   CAF_CHECK_LESS(std::abs(sum - 5.05), 1e-9);
   // p99 of 1..100 ms within 1 %.
   auto p99 = sample_of(
-    text,
-    R"(troupe_http_request_duration_seconds_window{method="GET",route="/jobs",status="200",window="1m",quantile="0.99"})");
+      text,
+      R"(troupe_http_request_duration_seconds_window{method="GET",route="/jobs",status="200",window="1m",quantile="0.99"})");
   CAF_CHECK_LESS_OR_EQUAL(std::abs(p99 - 0.099) / 0.099, 0.0101);
   CAF_CHECK_EQUAL(sample_of(text, "troupe_heartbeat_total"), 1.0);
   CAF_CHECK_EQUAL(sample_of(text, "troupe_metrics_series"), 2.0);
@@ -187,7 +193,9 @@ CAF_TEST(a gauge board is sampled every tick and read again by a restarted regis
   // Sampled on each of the 3 ticks although it never changed, plus the
   // first value when it arrived.
   CAF_CHECK_EQUAL(
-    sample_of(text, R"(troupe_log_sink_lag_entries_window_observations{sink="loki",window="1m"})"), 4.0);
+      sample_of(text,
+                R"(troupe_log_sink_lag_entries_window_observations{sink="loki",window="1m"})"),
+      4.0);
   // The registry goes; the next one knows the lag without being told again.
   caf::anon_send_exit(registry, caf::exit_reason::kill);
   consume_messages();
@@ -223,8 +231,7 @@ CAF_TEST(a histogram delta of another accuracy is merged and the registry lives 
   CAF_CHECK_EQUAL(sample_of(text, "troupe_job_queue_wait_seconds_count"), 2.0);
   CAF_CHECK_EQUAL(sample_of(text, "troupe_job_queue_wait_seconds_sum"), 6.0);
   // The lower median of {2, 4} is the value re-binned from 2 % to 1 %.
-  auto p50 = sample_of(
-    text, R"(troupe_job_queue_wait_seconds_window{window="1m",quantile="0.5"})");
+  auto p50 = sample_of(text, R"(troupe_job_queue_wait_seconds_window{window="1m",quantile="0.5"})");
   CAF_CHECK_LESS(std::abs(p50 - 2.0) / 2.0, 0.0303);
 }
 
@@ -241,8 +248,10 @@ CAF_TEST(the recorder admits at most max_series series and reports what it refus
   CAF_CHECK_EQUAL(sample_of(text, "troupe_metrics_series"), 2.0);
   CAF_CHECK_EQUAL(sample_of(text, "troupe_metrics_dropped_series_total"), 3.0);
   CAF_CHECK_EQUAL(
-    sample_of(text, R"(troupe_http_request_duration_seconds_count{method="GET",route="/r0",status="200"})"),
-    1.0);
+      sample_of(
+          text,
+          R"(troupe_http_request_duration_seconds_count{method="GET",route="/r0",status="200"})"),
+      1.0);
   // Next interval: an admitted series keeps counting even when refused ones
   // arrive first; a refused one stays refused (counted once per interval).
   for (int i = 4; i >= 0; --i)
@@ -252,8 +261,10 @@ CAF_TEST(the recorder admits at most max_series series and reports what it refus
   CAF_CHECK_EQUAL(sample_of(text, "troupe_metrics_series"), 2.0);
   CAF_CHECK_EQUAL(sample_of(text, "troupe_metrics_dropped_series_total"), 6.0);
   CAF_CHECK_EQUAL(
-    sample_of(text, R"(troupe_http_request_duration_seconds_count{method="GET",route="/r0",status="200"})"),
-    2.0);
+      sample_of(
+          text,
+          R"(troupe_http_request_duration_seconds_count{method="GET",route="/r0",status="200"})"),
+      2.0);
 }
 
 CAF_TEST(request methods map to a fixed set of labels) {

@@ -18,8 +18,8 @@ caf::behavior idle_child(caf::event_based_actor*) {
 
 struct fixture : test::deterministic_fixture {
   test::temp_dir dir;
-  std::shared_ptr<persistence::lmdb_env> env
-    = persistence::lmdb_env::open(dir / "store", 64ull << 20);
+  std::shared_ptr<persistence::lmdb_env> env =
+      persistence::lmdb_env::open(dir / "store", 64ull << 20);
   supervisor_config cfg;
   node_supervisor_actor sup;
   std::shared_ptr<caf::error> exit_reason = std::make_shared<caf::error>();
@@ -109,7 +109,7 @@ CAF_TEST(the backoff doubles with each recent restart up to the cap) {
   crash("worker");
   advance_time(100ms);
   consume_messages();
-  CAF_CHECK(current("worker") == nullptr);  // second restart waits 200 ms
+  CAF_CHECK(current("worker") == nullptr); // second restart waits 200 ms
   advance_time(100ms);
   consume_messages();
   CAF_CHECK(current("worker") != nullptr);
@@ -152,7 +152,8 @@ CAF_TEST(too many restarts within the window escalate) {
 
 CAF_TEST(a restart is announced as an actor_restarted event) {
   auto e = env;
-  start({{"store", [e](caf::actor_system& s) { return caf::actor_cast<caf::actor>(s.spawn(store, e)); }},
+  start({{"store",
+          [e](caf::actor_system& s) { return caf::actor_cast<caf::actor>(s.spawn(store, e)); }},
          {"event_bus", [](caf::actor_system& s) {
             return caf::actor_cast<caf::actor>(s.spawn(event_bus, std::string{"n1"}));
           }}});
@@ -169,7 +170,8 @@ CAF_TEST(a restart is announced as an actor_restarted event) {
 
 CAF_TEST(shutdown stops children last started first and quits normally) {
   auto e = env;
-  start({{"store", [e](caf::actor_system& s) { return caf::actor_cast<caf::actor>(s.spawn(store, e)); }},
+  start({{"store",
+          [e](caf::actor_system& s) { return caf::actor_cast<caf::actor>(s.spawn(store, e)); }},
          worker()});
   auto st = current("store");
   auto w = current("worker");

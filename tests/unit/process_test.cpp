@@ -143,7 +143,7 @@ CAF_TEST(a command that does not exist fails to spawn with a reason) {
     what = e.what();
   }
   CAF_CHECK(what.find("/no/such/program") != std::string::npos);
-  opts.rlimits.open_files = 16;  // the fork path reports the same way
+  opts.rlimits.open_files = 16; // the fork path reports the same way
   what.clear();
   try {
     process::spawn(opts);

@@ -16,8 +16,10 @@ struct fixture {
   fixture() {
     r.add("GET", "/healthz", {role::read}, [this](const exchange_ptr&) { hit = "healthz"; });
     r.add("GET", "/jobs/{id}", {role::read}, [this](const exchange_ptr&) { hit = "get job"; });
-    r.add("DELETE", "/jobs/{id}", {role::read}, [this](const exchange_ptr&) { hit = "delete job"; });
-    r.add("GET", "/jobs/{id}/stream", {role::read}, [this](const exchange_ptr&) { hit = "stream"; });
+    r.add("DELETE", "/jobs/{id}", {role::read},
+          [this](const exchange_ptr&) { hit = "delete job"; });
+    r.add("GET", "/jobs/{id}/stream", {role::read},
+          [this](const exchange_ptr&) { hit = "stream"; });
   }
 
   std::string call(std::string_view method, std::string_view path) {

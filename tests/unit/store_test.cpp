@@ -44,9 +44,9 @@ write_op append(std::string table, std::string value) {
 CAF_TEST_FIXTURE_SCOPE(store_tests, fixture)
 
 CAF_TEST(a write is readable after its acknowledgement) {
-  auto result = request<write_result>(st, write_atom::value,
-                                      write_batch{put("meta", "k", "v"), append("events", "e1"),
-                                                  append("events", "e2")});
+  auto result = request<write_result>(
+      st, write_atom::value,
+      write_batch{put("meta", "k", "v"), append("events", "e1"), append("events", "e2")});
   CAF_CHECK_EQUAL(result.appended, (std::vector<uint64_t>{1, 2}));
   CAF_CHECK_EQUAL(get("meta", "k"), std::optional<std::string>{"v"});
   CAF_CHECK_EQUAL(get("events", persistence::seq_key(2)), std::optional<std::string>{"e2"});
@@ -74,14 +74,18 @@ CAF_TEST(writes queued together commit in one transaction) {
 }
 
 CAF_TEST(a bad batch fails alone and its neighbours still commit) {
-  auto good1 = self->request(st, caf::infinite, write_atom::value, write_batch{put("meta", "a", "1")});
+  auto good1 =
+      self->request(st, caf::infinite, write_atom::value, write_batch{put("meta", "a", "1")});
   auto bad = self->request(st, caf::infinite, write_atom::value,
                            write_batch{put("meta", "b", "2"), put("no_such_table", "x", "y")});
-  auto good2 = self->request(st, caf::infinite, write_atom::value, write_batch{put("meta", "c", "3")});
+  auto good2 =
+      self->request(st, caf::infinite, write_atom::value, write_batch{put("meta", "c", "3")});
   run();
   good1.receive([](write_result&) {}, [](caf::error& err) { CAF_FAIL(to_string(err)); });
   bad.receive([](write_result&) { CAF_FAIL("a batch naming an unknown table was accepted"); },
-              [](caf::error& err) { CAF_CHECK_EQUAL(err.code(), static_cast<uint8_t>(ec::invalid_argument)); });
+              [](caf::error& err) {
+                CAF_CHECK_EQUAL(err.code(), static_cast<uint8_t>(ec::invalid_argument));
+              });
   good2.receive([](write_result&) {}, [](caf::error& err) { CAF_FAIL(to_string(err)); });
   CAF_CHECK_EQUAL(get("meta", "a"), std::optional<std::string>{"1"});
   CAF_CHECK(!get("meta", "b"));
@@ -100,8 +104,8 @@ CAF_TEST(flush answers after every earlier write is committed) {
 }
 
 CAF_TEST(data survives closing and reopening the environment) {
-  request<write_result>(st, write_atom::value, write_batch{put("meta", "kept", "yes"),
-                                                          append("events", "one")});
+  request<write_result>(st, write_atom::value,
+                        write_batch{put("meta", "kept", "yes"), append("events", "one")});
   caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
   run();
   st = nullptr;
@@ -188,11 +192,11 @@ CAF_TEST(a schema 1 data dir is migrated to schema 2 without losing a line) {
     put("job_logs", job_id + '/' + persistence::seq_key(3), v1_job_line(200, 2, "three"));
     auto v1_record = [&](int64_t ts, const std::string& line, const std::string& source,
                          const std::string& instance, const std::string& level) {
-      return nlohmann::json{{"ts", ts},          {"line", line},         {"stream", 1},
-                            {"level", level},    {"service", "svc"},     {"instance", instance},
-                            {"source", source},  {"request_id", "rid-7"}, {"namespace", "prod"},
+      return nlohmann::json{{"ts", ts},         {"line", line},          {"stream", 1},
+                            {"level", level},   {"service", "svc"},      {"instance", instance},
+                            {"source", source}, {"request_id", "rid-7"}, {"namespace", "prod"},
                             {"node", "n1"}}
-        .dump();
+          .dump();
     };
     // The pipeline stored "one" and "two" (with a daemon line between them)
     // but never got "three".
@@ -247,9 +251,10 @@ CAF_TEST(erase_range removes exactly the keys in the range across many pages) {
   for (int i = 0; i < 5000; ++i)
     fill.push_back(append("events", std::string(100, 'x')));
   request<write_result>(st, write_atom::value, fill);
-  request<write_result>(st, write_atom::value,
-                        write_batch{write_op{write_op::erase_range, "events",
-                                             persistence::seq_key(10), persistence::seq_key(4001)}});
+  request<write_result>(
+      st, write_atom::value,
+      write_batch{write_op{write_op::erase_range, "events", persistence::seq_key(10),
+                           persistence::seq_key(4001)}});
   auto left = env->read([](persistence::txn& t) { return t.size("events"); });
   CAF_CHECK_EQUAL(left.entries, 5000u - 3991u);
   CAF_CHECK(get("events", persistence::seq_key(9)).has_value());
@@ -257,9 +262,9 @@ CAF_TEST(erase_range removes exactly the keys in the range across many pages) {
   CAF_CHECK(!get("events", persistence::seq_key(4000)).has_value());
   CAF_CHECK(get("events", persistence::seq_key(4001)).has_value());
   // An empty upper bound runs to the end.
-  request<write_result>(st, write_atom::value,
-                        write_batch{write_op{write_op::erase_range, "events",
-                                             persistence::seq_key(4500), {}}});
+  request<write_result>(
+      st, write_atom::value,
+      write_batch{write_op{write_op::erase_range, "events", persistence::seq_key(4500), {}}});
   CAF_CHECK_EQUAL(env->read([](persistence::txn& t) { return t.last_seq("events"); }), 4499u);
 }
 
@@ -339,8 +344,8 @@ CAF_TEST(a trim leaves lines written after it was planned and seqs are never reu
   // Every line gone: the next ones still get fresh seqs, so a job index or a
   // sink cursor never points at another job's line.
   request<write_result>(
-    st, write_atom::value,
-    write_batch{write_op{write_op::erase_range, "logs", persistence::seq_key(1), {}}});
+      st, write_atom::value,
+      write_batch{write_op{write_op::erase_range, "logs", persistence::seq_key(1), {}}});
   CAF_CHECK_EQUAL(persistence::last_log_record_seq(*env), 53u);
   job_lines(*env, "c", 1, 2, 2, now);
   CAF_CHECK_EQUAL(persistence::last_log_record_seq(*env), 55u);
@@ -350,7 +355,7 @@ CAF_TEST(a trim leaves lines written after it was planned and seqs are never reu
   CAF_CHECK_EQUAL(c.front().line, "line 1");
 }
 
-CAF_TEST(job reads cover holes in the index and any Last-Event-ID) {
+CAF_TEST(job reads cover holes in the index and any Last - Event - ID) {
   job_lines(*env, "h", 1, 100, 100, 1);
   job_lines(*env, "h", 301, 100, 100, 1); // 101..300 never arrived
   uint64_t covered = 0;
@@ -377,8 +382,8 @@ CAF_TEST(job reads cover holes in the index and any Last-Event-ID) {
 CAF_TEST(log paging reaches the end also when the newest lines were removed) {
   job_lines(*env, "p", 1, 10, 10, 1);
   request<write_result>(
-    st, write_atom::value,
-    write_batch{write_op{write_op::erase_range, "logs", persistence::seq_key(6), {}}});
+      st, write_atom::value,
+      write_batch{write_op{write_op::erase_range, "logs", persistence::seq_key(6), {}}});
   uint64_t scanned = 0;
   std::string out;
   persistence::query_logs_ndjson(*env, {}, 0, 100, scanned, out);
@@ -473,7 +478,8 @@ CAF_TEST(json strings escape control characters and replace invalid utf8) {
   persistence::append_json_string(out, std::string{"a\"b\\c\n\x01\xc3\xa9\xff\xe2\x82"});
   CAF_CHECK_EQUAL(out, "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
   auto parsed = nlohmann::json::parse(out);
-  CAF_CHECK_EQUAL(parsed.get<std::string>(), "a\"b\\c\n\x01\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+  CAF_CHECK_EQUAL(parsed.get<std::string>(),
+                  "a\"b\\c\n\x01\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
 }
 
 CAF_TEST(a job record keeps its submitter and older records read as none) {
