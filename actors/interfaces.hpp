@@ -179,7 +179,7 @@ using log_batch = std::vector<log_record>;
 /// Observations of one metric series gathered by a producer since its last
 /// flush. Producers send many in one message (never one per observation).
 struct metric_delta {
-  /// Internal family key, e.g. `http.request.duration` (runtime/metrics_model.hpp).
+  /// Internal family key, e.g. `http.request.duration` (actors/metrics/metrics_model.hpp).
   std::string family;
   /// Label values in the order of the family's label names.
   std::vector<std::string> labels;
@@ -490,7 +490,7 @@ using job_controller_actor = caf::typed_actor<
 
 // -- metrics -----------------------------------------------------------------------
 
-/// One series: a ring of sub-window buckets (runtime/window_ring.hpp).
+/// One series: a ring of sub-window buckets (actors/metrics/window_ring.hpp).
 using metric_window_actor = caf::typed_actor<
     // Merges a producer's observations (histogram), increment (counter) or
     // current value (gauge).

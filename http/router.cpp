@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "runtime/logging.hpp"
+#include "runtime/ground/logging.hpp"
 
 namespace troupe::http {
 

@@ -4,7 +4,7 @@
 #include <filesystem>
 
 #include "persistence/logs.hpp"
-#include "runtime/logging.hpp"
+#include "runtime/ground/logging.hpp"
 
 namespace troupe::persistence {
 

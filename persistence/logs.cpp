@@ -8,11 +8,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "http/loki.hpp"
+#include "actors/logs/loki.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
-#include "runtime/clock.hpp"
-#include "runtime/logging.hpp"
+#include "runtime/ground/clock.hpp"
+#include "runtime/ground/logging.hpp"
 
 namespace troupe::persistence {
 

@@ -13,12 +13,12 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
-#include "actors/metrics.hpp"
-#include "actors/metrics_exporter.hpp"
-#include "actors/names.hpp"
-#include "runtime/logging.hpp"
+#include "actors/core/names.hpp"
+#include "actors/metrics/metrics.hpp"
+#include "actors/metrics/metrics_exporter.hpp"
+#include "runtime/ground/logging.hpp"
 
-#include "runtime/config.hpp"
+#include "runtime/ground/config.hpp"
 #include "runtime/runtime.hpp"
 #include "troupe/build_info.hpp"
 

@@ -11,10 +11,10 @@
 #include <fuzzer/FuzzedDataProvider.h>
 #include <nlohmann/json.hpp>
 
+#include "actors/logs/loki.hpp"
 #include "fuzz_check.hpp"
-#include "http/loki.hpp"
 #include "persistence/logs.hpp"
-#include "runtime/logging.hpp"
+#include "runtime/ground/logging.hpp"
 
 using namespace troupe;
 using nlohmann::json;

@@ -15,7 +15,7 @@
 
 #include "fuzz_check.hpp"
 #include "http/router.hpp"
-#include "runtime/config.hpp"
+#include "runtime/ground/config.hpp"
 
 namespace beast = boost::beast;
 namespace bhttp = beast::http;

@@ -1,8 +1,8 @@
 #define CAF_SUITE archive
 #include "support/dsl.hpp"
 
-#include "runtime/archive.hpp"
-#include "runtime/archive_memory.hpp"
+#include "actors/jobs/archive.hpp"
+#include "actors/jobs/archive_memory.hpp"
 #include "support/temp_dir.hpp"
 
 #include <archive.h>

@@ -3,8 +3,8 @@
 
 #include "http/auth.hpp"
 #include "runtime/auth_tokens.hpp"
-#include "runtime/config.hpp"
-#include "runtime/logging.hpp"
+#include "runtime/ground/config.hpp"
+#include "runtime/ground/logging.hpp"
 #include "support/temp_dir.hpp"
 
 #include <sys/stat.h>

@@ -1,6 +1,6 @@
 #define CAF_SUITE config
-#include "runtime/config.hpp"
-#include "runtime/metrics_model.hpp"
+#include "actors/metrics/metrics_model.hpp"
+#include "runtime/ground/config.hpp"
 #include "support/dsl.hpp"
 
 #include <pwd.h>

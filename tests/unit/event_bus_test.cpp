@@ -1,9 +1,9 @@
 #define CAF_SUITE event_bus
 #include "support/dsl.hpp"
 
-#include "actors/event_bus.hpp"
-#include "actors/names.hpp"
-#include "actors/store.hpp"
+#include "actors/core/event_bus.hpp"
+#include "actors/core/names.hpp"
+#include "actors/core/store.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace troupe;

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "runtime/host.hpp"
+#include "runtime/ground/host.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace troupe;

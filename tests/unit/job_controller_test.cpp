@@ -7,15 +7,15 @@
 #include <sys/wait.h>
 #include <thread>
 
-#include "actors/event_bus.hpp"
-#include "actors/job_controller.hpp"
-#include "actors/job_stream.hpp"
-#include "actors/names.hpp"
-#include "actors/store.hpp"
+#include "actors/core/event_bus.hpp"
+#include "actors/core/names.hpp"
+#include "actors/core/store.hpp"
+#include "actors/jobs/job_controller.hpp"
+#include "actors/jobs/job_stream.hpp"
+#include "actors/metrics/metrics_model.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/logs.hpp"
-#include "runtime/clock.hpp"
-#include "runtime/metrics_model.hpp"
+#include "runtime/ground/clock.hpp"
 #include "support/paced_stream.hpp"
 #include "support/temp_dir.hpp"
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/job_spec.hpp"
+#include "actors/jobs/job_spec.hpp"
 
 using namespace troupe;
 

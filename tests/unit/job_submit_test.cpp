@@ -1,8 +1,8 @@
 #define CAF_SUITE job_submit
 #include "support/dsl.hpp"
 
+#include "http/api/job_submit.hpp"
 #include "http/multipart.hpp"
-#include "runtime/job_submit.hpp"
 #include "support/temp_dir.hpp"
 
 #include <unistd.h>

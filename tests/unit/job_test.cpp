@@ -9,12 +9,12 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "actors/job.hpp"
-#include "actors/job_controller.hpp"
-#include "actors/names.hpp"
-#include "actors/store.hpp"
+#include "actors/core/names.hpp"
+#include "actors/core/store.hpp"
+#include "actors/jobs/job.hpp"
+#include "actors/jobs/job_controller.hpp"
+#include "actors/jobs/job_spec.hpp"
 #include "persistence/jobs.hpp"
-#include "runtime/job_spec.hpp"
 #include "support/temp_dir.hpp"
 
 // The real job actor (under the real controller) on the deterministic

@@ -1,8 +1,8 @@
 #define CAF_SUITE loki
 #include "support/dsl.hpp"
 
+#include "actors/logs/loki.hpp"
 #include "http/http_client.hpp"
-#include "http/loki.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

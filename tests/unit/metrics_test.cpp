@@ -5,10 +5,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/metrics.hpp"
-#include "actors/metrics_exporter.hpp"
-#include "runtime/metrics_export.hpp"
-#include "runtime/metrics_model.hpp"
+#include "actors/metrics/metrics.hpp"
+#include "actors/metrics/metrics_export.hpp"
+#include "actors/metrics/metrics_exporter.hpp"
+#include "actors/metrics/metrics_model.hpp"
 
 using namespace troupe;
 using namespace std::chrono_literals;

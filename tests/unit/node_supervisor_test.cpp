@@ -1,10 +1,10 @@
 #define CAF_SUITE node_supervisor
 #include "support/dsl.hpp"
 
-#include "actors/event_bus.hpp"
-#include "actors/names.hpp"
-#include "actors/node_supervisor.hpp"
-#include "actors/store.hpp"
+#include "actors/core/event_bus.hpp"
+#include "actors/core/names.hpp"
+#include "actors/core/node_supervisor.hpp"
+#include "actors/core/store.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace troupe;

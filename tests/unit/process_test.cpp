@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "persistence/logs.hpp"
-#include "runtime/process.hpp"
+#include "runtime/ground/process.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace troupe;

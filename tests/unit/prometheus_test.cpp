@@ -1,7 +1,7 @@
 #define CAF_SUITE prometheus
 #include "support/dsl.hpp"
 
-#include "http/prometheus.hpp"
+#include "actors/metrics/prometheus.hpp"
 #include "support/temp_dir.hpp"
 
 #include <sys/wait.h>

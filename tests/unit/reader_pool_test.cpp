@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <stdexcept>
 
-#include "actors/reader_pool.hpp"
+#include "actors/core/reader_pool.hpp"
 
 using namespace troupe;
 

@@ -1,8 +1,8 @@
 #define CAF_SUITE servers
 #include "support/dsl.hpp"
 
+#include "actors/metrics/prometheus.hpp"
 #include "http/http_client.hpp"
-#include "http/prometheus.hpp"
 #include "support/servers.hpp"
 #include "support/temp_dir.hpp"
 

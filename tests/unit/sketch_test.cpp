@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "runtime/byte_codec.hpp"
-#include "runtime/sketch.hpp"
-#include "runtime/window_ring.hpp"
+#include "actors/metrics/sketch.hpp"
+#include "actors/metrics/window_ring.hpp"
+#include "runtime/ground/byte_codec.hpp"
 
 using namespace troupe;
 using namespace troupe::metrics;

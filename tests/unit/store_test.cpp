@@ -5,7 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/store.hpp"
+#include "actors/core/store.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/logs.hpp"
 #include "support/temp_dir.hpp"
