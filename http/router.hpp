@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "http/auth.hpp"
+#include "runtime/ground/url.hpp"
 
 namespace troupe::http {
 
@@ -151,9 +152,6 @@ private:
   };
   std::vector<route> routes_;
 };
-
-/// Percent-decodes (and turns '+' into ' ' when `form` is true).
-std::string url_decode(std::string_view s, bool form = false);
 
 /// Splits a target into decoded path and query parameters.
 void parse_target(std::string_view target, std::string& path,

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "actors/interfaces.hpp"
+#include "persistence/records.hpp"
 
 namespace troupe::persistence {
 

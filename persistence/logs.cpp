@@ -8,10 +8,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/logs/loki.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
 #include "runtime/ground/clock.hpp"
+#include "runtime/ground/log_level.hpp"
 #include "runtime/ground/logging.hpp"
 
 namespace troupe::persistence {
@@ -96,13 +96,6 @@ uint64_t intern_labels(txn& t, std::string_view enc) {
 }
 
 } // namespace
-
-// -- packed lines ------------------------------------------------------------------
-
-void pack_line(std::string& out, std::string_view line) {
-  append_le(out, line.size(), 4);
-  out.append(line);
-}
 
 // -- label sets --------------------------------------------------------------------
 
@@ -515,14 +508,6 @@ std::string to_api_json(const log_record& r) {
   return out;
 }
 
-// -- JSON text ------------------------------------------------------------------------
-
-void append_json_string(std::string& out, std::string_view s) {
-  out += '"';
-  logging::append_json_escaped(out, s);
-  out += '"';
-}
-
 // -- schema 1 → 2 -------------------------------------------------------------------------
 
 uint64_t migrate_logs_v1(txn& t) {
@@ -625,7 +610,7 @@ uint64_t migrate_logs_v1(txn& t) {
       l.ns = "default";
       l.node = rec ? rec->node : "";
       log_op_builder b{l};
-      b.add(ts, stream, loki::detect_level(line, stream == 2, "info", "error"), line);
+      b.add(ts, stream, detect_level(line, stream == 2, "info", "error"), line);
       g = append_log_op(t, {}, b.take()).first;
       ++appended;
     }

@@ -18,6 +18,7 @@
 #include "actors/metrics/metrics_exporter.hpp"
 #include "runtime/ground/logging.hpp"
 
+#include "runtime/config_checks.hpp"
 #include "runtime/ground/config.hpp"
 #include "runtime/runtime.hpp"
 #include "troupe/build_info.hpp"
@@ -159,7 +160,7 @@ std::optional<int> parse_config_flags(const std::string& cmd, const std::vector<
 
 std::optional<config> load_or_report(const config_sources& src) {
   try {
-    return load_config(src);
+    return load_node_config(src);
   } catch (const config_error& e) {
     std::cerr << e.what() << '\n';
     return std::nullopt;

@@ -41,6 +41,7 @@
 #include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
 #include "runtime/auth_tokens.hpp"
+#include "runtime/config_checks.hpp"
 #include "runtime/ground/clock.hpp"
 #include "runtime/ground/host.hpp"
 #include "runtime/ground/logging.hpp"
@@ -262,6 +263,7 @@ runtime::~runtime() {
 void runtime::start() {
   auto& d = *impl_;
   auto& cfg = d.cfg;
+  check_config(cfg); // a host program may hand over a config from load_config
   logging::setup(cfg.log.level, cfg.log.format);
   // Tokens are read before anything is bound: a bad tokens file is a config error.
   d.tokens = std::make_unique<auth::api_tokens>(cfg.auth);

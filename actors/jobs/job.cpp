@@ -238,7 +238,7 @@ void on_output(self_ptr self, proc_output& out) {
     if (!st.subscribers.empty()) {
       up.lines.reserve(b.count);
       auto seq = b.first_seq;
-      persistence::for_each_packed(b.lines, [&](std::string_view l) {
+      troupe::for_each_packed(b.lines, [&](std::string_view l) {
         up.lines.push_back(log_line{seq++, b.ts_ns, b.stream, std::string{l}});
       });
     }

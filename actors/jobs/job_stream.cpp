@@ -28,7 +28,7 @@ std::string log_data(uint64_t seq, int64_t ts_ns, uint8_t stream, const std::str
   // Seed clients read {"type":"log","data":"...\n"}; both shapes in one.
   out.pop_back();
   out += ",\"type\":\"log\",\"data\":";
-  persistence::append_json_string(out, line + "\n");
+  troupe::append_json_string(out, line + "\n");
   out += '}';
   return out;
 }

@@ -18,6 +18,7 @@
 #include "persistence/lmdb_env.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/ground/clock.hpp"
+#include "runtime/ground/log_level.hpp"
 #include "runtime/ground/logging.hpp"
 
 namespace troupe {
@@ -264,10 +265,11 @@ log_router_actor::behavior_type log_router_with(self_ptr self, logs_config cfg, 
           in.labels.node = st.node;
         persistence::log_op_builder b{in.labels};
         auto& last = last_ts_of(st, in.labels.instance);
-        persistence::for_each_packed(in.lines, [&](std::string_view line) {
-          b.add(next_ts(last, in.ts_ns), in.stream,
-                loki::detect_level(line, in.stream == 2, st.cfg.stdout_level, st.cfg.stderr_level),
-                line);
+        troupe::for_each_packed(in.lines, [&](std::string_view line) {
+          b.add(
+              next_ts(last, in.ts_ns), in.stream,
+              troupe::detect_level(line, in.stream == 2, st.cfg.stdout_level, st.cfg.stderr_level),
+              line);
         });
         write_batch ops{write_op{write_op::log_append, "logs",
                                  in.index.empty() ? std::string{}

@@ -24,13 +24,9 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
-#include "actors/metrics/metrics_model.hpp"
-#include "actors/metrics/prometheus.hpp"
-#include "http/auth.hpp"
-#include "http/http_client.hpp"
-#include "persistence/redis.hpp"
-#include "runtime/auth_tokens.hpp"
 #include "runtime/ground/host.hpp"
+#include "runtime/ground/role.hpp"
+#include "runtime/ground/url.hpp"
 
 extern char** environ;
 
@@ -427,19 +423,13 @@ template <class Ref> field optional_text(std::string path, Ref ref, std::string 
   return make_field(std::move(path), "string", text_kind{}, ref, any, std::move(help));
 }
 
+/// Values whose rules live above the ground floor (token table, metric
+/// naming, Prometheus labels): check_config (runtime/config_checks.hpp)
+/// checks them once the layers that own those rules are linked.
+constexpr auto checked_above = [](const auto&, const config&) -> problem { return std::nullopt; };
+
 /// The type of auth.tokens; apply_yaml_map hands it sequences and mappings.
 const std::string token_list_type = "list of {name, token, roles}";
-
-/// Names and tokens are checked by the table the server will use, so the
-/// config accepts exactly what the runtime can load.
-problem valid_tokens(const std::vector<auth_token>& tokens, const config&) {
-  try {
-    http::token_table{auth::to_entries(tokens, "auth.tokens")};
-  } catch (const http::invalid_token_entry& e) {
-    throw config_error(e.where(), e.reason());
-  }
-  return std::nullopt;
-}
 
 template <class Ref> field address(std::string path, Ref ref, std::string help) {
   return make_field(std::move(path), "HOST:PORT", text_kind{}, ref, valid_listen, std::move(help));
@@ -535,15 +525,6 @@ problem optional_redis_url(const std::string& v, const config&) {
   return std::nullopt;
 }
 
-problem valid_mapping(const std::string& v, const config&) {
-  try {
-    metrics::naming{v};
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return std::nullopt;
-}
-
 /// A part of a Redis key troupe also matches with SCAN: no separator, no glob.
 problem valid_key_part(const std::string& v, const config&) {
   if (v.empty())
@@ -553,34 +534,6 @@ problem valid_key_part(const std::string& v, const config&) {
         std::isspace(static_cast<unsigned char>(c)) || std::iscntrl(static_cast<unsigned char>(c)))
       return "must not contain ':', glob characters (*?[]\\), spaces or control characters, got " +
              in_quotes(v);
-  return std::nullopt;
-}
-
-problem valid_grouping(const std::string& v, const config& c) {
-  if (v.empty())
-    return std::nullopt;
-  auto doc = nlohmann::json::parse(v, nullptr, false);
-  for (auto& [k, val] : doc.items()) {
-    if (!val.is_string())
-      return k + ": expected a string value";
-    if (!prom::valid_label_name(k) || k == "job")
-      return k + ": not a usable label name";
-    // The Pushgateway refuses a push whose series carry a grouping label
-    // with another value: series labels cannot be grouping labels.
-    for (auto series_label :
-         {"method", "route", "status", "sink", "upstream", "window", "quantile", "le"})
-      if (k == series_label)
-        return k + ": is a label of troupe's series, not usable for grouping";
-    const auto& r = c.metrics.redis;
-    if (c.metrics.mode == "redis" &&
-        ((k == "tenant" && val != r.tenant) || (k == "project" && val != r.project)))
-      return k + ": must equal metrics.redis." + k +
-             " in redis mode (troupe_redis_sse_connections "
-             "carries it as a label)";
-    if (c.metrics.mode == "proxy" && (k == "tenant" || k == "project"))
-      return k + ": not usable for grouping in proxy mode (re-exported upstream series may carry "
-                 "it with other values)";
-  }
   return std::nullopt;
 }
 
@@ -633,7 +586,7 @@ const std::vector<field>& fields() {
                "token: bearer tokens required; none: every caller is admin (only on a loopback "
                "listen address unless auth.allow_insecure)"),
         make_field("auth.tokens", token_list_type, token_list_kind{},
-                   at(&config::auth, &auth_config::tokens), valid_tokens,
+                   at(&config::auth, &auth_config::tokens), checked_above,
                    "API tokens, roles read, submit or admin (the strongest counts); none "
                    "anywhere: an admin token generated in DATA_DIR/token; the environment holds "
                    "the list as JSON"),
@@ -831,7 +784,7 @@ const std::vector<field>& fields() {
         boolean("metrics.run_once", at(&config::metrics, &metrics_config::run_once),
                 "`troupe metrics export` exports once and exits (like --once)"),
         json_object(
-            "metrics.mapping", at(&config::metrics, &metrics_config::mapping), valid_mapping,
+            "metrics.mapping", at(&config::metrics, &metrics_config::mapping), checked_above,
             "Internal key -> {name, unit}, e.g. {\"sse.connections\":{\"name\":\"ingress_sse\"}}"),
         duration(
             "metrics.prometheus.scrape_ttl",
@@ -846,7 +799,7 @@ const std::vector<field>& fields() {
         json_object(
             "metrics.pushgateway.grouping",
             at(&config::metrics, &metrics_config::pushgateway, &pushgateway_config::grouping),
-            valid_grouping, "Further grouping labels, e.g. {\"tenant\":\"t\"}"),
+            checked_above, "Further grouping labels, e.g. {\"tenant\":\"t\"}"),
         duration("metrics.pushgateway.timeout",
                  at(&config::metrics, &metrics_config::pushgateway, &pushgateway_config::timeout),
                  above(0ms), "Timeout of one push or delete"),
@@ -1226,8 +1179,8 @@ std::vector<std::string> parse_roles(const YAML::Node& node, const std::string& 
     if (!item.IsScalar())
       throw config_error(at, "expected role names " + names + ", got " + shape(item));
     auto name = lower(trim(item.Scalar()));
-    auto r = http::parse_role(name);
-    if (!r || *r == http::role::none)
+    auto r = parse_role(name);
+    if (!r || *r == role::none)
       throw config_error(at, "unknown role " + echo(item.Scalar()) + " " + names);
     roles.push_back(name);
   }

@@ -328,7 +328,8 @@ struct config_sources {
   std::map<std::string, std::string> flags;
 };
 
-/// Loads, merges and validates. Throws config_error.
+/// Loads, merges and validates all but the rules of layers above this one
+/// (runtime/config_checks.hpp adds those). Throws config_error.
 config load_config(const config_sources& src);
 
 /// The current process environment as NAME=VALUE strings.

@@ -20,8 +20,8 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 
-#include "persistence/logs.hpp"
 #include "runtime/ground/clock.hpp"
+#include "runtime/ground/packed_lines.hpp"
 
 namespace troupe::process {
 
@@ -379,7 +379,7 @@ private:
   }
 
   static void emit(output& o, std::string_view line) {
-    persistence::pack_line(o.lines, line);
+    troupe::pack_line(o.lines, line);
     ++o.count;
   }
 

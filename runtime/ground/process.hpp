@@ -82,7 +82,7 @@ struct output {
   uint8_t stream = 1; ///< 1 stdout, 2 stderr
   int64_t ts_ns = 0;
   /// The lines back to back, each a 4-byte little-endian length then its
-  /// bytes (persistence::for_each_packed reads them): one buffer per read.
+  /// bytes (troupe::for_each_packed reads them): one buffer per read.
   std::string lines;
   uint32_t count = 0;
   bool eof = false;

@@ -61,8 +61,8 @@ const http::router& routes() {
 }
 
 void check_decode(std::string_view raw) {
-  auto plain = http::url_decode(raw);
-  auto form = http::url_decode(raw, true);
+  auto plain = troupe::url_decode(raw);
+  auto form = troupe::url_decode(raw, true);
   FUZZ_CHECK(plain.size() <= raw.size(), raw);
   FUZZ_CHECK(form.size() == plain.size(), raw);
   if (raw.find('%') == std::string_view::npos)

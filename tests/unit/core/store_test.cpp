@@ -475,7 +475,7 @@ CAF_TEST(request ids are kept per line so label sets stay one per instance) {
 
 CAF_TEST(json strings escape control characters and replace invalid utf8) {
   std::string out;
-  persistence::append_json_string(out, std::string{"a\"b\\c\n\x01\xc3\xa9\xff\xe2\x82"});
+  troupe::append_json_string(out, std::string{"a\"b\\c\n\x01\xc3\xa9\xff\xe2\x82"});
   CAF_CHECK_EQUAL(out, "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
   auto parsed = nlohmann::json::parse(out);
   CAF_CHECK_EQUAL(parsed.get<std::string>(),

@@ -1,5 +1,6 @@
 #define CAF_SUITE config
 #include "actors/metrics/metrics_model.hpp"
+#include "runtime/config_checks.hpp"
 #include "runtime/ground/config.hpp"
 #include "support/dsl.hpp"
 
@@ -20,7 +21,7 @@
 using troupe::config;
 using troupe::config_error;
 using troupe::config_sources;
-using troupe::load_config;
+using troupe::load_node_config;
 
 namespace fs = std::filesystem;
 
@@ -165,7 +166,7 @@ struct fixture {
   /// The message load_config throws, or "" if it succeeds.
   static std::string error_of(const config_sources& src) {
     try {
-      load_config(src);
+      load_node_config(src);
       return "";
     } catch (const config_error& e) {
       return e.what();
@@ -181,7 +182,7 @@ struct fixture {
   std::string env_error(const std::string& entry) { return error_of(with_env({entry})); }
 
   config flag(const std::string& key, const std::string& value) {
-    return load_config(with_flag(key, value));
+    return load_node_config(with_flag(key, value));
   }
 
   /// The YAML fails on `path` with a reason starting with `reason`.
@@ -199,7 +200,7 @@ struct fixture {
 CAF_TEST_FIXTURE_SCOPE(config_tests, fixture)
 
 CAF_TEST(builtin defaults apply without any source) {
-  auto c = load_config(sources());
+  auto c = load_node_config(sources());
   CAF_CHECK_EQUAL(c.node_name, host_name());
   CAF_CHECK_EQUAL(c.listen, "127.0.0.1:8000");
   CAF_CHECK_EQUAL(c.listen_host(), "127.0.0.1");
@@ -241,7 +242,7 @@ CAF_TEST(file is overridden by environment which is overridden by flags) {
   src.environment = {"TROUPE_DATA_DIR=/from/env", "TROUPE_LOG__LEVEL=warn",
                      "TROUPE_JOBS__CONCURRENCY=5"};
   src.flags = {{"jobs.concurrency", "7"}};
-  auto c = load_config(src);
+  auto c = load_node_config(src);
   CAF_CHECK_EQUAL(c.listen, "127.0.0.1:1111");
   CAF_CHECK_EQUAL(c.http.io_threads, 2);
   CAF_CHECK_EQUAL(c.data_dir, "/from/env");
@@ -253,10 +254,10 @@ CAF_TEST(file is overridden by environment which is overridden by flags) {
 CAF_TEST(ranges are checked after merging so a later layer can fix a value) {
   auto src = with_file("jobs:\n  concurrency: 0\n");
   src.flags = {{"jobs.concurrency", "2"}};
-  CAF_CHECK_EQUAL(load_config(src).jobs.concurrency, 2);
+  CAF_CHECK_EQUAL(load_node_config(src).jobs.concurrency, 2);
   src.flags = {{"supervisor.backoff_initial", "10ms"}};
   src.environment = {"TROUPE_SUPERVISOR__BACKOFF_MAX=20ms", "TROUPE_JOBS__CONCURRENCY=4"};
-  auto c = load_config(src);
+  auto c = load_node_config(src);
   CAF_CHECK_EQUAL(c.supervisor.backoff_max.count(), 20);
   CAF_CHECK_EQUAL(c.supervisor.backoff_initial.count(), 10);
 }
@@ -264,14 +265,14 @@ CAF_TEST(ranges are checked after merging so a later layer can fix a value) {
 CAF_TEST(TROUPE_CONFIG names the file unless a file is given) {
   auto good = write("good.yaml", "data_dir: /from/troupe_config\n");
   auto src = with_env({"TROUPE_CONFIG=" + good});
-  CAF_CHECK_EQUAL(load_config(src).data_dir, "/from/troupe_config");
+  CAF_CHECK_EQUAL(load_node_config(src).data_dir, "/from/troupe_config");
   src.environment = {"TROUPE_CONFIG=" + dir + "/missing.yaml"};
   src.file = write("explicit.yaml", "data_dir: /from/explicit\n");
-  CAF_CHECK_EQUAL(load_config(src).data_dir, "/from/explicit");
+  CAF_CHECK_EQUAL(load_node_config(src).data_dir, "/from/explicit");
   src.file.clear();
   CAF_CHECK_EQUAL(error_of(src), "config error: " + dir + "/missing.yaml: file not found");
   src.environment = {"TROUPE_CONFIG="};
-  CAF_CHECK_EQUAL(load_config(src).data_dir, "./data");
+  CAF_CHECK_EQUAL(load_node_config(src).data_dir, "./data");
 }
 
 CAF_TEST(dotenv fills in what the environment does not set) {
@@ -286,7 +287,7 @@ CAF_TEST(dotenv fills in what the environment does not set) {
                              "OTHER_TOOL_SETTING=ignored by troupe\r\n"
                              "TROUPE_JOB_ID=never read as config\n");
   src.environment = {"TROUPE_LOG__LEVEL=error", "PATH=/usr/bin"};
-  auto c = load_config(src);
+  auto c = load_node_config(src);
   CAF_CHECK_EQUAL(c.data_dir, "/from dotenv");
   CAF_CHECK_EQUAL(c.log.format, "json");
   CAF_CHECK_EQUAL(c.http.io_threads, 3);
@@ -298,7 +299,7 @@ CAF_TEST(dotenv can name the config file and its errors name the dotenv file) {
   auto src = sources();
   auto yaml = write("from-dotenv.yaml", "data_dir: /via/dotenv\n");
   src.dotenv = write(".env", "TROUPE_CONFIG=" + yaml + "\n");
-  CAF_CHECK_EQUAL(load_config(src).data_dir, "/via/dotenv");
+  CAF_CHECK_EQUAL(load_node_config(src).data_dir, "/via/dotenv");
   src.dotenv = write(".env", "TROUPE_HTTP__IO_THREADS=x\n");
   CAF_CHECK_EQUAL(error_of(src), "config error: http.io_threads: expected an integer, got \"x\" "
                                  "(from TROUPE_HTTP__IO_THREADS in " +
@@ -321,7 +322,7 @@ CAF_TEST(a malformed dotenv line names the file and the line) {
 }
 
 CAF_TEST(double underscores nest and single ones stay inside a key) {
-  auto c = load_config(with_env({
+  auto c = load_node_config(with_env({
       "TROUPE_HTTP__IO_THREADS=4",
       "TROUPE_HTTP__MAX_JSON_BYTES=1MB",
       "TROUPE_SUPERVISOR__BACKOFF_MAX=10s",
@@ -343,7 +344,7 @@ CAF_TEST(double underscores nest and single ones stay inside a key) {
 }
 
 CAF_TEST(names set by troupe for jobs or by Kubernetes are ignored) {
-  auto c = load_config(with_env({
+  auto c = load_node_config(with_env({
       "TROUPE_JOB_ID=42",
       "TROUPE_REQUEST_ID=abc",
       "TROUPE_SERVICE_HOST=10.0.0.1",
@@ -502,7 +503,7 @@ CAF_TEST(shapes of sections and values are checked) {
 }
 
 CAF_TEST(null sections and null values keep the defaults) {
-  auto c = load_config(with_file("jobs:\nhttp:\n  io_threads: ~\ndata_dir:\nlog: ~\n"));
+  auto c = load_node_config(with_file("jobs:\nhttp:\n  io_threads: ~\ndata_dir:\nlog: ~\n"));
   CAF_CHECK_EQUAL(c.jobs.concurrency, cores());
   CAF_CHECK_EQUAL(c.http.io_threads, 1);
   CAF_CHECK_EQUAL(c.data_dir, "./data");
@@ -586,7 +587,7 @@ CAF_TEST(loading creates nothing on disk) {
   auto src = with_file("data_dir: " + data_dir + "\n");
   src.dotenv = dir + "/no/such/dir/.env";
   src.environment = {"TROUPE_LOG__LEVEL=debug"};
-  CAF_CHECK_EQUAL(load_config(src).data_dir, data_dir);
+  CAF_CHECK_EQUAL(load_node_config(src).data_dir, data_dir);
   src.flags = {{"jobs.concurrency", "0"}};
   CAF_CHECK_NOT_EQUAL(error_of(src), "");
   CAF_CHECK(!fs::exists(dir + "/fresh"));
@@ -601,8 +602,8 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
   CAF_REQUIRE(fs::exists(path));
   auto src = sources();
   src.file = path;
-  auto shipped = load_config(src);
-  auto builtin = load_config(sources());
+  auto shipped = load_node_config(src);
+  auto builtin = load_node_config(sources());
   CAF_CHECK_EQUAL(shipped.node_name, builtin.node_name);
   CAF_CHECK_EQUAL(shipped.listen, builtin.listen);
   CAF_CHECK_EQUAL(shipped.data_dir, builtin.data_dir);
@@ -705,7 +706,7 @@ CAF_TEST(process_environment returns NAME = VALUE entries) {
 }
 
 CAF_TEST(metrics keys accept YAML mappings and lists and name what is wrong) {
-  auto c = load_config(
+  auto c = load_node_config(
       with_file("metrics:\n  mode: proxy\n  proxy:\n    urls: [http://127.0.0.1:1, "
                 "http://127.0.0.1:2/base]\n  pushgateway:\n    grouping: {instance: t1, "
                 "env: p/1}\n  mapping:\n    sse.connections: {name: "
@@ -764,7 +765,7 @@ CAF_TEST(metrics keys accept YAML mappings and lists and name what is wrong) {
 }
 
 CAF_TEST(jobs user and group are resolved and inherit_env takes names and globs) {
-  auto c = load_config(with_file("jobs:\n  inherit_env: [CI, \"AWS_*\", \"LC_[A-Z]*\"]\n"));
+  auto c = load_node_config(with_file("jobs:\n  inherit_env: [CI, \"AWS_*\", \"LC_[A-Z]*\"]\n"));
   CAF_CHECK_EQUAL(c.jobs.inherit_env, "CI,AWS_*,LC_[A-Z]*");
   CAF_CHECK(!c.jobs.identity);
   check_yaml_error("jobs:\n  inherit_env: [\"A=B\"]\n", "jobs.inherit_env",
@@ -785,7 +786,7 @@ const std::string ci_token = "ci-0123456789abcdef";
 const std::string ops_token = "ops-0123456789abcdef";
 
 CAF_TEST(auth defaults to tokens with public metrics) {
-  auto c = load_config(sources());
+  auto c = load_node_config(sources());
   CAF_CHECK_EQUAL(c.auth.mode, "token");
   CAF_CHECK_EQUAL(c.auth.tokens.size(), 0u);
   CAF_CHECK_EQUAL(c.auth.tokens_file, "");
@@ -795,11 +796,11 @@ CAF_TEST(auth defaults to tokens with public metrics) {
 }
 
 CAF_TEST(auth tokens come from a YAML list the environment or a flag as JSON) {
-  auto c = load_config(with_file("auth:\n  tokens:\n    - name: ci\n      token: " + ci_token +
-                                 "\n      roles: [read, submit]\n    - {name: ops, token: '" +
-                                 ops_token +
-                                 "', roles: [ADMIN]}\n  tokens_file: /etc/t.yaml\n"
-                                 "  public_metrics: false\n"));
+  auto c = load_node_config(with_file("auth:\n  tokens:\n    - name: ci\n      token: " + ci_token +
+                                      "\n      roles: [read, submit]\n    - {name: ops, token: '" +
+                                      ops_token +
+                                      "', roles: [ADMIN]}\n  tokens_file: /etc/t.yaml\n"
+                                      "  public_metrics: false\n"));
   CAF_REQUIRE_EQUAL(c.auth.tokens.size(), 2u);
   CAF_CHECK_EQUAL(c.auth.tokens[0].name, "ci");
   CAF_CHECK_EQUAL(c.auth.tokens[0].token, ci_token);
@@ -808,7 +809,7 @@ CAF_TEST(auth tokens come from a YAML list the environment or a flag as JSON) {
   CAF_CHECK_EQUAL(c.auth.tokens_file, "/etc/t.yaml");
   CAF_CHECK_EQUAL(c.auth.public_metrics, false);
   auto json = R"([{"name": "ci", "token": ")" + ci_token + R"(", "roles": ["submit"]}])";
-  auto env = load_config(with_env({"TROUPE_AUTH__TOKENS=" + json}));
+  auto env = load_node_config(with_env({"TROUPE_AUTH__TOKENS=" + json}));
   CAF_REQUIRE_EQUAL(env.auth.tokens.size(), 1u);
   CAF_CHECK_EQUAL(env.auth.tokens[0].token, ci_token);
   CAF_CHECK_EQUAL(flag("auth.tokens", json).auth.tokens.size(), 1u);
@@ -817,7 +818,7 @@ CAF_TEST(auth tokens come from a YAML list the environment or a flag as JSON) {
   // The environment wins over the file, as for every key.
   auto src = with_file("auth:\n  tokens: [{name: a, token: " + ops_token + ", roles: [read]}]\n");
   src.environment = {"TROUPE_AUTH__TOKENS=" + json};
-  auto merged = load_config(src);
+  auto merged = load_node_config(src);
   CAF_REQUIRE_EQUAL(merged.auth.tokens.size(), 1u);
   CAF_CHECK_EQUAL(merged.auth.tokens[0].name, "ci");
 }

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "persistence/logs.hpp"
+#include "runtime/ground/packed_lines.hpp"
 #include "runtime/ground/process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -38,7 +38,7 @@ struct collector {
     cb.on_output = [this](process::output o) {
       std::lock_guard<std::mutex> guard{mtx};
       auto& dst = o.stream == 1 ? out : err;
-      persistence::for_each_packed(o.lines, [&](std::string_view l) { dst.emplace_back(l); });
+      troupe::for_each_packed(o.lines, [&](std::string_view l) { dst.emplace_back(l); });
       if (o.eof)
         (o.stream == 1 ? out_eof : err_eof) = true;
       else

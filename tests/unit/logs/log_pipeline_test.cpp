@@ -155,14 +155,14 @@ CAF_TEST(the router labels levels persists and forwards batches) {
   out.first_seq = 1;
   out.ts_ns = ts;
   out.count = 2;
-  persistence::pack_line(out.lines, "plain stdout");
-  persistence::pack_line(out.lines, R"({"severity":"WARNING","msg":"x"})");
+  troupe::pack_line(out.lines, "plain stdout");
+  troupe::pack_line(out.lines, R"({"severity":"WARNING","msg":"x"})");
   auto err = out;
   err.first_seq = 3;
   err.stream = 2;
   err.count = 1;
   err.lines.clear();
-  persistence::pack_line(err.lines, "plain stderr");
+  troupe::pack_line(err.lines, "plain stderr");
   caf::anon_send(router, ingest_atom::value, out);
   caf::anon_send(router, ingest_atom::value, err);
   consume_messages();
@@ -355,7 +355,7 @@ CAF_TEST(a stdout that does not keep up never blocks the router) {
     in.ts_ns = now_ns();
     in.count = 10;
     for (int i = 0; i < 10; ++i)
-      persistence::pack_line(in.lines, std::string(100, 'x'));
+      troupe::pack_line(in.lines, std::string(100, 'x'));
     auto h = self->request(router, caf::infinite, ingest_atom::value, in);
     consume_messages();
     h.receive([&](uint64_t) { ++answered; }, [](caf::error& err) { CAF_FAIL(to_string(err)); });

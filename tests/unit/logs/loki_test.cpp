@@ -3,6 +3,7 @@
 
 #include "actors/logs/loki.hpp"
 #include "http/http_client.hpp"
+#include "runtime/ground/log_level.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -69,7 +70,7 @@ int64_t retry_ms(std::string_view header, std::chrono::system_clock::time_point 
 const auto rfc_example = std::chrono::system_clock::time_point{784111777s};
 
 std::string level(std::string_view line, bool is_stderr = false) {
-  return loki::detect_level(line, is_stderr, "info", "error");
+  return troupe::detect_level(line, is_stderr, "info", "error");
 }
 
 /// A TCP socket bound to 127.0.0.1 on a free port; listening if asked.
