@@ -17,6 +17,9 @@
 
 namespace troupe::http {
 
+/// Percent-decoding is ground floor (runtime/ground/url.hpp); routes use it here.
+using troupe::url_decode;
+
 /// What a route reads from the request body; the server enforces it before
 /// the body is read (413/415), so a route never buffers more than it needs.
 enum class body_kind : uint8_t {
