@@ -425,7 +425,7 @@ std::optional<log_trim> plan_log_trim(const lmdb_env& env, int64_t now_ns, int64
       excess = static_cast<uint64_t>(std::ceil(share * static_cast<double>(size.entries)));
     }
     uint64_t shipped = UINT64_MAX;
-    if (auto c = t.get("meta", "loki.cursor"))
+    if (auto c = t.get("meta", loki_cursor_key))
       shipped = std::strtoull(c->c_str(), nullptr, 10);
     auto cutoff = now_ns - max_age_ns;
     log_trim trim;

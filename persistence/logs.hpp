@@ -38,6 +38,9 @@
 
 namespace troupe::persistence {
 
+/// The `meta` key of the Loki sink's cursor: the last seq it shipped (or dropped).
+inline constexpr const char* loki_cursor_key = "loki.cursor";
+
 class lmdb_env;
 class txn;
 

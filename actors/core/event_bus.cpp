@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/core/names.hpp"
+#include "persistence/events.hpp"
 #include "runtime/ground/clock.hpp"
 #include "runtime/ground/logging.hpp"
 
@@ -22,26 +23,6 @@ event make_event(std::string type, std::string data) {
   return e;
 }
 
-std::string encode_stored(const event& e) {
-  json j{{"ts_ns", e.ts_ns}, {"type", e.type}, {"node", e.node}, {"data", e.data}};
-  return j.dump();
-}
-
-event decode_stored(uint64_t seq, std::string_view value) {
-  event e;
-  e.seq = seq;
-  auto j = json::parse(value, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    e.type = "corrupt";
-    return e;
-  }
-  e.ts_ns = j.value("ts_ns", int64_t{0});
-  e.type = j.value("type", std::string{});
-  e.node = j.value("node", std::string{});
-  e.data = j.value("data", std::string{"{}"});
-  return e;
-}
-
 std::string to_json(const event& e) {
   auto data = json::parse(e.data, nullptr, false);
   if (data.is_discarded())
@@ -52,49 +33,6 @@ std::string to_json(const event& e) {
          {"node", e.node},
          {"data", std::move(data)}};
   return j.dump();
-}
-
-std::vector<event> read_events(const persistence::lmdb_env& env, uint64_t since, size_t limit) {
-  std::vector<event> result;
-  if (limit == 0 || since == UINT64_MAX)
-    return result;
-  env.read([&](persistence::txn& t) {
-    t.scan("events", persistence::seq_key(since + 1), [&](std::string_view k, std::string_view v) {
-      result.push_back(decode_stored(persistence::seq_from_key(k), v));
-      return result.size() < limit;
-    });
-  });
-  return result;
-}
-
-std::optional<write_op> plan_event_trim(const persistence::lmdb_env& env, int64_t now_ns,
-                                        int64_t max_age_ns, size_t max_events, bool& more) {
-  more = false;
-  std::optional<write_op> op;
-  env.read([&](persistence::txn& t) {
-    auto newest = t.last_seq("events");
-    uint64_t first = 0;
-    size_t n = 0;
-    std::string stop;
-    t.scan("events", "", [&](std::string_view k, std::string_view v) {
-      auto seq = persistence::seq_from_key(k);
-      if (seq >= newest || decode_stored(seq, v).ts_ns >= now_ns - max_age_ns) {
-        stop = std::string{k};
-        return false;
-      }
-      if (n == max_events) {
-        more = true;
-        stop = std::string{k};
-        return false;
-      }
-      if (n++ == 0)
-        first = seq;
-      return true;
-    });
-    if (n > 0)
-      op = write_op{write_op::erase_range, "events", persistence::seq_key(first), stop};
-  });
-  return op;
 }
 
 namespace {
@@ -132,7 +70,7 @@ event_bus_actor::behavior_type event_bus(event_bus_actor::stateful_pointer<event
           ev.node = node_name;
         if (ev.ts_ns == 0)
           ev.ts_ns = now_ns();
-        write_batch batch{write_op{write_op::append, "events", {}, encode_stored(ev)}};
+        write_batch batch{write_op{write_op::append, "events", {}, persistence::encode_stored(ev)}};
         auto rp = self->make_response_promise<uint64_t>();
         ++self->state.in_flight;
         // Responses come back in request order, so delivery follows seq order.

@@ -46,7 +46,7 @@ void replay(self_ptr self) {
     st.env->read([&](persistence::txn& t) {
       t.scan("events", persistence::seq_key(st.last_sent + 1),
              [&](std::string_view k, std::string_view v) {
-               auto ev = decode_stored(persistence::seq_from_key(k), v);
+               auto ev = persistence::decode_stored(persistence::seq_from_key(k), v);
                auto data = to_json(ev);
                if (!fill.take(sse_event_bytes(std::to_string(ev.seq), ev.type, data))) {
                  refused = true;

@@ -15,6 +15,7 @@
 #include "actors/core/event_bus.hpp"
 #include "actors/core/names.hpp"
 #include "actors/metrics/metrics.hpp"
+#include "persistence/lmdb_env.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/ground/clock.hpp"
 #include "runtime/ground/logging.hpp"
@@ -329,9 +330,9 @@ void trim_events(self_ptr self) {
   bool more = false;
   std::optional<write_op> op;
   try {
-    op = plan_event_trim(*st.ctx->env, now_ns(),
-                         std::chrono::nanoseconds(st.ctx->cfg.retention).count(),
-                         trim_lines_per_batch, more);
+    op = persistence::plan_event_trim(*st.ctx->env, now_ns(),
+                                      std::chrono::nanoseconds(st.ctx->cfg.retention).count(),
+                                      trim_lines_per_batch, more);
   } catch (const std::exception& e) {
     log()->warn("event retention: {}", e.what());
     return;

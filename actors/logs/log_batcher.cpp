@@ -20,7 +20,7 @@ namespace {
 using self_ptr = log_batcher_actor::stateful_pointer<log_batcher_state>;
 using std::chrono::milliseconds;
 
-constexpr const char* cursor_key = "loki.cursor";
+constexpr const char* cursor_key = persistence::loki_cursor_key;
 
 std::shared_ptr<spdlog::logger> log() {
   return logging::get("loki");

@@ -79,7 +79,7 @@ void get_events(const std::shared_ptr<node_context>& ctx, const http::exchange_p
   run_read(*ctx, ex, [ctx, ex, since = *since, limit = *limit] {
     std::vector<event> events;
     try {
-      events = read_events(*ctx->env, since, limit);
+      events = persistence::read_events(*ctx->env, since, limit);
     } catch (const std::exception& e) {
       ex->reply(http::response::error(500, "store_failure", e.what()));
       return;

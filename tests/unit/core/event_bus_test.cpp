@@ -63,13 +63,13 @@ CAF_TEST(events are persisted then delivered in sequence order) {
   CAF_CHECK_EQUAL(got[0].type, "node.started");
   CAF_CHECK_EQUAL(got[0].node, "node-a");
   CAF_CHECK_EQUAL(got[1].seq, 2u);
-  auto stored = read_events(*env, 0, 10);
+  auto stored = persistence::read_events(*env, 0, 10);
   CAF_REQUIRE_EQUAL(stored.size(), 2u);
   CAF_CHECK_EQUAL(stored[1].type, "actor.restarted");
   CAF_CHECK_EQUAL(stored[1].data, R"({"actor":"store"})");
-  CAF_CHECK_EQUAL(read_events(*env, 1, 10).size(), 1u);
-  CAF_CHECK_EQUAL(read_events(*env, 0, 1).size(), 1u);
-  CAF_CHECK(read_events(*env, UINT64_MAX, 10).empty()); // no seq after the largest
+  CAF_CHECK_EQUAL(persistence::read_events(*env, 1, 10).size(), 1u);
+  CAF_CHECK_EQUAL(persistence::read_events(*env, 0, 1).size(), 1u);
+  CAF_CHECK(persistence::read_events(*env, UINT64_MAX, 10).empty()); // no seq after the largest
   caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
 }
 
@@ -105,7 +105,7 @@ CAF_TEST(events render as the api shows them) {
   CAF_CHECK_EQUAL(
       to_json(e),
       R"({"data":{"pid":1},"node":"n","seq":7,"ts":"2023-11-14T22:13:20.123Z","type":"node.started"})");
-  auto back = decode_stored(7, encode_stored(e));
+  auto back = persistence::decode_stored(7, persistence::encode_stored(e));
   CAF_CHECK_EQUAL(back.type, e.type);
   CAF_CHECK_EQUAL(back.ts_ns, e.ts_ns);
   CAF_CHECK_EQUAL(back.data, e.data);

@@ -160,7 +160,7 @@ CAF_TEST(a restart is announced as an actor_restarted event) {
   crash("store");
   advance_time(100ms);
   consume_messages();
-  auto events = read_events(*env, 0, 10);
+  auto events = persistence::read_events(*env, 0, 10);
   CAF_REQUIRE_EQUAL(events.size(), 1u);
   CAF_CHECK_EQUAL(events[0].type, "actor.restarted");
   CAF_CHECK(events[0].data.find(R"("actor":"store")") != std::string::npos);

@@ -505,7 +505,7 @@ CAF_TEST(the sweep removes expired workspaces and purges expired jobs) {
     for (auto age : {24 * 8, 24 * 8, 0}) {
       auto ev = make_event("test.event");
       ev.ts_ns = now_ns() - std::chrono::nanoseconds(std::chrono::hours(age)).count();
-      t.append("events", encode_stored(ev));
+      t.append("events", persistence::encode_stored(ev));
     }
     t.commit();
   }
@@ -525,7 +525,7 @@ CAF_TEST(the sweep removes expired workspaces and purges expired jobs) {
   CAF_CHECK_EQUAL(entries("job_logs"), 2u);
   // Events past jobs.retention went; seqs go on after the newest.
   CAF_CHECK_EQUAL(entries("events"), 1u);
-  auto kept = read_events(*env, 0, 10);
+  auto kept = persistence::read_events(*env, 0, 10);
   CAF_REQUIRE_EQUAL(kept.size(), 1u);
   CAF_CHECK_EQUAL(kept[0].seq, 3u);
   auto mid = persistence::get_job(*env, mid_id);
