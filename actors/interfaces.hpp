@@ -18,6 +18,8 @@
 #include <caf/type_id.hpp>
 #include <caf/typed_actor.hpp>
 
+#include "persistence/records.hpp"
+
 namespace troupe {
 
 /// The one error enum of troupe; rendered by `to_string(ec)` and registered
@@ -41,72 +43,19 @@ const char* to_string(ec x);
 /// config (the node's, a host program's, or a test's).
 void add_troupe_types(caf::actor_system_config& cfg);
 
-/// A typed event of the node (lifecycle, jobs, instances, scaling …). It is
-/// persisted by the store before any subscriber sees it.
-struct event {
-  /// Position in the persisted event log; assigned by the store.
-  uint64_t seq = 0;
-  /// Wall-clock time of the event, nanoseconds since the Unix epoch.
-  int64_t ts_ns = 0;
-  /// Dotted type, e.g. `node.started`, `actor.restarted`.
-  std::string type;
-  /// Name of the node that raised it.
-  std::string node;
-  /// Event payload as a JSON object (serialized).
-  std::string data;
-};
+// -- persistence records (persistence/records.hpp) as messages -------------------
 
 template <class Inspector> typename Inspector::result_type inspect(Inspector& f, event& x) {
   return f(caf::meta::type_name("event"), x.seq, x.ts_ns, x.type, x.node, x.data);
 }
 
-/// One write of a group-committed batch.
-struct write_op {
-  enum kind_t : uint8_t {
-    /// Stores `value` under `key`.
-    put,
-    /// Removes `key`; absent keys are not an error.
-    erase,
-    /// Stores `value` under the next sequence key of `table` (big-endian u64).
-    append,
-    /// Appends the log lines packed in `value` (persistence::log_op_builder)
-    /// to `logs` and, if `key` is not empty, indexes them under it in
-    /// `job_logs`. Its result is the first global seq and the line count.
-    log_append,
-    /// Removes the keys of `table` in [key, value) (value empty: to the end).
-    erase_range,
-  };
-  uint8_t kind = put;
-  std::string table;
-  std::string key;
-  std::string value;
-};
-
 template <class Inspector> typename Inspector::result_type inspect(Inspector& f, write_op& x) {
   return f(caf::meta::type_name("write_op"), x.kind, x.table, x.key, x.value);
 }
 
-using write_batch = std::vector<write_op>;
-
-/// What a committed batch produced: the sequence numbers given to its
-/// `append` ops, in op order (a `log_append` op adds its first seq and its
-/// line count).
-struct write_result {
-  std::vector<uint64_t> appended;
-};
-
 template <class Inspector> typename Inspector::result_type inspect(Inspector& f, write_result& x) {
   return f(caf::meta::type_name("write_result"), x.appended);
 }
-
-/// One persisted output line of a job.
-struct log_line {
-  uint64_t seq = 0;
-  int64_t ts_ns = 0;
-  /// 1 = stdout, 2 = stderr.
-  uint8_t stream = 1;
-  std::string line;
-};
 
 template <class Inspector> typename Inspector::result_type inspect(Inspector& f, log_line& x) {
   return f(caf::meta::type_name("log_line"), x.seq, x.ts_ns, x.stream, x.line);
@@ -136,7 +85,7 @@ struct proc_output {
   uint8_t stream = 1;
   int64_t ts_ns = 0;
   /// The lines back to back, each a 4-byte length then its bytes
-  /// (persistence::pack_line): one allocation per read, not per line.
+  /// (troupe::pack_line): one allocation per read, not per line.
   std::string lines;
   uint32_t count = 0;
   /// The pipe reached end of file with this batch.
@@ -147,39 +96,15 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector& f,
   return f(caf::meta::type_name("proc_output"), x.stream, x.ts_ns, x.lines, x.count, x.eof);
 }
 
-/// One line in the log pipeline (job output, troupe's own logs, later app
-/// instances). The router adds namespace and node and assigns the global seq.
-struct log_record {
-  /// Position in the persisted `logs` table; assigned by the router's write.
-  uint64_t seq = 0;
-  int64_t ts_ns = 0;
-  std::string line;
-  /// 1 = stdout, 2 = stderr.
-  uint8_t stream = 1;
-  /// Empty: detected from the line (JSON level/severity) or the stream.
-  std::string level;
-  /// Job name or app name; `troupe` for the daemon's own lines.
-  std::string service;
-  /// Job id or replica id (Loki's `pod`); the logger name for troupe.
-  std::string instance;
-  /// `job`, `app`, `troupe` or a subprocess name.
-  std::string source;
-  std::string request_id;
-  std::string ns;
-  std::string node;
-};
-
 template <class Inspector> typename Inspector::result_type inspect(Inspector& f, log_record& x) {
   return f(caf::meta::type_name("log_record"), x.seq, x.ts_ns, x.line, x.stream, x.level, x.service,
            x.instance, x.source, x.request_id, x.ns, x.node);
 }
 
-using log_batch = std::vector<log_record>;
-
 /// Observations of one metric series gathered by a producer since its last
 /// flush. Producers send many in one message (never one per observation).
 struct metric_delta {
-  /// Internal family key, e.g. `http.request.duration` (runtime/metrics_model.hpp).
+  /// Internal family key, e.g. `http.request.duration` (actors/metrics/metrics_model.hpp).
   std::string family;
   /// Label values in the order of the family's label names.
   std::vector<std::string> labels;
@@ -245,21 +170,6 @@ typename Inspector::result_type inspect(Inspector& f, metric_snapshot& x) {
 }
 
 using metric_snapshots = std::vector<metric_snapshot>;
-
-/// The labels a batch of lines shares: stored once per distinct set (the
-/// `log_labels` table), not with every line.
-struct log_labels {
-  /// Job name or app name; `troupe` for the daemon's own lines.
-  std::string service;
-  /// Job id or replica id; the logger name for troupe.
-  std::string instance;
-  /// `job`, `app`, `troupe` or a subprocess name.
-  std::string source;
-  std::string request_id;
-  /// Filled in by the router when empty.
-  std::string ns;
-  std::string node;
-};
 
 template <class Inspector> typename Inspector::result_type inspect(Inspector& f, log_labels& x) {
   return f(caf::meta::type_name("log_labels"), x.service, x.instance, x.source, x.request_id, x.ns,
@@ -490,7 +400,7 @@ using job_controller_actor = caf::typed_actor<
 
 // -- metrics -----------------------------------------------------------------------
 
-/// One series: a ring of sub-window buckets (runtime/window_ring.hpp).
+/// One series: a ring of sub-window buckets (actors/metrics/window_ring.hpp).
 using metric_window_actor = caf::typed_actor<
     // Merges a producer's observations (histogram), increment (counter) or
     // current value (gauge).

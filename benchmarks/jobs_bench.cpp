@@ -23,7 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/clock.hpp"
+#include "runtime/ground/clock.hpp"
 
 namespace {
 

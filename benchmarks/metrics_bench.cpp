@@ -18,8 +18,8 @@
 #include <random>
 #include <vector>
 
-#include "runtime/sketch.hpp"
-#include "runtime/window_ring.hpp"
+#include "actors/metrics/sketch.hpp"
+#include "actors/metrics/window_ring.hpp"
 
 using namespace troupe::metrics;
 using steady = std::chrono::steady_clock;

@@ -17,9 +17,9 @@
 
 #include <caf/actor_system.hpp>
 
-#include "actors/metrics.hpp"
+#include "actors/metrics/metrics.hpp"
+#include "actors/metrics/metrics_model.hpp"
 #include "http/http_client.hpp"
-#include "runtime/metrics_model.hpp"
 #include "runtime/runtime.hpp"
 
 using namespace troupe;

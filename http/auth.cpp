@@ -75,27 +75,6 @@ bool iequals(std::string_view a, std::string_view b) {
 
 } // namespace
 
-const char* to_string(role r) {
-  switch (r) {
-  case role::none:
-    return "none";
-  case role::read:
-    return "read";
-  case role::submit:
-    return "submit";
-  case role::admin:
-    return "admin";
-  }
-  return "none";
-}
-
-std::optional<role> parse_role(std::string_view name) {
-  for (auto r : {role::none, role::read, role::submit, role::admin})
-    if (name == to_string(r))
-      return r;
-  return std::nullopt;
-}
-
 invalid_token_entry::invalid_token_entry(std::string where, std::string reason)
     : std::invalid_argument(where + ": " + reason), where_(std::move(where)),
       reason_(std::move(reason)) {}

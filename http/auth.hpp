@@ -14,21 +14,15 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/ground/role.hpp"
+
 namespace troupe::http {
 
-/// Roles in increasing power; `none` marks a public route (no token needed).
-enum class role : uint8_t { none = 0, read = 1, submit = 2, admin = 3 };
-
-/// "none", "read", "submit", "admin".
-const char* to_string(role r);
-
-/// Parses a role name (exact, lower case); nullopt if unknown.
-std::optional<role> parse_role(std::string_view name);
-
-/// True if `granted` is at least `needed`.
-inline bool allows(role granted, role needed) {
-  return static_cast<uint8_t>(granted) >= static_cast<uint8_t>(needed);
-}
+// Roles (runtime/ground/role.hpp) are spoken of here as http::role.
+using troupe::allows;
+using troupe::parse_role;
+using troupe::role;
+using troupe::to_string;
 
 /// One configured token: its name (shown in logs and as a job's submitter,
 /// never the secret), the secret itself, and the role it grants (the

@@ -28,41 +28,6 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-bool is_port(std::string_view s) {
-  auto digit = [](char c) { return c >= '0' && c <= '9'; };
-  if (s.empty() || s.size() > 5 || !std::all_of(s.begin(), s.end(), digit))
-    return false;
-  auto n = std::stoi(std::string{s});
-  return n >= 1 && n <= 65535;
-}
-
-std::optional<url> fail(std::string* error, std::string message) {
-  if (error)
-    *error = std::move(message);
-  return std::nullopt;
-}
-
-/// Splits "host[:port]" or "[v6]:port" into `u.host` and `u.port`.
-bool split_authority(std::string_view authority, url& u) {
-  std::string_view port;
-  if (!authority.empty() && authority.front() == '[') {
-    auto close = authority.find(']');
-    if (close == std::string_view::npos)
-      return false;
-    u.host = authority.substr(1, close - 1);
-    auto rest = authority.substr(close + 1);
-    if (!rest.empty() && rest.front() != ':')
-      return false;
-    port = rest.empty() ? "80" : rest.substr(1);
-  } else {
-    auto colon = authority.find(':');
-    u.host = authority.substr(0, colon);
-    port = colon == std::string_view::npos ? "80" : authority.substr(colon + 1);
-  }
-  u.port = port;
-  return !u.host.empty() && is_port(port);
-}
-
 /// `base` + `suffix` with exactly one slash between them.
 std::string join_target(std::string_view base, std::string_view suffix) {
   if (suffix.empty())
@@ -205,29 +170,6 @@ client_response perform(const url& base, std::string_view method, std::string_vi
 }
 
 } // namespace
-
-std::optional<url> parse_url(std::string_view text, std::string* error) {
-  auto sep = text.find("://");
-  if (sep == std::string_view::npos)
-    return fail(error, "expected http://host[:port][/path], got '" + std::string{text} + "'");
-  url u;
-  u.scheme = lower(text.substr(0, sep));
-  if (u.scheme == "https")
-    return fail(error, "https is not supported yet");
-  if (u.scheme != "http")
-    return fail(error, "unsupported URL scheme '" + u.scheme + "'");
-  auto rest = text.substr(sep + 3);
-  if (rest.find_first_of("?#") != std::string_view::npos)
-    return fail(error, "a base URL cannot have a query or fragment");
-  auto slash = rest.find('/');
-  auto authority = rest.substr(0, slash);
-  if (authority.find('@') != std::string_view::npos)
-    return fail(error, "credentials in the URL are not supported");
-  if (!split_authority(authority, u))
-    return fail(error, "invalid host or port in '" + std::string{text} + "'");
-  u.target = slash == std::string_view::npos ? "/" : std::string{rest.substr(slash)};
-  return u;
-}
 
 client_response fetch(const url& base, std::string_view method, std::string_view path_suffix,
                       const std::vector<std::pair<std::string, std::string>>& headers,

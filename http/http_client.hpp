@@ -13,19 +13,9 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/ground/url.hpp"
+
 namespace troupe::http {
-
-/// A parsed base URL.
-struct url {
-  std::string scheme; ///< "http"
-  std::string host;   ///< without brackets for IPv6 literals
-  std::string port;   ///< "80" when not given
-  std::string target; ///< base path, "/" when not given
-};
-
-/// Parses "http://host[:port][/base/path]". nullopt with `error` set when
-/// malformed or unsupported (https, credentials, query, fragment).
-std::optional<url> parse_url(std::string_view text, std::string* error = nullptr);
 
 /// Largest response body fetch() reads (larger ones fail with an error).
 inline constexpr uint64_t max_response_bytes = 256ull << 20;

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "runtime/logging.hpp"
+#include "runtime/ground/logging.hpp"
 
 namespace troupe::http {
 
@@ -27,16 +27,6 @@ std::vector<std::string_view> split_path(std::string_view path) {
 
 bool is_param(std::string_view seg) {
   return seg.size() > 2 && seg.front() == '{' && seg.back() == '}';
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
 }
 
 } // namespace
@@ -125,25 +115,6 @@ router::match_result router::match(std::string_view method, std::string_view pat
     result.allow += m;
   }
   return result;
-}
-
-std::string url_decode(std::string_view s, bool form) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (c == '%' && i + 2 < s.size()) {
-      int hi = hex_value(s[i + 1]);
-      int lo = hex_value(s[i + 2]);
-      if (hi >= 0 && lo >= 0) {
-        out += static_cast<char>(hi * 16 + lo);
-        i += 2;
-        continue;
-      }
-    }
-    out += (form && c == '+') ? ' ' : c;
-  }
-  return out;
 }
 
 void parse_target(std::string_view target, std::string& path,

@@ -13,8 +13,12 @@
 #include <vector>
 
 #include "http/auth.hpp"
+#include "runtime/ground/url.hpp"
 
 namespace troupe::http {
+
+/// Percent-decoding is ground floor (runtime/ground/url.hpp); routes use it here.
+using troupe::url_decode;
 
 /// What a route reads from the request body; the server enforces it before
 /// the body is read (413/415), so a route never buffers more than it needs.
@@ -151,9 +155,6 @@ private:
   };
   std::vector<route> routes_;
 };
-
-/// Percent-decodes (and turns '+' into ' ' when `form` is true).
-std::string url_decode(std::string_view s, bool form = false);
 
 /// Splits a target into decoded path and query parameters.
 void parse_target(std::string_view target, std::string& path,

@@ -24,7 +24,7 @@
 #include <boost/beast/http.hpp>
 
 #include "http/gate.hpp"
-#include "runtime/logging.hpp"
+#include "runtime/ground/logging.hpp"
 
 namespace troupe::http {
 

@@ -8,7 +8,7 @@
 
 #include "persistence/lmdb_env.hpp"
 #include "persistence/logs.hpp"
-#include "runtime/clock.hpp"
+#include "runtime/ground/clock.hpp"
 
 namespace troupe::persistence {
 

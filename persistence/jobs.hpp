@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "actors/interfaces.hpp"
+#include "persistence/records.hpp"
 
 namespace troupe::persistence {
 
@@ -39,7 +39,7 @@ struct job_record {
   std::string id;
   std::string name;
   std::string status = job_status::queued;
-  /// The job_spec as JSON (runtime/job_spec.hpp).
+  /// The job_spec as JSON (actors/jobs/job_spec.hpp).
   std::string spec;
   int priority = 50;
   std::map<std::string, std::string> labels;

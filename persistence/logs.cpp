@@ -8,11 +8,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "http/loki.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
-#include "runtime/clock.hpp"
-#include "runtime/logging.hpp"
+#include "runtime/ground/clock.hpp"
+#include "runtime/ground/log_level.hpp"
+#include "runtime/ground/logging.hpp"
 
 namespace troupe::persistence {
 
@@ -96,13 +96,6 @@ uint64_t intern_labels(txn& t, std::string_view enc) {
 }
 
 } // namespace
-
-// -- packed lines ------------------------------------------------------------------
-
-void pack_line(std::string& out, std::string_view line) {
-  append_le(out, line.size(), 4);
-  out.append(line);
-}
 
 // -- label sets --------------------------------------------------------------------
 
@@ -432,7 +425,7 @@ std::optional<log_trim> plan_log_trim(const lmdb_env& env, int64_t now_ns, int64
       excess = static_cast<uint64_t>(std::ceil(share * static_cast<double>(size.entries)));
     }
     uint64_t shipped = UINT64_MAX;
-    if (auto c = t.get("meta", "loki.cursor"))
+    if (auto c = t.get("meta", loki_cursor_key))
       shipped = std::strtoull(c->c_str(), nullptr, 10);
     auto cutoff = now_ns - max_age_ns;
     log_trim trim;
@@ -513,14 +506,6 @@ std::string to_api_json(const log_record& r) {
   out.reserve(256 + r.line.size());
   append_api_json(out, s, l);
   return out;
-}
-
-// -- JSON text ------------------------------------------------------------------------
-
-void append_json_string(std::string& out, std::string_view s) {
-  out += '"';
-  logging::append_json_escaped(out, s);
-  out += '"';
 }
 
 // -- schema 1 → 2 -------------------------------------------------------------------------
@@ -625,7 +610,7 @@ uint64_t migrate_logs_v1(txn& t) {
       l.ns = "default";
       l.node = rec ? rec->node : "";
       log_op_builder b{l};
-      b.add(ts, stream, loki::detect_level(line, stream == 2, "info", "error"), line);
+      b.add(ts, stream, detect_level(line, stream == 2, "info", "error"), line);
       g = append_log_op(t, {}, b.take()).first;
       ++appended;
     }

@@ -32,29 +32,17 @@
 #include <utility>
 #include <vector>
 
-#include "actors/interfaces.hpp"
+#include "persistence/records.hpp"
+#include "runtime/ground/json_text.hpp"
+#include "runtime/ground/packed_lines.hpp"
 
 namespace troupe::persistence {
 
+/// The `meta` key of the Loki sink's cursor: the last seq it shipped (or dropped).
+inline constexpr const char* loki_cursor_key = "loki.cursor";
+
 class lmdb_env;
 class txn;
-
-// -- packed lines (producer → router) -------------------------------------------
-
-/// Appends `line` to a packed buffer: a 4-byte length, then its bytes.
-void pack_line(std::string& out, std::string_view line);
-
-/// Calls `fn(std::string_view)` for every line of a packed buffer, in order.
-template <class F> void for_each_packed(std::string_view packed, F&& fn) {
-  while (packed.size() >= 4) {
-    auto p = reinterpret_cast<const unsigned char*>(packed.data());
-    size_t n = p[0] | (size_t{p[1]} << 8) | (size_t{p[2]} << 16) | (size_t{p[3]} << 24);
-    packed.remove_prefix(4);
-    n = std::min(n, packed.size());
-    fn(packed.substr(0, n));
-    packed.remove_prefix(n);
-  }
-}
 
 // -- label sets -------------------------------------------------------------------
 
@@ -192,12 +180,6 @@ std::optional<log_trim> plan_log_trim(const lmdb_env& env, int64_t now_ns, int64
 std::string to_api_json(const log_record& r);
 /// Appends what to_api_json(r) returns, without building the record.
 void append_api_json(std::string& out, const stored_line& s, const log_labels& labels);
-
-// -- JSON text ---------------------------------------------------------------------
-
-/// Appends `s` as a JSON string (with quotes). Control characters are escaped
-/// and invalid UTF-8 is replaced with U+FFFD, as nlohmann's `replace` does.
-void append_json_string(std::string& out, std::string_view s);
 
 // -- schema 1 → 2 ------------------------------------------------------------------
 

@@ -19,46 +19,6 @@ bool set_error(std::string* error, std::string text) {
   return false;
 }
 
-/// "%41" → 'A'; false on a malformed escape.
-bool percent_decode(std::string_view in, std::string& out) {
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9')
-      return c - '0';
-    if (c >= 'a' && c <= 'f')
-      return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-      return c - 'A' + 10;
-    return -1;
-  };
-  out.clear();
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out += in[i];
-      continue;
-    }
-    if (i + 2 >= in.size())
-      return false;
-    int hi = hex(in[i + 1]);
-    int lo = hex(in[i + 2]);
-    if (hi < 0 || lo < 0)
-      return false;
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
-  return true;
-}
-
-/// Digits only, no sign, within [min, max].
-template <class T> std::optional<T> parse_number(std::string_view text, T min, T max) {
-  T value{};
-  if (text.empty() || text.front() == '-' || text.front() == '+')
-    return std::nullopt;
-  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc{} || ptr != text.data() + text.size() || value < min || value > max)
-    return std::nullopt;
-  return value;
-}
-
 timeval to_timeval(std::chrono::milliseconds d) {
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(d.count() / 1000);
@@ -129,76 +89,6 @@ private:
 };
 
 } // namespace
-
-std::optional<url_parts> parse_url(std::string_view text, std::string* error) {
-  auto bad = [&](std::string reason) {
-    set_error(error, "redis url \"" + std::string{text} + "\": " + reason);
-    return std::nullopt;
-  };
-  constexpr std::string_view scheme = "redis://";
-  if (text.substr(0, 9) == "rediss://")
-    return bad("TLS (rediss://) is not supported");
-  if (text.substr(0, scheme.size()) != scheme)
-    return bad("expected redis://[[user]:password@]host[:port][/db]");
-  auto rest = text.substr(scheme.size());
-  if (rest.find_first_of("?#") != std::string_view::npos)
-    return bad("query parameters and fragments are not supported");
-  auto slash = rest.find('/');
-  auto authority = rest.substr(0, slash);
-  auto path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
-  url_parts out;
-  if (auto at = authority.rfind('@'); at != std::string_view::npos) {
-    auto userinfo = authority.substr(0, at);
-    authority = authority.substr(at + 1);
-    auto colon = userinfo.find(':');
-    if (colon == std::string_view::npos)
-      return bad("credentials must be user:password or :password");
-    if (!percent_decode(userinfo.substr(0, colon), out.username) ||
-        !percent_decode(userinfo.substr(colon + 1), out.password))
-      return bad("malformed percent-encoding in the credentials");
-  }
-  std::string_view port;
-  if (!authority.empty() && authority.front() == '[') {
-    auto close = authority.find(']');
-    if (close == std::string_view::npos)
-      return bad("unterminated [ in the host");
-    out.host = authority.substr(1, close - 1);
-    auto after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':')
-        return bad("unexpected text after ]");
-      port = after.substr(1);
-      if (port.empty())
-        return bad("empty port");
-    }
-  } else {
-    auto colon = authority.find(':');
-    if (colon != std::string_view::npos && authority.find(':', colon + 1) != std::string_view::npos)
-      return bad("IPv6 addresses need brackets");
-    out.host = authority.substr(0, colon);
-    if (colon != std::string_view::npos) {
-      port = authority.substr(colon + 1);
-      if (port.empty())
-        return bad("empty port");
-    }
-  }
-  if (out.host.empty())
-    return bad("missing host");
-  if (!port.empty()) {
-    auto p = parse_number<uint16_t>(port, 1, 65535);
-    if (!p)
-      return bad("port must be 1-65535, got \"" + std::string{port} + "\"");
-    out.port = *p;
-  }
-  if (path.size() > 1) {
-    auto db = parse_number<int>(path.substr(1), 0, 1 << 30);
-    if (!db)
-      return bad("database must be a non-negative integer, got \"" + std::string{path.substr(1)} +
-                 "\"");
-    out.db = *db;
-  }
-  return out;
-}
 
 // -- client -------------------------------------------------------------------
 

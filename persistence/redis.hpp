@@ -12,23 +12,11 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/ground/url.hpp"
+
 struct redisContext;
 
 namespace troupe::redis {
-
-/// Where a server is and how to log in.
-struct url_parts {
-  std::string host;
-  uint16_t port = 6379;
-  std::string password; ///< empty: no AUTH
-  std::string username; ///< empty: AUTH with the password only (the default user)
-  int db = 0;           ///< SELECTed after connecting when not 0
-};
-
-/// Parses "redis://[[user]:password@]host[:port][/db]". User and password are
-/// percent-decoded; IPv6 hosts go in brackets. nullopt with `error` naming
-/// the reason for anything else (rediss://, a query, a bad port or db, ...).
-std::optional<url_parts> parse_url(std::string_view text, std::string* error = nullptr);
 
 /// One reply, with nested arrays.
 struct reply {

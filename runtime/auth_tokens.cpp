@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "runtime/logging.hpp"
+#include "runtime/ground/logging.hpp"
 
 namespace troupe::auth {
 

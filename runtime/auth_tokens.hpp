@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "http/auth.hpp"
-#include "runtime/config.hpp"
+#include "runtime/ground/config.hpp"
 
 namespace troupe::auth {
 

@@ -13,12 +13,13 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
-#include "actors/metrics.hpp"
-#include "actors/metrics_exporter.hpp"
-#include "actors/names.hpp"
-#include "runtime/logging.hpp"
+#include "actors/core/names.hpp"
+#include "actors/metrics/metrics.hpp"
+#include "actors/metrics/metrics_exporter.hpp"
+#include "runtime/ground/logging.hpp"
 
-#include "runtime/config.hpp"
+#include "runtime/config_checks.hpp"
+#include "runtime/ground/config.hpp"
 #include "runtime/runtime.hpp"
 #include "troupe/build_info.hpp"
 
@@ -159,7 +160,7 @@ std::optional<int> parse_config_flags(const std::string& cmd, const std::vector<
 
 std::optional<config> load_or_report(const config_sources& src) {
   try {
-    return load_config(src);
+    return load_node_config(src);
   } catch (const config_error& e) {
     std::cerr << e.what() << '\n';
     return std::nullopt;

@@ -21,30 +21,31 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
-#include "actors/event_bus.hpp"
-#include "actors/http_bridge.hpp"
-#include "actors/job.hpp"
-#include "actors/job_controller.hpp"
-#include "actors/log_batcher.hpp"
-#include "actors/log_router.hpp"
-#include "actors/metrics.hpp"
-#include "actors/metrics_exporter.hpp"
-#include "actors/names.hpp"
-#include "actors/node_supervisor.hpp"
-#include "actors/reader_pool.hpp"
-#include "actors/store.hpp"
+#include "actors/core/event_bus.hpp"
+#include "actors/core/http_bridge.hpp"
+#include "actors/core/names.hpp"
+#include "actors/core/node_supervisor.hpp"
+#include "actors/core/reader_pool.hpp"
+#include "actors/core/store.hpp"
+#include "actors/jobs/job.hpp"
+#include "actors/jobs/job_controller.hpp"
+#include "actors/logs/log_batcher.hpp"
+#include "actors/logs/log_router.hpp"
+#include "actors/metrics/metrics.hpp"
+#include "actors/metrics/metrics_exporter.hpp"
+#include "actors/metrics/metrics_model.hpp"
+#include "http/api/core_routes.hpp"
+#include "http/api/job_routes.hpp"
+#include "http/api/metrics_routes.hpp"
 #include "http/server.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
 #include "runtime/auth_tokens.hpp"
-#include "runtime/clock.hpp"
-#include "runtime/host.hpp"
-#include "runtime/job_routes.hpp"
-#include "runtime/logging.hpp"
-#include "runtime/metrics_model.hpp"
-#include "runtime/metrics_routes.hpp"
-#include "runtime/process.hpp"
-#include "runtime/routes.hpp"
+#include "runtime/config_checks.hpp"
+#include "runtime/ground/clock.hpp"
+#include "runtime/ground/host.hpp"
+#include "runtime/ground/logging.hpp"
+#include "runtime/ground/process.hpp"
 #include "troupe/build_info.hpp"
 
 namespace troupe {
@@ -262,6 +263,7 @@ runtime::~runtime() {
 void runtime::start() {
   auto& d = *impl_;
   auto& cfg = d.cfg;
+  check_config(cfg); // a host program may hand over a config from load_config
   logging::setup(cfg.log.level, cfg.log.format);
   // Tokens are read before anything is bound: a bad tokens file is a config error.
   d.tokens = std::make_unique<auth::api_tokens>(cfg.auth);

@@ -9,7 +9,7 @@
 
 #include <caf/fwd.hpp>
 
-#include "runtime/config.hpp"
+#include "runtime/ground/config.hpp"
 
 namespace troupe {
 

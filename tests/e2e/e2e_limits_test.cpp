@@ -10,7 +10,7 @@
 #include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
 #include "persistence/logs.hpp"
-#include "runtime/clock.hpp"
+#include "runtime/ground/clock.hpp"
 #include "support/e2e.hpp"
 
 using namespace troupe;

@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "persistence/redis.hpp"
-#include "runtime/clock.hpp"
+#include "runtime/ground/clock.hpp"
 #include "support/capture_server.hpp"
 #include "support/e2e.hpp"
 #include "support/servers.hpp"

@@ -1,7 +1,7 @@
 // An uploaded project archive, extracted with small limits into
 // scratch/a/b/ws. Whatever the archive holds: nothing appears outside ws, a
 // rejected archive leaves ws empty, and what an accepted one leaves follows
-// the policy of runtime/archive.hpp (modes, symlinks pointing inside ws, only
+// the policy of actors/jobs/archive.hpp (modes, symlinks pointing inside ws, only
 // files, directories and symlinks, limits kept).
 
 #include <sys/stat.h>
@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "actors/jobs/archive.hpp"
 #include "fuzz_check.hpp"
-#include "runtime/archive.hpp"
 
 namespace fs = std::filesystem;
 using namespace troupe;

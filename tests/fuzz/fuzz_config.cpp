@@ -7,7 +7,7 @@
 #include <string>
 
 #include "fuzz_check.hpp"
-#include "runtime/config.hpp"
+#include "runtime/ground/config.hpp"
 
 using namespace troupe;
 

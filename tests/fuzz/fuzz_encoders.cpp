@@ -1,6 +1,6 @@
 // The JSON troupe writes by hand around bytes it does not control (job
 // output, paths, labels): logging::append_json_escaped (error bodies,
-// structured logs), persistence::append_json_string and to_api_json (the logs
+// structured logs), troupe::append_json_string and to_api_json (the logs
 // API) and the Loki push bodies must be valid JSON for any bytes, and must
 // keep valid UTF-8 text as it is.
 
@@ -11,10 +11,10 @@
 #include <fuzzer/FuzzedDataProvider.h>
 #include <nlohmann/json.hpp>
 
+#include "actors/logs/loki.hpp"
 #include "fuzz_check.hpp"
-#include "http/loki.hpp"
 #include "persistence/logs.hpp"
-#include "runtime/logging.hpp"
+#include "runtime/ground/logging.hpp"
 
 using namespace troupe;
 using nlohmann::json;
@@ -49,7 +49,7 @@ void check_escapers(const std::string& raw) {
   escaped += '"';
   check_string(escaped, raw);
   std::string quoted;
-  persistence::append_json_string(quoted, raw);
+  troupe::append_json_string(quoted, raw);
   check_string(quoted, raw);
 }
 

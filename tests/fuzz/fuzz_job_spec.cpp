@@ -10,9 +10,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "actors/jobs/job_spec.hpp"
 #include "fuzz_check.hpp"
 #include "http/router.hpp"
-#include "runtime/job_spec.hpp"
 
 using namespace troupe;
 

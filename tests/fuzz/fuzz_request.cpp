@@ -15,7 +15,7 @@
 
 #include "fuzz_check.hpp"
 #include "http/router.hpp"
-#include "runtime/config.hpp"
+#include "runtime/ground/config.hpp"
 
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
@@ -61,8 +61,8 @@ const http::router& routes() {
 }
 
 void check_decode(std::string_view raw) {
-  auto plain = http::url_decode(raw);
-  auto form = http::url_decode(raw, true);
+  auto plain = troupe::url_decode(raw);
+  auto form = troupe::url_decode(raw, true);
   FUZZ_CHECK(plain.size() <= raw.size(), raw);
   FUZZ_CHECK(form.size() == plain.size(), raw);
   if (raw.find('%') == std::string_view::npos)

@@ -1,0 +1,1 @@
+// Compiles the precompiled headers that every layer reuses (cmake/layers.cmake).
