@@ -16,6 +16,7 @@
 #   BENCH_WARMUP     wrk warm-up duration per server (default 2s)
 #   BENCH_WRK_THREADS, BENCH_CONNECTIONS   wrk -t / -c (default 2 / 100)
 #   BENCH_SERVER_THREADS   server thread counts to compare (default "1 2")
+#   BENCH_AUTH_ROUNDS      alternating token/none rounds of the token check (default 3)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,6 +34,7 @@ warmup="${BENCH_WARMUP:-2s}"
 wrk_threads="${BENCH_WRK_THREADS:-2}"
 wrk_conns="${BENCH_CONNECTIONS:-100}"
 server_threads="${BENCH_SERVER_THREADS:-1 2}"
+auth_rounds="${BENCH_AUTH_ROUNDS:-3}"
 wrk_args=(-t"$wrk_threads" -c"$wrk_conns")
 
 for tool in wrk nginx curl; do
@@ -314,32 +316,41 @@ for n in $server_threads; do
 done
 
 # --- the token check ----------------------------------------------------------
+# BENCH_AUTH_ROUNDS rounds, the order alternating (token first, then none first),
+# so drift in the machine's load falls on both; the ratio is of the medians.
 token="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 auth_env=(TROUPE_AUTH__TOKENS="[{\"name\":\"bench\",\"token\":\"$token\",\"roles\":[\"admin\"]}]")
-declare -A auth_rps
-for mode in token none; do
-  if [[ $mode == token ]]; then
-    start_troupe 1 "auth-$mode" "${auth_env[@]}"
-    hdr=(-H "Authorization: Bearer $token")
-  else
-    start_troupe 1 "auth-$mode" TROUPE_AUTH__MODE=none
-    hdr=()
-  fi
-  job="$(curl -s -XPOST "${hdr[@]}" -H 'Content-Type: application/json' -d '{"command":"true"}' \
-    "http://127.0.0.1:$troupe_port/jobs" | sed -n 's/.*"job_id":"\([^"]*\)".*/\1/p')"
-  [[ -n "$job" ]] || die "could not submit a job to troupe (auth $mode)"
-  measure "http://127.0.0.1:$troupe_port/jobs/$job" "$work/wrk-auth-$mode.txt" "${hdr[@]}"
-  auth_rps[$mode]=$rps
-  printf '%-8s %-7s %10s %9sms %9sms %8s %8s\n' 1 "$mode" "$rps" "$p50" "$p99" "$sock_errors" "$non2xx" >>"$table"
-  if [[ "$non2xx" != 0 ]]; then
-    echo "http_healthz: troupe answered $non2xx non-2xx responses to GET /jobs/{id} (auth $mode)" >&2
-    failures=$((failures + 1))
-  fi
-  stop_troupe "auth-$mode"
+declare -A auth_runs=([token]="" [none]="")
+for round in $(seq "$auth_rounds"); do
+  order="token none"
+  (( round % 2 == 0 )) && order="none token"
+  for mode in $order; do
+    if [[ $mode == token ]]; then
+      start_troupe 1 "auth-$mode-$round" "${auth_env[@]}"
+      hdr=(-H "Authorization: Bearer $token")
+    else
+      start_troupe 1 "auth-$mode-$round" TROUPE_AUTH__MODE=none
+      hdr=()
+    fi
+    job="$(curl -s -XPOST "${hdr[@]}" -H 'Content-Type: application/json' -d '{"command":"true"}' \
+      "http://127.0.0.1:$troupe_port/jobs" | sed -n 's/.*"job_id":"\([^"]*\)".*/\1/p')"
+    [[ -n "$job" ]] || die "could not submit a job to troupe (auth $mode)"
+    measure "http://127.0.0.1:$troupe_port/jobs/$job" "$work/wrk-auth-$mode-$round.txt" "${hdr[@]}"
+    auth_runs[$mode]+="$rps "
+    printf '%-8s %-7s %10s %9sms %9sms %8s %8s\n' 1 "$mode" "$rps" "$p50" "$p99" "$sock_errors" "$non2xx" >>"$table"
+    if [[ "$non2xx" != 0 ]]; then
+      echo "http_healthz: troupe answered $non2xx non-2xx responses to GET /jobs/{id} (auth $mode)" >&2
+      failures=$((failures + 1))
+    fi
+    stop_troupe "auth-$mode-$round"
+  done
 done
-auth_ratio="$(awk -v a="${auth_rps[token]}" -v b="${auth_rps[none]}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+tok_rps="$(median "${auth_runs[token]}")"
+none_rps="$(median "${auth_runs[none]}")"
+auth_ratio="$(awk -v a="$tok_rps" -v b="$none_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')"
 printf '%-8s %-7s %10s\n' 1 "tok/none" "$auth_ratio" >>"$table"
-echo "RESULT http_auth route=/jobs/{id} token_rps=${auth_rps[token]} none_rps=${auth_rps[none]} ratio=$auth_ratio" >>"$results"
+echo "RESULT http_auth route=/jobs/{id} rounds=$auth_rounds token_rps_median=$tok_rps none_rps_median=$none_rps ratio=$auth_ratio token_runs=\"${auth_runs[token]% }\" none_runs=\"${auth_runs[none]% }\"" >>"$results"
 
 echo "$header"
 cat "$table"

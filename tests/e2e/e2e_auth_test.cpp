@@ -91,13 +91,7 @@ struct fixture {
 
   /// Exit code 2 with `message` on stderr, and nothing bound or created.
   void check_rejected(const run_result& res, const std::string& message) {
-    CAF_REQUIRE(res.status.has_value());
-    CAF_CHECK_EQUAL(res.status->to_string(), "exit code 2");
-    CAF_CHECK(contains(res.err, message));
-    if (!contains(res.err, message))
-      CAF_MESSAGE("stderr:\n" << res.err);
-    CAF_CHECK(!contains(res.out + res.err, "listening on"));
-    CAF_CHECK(!std::filesystem::exists(data_dir));
+    CAF_CHECK_EQUAL(startup_refusal_problem(res, message, data_dir), "");
   }
 };
 

@@ -3,6 +3,7 @@
 #include "support/dsl.hpp"
 
 #include "support/e2e.hpp"
+#include "support/files.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -27,6 +28,8 @@
 #include <archive_entry.h>
 
 using namespace troupe::e2e;
+using troupe::test::read_file;
+using troupe::test::write_file;
 namespace e2e = troupe::e2e; // e2e::daemon: unistd.h declares ::daemon()
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -60,19 +63,6 @@ long long ms_since(steady::time_point start) {
 }
 
 // -- processes of jobs --------------------------------------------------------
-
-std::string read_file(const std::string& path) {
-  std::ifstream in{path, std::ios::binary};
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-void write_file(const std::string& path, const std::string& content, mode_t mode = 0644) {
-  fs::create_directories(fs::path{path}.parent_path());
-  std::ofstream{path, std::ios::binary | std::ios::trunc} << content;
-  ::chmod(path.c_str(), mode);
-}
 
 /// Live (not zombie) processes whose environment holds `TROUPE_JOB_ID=<id>`.
 std::vector<pid_t> job_processes(const std::string& job_id) {

@@ -3,6 +3,7 @@
 #include "support/dsl.hpp"
 
 #include "support/e2e.hpp"
+#include "support/files.hpp"
 
 #include <chrono>
 #include <cstdlib>
@@ -19,6 +20,8 @@
 #include <unistd.h>
 
 using namespace troupe::e2e;
+using troupe::test::read_file;
+using troupe::test::write_file;
 namespace e2e = troupe::e2e; // e2e::daemon: unistd.h declares ::daemon()
 namespace fs = std::filesystem;
 using steady = std::chrono::steady_clock;
@@ -146,11 +149,6 @@ bool wait_done(uint16_t port, const std::string& id) {
 
 int shell(const std::string& cmd) {
   return std::system(cmd.c_str());
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in{path};
-  return {std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
 }
 
 } // namespace

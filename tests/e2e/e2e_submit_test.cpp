@@ -3,6 +3,7 @@
 #include "support/dsl.hpp"
 
 #include "support/e2e.hpp"
+#include "support/files.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -20,6 +21,8 @@
 #include <unistd.h>
 
 using namespace troupe::e2e;
+using troupe::test::read_file;
+using troupe::test::write_file;
 namespace e2e = troupe::e2e; // e2e::daemon: unistd.h declares ::daemon()
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -33,19 +36,6 @@ daemon_options submit_daemon(environment extra = {}) {
   opts.env = {{"TROUPE_JOBS__CONCURRENCY", "2"}, {"TROUPE_JOBS__CANCEL_GRACE", "2s"}};
   opts.env.insert(opts.env.end(), extra.begin(), extra.end());
   return opts;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in{path, std::ios::binary};
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-void write_file(const std::string& path, const std::string& content, mode_t mode = 0644) {
-  fs::create_directories(fs::path{path}.parent_path());
-  std::ofstream{path, std::ios::binary | std::ios::trunc} << content;
-  ::chmod(path.c_str(), mode);
 }
 
 std::string unique_token(const std::string& prefix) {

@@ -341,6 +341,24 @@ std::string exit_status::to_string() const {
   return "exit code " + std::to_string(value);
 }
 
+std::string startup_refusal_problem(const run_result& res, const std::string& message,
+                                    const std::string& data_dir) {
+  std::string problem;
+  if (!res.status)
+    problem += "did not exit; ";
+  else if (res.status->to_string() != "exit code 2")
+    problem += res.status->to_string() + " instead of exit code 2; ";
+  if (!contains(res.err, message))
+    problem += "stderr lacks \"" + message + "\"; ";
+  if (contains(res.out + res.err, "listening on"))
+    problem += "it listened; ";
+  if (std::filesystem::exists(data_dir))
+    problem += "it created the data dir; ";
+  if (!problem.empty())
+    problem += "stderr:\n" + res.err;
+  return problem;
+}
+
 run_result run_troupe(const std::vector<std::string>& args, const environment& env,
                       duration timeout) {
   scratch_dir cwd{"troupe-e2e-cwd"};

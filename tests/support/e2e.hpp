@@ -72,6 +72,11 @@ struct run_result {
   std::string err;
 };
 
+/// What is wrong with `res` as a refused start (exit code 2, `message` on
+/// stderr, no "listening on", no `data_dir` created); empty when nothing is.
+std::string startup_refusal_problem(const run_result& res, const std::string& message,
+                                    const std::string& data_dir);
+
 /// Runs `$TROUPE_BIN args...` with a clean environment plus `env`, in a fresh
 /// working directory, and captures its exit status, stdout and stderr.
 run_result run_troupe(const std::vector<std::string>& args, const environment& env = {},

@@ -418,16 +418,8 @@ CAF_TEST(a crashed job actor fails its job and frees the slot) {
 CAF_TEST(recovery requeues or loses running jobs and kills their orphans) {
   // What a killed daemon left behind: an orphaned process of a running job.
   auto orphan_id = persistence::new_job_id();
-  std::string env_var = "TROUPE_JOB_ID=" + orphan_id;
-  char* argv[] = {const_cast<char*>("sleep"), const_cast<char*>("60"), nullptr};
-  char* envp[] = {env_var.data(), nullptr};
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-  posix_spawnattr_setpgroup(&attr, 0);
-  pid_t pid = -1;
-  CAF_REQUIRE_EQUAL(posix_spawnp(&pid, "sleep", nullptr, &attr, argv, envp), 0);
-  posix_spawnattr_destroy(&attr);
+  auto pid = spawn_orphan(orphan_id);
+  CAF_REQUIRE(pid > 0);
   auto make = [](std::string id, std::string status, int attempt, int retries, int prio) {
     job_record r;
     r.id = std::move(id);

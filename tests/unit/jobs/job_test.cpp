@@ -99,6 +99,7 @@ struct fixture : test::deterministic_fixture {
     ctx->cfg.concurrency = 1;
     ctx->cfg.sweep_interval = 24h;
     ctx->cfg.cancel_grace = 2s;
+    ctx->detach_janitor = false; // its kills run in this test's deterministic scheduler
     ctx->node_name = "test-node";
     ctx->base_env = {"PATH=/usr/bin:/bin"};
     auto l = launches;
