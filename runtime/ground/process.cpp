@@ -307,7 +307,7 @@ namespace {
 class watch_impl final : public watch, public std::enable_shared_from_this<watch_impl> {
 public:
   watch_impl(net::io_context& ctx, const child& c, size_t max_line, callbacks cb)
-      : ctx_(ctx), out_(ctx, c.out_fd), err_(ctx, c.err_fd), pidfd_(ctx, c.pidfd), pid_(c.pid),
+      : ctx_(ctx), out_(ctx, c.out_fd), err_(ctx, c.err_fd), pidfd_(ctx, c.pidfd),
         max_line_(max_line), cb_(std::move(cb)) {}
 
   void begin() override {
@@ -470,7 +470,6 @@ private:
   net::posix::stream_descriptor out_;
   net::posix::stream_descriptor err_;
   net::posix::stream_descriptor pidfd_;
-  pid_t pid_;
   size_t max_line_;
   callbacks cb_;
   pipe_state out_state_;

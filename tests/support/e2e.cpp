@@ -68,8 +68,8 @@ std::string errno_text(const std::string& what) {
   return what + ": " + std::strerror(errno);
 }
 
-/// PATH and HOME from our environment, then the caller's variables (which
-/// win). Nothing else leaks in: not TROUPE_BIN, not a developer's TROUPE_*.
+/// PATH, HOME and the sanitizers' options from our environment, then the caller's
+/// variables (which win). Nothing else leaks in: not TROUPE_BIN, not a developer's TROUPE_*.
 environment clean_environment(const environment& extra, const std::string& fallback_home) {
   auto from_parent = [](const char* name, std::string fallback) {
     auto value = std::getenv(name);
@@ -79,6 +79,10 @@ environment clean_environment(const environment& extra, const std::string& fallb
       {"PATH", from_parent("PATH", "/usr/local/bin:/usr/bin:/bin")},
       {"HOME", from_parent("HOME", fallback_home)},
   };
+  // A sanitizer build's settings (suppressions, halt_on_error) reach the daemon.
+  for (auto name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"})
+    if (auto value = std::getenv(name))
+      env.emplace_back(name, value);
   for (auto& [name, value] : extra) {
     auto i = std::find_if(env.begin(), env.end(), [&](auto& kv) { return kv.first == name; });
     if (i != env.end())

@@ -10,7 +10,9 @@
 # Links are PUBLIC, so a layer sees the views of everything below it.
 
 # Precompiled CAF/json/spdlog headers, built once and reused by every layer.
-add_library(troupe_pch STATIC ${CMAKE_CURRENT_LIST_DIR}/pch.cpp)
+file(CONFIGURE OUTPUT ${CMAKE_BINARY_DIR}/generated/pch.cpp
+  CONTENT "// Compiles the precompiled headers every layer reuses.\n")
+add_library(troupe_pch STATIC ${CMAKE_BINARY_DIR}/generated/pch.cpp)
 target_link_libraries(troupe_pch PRIVATE CAF::core nlohmann_json::nlohmann_json spdlog::spdlog)
 target_precompile_headers(troupe_pch PRIVATE <caf/all.hpp> <nlohmann/json.hpp> <spdlog/spdlog.h>)
 

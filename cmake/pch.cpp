@@ -1,1 +1,0 @@
-// Compiles the precompiled headers that every layer reuses (cmake/layers.cmake).
