@@ -53,6 +53,13 @@ function(troupe_layer name)
   if(L_SOURCES)
     list(TRANSFORM L_SOURCES PREPEND ${CMAKE_SOURCE_DIR}/ OUTPUT_VARIABLE sources)
   endif()
+  # A source belongs to the first library that claims it: a wing's policy
+  # library (declared first) takes its files out of the wing's folder.
+  get_property(claimed GLOBAL PROPERTY TROUPE_CLAIMED_SOURCES)
+  if(claimed)
+    list(REMOVE_ITEM sources ${claimed})
+  endif()
+  set_property(GLOBAL APPEND PROPERTY TROUPE_CLAIMED_SOURCES ${sources})
   add_library(${name} STATIC ${sources})
   target_include_directories(${name} PUBLIC ${view})
   target_link_libraries(${name} PUBLIC ${L_USES} ${L_LINKS})
