@@ -14,6 +14,8 @@
 
 #include "actors/core/event_bus.hpp"
 #include "actors/core/names.hpp"
+#include "actors/core/retrying_request.hpp"
+#include "actors/core/status.hpp"
 #include "actors/metrics/metrics.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/ground/clock.hpp"
@@ -35,43 +37,44 @@ std::shared_ptr<spdlog::logger> log() {
   return logging::get("jobs");
 }
 
-nlohmann::json stats(self_ptr self) {
-  auto& st = self->state;
-  nlohmann::json counts = nlohmann::json::object();
-  for (auto s :
-       {js::queued, js::running, js::succeeded, js::failed, js::cancelled, js::timed_out, js::lost})
-    counts[s] = st.counts[s];
-  return {{"queue_depth", st.queue.size() + st.backing_off.size()},
-          {"running", st.running.size()},
-          {"slots", st.slots},
-          {"counts", std::move(counts)}};
+/// Queue depth, slots and job counts by state; healthy once recovered and
+/// while not shutting down.
+component_status status_of(const job_controller_state& st) {
+  component_status x{job_controller_state::name, !st.recovering && !st.shutting_down, {}};
+  caf::put(x.fields, "queue_depth", st.queue.size() + st.backing_off.size());
+  caf::put(x.fields, "running", st.running.size());
+  caf::put(x.fields, "slots", st.slots);
+  caf::settings counts;
+  for (auto s : {js::queued, js::running, js::succeeded, js::failed, js::cancelled, js::timed_out,
+                 js::lost}) {
+    auto i = st.counts.find(s);
+    caf::put(counts, s, i != st.counts.end() ? i->second : 0);
+  }
+  caf::put(x.fields, "counts", std::move(counts));
+  return x;
 }
 
 /// Announces a job transition (already committed) with the current counts.
 void publish(self_ptr self, const std::string& type, const std::string& id,
              nlohmann::json extra = nlohmann::json::object()) {
-  auto bus = lookup<event_bus_actor>(self->system(), names::event_bus);
+  auto bus = lookup(self->system(), names::event_bus);
   if (!bus)
     return;
   extra["job_id"] = id;
-  extra["jobs"] = stats(self);
-  self->request(bus, store_timeout, publish_atom::value, make_event(type, extra.dump()))
+  extra["jobs"] = status_json(status_of(self->state));
+  self->request(*bus, store_timeout, publish_atom::value, make_event(type, extra.dump()))
       .then([](uint64_t) {},
             [type](caf::error& err) {
               log()->warn("{} event not published: {}", type, caf::to_string(err));
             });
 }
 
+/// Writes `batch`; a store that is away fails the write at once (the
+/// controller's callers answer or retry on their own schedule).
 void persist(self_ptr self, write_batch batch, std::function<void()> then,
              std::function<void(caf::error&)> failed) {
-  auto store = lookup<store_actor>(self->system(), names::store);
-  if (!store) {
-    auto err = caf::make_error(ec::unavailable, std::string{"store is not running"});
-    failed(err);
-    return;
-  }
-  self->request(store, store_timeout, write_atom::value, std::move(batch))
-      .then([then](write_result&) { then(); }, [failed](caf::error& err) { failed(err); });
+  write_to_store(self, no_retry, nullptr, std::move(batch), std::move(then),
+                 [failed](caf::error err) { failed(err); });
 }
 
 write_op record_op(const job_record& r) {
@@ -692,7 +695,7 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
         }
         return caf::make_error(ec::not_found, "job " + id + " is not queued or running");
       },
-      [self](status_atom) -> std::string { return stats(self).dump(); },
+      [self](status_atom) { return status_of(self->state); },
       [self](started_atom, const std::string& id) {
         publish(self, "job.started", id, {{"status", js::running}});
       },

@@ -93,7 +93,7 @@ struct fixture : test::deterministic_fixture {
   job_controller_actor ctl;
 
   fixture() {
-    sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st));
+    enroll(sys, names::store, st);
     auto ctx = std::make_shared<job_env>();
     ctx->env = env;
     ctx->cfg.concurrency = 1;
@@ -112,7 +112,7 @@ struct fixture : test::deterministic_fixture {
   ~fixture() override {
     caf::anon_send_exit(ctl, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
-    sys.registry().erase(names::store);
+    withdraw(sys, names::store);
     run_until([] { return false; });
   }
 
