@@ -101,6 +101,10 @@ struct fixture : test::deterministic_fixture {
     ctx->cfg.cancel_grace = 2s;
     ctx->node_name = "test-node";
     ctx->base_env = {"PATH=/usr/bin:/bin"};
+    // The controller's janitor on the test scheduler: its /proc scan for a
+    // crashed job actor then ends within consume_messages(), not whenever a
+    // thread of its own gets to it.
+    ctx->detach_janitor = false;
     auto l = launches;
     ctx->launcher = [l](launch_request req, std::function<void(launch_result)> done) {
       l->push_back(pending_launch{std::move(req), std::move(done)});
