@@ -107,7 +107,9 @@ store_actor::behavior_type store_probe(store_actor::stateful_pointer<store_probe
         return self->delegate(real, shutdown_atom::value);
       },
       [](commit_atom) {},
-      [](status_atom) { return component_status{"store_probe", true, {}}; },
+      [](status_atom) {
+        return component_status{"store_probe", true, {}};
+      },
   };
 }
 
