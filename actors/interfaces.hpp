@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -15,6 +16,7 @@
 #include <caf/make_message.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/replies_to.hpp>
+#include <caf/settings.hpp>
 #include <caf/type_id.hpp>
 #include <caf/typed_actor.hpp>
 
@@ -42,6 +44,37 @@ const char* to_string(ec x);
 /// Registers troupe's message types and error category with an actor system
 /// config (the node's, a host program's, or a test's).
 void add_troupe_types(caf::actor_system_config& cfg);
+
+// -- node-local marking ------------------------------------------------------------
+
+/// Whether a message type must never leave its node because it holds closures
+/// or pointers into this process. True only for the types declared with
+/// TROUPE_NODE_LOCAL_MESSAGE (the last group of this file).
+template <class T> struct is_node_local : std::false_type {};
+
+template <class T> inline constexpr bool is_node_local_v = is_node_local<T>::value;
+
+namespace detail {
+
+template <class Signature> struct signature_is_node_local : std::false_type {};
+
+template <class... In, class... Out>
+struct signature_is_node_local<
+    caf::typed_mpi<caf::detail::type_list<In...>, caf::output_tuple<Out...>>>
+    : std::bool_constant<(is_node_local_v<In> || ...) || (is_node_local_v<Out> || ...)> {};
+
+} // namespace detail
+
+/// Whether an interface takes or answers any node-local message: such an
+/// actor can only be reached from its own node.
+template <class Handle> struct has_node_local_messages;
+
+template <class... Signatures>
+struct has_node_local_messages<caf::typed_actor<Signatures...>>
+    : std::bool_constant<(detail::signature_is_node_local<Signatures>::value || ...)> {};
+
+template <class Handle>
+inline constexpr bool has_node_local_messages_v = has_node_local_messages<Handle>::value;
 
 // -- persistence records (persistence/records.hpp) as messages -------------------
 
@@ -196,6 +229,25 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector& f,
            x.lines, x.count);
 }
 
+/// What a component tells about itself: the reply of the `status` protocol
+/// (status_api below) that every long-lived component speaks. Rendered to
+/// JSON in one place (actors/core/status.hpp).
+struct component_status {
+  /// The component: its state's name (`job_controller`, `log_router` …).
+  std::string name;
+  /// False while the component knows it cannot do its work (a child not
+  /// running, a sink's breaker open, an exporter failing).
+  bool healthy = true;
+  /// Its details: counters, states and nested groups, e.g.
+  /// `caf::put(x.fields, "redis.status", "ok")`.
+  caf::settings fields;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, component_status& x) {
+  return f(caf::meta::type_name("component_status"), x.name, x.healthy, x.fields);
+}
+
 } // namespace troupe
 
 CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
@@ -216,6 +268,7 @@ CAF_ADD_TYPE_ID(troupe, (troupe::metric_snapshot))
 CAF_ADD_TYPE_ID(troupe, (troupe::metric_snapshots))
 CAF_ADD_TYPE_ID(troupe, (troupe::log_labels))
 CAF_ADD_TYPE_ID(troupe, (troupe::log_ingest))
+CAF_ADD_TYPE_ID(troupe, (troupe::component_status))
 
 // CAF already defines get, put, flush, ping, publish, subscribe, ok …
 CAF_ADD_ATOM(troupe, troupe, write_atom, "write")
@@ -258,6 +311,14 @@ using caf::publish_atom;
 using caf::subscribe_atom;
 using caf::timeout_atom;
 
+// -- status ----------------------------------------------------------------------
+
+/// The status protocol shared by every long-lived component: each interface
+/// below that reports on itself is extended with it (`extend_with<status_api>`).
+using status_api = caf::typed_actor<
+    // The component's health and details (counters, states, sinks).
+    caf::replies_to<status_atom>::with<component_status>>;
+
 // -- store ---------------------------------------------------------------------
 
 /// Single LMDB writer. Readers use read-only transactions on the shared
@@ -270,7 +331,9 @@ using store_actor = caf::typed_actor<
     // Prepares to stop: commits what is queued, then answers.
     caf::replies_to<shutdown_atom>::with<ok_atom>,
     // Internal: commits the queued writes in one transaction (sent to itself).
-    caf::reacts_to<commit_atom>>;
+    caf::reacts_to<commit_atom>>::
+    // Status: commits, batches, writes waiting.
+    extend_with<status_api>;
 
 // -- event bus -----------------------------------------------------------------
 
@@ -305,10 +368,10 @@ using log_batcher_actor = caf::typed_actor<
     caf::reacts_to<nudge_atom, uint64_t>,
     // Internal: the batch wait or backoff number N elapsed (older ones are stale).
     caf::reacts_to<timeout_atom, uint64_t>,
-    // Status of the sink (cursor, lag, failures, breaker) as JSON.
-    caf::replies_to<status_atom>::with<std::string>,
     // Prepares to stop: answers once no push is in flight.
-    caf::replies_to<shutdown_atom>::with<ok_atom>>;
+    caf::replies_to<shutdown_atom>::with<ok_atom>>::
+    // Status: cursor, lag, failures, breaker (healthy while it is closed).
+    extend_with<status_api>;
 
 /// Fans every line to the sinks: persists it in the `logs` table (the store
 /// sink and the outbox of the others), then tells subscribers and batchers.
@@ -322,10 +385,10 @@ using log_router_actor = caf::typed_actor<
     caf::reacts_to<drain_atom>,
     // Adds a live subscriber; dropped when it terminates.
     caf::reacts_to<subscribe_atom, log_subscriber_actor>,
-    // Pipeline status (seq, batchers) as JSON.
-    caf::replies_to<status_atom>::with<std::string>,
     // Prepares to stop: answers once written batches are committed.
-    caf::replies_to<shutdown_atom>::with<ok_atom>>;
+    caf::replies_to<shutdown_atom>::with<ok_atom>>::
+    // Status: last seq, lines, drops, subscribers.
+    extend_with<status_api>;
 
 // -- jobs ------------------------------------------------------------------------
 
@@ -382,8 +445,6 @@ using job_controller_actor = caf::typed_actor<
     // Subscribes to a job's live updates (held until a queued job starts);
     // replies with the highest seq persisted so far once registered.
     caf::replies_to<subscribe_atom, std::string, job_subscriber_actor>::with<uint64_t>,
-    // Queue depth, slots and job counts by state, as JSON.
-    caf::replies_to<status_atom>::with<std::string>,
     // From a job actor: its process started and `running` is committed.
     caf::reacts_to<started_atom, std::string>,
     // From a job actor: its attempt ended with this status; `true` if it was
@@ -396,7 +457,10 @@ using job_controller_actor = caf::typed_actor<
     // Internal: the next bounded step of a sweep, from this job id on.
     caf::reacts_to<sweep_atom, std::string>,
     // Node shutdown: stops running jobs and answers once they are recorded.
-    caf::replies_to<shutdown_atom>::with<ok_atom>>;
+    caf::replies_to<shutdown_atom>::with<ok_atom>>::
+    // Status: queue depth, slots and job counts by state (healthy once
+    // recovered and while not shutting down).
+    extend_with<status_api>;
 
 // -- metrics -----------------------------------------------------------------------
 
@@ -436,24 +500,35 @@ using metrics_exporter_actor = caf::typed_actor<
     caf::reacts_to<tick_atom>,
     // Runs one export cycle now; replies with a JSON summary (errors included).
     caf::replies_to<export_atom>::with<std::string>,
-    // State of each exporter (Redis connection, last push …) as JSON.
-    caf::replies_to<status_atom>::with<std::string>,
     // Clean shutdown: deletes the Pushgateway group, then answers.
-    caf::replies_to<shutdown_atom>::with<ok_atom>>;
+    caf::replies_to<shutdown_atom>::with<ok_atom>>::
+    // Status: each exporter's state (Redis connection, last push …); healthy
+    // while none is failing.
+    extend_with<status_api>;
 
 // -- node supervisor -------------------------------------------------------------
 
 /// Starts the node's long-lived children, restarts crashed ones with backoff,
 /// and escalates (quits with ec::restart_intensity) when they crash too often.
 using node_supervisor_actor = caf::typed_actor<
-    // Reports children and restart counts as a JSON object.
-    caf::replies_to<status_atom>::with<std::string>,
     // Stops the children in reverse start order, then quits normally.
     caf::replies_to<shutdown_atom>::with<ok_atom>,
     // Internal: starts child number N again once its backoff has passed.
-    caf::reacts_to<restart_atom, uint64_t>>;
+    caf::reacts_to<restart_atom, uint64_t>>::
+    // Status: children and restart counts (healthy while all run). Answered
+    // once every child has started and is registered.
+    extend_with<status_api>;
 
-// -- HTTP bridge -----------------------------------------------------------------
+// -- node-local messages -----------------------------------------------------------
+//
+// The messages of this group hold closures or pointers into this process and
+// must never leave the node: each is declared with TROUPE_NODE_LOCAL_MESSAGE
+// (below the namespace), which marks it (is_node_local_v) and lets CAF pass it
+// without serializing it. Only the interfaces of this group take them; every
+// interface above carries plain, inspectable data only (checked at the end of
+// the file), so the cluster may send their messages to other nodes.
+// (job_janitor_actor's pids and paths are plain data but mean something only
+// on their own node: it is never registered or published.)
 
 struct bridge_task;
 
@@ -464,7 +539,7 @@ using http_bridge_actor = caf::typed_actor<
 
 /// Work that an HTTP session hands to a bridge actor: it runs in the bridge's
 /// context so it can issue typed requests and answer the exchange from their
-/// continuations. Local only (holds a closure).
+/// continuations. Node-local: holds a closure (and the session through it).
 struct bridge_task {
   std::function<void(http_bridge_actor::pointer)> run;
   /// X-Request-ID of the HTTP call: bound to the bridge thread while the
@@ -474,4 +549,26 @@ struct bridge_task {
 
 } // namespace troupe
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::bridge_task)
+/// Declares `type` a node-local message: marks it and allows CAF to pass it
+/// unserialized. At global scope, after the type's namespace.
+#define TROUPE_NODE_LOCAL_MESSAGE(type)                                                            \
+  template <> struct troupe::is_node_local<type> : std::true_type {};                              \
+  CAF_ALLOW_UNSAFE_MESSAGE_TYPE(type)
+
+TROUPE_NODE_LOCAL_MESSAGE(troupe::bridge_task)
+
+static_assert(troupe::has_node_local_messages_v<troupe::http_bridge_actor>,
+              "the bridge takes closures: it stays on its node");
+
+// The interfaces the cluster may address on other nodes carry no node-local
+// message; adding one to them fails here instead of on the network.
+static_assert(!troupe::has_node_local_messages_v<troupe::store_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::event_bus_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::log_router_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::log_batcher_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::job_controller_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::job_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::metrics_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::metrics_exporter_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::node_supervisor_actor>,
+              "a network-capable interface takes a node-local message");

@@ -193,10 +193,10 @@ int metrics_export(const std::vector<std::string>& args) {
   caf::actor_system sys{sys_cfg};
   auto registry =
       sys.spawn(metrics_registry, cfg->metrics, cfg->node_name, std::vector<metric_source>{});
-  sys.registry().put(names::metrics, caf::actor_cast<caf::strong_actor_ptr>(registry));
+  enroll(sys, names::metrics, registry);
   auto exporter = sys.spawn<caf::detached>(metrics_exporter, cfg->metrics, !once,
                                            std::shared_ptr<exporter_status>{});
-  sys.registry().put(names::exporter, caf::actor_cast<caf::strong_actor_ptr>(exporter));
+  enroll(sys, names::exporter, exporter);
   int rc = 0;
   caf::scoped_actor self{sys};
   if (once) {
@@ -222,8 +222,8 @@ int metrics_export(const std::vector<std::string>& args) {
     self->request(exporter, std::chrono::seconds(30), shutdown_atom::value)
         .receive([](ok_atom) {}, [](caf::error&) {});
   }
-  sys.registry().erase(names::exporter);
-  sys.registry().erase(names::metrics);
+  withdraw(sys, names::exporter);
+  withdraw(sys, names::metrics);
   self->send_exit(exporter, caf::exit_reason::user_shutdown);
   self->send_exit(registry, caf::exit_reason::user_shutdown);
   return rc;

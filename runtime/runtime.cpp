@@ -222,10 +222,10 @@ struct runtime::impl {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     std::string last_error = "event bus is not running";
     while (supervisor_alive) {
-      if (auto bus = lookup<event_bus_actor>(*sys, names::event_bus)) {
+      if (auto bus = lookup(*sys, names::event_bus)) {
         caf::scoped_actor self{*sys};
         bool ok = false;
-        self->request(bus, std::chrono::seconds(10), publish_atom::value,
+        self->request(*bus, std::chrono::seconds(10), publish_atom::value,
                       make_event(type, data.dump()))
             .receive([&](uint64_t) { ok = true; },
                      [&](caf::error& err) { last_error = caf::to_string(err); });
@@ -364,19 +364,18 @@ void runtime::start() {
   auto env = d.env;
   auto node_name = cfg.node_name;
   std::vector<child_spec> children{
-      {"store",
-       [env](caf::actor_system& sys) {
-         // Detached: LMDB commits fsync and must not stall a scheduler thread.
-         return caf::actor_cast<caf::actor>(sys.spawn<caf::detached>(store, env));
-       }},
-      {"event_bus",
-       [node_name](caf::actor_system& sys) {
-         return caf::actor_cast<caf::actor>(sys.spawn(event_bus, node_name));
-       }},
-      {"logs",
-       [logs_cfg = cfg.logs, node_name, json = cfg.log.format == "json"](caf::actor_system& sys) {
-         return caf::actor_cast<caf::actor>(sys.spawn(log_router, logs_cfg, node_name, json));
-       }},
+      make_child(names::store,
+                 [env](caf::actor_system& sys) {
+                   // Detached: LMDB commits fsync and must not stall a scheduler thread.
+                   return sys.spawn<caf::detached>(store, env);
+                 }),
+      make_child(names::event_bus,
+                 [node_name](caf::actor_system& sys) { return sys.spawn(event_bus, node_name); }),
+      make_child(names::logs,
+                 [logs_cfg = cfg.logs, node_name,
+                  json = cfg.log.format == "json"](caf::actor_system& sys) {
+                   return sys.spawn(log_router, logs_cfg, node_name, json);
+                 }),
   };
   auto* server_ptr = d.server.get();
   std::vector<metric_source> metric_sources{
@@ -393,37 +392,35 @@ void runtime::start() {
       }};
   if (cfg.metrics.mode == "proxy")
     metric_sources.clear(); // proxy mode re-exports upstreams instead of local series
-  children.push_back(
-      {"metrics", [metrics_cfg = cfg.metrics, node_name, metric_sources](caf::actor_system& sys) {
-         return caf::actor_cast<caf::actor>(
-             sys.spawn(metrics_registry, metrics_cfg, node_name, metric_sources));
-       }});
+  children.push_back(make_child(names::metrics, [metrics_cfg = cfg.metrics, node_name,
+                                                 metric_sources](caf::actor_system& sys) {
+    return sys.spawn(metrics_registry, metrics_cfg, node_name, metric_sources);
+  }));
   if (cfg.metrics.mode != "local" || !cfg.metrics.pushgateway.url.empty()) {
     ctx->exporter_board = std::make_shared<exporter_status>();
-    children.push_back({"exporter", [metrics_cfg = cfg.metrics,
+    children.push_back(
+        make_child(names::exporter, [metrics_cfg = cfg.metrics,
                                      board = ctx->exporter_board](caf::actor_system& sys) {
-                          // Detached: Redis and HTTP calls block.
-                          return caf::actor_cast<caf::actor>(
-                              sys.spawn<caf::detached>(metrics_exporter, metrics_cfg, true, board));
-                        }});
+          // Detached: Redis and HTTP calls block.
+          return sys.spawn<caf::detached>(metrics_exporter, metrics_cfg, true, board);
+        }));
   }
   if (!cfg.logs.loki.url.empty())
-    children.push_back({"loki", [env, loki_cfg = cfg.logs.loki, gauges](caf::actor_system& sys) {
-                          // Detached: pushes are blocking HTTP calls.
-                          return caf::actor_cast<caf::actor>(
-                              sys.spawn<caf::detached>(log_batcher, env, loki_cfg, gauges));
-                        }});
-  children.push_back({"jobs", [jobs_ctx](caf::actor_system& sys) {
-                        return caf::actor_cast<caf::actor>(
-                            sys.spawn(job_controller, std::shared_ptr<const job_env>{jobs_ctx}));
-                      }});
+    children.push_back(
+        make_child(names::loki, [env, loki_cfg = cfg.logs.loki, gauges](caf::actor_system& sys) {
+          // Detached: pushes are blocking HTTP calls.
+          return sys.spawn<caf::detached>(log_batcher, env, loki_cfg, gauges);
+        }));
+  children.push_back(make_child(names::jobs, [jobs_ctx](caf::actor_system& sys) {
+    return sys.spawn(job_controller, std::shared_ptr<const job_env>{jobs_ctx});
+  }));
   d.supervisor = d.sys->spawn(node_supervisor, cfg.supervisor, std::move(children));
   d.supervisor_alive = true;
   {
     // The supervisor answers once it has started (and registered) its children.
     caf::scoped_actor self{*d.sys};
     self->request(d.supervisor, std::chrono::seconds(10), status_atom::value)
-        .receive([](std::string&) {},
+        .receive([](component_status&) {},
                  [](caf::error& err) {
                    throw std::runtime_error("node supervisor did not start: " +
                                             caf::to_string(err));
@@ -434,8 +431,8 @@ void runtime::start() {
   auto* sys_ptr = d.sys.get();
   logging::start_capture(16384,
                          [sys_ptr] {
-                           if (auto router = lookup<log_router_actor>(*sys_ptr, names::logs))
-                             caf::anon_send(router, drain_atom::value);
+                           if (auto router = lookup(*sys_ptr, names::logs))
+                             caf::anon_send(*router, drain_atom::value);
                          },
                          {"logs", "loki", "store"});
   auto* raw = impl_.get();

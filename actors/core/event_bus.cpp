@@ -63,7 +63,7 @@ event_bus_actor::behavior_type event_bus(event_bus_actor::stateful_pointer<event
       [self](caf::down_msg& dm) { drop_terminated(self->state.subscribers, dm.source); });
   return {
       [self, node_name](publish_atom, event& ev) -> caf::result<uint64_t> {
-        auto store = lookup<store_actor>(self->system(), names::store);
+        auto store = lookup(self->system(), names::store);
         if (!store)
           return caf::make_error(ec::unavailable, std::string{"store is not running"});
         if (ev.node.empty())
@@ -74,7 +74,7 @@ event_bus_actor::behavior_type event_bus(event_bus_actor::stateful_pointer<event
         auto rp = self->make_response_promise<uint64_t>();
         ++self->state.in_flight;
         // Responses come back in request order, so delivery follows seq order.
-        self->request(store, std::chrono::seconds(30), write_atom::value, std::move(batch))
+        self->request(*store, std::chrono::seconds(30), write_atom::value, std::move(batch))
             .then(
                 [self, rp, ev](write_result& r) mutable {
                   ev.seq = r.appended.empty() ? 0 : r.appended.front();

@@ -88,7 +88,7 @@ event_stream_actor::behavior_type event_stream(self_ptr self,
                                                std::optional<uint64_t> last_event_id) {
   self->state.stream = stream;
   self->state.env = std::move(env);
-  auto bus = lookup<event_bus_actor>(self->system(), names::event_bus);
+  auto bus = lookup(self->system(), names::event_bus);
   if (!bus) {
     stream->close();
     self->quit();
@@ -100,7 +100,7 @@ event_stream_actor::behavior_type event_stream(self_ptr self,
   stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
     caf::anon_send_exit(hdl, caf::exit_reason::user_shutdown);
   });
-  self->monitor(bus);
+  self->monitor(*bus);
   self->set_down_handler([self](caf::down_msg&) {
     // The bus restarted: end the stream; the client resumes with Last-Event-ID.
     self->state.stream->close();
@@ -108,7 +108,7 @@ event_stream_actor::behavior_type event_stream(self_ptr self,
   });
   // Subscribe before reading the store: an event committed after the read is
   // then guaranteed to arrive live (duplicates are skipped by seq).
-  self->send(bus, subscribe_atom::value, event_subscriber_actor{self});
+  self->send(*bus, subscribe_atom::value, event_subscriber_actor{self});
   stream->comment("subscribed");
   if (last_event_id) {
     // Past the newest event (a client's guess) means: from the newest on.

@@ -33,7 +33,7 @@ void prune(std::deque<caf::actor_clock::time_point>& xs, caf::actor_clock::time_
 
 void publish_restart(self_ptr self, const std::string& name, uint64_t restarts,
                      const std::string& reason, caf::timespan backoff) {
-  auto bus = lookup<event_bus_actor>(self->system(), names::event_bus);
+  auto bus = lookup(self->system(), names::event_bus);
   if (!bus)
     return;
   nlohmann::json data{
@@ -41,7 +41,7 @@ void publish_restart(self_ptr self, const std::string& name, uint64_t restarts,
       {"restarts", restarts},
       {"reason", reason},
       {"backoff_ms", std::chrono::duration_cast<std::chrono::milliseconds>(backoff).count()}};
-  self->request(bus, std::chrono::seconds(30), publish_atom::value,
+  self->request(*bus, std::chrono::seconds(30), publish_atom::value,
                 make_event("actor.restarted", data.dump()))
       .then([](uint64_t) {},
             [](caf::error& err) {
@@ -97,6 +97,22 @@ void on_child_down(self_ptr self, caf::down_msg& dm) {
   self->delayed_send(self, backoff, restart_atom::value, static_cast<uint64_t>(index));
 }
 
+/// Each child with its restarts; healthy while every child runs.
+component_status status_of(const node_supervisor_state& st) {
+  component_status x{node_supervisor_state::name, true, {}};
+  caf::config_value::list children;
+  for (auto& c : st.children) {
+    caf::settings child;
+    caf::put(child, "name", c.spec.name);
+    caf::put(child, "running", static_cast<bool>(c.handle));
+    caf::put(child, "restarts", c.restarts);
+    children.emplace_back(std::move(child));
+    x.healthy = x.healthy && static_cast<bool>(c.handle);
+  }
+  caf::put(x.fields, "children", std::move(children));
+  return x;
+}
+
 } // namespace
 
 node_supervisor_actor::behavior_type
@@ -110,14 +126,7 @@ node_supervisor(node_supervisor_actor::stateful_pointer<node_supervisor_state> s
     start_child(self, i);
   self->set_down_handler([self](caf::down_msg& dm) { on_child_down(self, dm); });
   return {
-      [self](status_atom) -> std::string {
-        nlohmann::json children = nlohmann::json::array();
-        for (auto& c : self->state.children)
-          children.push_back({{"name", c.spec.name},
-                              {"running", static_cast<bool>(c.handle)},
-                              {"restarts", c.restarts}});
-        return nlohmann::json{{"children", std::move(children)}}.dump();
-      },
+      [self](status_atom) { return status_of(self->state); },
       [self](restart_atom, uint64_t index) {
         auto& st = self->state;
         if (st.shutting_down || index >= st.children.size() || st.children[index].handle)

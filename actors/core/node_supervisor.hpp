@@ -8,6 +8,7 @@
 #include <caf/actor.hpp>
 #include <caf/actor_clock.hpp>
 
+#include "actors/core/names.hpp"
 #include "actors/interfaces.hpp"
 #include "runtime/ground/config.hpp"
 
@@ -20,6 +21,16 @@ struct child_spec {
   /// Spawns a fresh incarnation.
   std::function<caf::actor(caf::actor_system&)> start;
 };
+
+/// The child registered under `name`: `start` must return the handle type
+/// the name is declared with, so what lookups find is checked at compile time.
+template <class Handle, class Start>
+child_spec make_child(const actor_name<Handle>& name, Start start) {
+  return {name.text(), [start = std::move(start)](caf::actor_system& sys) {
+            Handle hdl = start(sys);
+            return caf::actor_cast<caf::actor>(hdl);
+          }};
+}
 
 struct node_supervisor_state {
   static inline const char* name = "node_supervisor";

@@ -120,6 +120,14 @@ store_actor::behavior_type store(store_actor::stateful_pointer<store_state> self
         return ok_atom::value;
       },
       [self](commit_atom) { commit_queue(self); },
+      [self](status_atom) {
+        auto& st = self->state;
+        component_status x{store_state::name, true, {}};
+        caf::put(x.fields, "commits", st.commits);
+        caf::put(x.fields, "batches", st.batches);
+        caf::put(x.fields, "queued", st.queue.size());
+        return x;
+      },
   };
 }
 

@@ -12,6 +12,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/core/names.hpp"
+#include "actors/core/retrying_request.hpp"
 #include "actors/jobs/job_controller.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/ground/clock.hpp"
@@ -25,35 +26,41 @@ namespace {
 using self_ptr = job_actor::stateful_pointer<job_state>;
 namespace js = persistence::job_status;
 
-constexpr auto store_timeout = std::chrono::seconds(30);
-
 std::shared_ptr<spdlog::logger> log() {
   return logging::get("job");
 }
 
+/// A batch of output lines waits longer for its commit than a record: the
+/// router writes it to two tables.
+constexpr retry_policy output_writes{while_restarting.retries, while_restarting.delay,
+                                     std::chrono::seconds(60)};
+
+/// Retries wait as deferred steps of this actor.
+defer_fn deferring(self_ptr self) {
+  return [self](std::chrono::milliseconds delay, std::function<void()> fn) {
+    auto key = self->state.next_deferred++;
+    self->state.deferred.emplace(key, std::move(fn));
+    self->delayed_send(self, delay, deferred_atom::value, key);
+  };
+}
+
+/// The write (or batch of `lines` output lines) could not be stored while
+/// the store or router restarted: the attempt ends with a store failure.
+void give_up(self_ptr self, const caf::error& err, uint32_t lines = 0) {
+  auto why = caf::to_string(err);
+  if (lines > 0)
+    log()->error("job {}: giving up on writing {} output lines: {}", self->state.rec.id, lines,
+                 why);
+  else
+    log()->error("job {}: giving up on a store write: {}", self->state.rec.id, why);
+  self->quit(caf::make_error(ec::store_failure, why));
+}
+
 /// Writes `batch`; on success runs `then`. A store that is briefly away
 /// (restarting under its supervisor) is retried rather than losing the write.
-template <class Then> void write(self_ptr self, write_batch batch, Then then, int attempt = 0) {
-  auto store = lookup<store_actor>(self->system(), names::store);
-  auto retry = [self, batch, then, attempt](const std::string& why) mutable {
-    if (attempt >= 100) {
-      log()->error("job {}: giving up on a store write: {}", self->state.rec.id, why);
-      self->quit(caf::make_error(ec::store_failure, why));
-      return;
-    }
-    auto key = self->state.next_deferred++;
-    self->state.deferred.emplace(key, [self, batch, then, attempt]() mutable {
-      write(self, std::move(batch), std::move(then), attempt + 1);
-    });
-    self->delayed_send(self, std::chrono::milliseconds(100), deferred_atom::value, key);
-  };
-  if (!store) {
-    retry("store not running");
-    return;
-  }
-  self->request(store, store_timeout, write_atom::value, batch)
-      .then([then](write_result&) mutable { then(); },
-            [retry](caf::error& err) mutable { retry(caf::to_string(err)); });
+template <class Then> void write(self_ptr self, write_batch batch, Then then) {
+  write_to_store(self, while_restarting, deferring(self), std::move(batch), std::move(then),
+                 [self](const caf::error& err) { give_up(self, err); });
 }
 
 write_op record_op(const persistence::job_record& r) {
@@ -165,37 +172,20 @@ void maybe_finish(self_ptr self) {
 /// job's index and the global log) and answers with its first global seq;
 /// then runs `then(batch)`. A router or store that is briefly away
 /// (restarting under the supervisor) is retried: the batch is the only copy.
-template <class Then>
-void ingest(self_ptr self, std::shared_ptr<log_ingest> batch, Then then, int attempt = 0) {
-  auto router = lookup<log_router_actor>(self->system(), names::logs);
-  auto retry = [self, batch, then, attempt](const std::string& why) mutable {
-    if (attempt >= 100) {
-      log()->error("job {}: giving up on writing {} output lines: {}", self->state.rec.id,
-                   batch->count, why);
-      self->quit(caf::make_error(ec::store_failure, why));
-      return;
-    }
-    auto key = self->state.next_deferred++;
-    self->state.deferred.emplace(key, [self, batch, then, attempt]() mutable {
-      ingest(self, std::move(batch), std::move(then), attempt + 1);
-    });
-    self->delayed_send(self, std::chrono::milliseconds(100), deferred_atom::value, key);
-  };
-  if (!router) {
-    retry("log router not running");
-    return;
-  }
-  // The message takes a copy; ours stays for the subscribers and a retry.
-  self->request(router, store_timeout * 2, ingest_atom::value, *batch)
-      .then(
-          [batch, then, retry](uint64_t first) mutable {
-            if (first == 0) {
-              retry("the log batch was not stored");
-              return;
-            }
-            then(*batch);
-          },
-          [retry](caf::error& err) mutable { retry(caf::to_string(err)); });
+template <class Then> void ingest(self_ptr self, std::shared_ptr<log_ingest> batch, Then then) {
+  retrying_request(
+      self, names::logs, output_writes, deferring(self),
+      // The message takes a copy; ours stays for the subscribers and a retry.
+      [batch](auto* sender, const log_router_actor& router, caf::timespan timeout) {
+        return sender->request(router, timeout, ingest_atom::value, *batch);
+      },
+      [batch, then](uint64_t first) mutable {
+        if (first == 0)
+          return caf::make_error(ec::store_failure, std::string{"the log batch was not stored"});
+        then(*batch);
+        return caf::error{};
+      },
+      [self, count = batch->count](const caf::error& err) { give_up(self, err, count); });
 }
 
 void on_output(self_ptr self, proc_output& out) {

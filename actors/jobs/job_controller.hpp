@@ -11,6 +11,7 @@
 
 #include "actors/interfaces.hpp"
 #include "actors/jobs/job.hpp"
+#include "actors/jobs/job_janitor.hpp"
 
 namespace troupe {
 
@@ -70,20 +71,12 @@ struct job_controller_state {
 
 /// Owns the job queue of this node. On start it reconciles what a previous
 /// process left: `running` jobs lose their orphaned processes and are
-/// re-queued (retries left) or marked `lost`; queued jobs run again.
+/// re-queued (retries left) or marked `lost`; queued jobs run again. Its
+/// parts: job_queue (admission), job_recovery, job_retention (sweeps and
+/// trims), job_gauges, job_janitor (process killing, tree removal).
 job_controller_actor::behavior_type
 job_controller(job_controller_actor::stateful_pointer<job_controller_state> self,
                std::shared_ptr<const job_env> ctx);
-
-/// Kills every process that carries TROUPE_JOB_ID=`id` in its environment,
-/// and the process group `pgid` if it still belongs to the job. Returns the
-/// number of processes signalled. Blocks on /proc: the janitor calls it.
-size_t kill_job_processes(const std::string& id, int64_t pgid);
-
-/// The same for several jobs in one pass over /proc (`pgids` parallel to
-/// `ids`); the number of processes signalled per job.
-std::vector<uint64_t> kill_jobs_processes(const std::vector<std::string>& ids,
-                                          const std::vector<int64_t>& pgids);
 
 /// Bounds of one step of the retention sweep: one store transaction each,
 /// and the controller handles other messages between steps.

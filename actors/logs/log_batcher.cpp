@@ -33,8 +33,8 @@ void wait_for(self_ptr self, milliseconds d, log_batcher_state::wait_kind kind) 
 }
 
 void save_cursor(self_ptr self) {
-  if (auto store = lookup<store_actor>(self->system(), names::store))
-    self->request(store, std::chrono::seconds(30), write_atom::value,
+  if (auto store = lookup(self->system(), names::store))
+    self->request(*store, std::chrono::seconds(30), write_atom::value,
                   write_batch{write_op{write_op::put, "meta", cursor_key,
                                        std::to_string(self->state.cursor)}})
         .then([](write_result&) {}, [](caf::error&) {});
@@ -283,22 +283,23 @@ log_batcher_actor::behavior_type log_batcher(self_ptr self,
         pump(self);
         report_lag(self);
       },
-      [self](status_atom) -> std::string {
+      [self](status_atom) {
         auto& st = self->state;
-        auto now = self->clock().now();
-        auto state = st.breaker->current(now);
-        return nlohmann::json{{"url", st.cfg.url},
-                              {"cursor", st.cursor},
-                              {"lag", st.head - st.cursor},
-                              {"shipped", st.shipped},
-                              {"rejected", st.rejected},
-                              {"dropped", st.dropped},
-                              {"consecutive_failures", st.failures},
-                              {"breaker", state == loki::breaker::state::closed ? "closed"
-                                          : state == loki::breaker::state::open ? "open"
-                                                                                : "half_open"},
-                              {"last_error", st.last_error}}
-            .dump();
+        auto state = st.breaker->current(self->clock().now());
+        component_status x{log_batcher_state::name, state == loki::breaker::state::closed, {}};
+        caf::put(x.fields, "url", st.cfg.url);
+        caf::put(x.fields, "cursor", st.cursor);
+        caf::put(x.fields, "lag", st.head - st.cursor);
+        caf::put(x.fields, "shipped", st.shipped);
+        caf::put(x.fields, "rejected", st.rejected);
+        caf::put(x.fields, "dropped", st.dropped);
+        caf::put(x.fields, "consecutive_failures", st.failures);
+        caf::put(x.fields, "breaker",
+                 state == loki::breaker::state::closed ? "closed"
+                 : state == loki::breaker::state::open ? "open"
+                                                       : "half_open");
+        caf::put(x.fields, "last_error", st.last_error);
+        return x;
       },
       [](shutdown_atom) -> ok_atom { return ok_atom::value; },
   };

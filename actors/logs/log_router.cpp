@@ -45,7 +45,7 @@ void route(self_ptr self, write_batch ops, std::function<void(uint64_t)> done = 
       done(st.last_seq);
     return;
   }
-  auto store = lookup<store_actor>(self->system(), names::store);
+  auto store = lookup(self->system(), names::store);
   if (!store) {
     // The store restarts under its supervisor; job producers retry, troupe's
     // lines still reached stdout.
@@ -59,7 +59,7 @@ void route(self_ptr self, write_batch ops, std::function<void(uint64_t)> done = 
   if (!st.subscribers.empty() || st.out)
     copy = std::make_shared<write_batch>(ops);
   ++st.in_flight;
-  self->request(store, std::chrono::seconds(30), write_atom::value, std::move(ops))
+  self->request(*store, std::chrono::seconds(30), write_atom::value, std::move(ops))
       .then(
           [self, copy, done](write_result& res) mutable {
             auto& st = self->state;
@@ -89,8 +89,8 @@ void route(self_ptr self, write_batch ops, std::function<void(uint64_t)> done = 
               for (auto& sub : st.subscribers)
                 self->send(sub, batch);
             }
-            if (auto loki = lookup<log_batcher_actor>(self->system(), names::loki))
-              self->send(loki, nudge_atom::value, st.last_seq);
+            if (auto loki = lookup(self->system(), names::loki))
+              self->send(*loki, nudge_atom::value, st.last_seq);
             if (done)
               done(first);
             finished_one(self);
@@ -319,14 +319,15 @@ log_router_actor::behavior_type log_router_with(self_ptr self, logs_config cfg, 
         self->monitor(sub);
         self->state.subscribers.push_back(std::move(sub));
       },
-      [self](status_atom) -> std::string {
+      [self](status_atom) {
         auto& st = self->state;
-        return nlohmann::json{{"last_seq", st.last_seq},
-                              {"lines", st.lines},
-                              {"own_lines_dropped", st.dropped_own},
-                              {"stdout_lines_dropped", st.out ? st.out->dropped_lines() : 0},
-                              {"subscribers", st.subscribers.size()}}
-            .dump();
+        component_status x{log_router_state::name, true, {}};
+        caf::put(x.fields, "last_seq", st.last_seq);
+        caf::put(x.fields, "lines", st.lines);
+        caf::put(x.fields, "own_lines_dropped", st.dropped_own);
+        caf::put(x.fields, "stdout_lines_dropped", st.out ? st.out->dropped_lines() : 0);
+        caf::put(x.fields, "subscribers", st.subscribers.size());
+        return x;
       },
       [self](shutdown_atom) -> caf::result<ok_atom> {
         if (self->state.in_flight == 0)

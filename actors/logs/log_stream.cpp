@@ -99,7 +99,7 @@ log_stream_actor::behavior_type log_stream(self_ptr self, std::shared_ptr<http::
   st.stream = stream;
   st.env = std::move(env);
   st.query = std::move(query);
-  auto router = lookup<log_router_actor>(self->system(), names::logs);
+  auto router = lookup(self->system(), names::logs);
   if (!router) {
     stream->close();
     self->quit();
@@ -109,14 +109,14 @@ log_stream_actor::behavior_type log_stream(self_ptr self, std::shared_ptr<http::
   stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
     caf::anon_send_exit(hdl, caf::exit_reason::user_shutdown);
   });
-  self->monitor(router);
+  self->monitor(*router);
   self->set_down_handler([self](caf::down_msg&) {
     self->state.stream->close();
     self->quit();
   });
   // Subscribe first, then read the store: nothing committed in between is
   // missed, and what both deliver is told apart by seq.
-  self->send(router, subscribe_atom::value, log_subscriber_actor{self});
+  self->send(*router, subscribe_atom::value, log_subscriber_actor{self});
   stream->comment("following");
   if (last_event_id) {
     st.seen = std::min(*last_event_id, persistence::last_log_record_seq(*st.env));

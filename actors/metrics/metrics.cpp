@@ -301,8 +301,8 @@ metrics_actor::behavior_type metrics_registry(metrics_actor::stateful_pointer<me
 void report_metrics(caf::actor_system& sys, metric_deltas deltas) {
   if (deltas.empty())
     return;
-  if (auto m = lookup<metrics_actor>(sys, names::metrics))
-    caf::anon_send(m, std::move(deltas));
+  if (auto m = lookup(sys, names::metrics))
+    caf::anon_send(*m, std::move(deltas));
 }
 
 metric_delta gauge_delta(std::string family, std::vector<std::string> labels, double value) {

@@ -208,7 +208,8 @@ void cycle(self_ptr self, std::function<void(json)> done) {
   auto& st = self->state;
   ++st.cycles;
   json summary = json::object();
-  auto registry = lookup<metrics_actor>(self->system(), names::metrics);
+  // Invalid if the registry is not running: each use below checks.
+  auto registry = lookup(self->system(), names::metrics).value_or(metrics_actor{});
   if (st.cfg.mode == "proxy")
     poll_upstreams(self, registry, summary);
   if (st.redis)
@@ -258,19 +259,31 @@ void cycle(self_ptr self, std::function<void(json)> done) {
           });
 }
 
-json status_json(const metrics_exporter_state& st) {
-  auto entry = [](const std::string& status, const std::string& error, int64_t last_ok) {
-    json j{{"status", status}};
+/// Each exporter's state; healthy while none is failing.
+component_status status_of(const metrics_exporter_state& st) {
+  component_status x{metrics_exporter_state::name, true, {}};
+  auto entry = [&x](const std::string& what, const std::string& status, const std::string& error,
+                    int64_t last_ok) {
+    caf::put(x.fields, what + ".status", status);
     if (!error.empty())
-      j["error"] = error;
+      caf::put(x.fields, what + ".error", error);
     if (last_ok > 0)
-      j["last_success"] = rfc3339(last_ok);
-    return j;
+      caf::put(x.fields, what + ".last_success", rfc3339(last_ok));
+    x.healthy = x.healthy && status != "failing";
   };
-  return {{"cycles", st.cycles},
-          {"redis", entry(st.redis_status, st.redis_error, st.last_redis_ok_ns)},
-          {"pushgateway", entry(st.push_status, st.push_error, st.last_push_ok_ns)},
-          {"proxy", entry(st.proxy_status, st.proxy_error, 0)}};
+  caf::put(x.fields, "cycles", st.cycles);
+  entry("redis", st.redis_status, st.redis_error, st.last_redis_ok_ns);
+  entry("pushgateway", st.push_status, st.push_error, st.last_push_ok_ns);
+  entry("proxy", st.proxy_status, st.proxy_error, 0);
+  return x;
+}
+
+/// What the board shows once the exporter is gone.
+component_status stopped_status(const caf::error& reason) {
+  component_status x{metrics_exporter_state::name, false, {}};
+  caf::put(x.fields, "status", "stopped");
+  caf::put(x.fields, "reason", caf::to_string(reason));
+  return x;
 }
 
 } // namespace
@@ -340,11 +353,10 @@ metrics_exporter(metrics_exporter_actor::stateful_pointer<metrics_exporter_state
   }
   st.board = std::move(board);
   if (st.board) {
-    st.board->set(status_json(st).dump());
+    st.board->set(status_of(st));
     // A stopped exporter must not look healthy until its successor starts.
-    self->attach_functor([board = st.board](const caf::error& reason) {
-      board->set(json{{"status", "stopped"}, {"reason", caf::to_string(reason)}}.dump());
-    });
+    self->attach_functor(
+        [board = st.board](const caf::error& reason) { board->set(stopped_status(reason)); });
   }
   if (schedule) {
     if (st.cfg.export_on_start)
@@ -361,7 +373,7 @@ metrics_exporter(metrics_exporter_actor::stateful_pointer<metrics_exporter_state
           if (failed(summary))
             log()->debug("export cycle: {}", summary.dump());
           if (st.board)
-            st.board->set(status_json(st).dump());
+            st.board->set(status_of(st));
           if (!st.stopping)
             self->delayed_send(self, st.cfg.export_interval, tick_atom::value);
         });
@@ -370,13 +382,13 @@ metrics_exporter(metrics_exporter_actor::stateful_pointer<metrics_exporter_state
         auto rp = self->make_response_promise<std::string>();
         cycle(self, [self, rp](json summary) mutable {
           if (self->state.board)
-            self->state.board->set(status_json(self->state).dump());
+            self->state.board->set(status_of(self->state));
           summary["ok"] = !failed(summary);
           rp.deliver(summary.dump());
         });
         return rp;
       },
-      [self](status_atom) -> std::string { return status_json(self->state).dump(); },
+      [self](status_atom) { return status_of(self->state); },
       [self](shutdown_atom) -> ok_atom {
         auto& st = self->state;
         st.stopping = true;

@@ -25,23 +25,23 @@
 
 namespace troupe {
 
-/// The exporter's latest status (JSON), readable without asking the actor:
-/// it is detached and may be inside a blocking Redis or HTTP call, and a
-/// readiness probe must not wait for that.
+/// The exporter's latest status, readable without asking the actor: it is
+/// detached and may be inside a blocking Redis or HTTP call, and a readiness
+/// probe must not wait for that. Empty until the exporter has started.
 class exporter_status {
 public:
-  void set(std::string json) {
+  void set(component_status x) {
     std::lock_guard<std::mutex> guard{mtx_};
-    json_ = std::move(json);
+    latest_ = std::move(x);
   }
-  std::string get() const {
+  std::optional<component_status> get() const {
     std::lock_guard<std::mutex> guard{mtx_};
-    return json_;
+    return latest_;
   }
 
 private:
   mutable std::mutex mtx_;
-  std::string json_;
+  std::optional<component_status> latest_;
 };
 
 struct metrics_exporter_state {

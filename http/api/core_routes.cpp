@@ -12,6 +12,7 @@
 #include "actors/core/event_stream.hpp"
 #include "actors/core/names.hpp"
 #include "actors/core/reader_pool.hpp"
+#include "actors/core/status.hpp"
 #include "actors/logs/log_stream.hpp"
 #include "actors/metrics/metrics_exporter.hpp"
 #include "persistence/lmdb_env.hpp"
@@ -109,7 +110,7 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
       ctx->bridge(),
       bridge_task{
           [ctx, ex, started, rid](http_bridge_actor::pointer self) {
-            auto store = lookup<store_actor>(self->system(), names::store);
+            auto store = lookup(self->system(), names::store);
             auto fail = [ex](const std::string& why) {
               json body{{"status", "not_ready"},
                         {"checks", {{"store", {{"status", "failing"}, {"error", why}}}}}};
@@ -119,7 +120,7 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
               fail("store actor is not running (restarting?)");
               return;
             }
-            self->request(store, std::chrono::seconds(2), flush_atom::value)
+            self->request(*store, std::chrono::seconds(2), flush_atom::value)
                 .then(
                     [self, ctx, ex, started, fail](ok_atom) {
                       auto ms = std::chrono::duration<double, std::milli>(
@@ -133,7 +134,7 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
                         fail(e.what());
                         return;
                       }
-                      auto jobs = lookup<job_controller_actor>(self->system(), names::jobs);
+                      auto jobs = lookup(self->system(), names::jobs);
                       if (!jobs) {
                         checks["jobs"] = {{"status", "failing"},
                                           {"error", "job controller is not running (restarting?)"}};
@@ -142,21 +143,20 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
                         return;
                       }
                       // Queue depth and job counts by state ride along as details.
-                      self->request(jobs, std::chrono::seconds(2), status_atom::value)
+                      self->request(*jobs, std::chrono::seconds(2), status_atom::value)
                           .then(
-                              [ctx, ex, checks](const std::string& stats) mutable {
-                                auto details = json::parse(stats, nullptr, false);
+                              [ctx, ex, checks](const component_status& stats) mutable {
+                                auto details = status_json(stats);
                                 details["status"] = "ok";
                                 checks["jobs"] = std::move(details);
                                 // Optional dependencies (Redis, Pushgateway, proxy upstreams) are
                                 // shown, but do not make the node unready: jobs still run. Read
                                 // from the board: the exporter may be inside a blocking call.
                                 if (ctx->exporter_board) {
-                                  auto exporter =
-                                      json::parse(ctx->exporter_board->get(), nullptr, false);
-                                  checks["metrics_exporter"] = exporter.is_discarded()
-                                                                   ? json{{"status", "unknown"}}
-                                                                   : std::move(exporter);
+                                  auto exporter = ctx->exporter_board->get();
+                                  checks["metrics_exporter"] = exporter
+                                                                   ? status_json(*exporter)
+                                                                   : json{{"status", "unknown"}};
                                 }
                                 ex->reply(http::response::json(
                                     200, json{{"status", "ready"}, {"checks", checks}}.dump()));

@@ -209,7 +209,7 @@ void answer_submitted(const std::shared_ptr<node_context>& ctx, const http::exch
     auto stream = ex->stream();
     if (mode == submit_mode::sse_with_id)
       stream->send({}, "job_id", json{{"type", "job_id"}, {"job_id", id}}.dump());
-    auto controller = lookup<job_controller_actor>(*ctx->sys, names::jobs);
+    auto controller = lookup(*ctx->sys, names::jobs).value_or(job_controller_actor{});
     job_stream_options opts;
     opts.job_id = id;
     opts.from_beginning = true;
@@ -235,13 +235,13 @@ void submit_to_controller(const std::shared_ptr<node_context>& ctx,
   auto encoded = persistence::encode(rec);
   auto workspace = rec.workspace;
   auto task = [ctx, pool, ex, mode, encoded, workspace](http_bridge_actor::pointer self) {
-    auto controller = lookup<job_controller_actor>(self->system(), names::jobs);
+    auto controller = lookup(self->system(), names::jobs);
     if (!controller) {
       remove_workspace(pool, workspace);
       ex->reply(http::response::error(503, "unavailable", "the job controller is not running"));
       return;
     }
-    self->request(controller, controller_timeout, submit_atom::value, encoded)
+    self->request(*controller, controller_timeout, submit_atom::value, encoded)
         .then([ctx, ex, mode](const std::string& id) { answer_submitted(ctx, ex, mode, id); },
               [pool, ex, workspace](caf::error& err) {
                 remove_workspace(pool, workspace);
@@ -455,7 +455,7 @@ void stream(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
     }
     opts.last_event_id = v;
   }
-  auto controller = lookup<job_controller_actor>(*ctx->sys, names::jobs);
+  auto controller = lookup(*ctx->sys, names::jobs).value_or(job_controller_actor{});
   auto s = ex->stream();
   ctx->sys->spawn(job_stream, s, ctx->env, controller, opts);
 }
@@ -490,14 +490,14 @@ void cancel(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
   auto id = rec->id;
   caf::anon_send(ctx->bridge(),
                  bridge_task{[ex, id](http_bridge_actor::pointer self) {
-                               auto controller =
-                                   lookup<job_controller_actor>(self->system(), names::jobs);
+                               auto controller = lookup(self->system(), names::jobs);
                                if (!controller) {
                                  ex->reply(http::response::error(
                                      503, "unavailable", "the job controller is not running"));
                                  return;
                                }
-                               self->request(controller, controller_timeout, cancel_atom::value, id)
+                               self->request(*controller, controller_timeout, cancel_atom::value,
+                                             id)
                                    .then(
                                        [ex, id](const std::string& status) {
                                          ex->reply(http::response::json(

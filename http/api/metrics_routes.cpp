@@ -19,13 +19,13 @@ void render(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
   caf::anon_send(
       ctx->bridge(),
       bridge_task{[ex, what, content_type](http_bridge_actor::pointer self) {
-                    auto registry = lookup<metrics_actor>(self->system(), names::metrics);
+                    auto registry = lookup(self->system(), names::metrics);
                     if (!registry) {
                       ex->reply(http::response::error(
                           503, "unavailable", "the metrics registry is not running (restarting?)"));
                       return;
                     }
-                    self->request(registry, std::chrono::seconds(10), what)
+                    self->request(*registry, std::chrono::seconds(10), what)
                         .then(
                             [ex, content_type](std::string& body) {
                               http::response res;

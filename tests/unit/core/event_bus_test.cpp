@@ -27,10 +27,10 @@ struct fixture : test::deterministic_fixture {
   store_actor st = sys.spawn(store, env);
   event_bus_actor bus = sys.spawn(event_bus, std::string{"node-a"});
 
-  fixture() { sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st)); }
+  fixture() { enroll(sys, names::store, st); }
 
   ~fixture() override {
-    sys.registry().erase(names::store);
+    withdraw(sys, names::store);
     caf::anon_send_exit(bus, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
     run();
@@ -76,7 +76,7 @@ CAF_TEST(events are persisted then delivered in sequence order) {
 CAF_TEST(nothing is announced when the store is unavailable) {
   auto r = sys.spawn(recorder);
   caf::anon_send(bus, subscribe_atom::value, r);
-  sys.registry().erase(names::store);
+  withdraw(sys, names::store);
   auto h = self->request(bus, caf::infinite, publish_atom::value, make_event("x"));
   run();
   h.receive(

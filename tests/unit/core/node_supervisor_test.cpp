@@ -4,6 +4,7 @@
 #include "actors/core/event_bus.hpp"
 #include "actors/core/names.hpp"
 #include "actors/core/node_supervisor.hpp"
+#include "actors/core/status.hpp"
 #include "actors/core/store.hpp"
 #include "support/temp_dir.hpp"
 
@@ -79,8 +80,9 @@ CAF_TEST_FIXTURE_SCOPE(node_supervisor_tests, fixture)
 CAF_TEST(children start in order and are registered by name) {
   start({worker()});
   CAF_CHECK(current("worker") != nullptr);
-  auto status = request<std::string>(sup, status_atom::value);
-  CAF_CHECK(status.find(R"("name":"worker")") != std::string::npos);
+  auto status = request<component_status>(sup, status_atom::value);
+  CAF_CHECK(status.healthy);
+  CAF_CHECK(status_json(status).dump().find(R"("name":"worker")") != std::string::npos);
 }
 
 CAF_TEST(a crashed child is restarted after its backoff) {
@@ -152,11 +154,9 @@ CAF_TEST(too many restarts within the window escalate) {
 
 CAF_TEST(a restart is announced as an actor_restarted event) {
   auto e = env;
-  start({{"store",
-          [e](caf::actor_system& s) { return caf::actor_cast<caf::actor>(s.spawn(store, e)); }},
-         {"event_bus", [](caf::actor_system& s) {
-            return caf::actor_cast<caf::actor>(s.spawn(event_bus, std::string{"n1"}));
-          }}});
+  start({make_child(names::store, [e](caf::actor_system& s) { return s.spawn(store, e); }),
+         make_child(names::event_bus,
+                    [](caf::actor_system& s) { return s.spawn(event_bus, std::string{"n1"}); })});
   crash("store");
   advance_time(100ms);
   consume_messages();
@@ -170,8 +170,7 @@ CAF_TEST(a restart is announced as an actor_restarted event) {
 
 CAF_TEST(shutdown stops children last started first and quits normally) {
   auto e = env;
-  start({{"store",
-          [e](caf::actor_system& s) { return caf::actor_cast<caf::actor>(s.spawn(store, e)); }},
+  start({make_child(names::store, [e](caf::actor_system& s) { return s.spawn(store, e); }),
          worker()});
   auto st = current("store");
   auto w = current("worker");

@@ -9,6 +9,7 @@
 
 #include "actors/core/event_bus.hpp"
 #include "actors/core/names.hpp"
+#include "actors/core/status.hpp"
 #include "actors/core/store.hpp"
 #include "actors/jobs/job_controller.hpp"
 #include "actors/jobs/job_stream.hpp"
@@ -106,6 +107,9 @@ store_actor::behavior_type store_probe(store_actor::stateful_pointer<store_probe
         return self->delegate(real, shutdown_atom::value);
       },
       [](commit_atom) {},
+      [](status_atom) {
+        return component_status{"store_probe", true, {}};
+      },
   };
 }
 
@@ -133,7 +137,7 @@ struct fixture : test::deterministic_fixture {
   std::map<std::string, job_actor> actors;
   job_controller_actor ctl;
 
-  fixture() { sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st)); }
+  fixture() { enroll(sys, names::store, st); }
 
   ~fixture() override {
     if (ctl)
@@ -141,7 +145,7 @@ struct fixture : test::deterministic_fixture {
     for (auto& [id, a] : actors)
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
-    sys.registry().erase(names::store);
+    withdraw(sys, names::store);
     run_until([] { return false; });
   }
 
@@ -333,7 +337,8 @@ CAF_TEST(slots bound how many jobs run and a freed slot starts the next at once)
   auto h = self->request(ctl, caf::infinite, status_atom::value);
   consume_messages();
   std::string stats;
-  h.receive([&](std::string& x) { stats = x; }, [](caf::error& err) { CAF_FAIL(to_string(err)); });
+  h.receive([&](component_status& x) { stats = status_json(x).dump(); },
+            [](caf::error& err) { CAF_FAIL(to_string(err)); });
   CAF_CHECK(stats.find(R"("queue_depth":2)") != std::string::npos);
   CAF_CHECK(stats.find(R"("running":2)") != std::string::npos);
   // The same on the gauge board the metrics registry samples every tick.
@@ -565,8 +570,7 @@ CAF_TEST(the sweep works in bounded steps of one transaction each) {
   }
   put_records(*env, records);
   auto probe = sys.spawn(store_probe, st);
-  sys.registry().erase(names::store); // put() keeps an existing entry
-  sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(probe));
+  enroll(sys, names::store, probe);
   start(1);
   auto& batches = deref<store_actor::stateful_base<store_probe_state>>(probe).state.batches;
   batches.clear();
@@ -615,8 +619,7 @@ CAF_TEST(the sweep works in bounded steps of one transaction each) {
   CAF_CHECK_GREATER_OR_EQUAL(sweep_batches, 3u);
   CAF_CHECK_EQUAL(long_log_batches, 2u);
   CAF_CHECK(!record_before_log);
-  sys.registry().erase(names::store);
-  sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st));
+  enroll(sys, names::store, st);
   caf::anon_send_exit(probe, caf::exit_reason::user_shutdown);
 }
 
@@ -636,8 +639,9 @@ CAF_TEST(the controller answers between the steps of a sweep) {
   while (self->mailbox().empty() && sched.try_run_once())
     ;
   std::string stats;
-  h.receive([&](std::string& x) { stats = x; }, [](caf::error& err) { CAF_FAIL(to_string(err)); });
-  CAF_CHECK(!stats.empty());
+  h.receive([&](component_status& x) { stats = status_json(x).dump(); },
+            [](caf::error& err) { CAF_FAIL(to_string(err)); });
+  CAF_CHECK(stats.find(R"("queue_depth")") != std::string::npos);
   CAF_CHECK(state().sweeping); // answered in the middle of the sweep
   consume_messages();
   CAF_CHECK(!state().sweeping);

@@ -93,7 +93,7 @@ struct fixture : test::deterministic_fixture {
   job_controller_actor ctl;
 
   fixture() {
-    sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st));
+    enroll(sys, names::store, st);
     auto ctx = std::make_shared<job_env>();
     ctx->env = env;
     ctx->cfg.concurrency = 1;
@@ -102,6 +102,10 @@ struct fixture : test::deterministic_fixture {
     ctx->detach_janitor = false; // its kills run in this test's deterministic scheduler
     ctx->node_name = "test-node";
     ctx->base_env = {"PATH=/usr/bin:/bin"};
+    // The controller's janitor on the test scheduler: its /proc scan for a
+    // crashed job actor then ends within consume_messages(), not whenever a
+    // thread of its own gets to it.
+    ctx->detach_janitor = false;
     auto l = launches;
     ctx->launcher = [l](launch_request req, std::function<void(launch_result)> done) {
       l->push_back(pending_launch{std::move(req), std::move(done)});
@@ -113,7 +117,7 @@ struct fixture : test::deterministic_fixture {
   ~fixture() override {
     caf::anon_send_exit(ctl, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
-    sys.registry().erase(names::store);
+    withdraw(sys, names::store);
     run_until([] { return false; });
   }
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/core/names.hpp"
+#include "actors/core/status.hpp"
 #include "actors/core/store.hpp"
 #include "actors/logs/log_batcher.hpp"
 #include "actors/logs/log_router.hpp"
@@ -69,11 +70,12 @@ struct fixture : test::deterministic_fixture {
   test::capture_server loki_server;
   std::vector<caf::actor> extra;
 
-  fixture() { sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st)); }
+  fixture() { enroll(sys, names::store, st); }
 
   ~fixture() override {
-    for (auto name : {names::store, names::logs, names::loki})
-      sys.registry().erase(name);
+    withdraw(sys, names::store);
+    withdraw(sys, names::logs);
+    withdraw(sys, names::loki);
     for (auto& a : extra)
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
@@ -224,7 +226,7 @@ CAF_TEST(the router takes the daemon own captured lines) {
 CAF_TEST(a follower reads lines the router did not forward from the store) {
   auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
   extra.push_back(caf::actor_cast<caf::actor>(router));
-  sys.registry().put(names::logs, caf::actor_cast<caf::strong_actor_ptr>(router));
+  enroll(sys, names::logs, router);
   put_lines({"1", "2", "3"});
   auto out = std::make_shared<captured_stream>();
   persistence::log_query q;
@@ -252,7 +254,7 @@ CAF_TEST(a follower reads lines the router did not forward from the store) {
 CAF_TEST(a follower replays a backlog in pages bounded by bytes) {
   auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
   extra.push_back(caf::actor_cast<caf::actor>(router));
-  sys.registry().put(names::logs, caf::actor_cast<caf::strong_actor_ptr>(router));
+  enroll(sys, names::logs, router);
   // 400 lines of 1 KB: far more than the client's 16 KiB queue.
   std::vector<std::string> lines;
   for (int i = 1; i <= 400; ++i)
@@ -286,7 +288,7 @@ CAF_TEST(a follower replays a backlog in pages bounded by bytes) {
 CAF_TEST(a follower whose client falls behind reads live lines from the store) {
   auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
   extra.push_back(caf::actor_cast<caf::actor>(router));
-  sys.registry().put(names::logs, caf::actor_cast<caf::strong_actor_ptr>(router));
+  enroll(sys, names::logs, router);
   auto out = std::make_shared<test::paced_stream>(64, 1 << 20);
   persistence::log_query q;
   q.instance = "i-1";
@@ -524,7 +526,7 @@ CAF_TEST(a full outbox drops the oldest entries and counts them) {
     auto h = self->request(b, caf::infinite, status_atom::value);
     consume_messages();
     std::string s;
-    h.receive([&](std::string& x) { s = x; }, [](caf::error&) {});
+    h.receive([&](component_status& x) { s = status_json(x).dump(); }, [](caf::error&) {});
     return s;
   }());
   CAF_CHECK(status["dropped"].get<uint64_t>() > 0);
