@@ -4,6 +4,7 @@
 
 #include "actors/core/event_bus.hpp"
 #include "persistence/events.hpp"
+#include "persistence/lmdb_env.hpp"
 #include "persistence/logs.hpp"
 #include "runtime/ground/clock.hpp"
 
