@@ -3,7 +3,10 @@
 
 #include <csignal>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <spawn.h>
+#include <string>
 #include <sys/wait.h>
 #include <thread>
 
@@ -125,7 +128,20 @@ pid_t spawn_orphan(const std::string& id) {
   pid_t pid = -1;
   auto rc = posix_spawnp(&pid, "sleep", nullptr, &attr, argv, envp);
   posix_spawnattr_destroy(&attr);
-  return rc == 0 ? pid : -1;
+  if (rc != 0)
+    return -1;
+  // posix_spawn returns once the child's exec has begun, not ended: until the
+  // kernel has set up the new image, /proc/<pid>/environ reads empty. Wait for
+  // the variable to be visible, as it is for every process a scan is meant to find.
+  auto path = "/proc/" + std::to_string(pid) + "/environ";
+  for (int i = 0; i < 100000; ++i) {
+    std::ifstream in{path, std::ios::binary};
+    std::string env{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+    if (env.find(env_var) != std::string::npos)
+      return pid;
+    std::this_thread::yield();
+  }
+  return -1;
 }
 
 struct fixture : test::deterministic_fixture {
