@@ -747,7 +747,7 @@ CAF_TEST(a live job stream whose client falls behind reads the rest from the sto
     consume_messages();
   }
   CAF_CHECK(!out->overflowed);
-  CAF_CHECK(deref<job_stream_actor::stateful_base<job_stream_state>>(js).state.replaying);
+  CAF_CHECK(deref<job_stream_actor::stateful_base<job_stream_state>>(js).state.follow.replaying());
   caf::anon_send(js, complete_update(id));
   consume_messages();
   read_to_the_end(*out);
