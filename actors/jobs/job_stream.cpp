@@ -4,6 +4,8 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actors/core/log_render.hpp"
+#include "actors/core/names.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/logs.hpp"
 
@@ -91,65 +93,58 @@ void finished(self_ptr self, const persistence::job_record& rec, bool replay_all
     return;
   }
   // `complete` follows once the paced replay reached the end.
-  st.pending.push_back({UINT64_MAX, job_update{rec.id,
-                                               {},
-                                               rec.status,
-                                               rec.attempt,
-                                               true,
-                                               rec.success.value_or(false),
-                                               rec.exit_code.value_or(-1)}});
+  job_update end;
+  end.job_id = rec.id;
+  end.status = rec.status;
+  end.attempt = rec.attempt;
+  end.complete = true;
+  end.success = rec.success.value_or(false);
+  end.exit_code = rec.exit_code.value_or(-1);
+  st.pending.push_back({UINT64_MAX, std::move(end)});
   st.follow.hold();
   replay(self);
 }
 
-/// A live update: its lines are sent as they come unless the stream is
-/// replaying, the update skips lines, or the client falls behind; then its
-/// (remaining) lines are dropped — the replay reads them from the store at
-/// the client's pace — and its status change waits for the replay to pass
-/// them.
-void on_update(self_ptr self, job_update& up) {
+/// Live lines of the job (from the log router, in the job's seq order): sent
+/// as they come unless the stream is replaying, the batch skips lines, or the
+/// client falls behind; then the (remaining) lines are dropped — the replay
+/// reads them from the store at the client's pace.
+void on_lines(self_ptr self, const log_committed& batch) {
   auto& st = self->state;
-  if (!up.lines.empty())
-    st.live_high = std::max(st.live_high, up.lines.back().seq);
-  for (auto& l : up.lines) {
-    if (!st.follow.admit(self, l.seq))
+  if (batch.size() == 0)
+    return;
+  st.live_high = std::max(st.live_high, batch.first_index_seq + batch.size() - 1);
+  if (batch.index_json.size() != batch.size()) {
+    st.follow.start(self); // not rendered for this stream: read them
+    return;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto seq = batch.first_index_seq + i;
+    if (!st.follow.admit(self, seq))
       continue;
-    if (!send_item(self, job_line_item(l.seq, l.ts_ns, l.stream, l.line))) {
+    if (!st.follow.stream().send(std::to_string(seq), "log", batch.index_json[i])) {
       self->quit();
       return;
     }
   }
-  if (!st.follow.replaying()) {
+}
+
+/// A status change: sent at once if the client has every line before it;
+/// else it waits for the replay to pass them (one starts if none runs).
+void on_update(self_ptr self, job_update& up) {
+  auto& st = self->state;
+  if (!st.follow.replaying() && up.after_seq <= st.follow.cursor()) {
     apply_status(self, up);
     return;
   }
   if (up.complete || !up.status.empty()) {
-    up.lines.clear();
-    auto after = up.complete ? UINT64_MAX : st.live_high;
+    auto after = up.complete ? UINT64_MAX : std::max(up.after_seq, st.live_high);
     st.pending.push_back({after, std::move(up)});
+    st.follow.start(self);
   }
 }
 
 } // namespace
-
-replay_item job_line_item(uint64_t seq, int64_t ts_ns, uint8_t stream, std::string_view line) {
-  persistence::stored_line s;
-  s.ts_ns = ts_ns;
-  s.stream = stream;
-  s.line = line;
-  replay_item item{seq, "log", {}};
-  auto& out = item.data;
-  out.reserve(128 + 2 * line.size());
-  persistence::append_api_json(out, seq, s);
-  // Seed clients read {"type":"log","data":"...\n"}; both shapes in one.
-  out.pop_back();
-  out += ",\"type\":\"log\",\"data\":";
-  std::string with_newline{line};
-  with_newline += '\n';
-  troupe::append_json_string(out, with_newline);
-  out += '}';
-  return item;
-}
 
 replay_follow::reader
 job_log_reader(std::shared_ptr<persistence::lmdb_env> env, std::string job_id,
@@ -186,10 +181,10 @@ job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::
   auto& st = self->state;
   st.env = env;
   st.job_id = opts.job_id;
-  st.follow = replay_follow{stream, lines_per_page,
-                            job_log_reader(env, opts.job_id, [](uint64_t seq, const auto& s) {
-                              return job_line_item(seq, s.ts_ns, s.stream, s.line);
-                            })};
+  st.follow = replay_follow{
+      stream, lines_per_page, job_log_reader(env, opts.job_id, [](uint64_t seq, const auto& s) {
+        return replay_item{seq, "log", job_line_json(seq, s.ts_ns, s.stream, s.line)};
+      })};
   // The stream keeps this actor alive until the client goes away (closing
   // drops the callback and with it the reference).
   stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
@@ -199,20 +194,22 @@ job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::
   if (!rec) {
     stream->close();
     self->quit();
-    return {[](const job_update&) {}, [](replay_atom) {}};
+    return {[](const job_update&) {}, [](const log_committed&) {}, [](replay_atom) {}};
   }
   bool resume = opts.last_event_id.has_value();
-  // A Last-Event-ID past the job's last line (a client's guess, or another
-  // node's) resumes from that line.
-  st.follow.resume_after(
-      std::min(opts.last_event_id.value_or(0), persistence::last_log_seq(*st.env, opts.job_id)));
   bool replay_all = resume || opts.from_beginning;
+  // A Last-Event-ID past the job's last line (a client's guess, or another
+  // node's) resumes from that line. Following from now, the subscription's
+  // answer (or the first live line) says where the client starts.
+  if (replay_all)
+    st.follow.resume_after(
+        std::min(opts.last_event_id.value_or(0), persistence::last_log_seq(*st.env, opts.job_id)));
   if (persistence::is_terminal(rec->status)) {
     finished(self, *rec, replay_all);
   } else {
     send_status(self, rec->status, rec->attempt);
-    // If the controller (which holds this subscription) goes away, end the
-    // stream: the client resumes with Last-Event-ID.
+    // If the controller or the log router (which hold the subscriptions) go
+    // away, end the stream: the client resumes with Last-Event-ID.
     self->monitor(controller);
     self->set_down_handler([self](caf::down_msg&) {
       self->state.follow.stream().close();
@@ -223,6 +220,10 @@ job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::
     // dropped by seq. Live updates before the answer wait for the replay.
     if (replay_all)
       st.follow.hold();
+    if (auto router = lookup<log_router_actor>(self->system(), names::logs)) {
+      self->monitor(router);
+      self->send(router, subscribe_atom::value, opts.job_id, log_subscriber_actor{self});
+    }
     self->request(controller, std::chrono::seconds(30), subscribe_atom::value, opts.job_id,
                   job_subscriber_actor{self})
         .then(
@@ -249,6 +250,7 @@ job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::
   }
   return {
       [self](job_update& up) { on_update(self, up); },
+      [self](const log_committed& batch) { on_lines(self, batch); },
       [self](replay_atom) { replay(self); },
   };
 }

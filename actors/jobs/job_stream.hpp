@@ -60,7 +60,4 @@ replay_follow::reader
 job_log_reader(std::shared_ptr<persistence::lmdb_env> env, std::string job_id,
                std::function<replay_item(uint64_t seq, const persistence::stored_line&)> render);
 
-/// A job's line as its SSE stream shows it (`log` event).
-replay_item job_line_item(uint64_t seq, int64_t ts_ns, uint8_t stream, std::string_view line);
-
 } // namespace troupe

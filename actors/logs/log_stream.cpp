@@ -20,6 +20,39 @@ bool send_line(self_ptr self, const replay_item& item) {
   return self->state.follow.stream().send(std::to_string(item.seq), item.event, item.data);
 }
 
+/// Live lines, in global seq order, rendered by the router: the client gets
+/// those its query matches; the others only move its cursor.
+void on_batch(self_ptr self, const log_committed& batch) {
+  auto& st = self->state;
+  if (batch.size() == 0)
+    return;
+  auto last = batch.first_seq + batch.size() - 1;
+  persistence::stored_line s;
+  if (!st.query.matches(batch.labels, s)) {
+    st.follow.pass(self, batch.first_seq, last);
+    return;
+  }
+  if (batch.log_json.size() != batch.size()) {
+    st.follow.start(self); // not rendered for this stream: read them
+    return;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    s.seq = batch.first_seq + i;
+    s.ts_ns = batch.ts_ns[i];
+    s.level = batch.levels[i];
+    if (!st.query.matches(s)) {
+      st.follow.pass(self, s.seq, s.seq);
+      continue;
+    }
+    if (!st.follow.admit(self, s.seq))
+      continue;
+    if (!send_line(self, {s.seq, "log", batch.log_json[i]})) {
+      self->quit();
+      return;
+    }
+  }
+}
+
 } // namespace
 
 replay_follow::reader log_reader(std::shared_ptr<persistence::lmdb_env> env,
@@ -69,7 +102,7 @@ log_stream_actor::behavior_type log_stream(self_ptr self, std::shared_ptr<http::
   if (!router) {
     stream->close();
     self->quit();
-    return {[](const log_batch&) {}, [](replay_atom) {}};
+    return {[](const log_committed&) {}, [](replay_atom) {}};
   }
   // The stream keeps this actor alive until the client goes away.
   stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
@@ -89,21 +122,7 @@ log_stream_actor::behavior_type log_stream(self_ptr self, std::shared_ptr<http::
     st.follow.start(self);
   }
   return {
-      [self](const log_batch& batch) {
-        auto& st = self->state;
-        for (auto& r : batch) {
-          if (!st.query.matches(r)) {
-            st.follow.pass(self, r.seq, r.seq);
-            continue;
-          }
-          if (!st.follow.admit(self, r.seq))
-            continue;
-          if (!send_line(self, {r.seq, "log", persistence::to_api_json(r)})) {
-            self->quit();
-            return;
-          }
-        }
-      },
+      [self](const log_committed& batch) { on_batch(self, batch); },
       [self](replay_atom) {
         self->state.follow.step(self,
                                 [self](const replay_item& item) { return send_line(self, item); });
