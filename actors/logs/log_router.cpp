@@ -74,8 +74,7 @@ void deliver_in_order(self_ptr self, const std::string& index, uint64_t first, u
     o.held.emplace(first, std::make_pair(count, std::move(msg)));
     if (o.held.size() <= log_router_state::max_held)
       return;
-    // The missing batch is not coming (its producer gave up): deliver what
-    // waits; the subscribers read the gap from the store.
+    // The missing batch is not coming: deliver what waits.
     o.next = o.held.begin()->first;
   } else {
     if (!msg.empty())

@@ -69,7 +69,10 @@ struct log_router_state {
     std::map<uint64_t, std::pair<uint64_t, caf::message>> held;
   };
   std::unordered_map<std::string, index_order> order;
-  static constexpr size_t max_held = 16;
+  /// A producer has only a few batches in flight (the job actor: 4), so
+  /// more waiting means the missing one is not coming (its producer gave
+  /// up or crashed): they go out, and readers read the gap from the store.
+  static constexpr size_t max_held = 4;
   /// Highest seq committed to the `logs` table.
   uint64_t last_seq = 0;
   /// Batches sent to the store and not yet committed.

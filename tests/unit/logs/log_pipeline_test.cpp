@@ -350,6 +350,29 @@ CAF_TEST(a job stream gets the job lines in order though a retried batch commits
   sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st));
 }
 
+CAF_TEST(batches held for a batch that never comes go out after a few) {
+  auto flaky = sys.spawn(flaky_store, st, 1);
+  extra.push_back(caf::actor_cast<caf::actor>(flaky));
+  sys.registry().erase(names::store);
+  sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(flaky));
+  auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
+  extra.push_back(caf::actor_cast<caf::actor>(router));
+  auto job = sys.spawn(recorder);
+  extra.push_back(caf::actor_cast<caf::actor>(job));
+  caf::anon_send(router, subscribe_atom::value, std::string{"j-1"}, job);
+  consume_messages();
+  // Line 1 is lost (its producer crashed before retrying); 2..6 commit.
+  for (uint64_t seq = 1; seq <= 6; ++seq)
+    caf::anon_send(router, ingest_atom::value, job_batch(seq, {std::to_string(seq)}));
+  consume_messages();
+  std::vector<uint64_t> seqs;
+  for (auto& l : deref<log_subscriber_actor::stateful_base<recorder_state>>(job).state.seen)
+    seqs.push_back(l.seq);
+  CAF_CHECK_EQUAL(seqs, (std::vector<uint64_t>{2, 3, 4, 5, 6}));
+  sys.registry().erase(names::store);
+  sys.registry().put(names::store, caf::actor_cast<caf::strong_actor_ptr>(st));
+}
+
 CAF_TEST(the router takes the daemon own captured lines) {
   auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
   extra.push_back(caf::actor_cast<caf::actor>(router));
