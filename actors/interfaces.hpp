@@ -21,6 +21,7 @@
 #include <caf/typed_actor.hpp>
 
 #include "persistence/records.hpp"
+#include "runtime/ground/process.hpp"
 
 namespace troupe {
 
@@ -90,15 +91,10 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector& f,
   return f(caf::meta::type_name("write_result"), x.appended);
 }
 
-template <class Inspector> typename Inspector::result_type inspect(Inspector& f, log_line& x) {
-  return f(caf::meta::type_name("log_line"), x.seq, x.ts_ns, x.stream, x.line);
-}
-
-/// What a job's live subscribers receive: new persisted lines and/or a
-/// status change; `complete` marks the last update of the job.
+/// What a job's live subscribers receive besides its lines (which the log
+/// router fans out): a status change; `complete` marks the last update.
 struct job_update {
   std::string job_id;
-  std::vector<log_line> lines;
   /// Set when the status changed with this update.
   std::string status;
   int32_t attempt = 0;
@@ -106,32 +102,14 @@ struct job_update {
   bool success = false;
   /// -1 when the process did not exit normally.
   int32_t exit_code = -1;
+  /// The job's lines up to this seq were committed before the update: a
+  /// stream shows the update after them.
+  uint64_t after_seq = 0;
 };
 
 template <class Inspector> typename Inspector::result_type inspect(Inspector& f, job_update& x) {
-  return f(caf::meta::type_name("job_update"), x.job_id, x.lines, x.status, x.attempt, x.complete,
-           x.success, x.exit_code);
-}
-
-/// Lines read from a job's pipe by the process io thread.
-struct proc_output {
-  uint8_t stream = 1;
-  int64_t ts_ns = 0;
-  /// The lines back to back, each a 4-byte length then its bytes
-  /// (troupe::pack_line): one allocation per read, not per line.
-  std::string lines;
-  uint32_t count = 0;
-  /// The pipe reached end of file with this batch.
-  bool eof = false;
-};
-
-template <class Inspector> typename Inspector::result_type inspect(Inspector& f, proc_output& x) {
-  return f(caf::meta::type_name("proc_output"), x.stream, x.ts_ns, x.lines, x.count, x.eof);
-}
-
-template <class Inspector> typename Inspector::result_type inspect(Inspector& f, log_record& x) {
-  return f(caf::meta::type_name("log_record"), x.seq, x.ts_ns, x.line, x.stream, x.level, x.service,
-           x.instance, x.source, x.request_id, x.ns, x.node);
+  return f(caf::meta::type_name("job_update"), x.job_id, x.status, x.attempt, x.complete, x.success,
+           x.exit_code, x.after_seq);
 }
 
 /// Observations of one metric series gathered by a producer since its last
@@ -209,6 +187,14 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector& f,
            x.node);
 }
 
+// -- log lines ---------------------------------------------------------------------
+//
+// One line has three forms on its way: the ingest batch a producer sends
+// (log_ingest; a process's pipe read, process::output, is one in the making),
+// the committed batch the router fans out to live readers (log_committed),
+// and the persisted record in the `logs` table (persistence::stored_line, or
+// log_record as an owned copy) that replays and queries read.
+
 /// A producer's batch for the log pipeline: one label set, one read's lines.
 struct log_ingest {
   log_labels labels;
@@ -219,7 +205,7 @@ struct log_ingest {
   int64_t ts_ns = 0;
   /// 1 = stdout, 2 = stderr.
   uint8_t stream = 1;
-  /// Packed as in proc_output.
+  /// Packed as in process::output.
   std::string lines;
   uint32_t count = 0;
 };
@@ -248,7 +234,46 @@ typename Inspector::result_type inspect(Inspector& f, component_status& x) {
   return f(caf::meta::type_name("component_status"), x.name, x.healthy, x.fields);
 }
 
+/// A batch of lines as committed, fanned out by the router once (one message
+/// shared by every reader, never copied per reader): one label set,
+/// consecutive global seqs and, for an instance's lines (a job's), consecutive
+/// seqs of its index. Each line is rendered once per shape its readers need.
+struct log_committed {
+  log_labels labels;
+  /// Global seq of the first line (the `logs` table; GET /logs's ids).
+  uint64_t first_seq = 0;
+  /// The index the lines joined (the job id), and its seq of the first line
+  /// (a job stream's ids); empty and 0 for none.
+  std::string index;
+  uint64_t first_index_seq = 0;
+  /// Per line: its time and level (what GET /logs?follow filters besides
+  /// the labels).
+  std::vector<int64_t> ts_ns;
+  std::vector<std::string> levels;
+  /// Per line, GET /logs's JSON; empty unless global readers subscribed.
+  std::vector<std::string> log_json;
+  /// Per line, the job stream's JSON; empty unless the index's readers
+  /// subscribed.
+  std::vector<std::string> index_json;
+
+  size_t size() const { return ts_ns.size(); }
+};
+
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, log_committed& x) {
+  return f(caf::meta::type_name("log_committed"), x.labels, x.first_seq, x.index, x.first_index_seq,
+           x.ts_ns, x.levels, x.log_json, x.index_json);
+}
+
 } // namespace troupe
+
+namespace troupe::process {
+
+/// A process's pipe read (runtime/ground/process.hpp) as the job actor gets it.
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, output& x) {
+  return f(caf::meta::type_name("process_output"), x.stream, x.ts_ns, x.lines, x.count, x.eof);
+}
+
+} // namespace troupe::process
 
 CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
 
@@ -256,11 +281,9 @@ CAF_ADD_TYPE_ID(troupe, (troupe::event))
 CAF_ADD_TYPE_ID(troupe, (troupe::write_op))
 CAF_ADD_TYPE_ID(troupe, (troupe::write_batch))
 CAF_ADD_TYPE_ID(troupe, (troupe::write_result))
-CAF_ADD_TYPE_ID(troupe, (troupe::log_line))
 CAF_ADD_TYPE_ID(troupe, (troupe::job_update))
-CAF_ADD_TYPE_ID(troupe, (troupe::proc_output))
-CAF_ADD_TYPE_ID(troupe, (troupe::log_record))
-CAF_ADD_TYPE_ID(troupe, (troupe::log_batch))
+CAF_ADD_TYPE_ID(troupe, (troupe::process::output))
+CAF_ADD_TYPE_ID(troupe, (troupe::log_committed))
 CAF_ADD_TYPE_ID(troupe, (troupe::metric_delta))
 CAF_ADD_TYPE_ID(troupe, (troupe::metric_deltas))
 CAF_ADD_TYPE_ID(troupe, (troupe::metric_window_stats))
@@ -357,10 +380,11 @@ using event_bus_actor = caf::typed_actor<
 
 // -- logs ------------------------------------------------------------------------
 
-/// Receives persisted log records (GET /logs?follow=true, sinks).
+/// Receives committed log lines (GET /logs?follow=true, a job's stream).
 using log_subscriber_actor = caf::typed_actor<
-    // Delivers records committed to the `logs` table, in seq order.
-    caf::reacts_to<log_batch>>;
+    // Delivers a batch committed to the `logs` table: all lines in global seq
+    // order, or (subscribed to an index) the index's lines in its seq order.
+    caf::reacts_to<log_committed>>;
 
 /// A sink that reads the `logs` table at its own pace (Loki).
 using log_batcher_actor = caf::typed_actor<
@@ -383,8 +407,11 @@ using log_router_actor = caf::typed_actor<
     caf::replies_to<ingest_atom, log_ingest>::with<uint64_t>,
     // troupe's own log lines are waiting in the logging buffer: take them.
     caf::reacts_to<drain_atom>,
-    // Adds a live subscriber; dropped when it terminates.
+    // Adds a live subscriber of every line; dropped when it terminates.
     caf::reacts_to<subscribe_atom, log_subscriber_actor>,
+    // Adds a live subscriber of one index's lines (a job's), in the index's
+    // seq order; dropped when it terminates.
+    caf::reacts_to<subscribe_atom, std::string, log_subscriber_actor>,
     // Prepares to stop: answers once written batches are committed.
     caf::replies_to<shutdown_atom>::with<ok_atom>>::
     // Status: last seq, lines, drops, subscribers.
@@ -392,20 +419,21 @@ using log_router_actor = caf::typed_actor<
 
 // -- jobs ------------------------------------------------------------------------
 
-/// Receives a job's lines and status changes as they are persisted.
+/// Receives a job's status changes as they are persisted.
 using job_subscriber_actor = caf::typed_actor<
-    // Delivers new lines and/or a status change of one job.
+    // Delivers a status change of one job.
     caf::reacts_to<job_update>>;
 
-/// Feeds one SSE client of a job's log (GET /jobs/{id}/stream).
-using job_stream_actor = job_subscriber_actor::extend<
+/// Feeds one SSE client of a job's log (GET /jobs/{id}/stream): the job's
+/// lines from the log router, its status changes from the job.
+using job_stream_actor = job_subscriber_actor::extend_with<log_subscriber_actor>::extend<
     // Internal: continues replaying stored lines once the client caught up.
     caf::reacts_to<replay_atom>>;
 
 /// One running attempt of a job: its process, pipes, timeout and cancel.
 using job_actor = caf::typed_actor<
     // Lines read from the process (from the process io thread).
-    caf::reacts_to<proc_output>,
+    caf::reacts_to<process::output>,
     // The process ended: exit code (or -1) and terminating signal (or 0).
     caf::reacts_to<exited_atom, int32_t, int32_t>,
     // Cancels: SIGTERM to the process group, SIGKILL after the grace.

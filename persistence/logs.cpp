@@ -222,11 +222,11 @@ std::pair<uint64_t, uint32_t> append_log_op(txn& t, std::string_view index_key,
   return {first, count};
 }
 
-std::vector<log_record> decode_log_op(std::string_view op, uint64_t first) {
-  std::vector<log_record> out;
+void visit_log_op(std::string_view op, uint64_t first,
+                  const std::function<void(const stored_line&, const log_labels&)>& fn) {
   std::string_view enc;
   if (!take_string(op, 4, enc))
-    return out;
+    return;
   auto l = decode_labels(enc);
   while (!op.empty()) {
     uint64_t ts = 0, stream = 0;
@@ -240,8 +240,14 @@ std::vector<log_record> decode_log_op(std::string_view op, uint64_t first) {
     s.stream = static_cast<uint8_t>(stream);
     s.level = level;
     s.line = line;
-    out.push_back(to_record(s, l));
+    fn(s, l);
   }
+}
+
+std::vector<log_record> decode_log_op(std::string_view op, uint64_t first) {
+  std::vector<log_record> out;
+  visit_log_op(op, first,
+               [&](const stored_line& s, const log_labels& l) { out.push_back(to_record(s, l)); });
   return out;
 }
 

@@ -100,6 +100,11 @@ inline std::string_view request_id_of(const stored_line& s, const log_labels& l)
   return s.request_id.empty() ? std::string_view{l.request_id} : s.request_id;
 }
 
+/// Visits the lines of a log_append op whose first line got global seq
+/// `first`, in place (the views live during `fn`), with the op's label set.
+void visit_log_op(std::string_view op, uint64_t first,
+                  const std::function<void(const stored_line&, const log_labels&)>& fn);
+
 /// Decodes a `logs` value; false if it is malformed.
 bool decode_stored(uint64_t seq, std::string_view value, stored_line& out);
 

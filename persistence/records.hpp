@@ -1,7 +1,7 @@
 #pragma once
 
 // The records persistence stores and returns: events, store writes and their
-// results, log lines and their label sets. Plain structs, so the storage
+// results, log records and their label sets. Plain structs, so the storage
 // layer needs nothing above it; actors/interfaces.hpp makes them messages
 // (their `inspect` overloads live there).
 
@@ -55,15 +55,6 @@ using write_batch = std::vector<write_op>;
 /// line count).
 struct write_result {
   std::vector<uint64_t> appended;
-};
-
-/// One persisted output line of a job.
-struct log_line {
-  uint64_t seq = 0;
-  int64_t ts_ns = 0;
-  /// 1 = stdout, 2 = stderr.
-  uint8_t stream = 1;
-  std::string line;
 };
 
 /// One line in the log pipeline (job output, troupe's own logs, later app

@@ -6,7 +6,6 @@
 
 #include "actors/core/event_bus.hpp"
 #include "actors/core/names.hpp"
-#include "actors/core/replay_pacing.hpp"
 
 namespace troupe {
 
@@ -14,80 +13,53 @@ namespace {
 
 using self_ptr = event_stream_actor::stateful_pointer<event_stream_state>;
 
-constexpr size_t replay_page = 500;
+constexpr size_t events_per_page = 500;
 
-/// Writes one event (`data` is its JSON); false when the stream is gone or
-/// the node is stopping.
-bool forward(self_ptr self, const event& ev, const std::string& data) {
-  auto& st = self->state;
-  if (ev.seq != 0 && ev.seq <= st.last_sent)
-    return true;
-  st.last_sent = std::max(st.last_sent, ev.seq);
-  if (!st.stream->send(std::to_string(ev.seq), ev.type, data))
+/// Writes one event; false when the stream is gone or the node is stopping.
+bool send_event(self_ptr self, const replay_item& item) {
+  auto& stream = self->state.follow.stream();
+  if (!stream.send(std::to_string(item.seq), item.event, item.data))
     return false;
-  if (ev.type == "node.shutting_down") {
-    st.stream->close();
+  if (item.event == "node.shutting_down") {
+    stream.close();
     return false;
   }
   return true;
 }
 
-/// One page of stored events after last_sent (bounded in events and bytes),
-/// the next once the client has taken it; live from the end of the table on.
-void replay(self_ptr self) {
-  auto& st = self->state;
-  auto budget = next_replay_page(self, *st.stream, replay_page);
-  if (!budget)
-    return;
-  std::vector<std::pair<event, std::string>> page;
-  replay_fill fill{budget};
-  bool refused = false;
-  try {
-    st.env->read([&](persistence::txn& t) {
-      t.scan("events", persistence::seq_key(st.last_sent + 1),
+} // namespace
+
+replay_item event_item(const event& ev) {
+  return {ev.seq, ev.type, to_json(ev)};
+}
+
+replay_follow::reader event_reader(std::shared_ptr<persistence::lmdb_env> env) {
+  return [env](uint64_t after, replay_fill& fill) {
+    replay_page page;
+    page.covered = after;
+    env->read([&](persistence::txn& t) {
+      t.scan("events", persistence::seq_key(after + 1),
              [&](std::string_view k, std::string_view v) {
-               auto ev = persistence::decode_stored(persistence::seq_from_key(k), v);
-               auto data = to_json(ev);
-               if (!fill.take(sse_event_bytes(std::to_string(ev.seq), ev.type, data))) {
-                 refused = true;
+               auto item = event_item(persistence::decode_stored(persistence::seq_from_key(k), v));
+               if (!fill.take(sse_event_bytes(std::to_string(item.seq), item.event, item.data))) {
+                 page.more = true; // the next page starts with this event
                  return false;
                }
-               page.emplace_back(std::move(ev), std::move(data));
-               return !fill.full();
+               page.covered = item.seq;
+               page.items.push_back(std::move(item));
+               return !(page.more = fill.full());
              });
     });
-  } catch (const std::exception&) {
-    st.stream->close();
-    self->quit();
-    return;
-  }
-  for (auto& [ev, data] : page)
-    if (!forward(self, ev, data)) {
-      self->quit();
-      return;
-    }
-  if (refused || fill.full()) {
-    self->send(self, replay_atom::value);
-    return;
-  }
-  st.replaying = false;
+    return page;
+  };
 }
-
-void start_replay(self_ptr self) {
-  if (!self->state.replaying) {
-    self->state.replaying = true;
-    self->send(self, replay_atom::value);
-  }
-}
-
-} // namespace
 
 event_stream_actor::behavior_type event_stream(self_ptr self,
                                                std::shared_ptr<http::sse_stream> stream,
                                                std::shared_ptr<persistence::lmdb_env> env,
                                                std::optional<uint64_t> last_event_id) {
-  self->state.stream = stream;
-  self->state.env = std::move(env);
+  auto& follow = self->state.follow;
+  follow = replay_follow{stream, events_per_page, event_reader(env)};
   auto bus = lookup(self->system(), names::event_bus);
   if (!bus) {
     stream->close();
@@ -103,7 +75,7 @@ event_stream_actor::behavior_type event_stream(self_ptr self,
   self->monitor(*bus);
   self->set_down_handler([self](caf::down_msg&) {
     // The bus restarted: end the stream; the client resumes with Last-Event-ID.
-    self->state.stream->close();
+    self->state.follow.stream().close();
     self->quit();
   });
   // Subscribe before reading the store: an event committed after the read is
@@ -112,30 +84,22 @@ event_stream_actor::behavior_type event_stream(self_ptr self,
   stream->comment("subscribed");
   if (last_event_id) {
     // Past the newest event (a client's guess) means: from the newest on.
-    auto newest = self->state.env->read([](persistence::txn& t) { return t.last_seq("events"); });
-    self->state.last_sent = std::min(*last_event_id, newest);
-    self->state.tracking = true;
-    start_replay(self);
+    auto newest = env->read([](persistence::txn& t) { return t.last_seq("events"); });
+    follow.resume_after(std::min(*last_event_id, newest));
+    follow.start(self);
   }
   return {
       [self](const event& ev) {
-        auto& st = self->state;
-        if (st.replaying && ev.seq != 0)
-          return; // the replay reaches it
-        if (!st.tracking && ev.seq != 0) {
-          st.tracking = true; // following from now: this is where it starts
-          st.last_sent = ev.seq - 1;
-        }
-        // Events the bus delivered before we listened, or a client too far
-        // behind to queue more for: the store has them.
-        if (ev.seq > st.last_sent + 1 || (ev.seq != 0 && client_behind(*st.stream))) {
-          start_replay(self);
+        // Events without a seq were never stored: they go out as they come.
+        if (ev.seq != 0 && !self->state.follow.admit(self, ev.seq))
           return;
-        }
-        if (!forward(self, ev, to_json(ev)))
+        if (!send_event(self, event_item(ev)))
           self->quit();
       },
-      [self](replay_atom) { replay(self); },
+      [self](replay_atom) {
+        self->state.follow.step(self,
+                                [self](const replay_item& item) { return send_event(self, item); });
+      },
   };
 }
 

@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 
+#include "actors/core/replay.hpp"
 #include "actors/interfaces.hpp"
 #include "http/router.hpp"
 #include "persistence/lmdb_env.hpp"
@@ -15,18 +16,8 @@ using event_stream_actor = event_subscriber_actor::extend<caf::reacts_to<replay_
 
 struct event_stream_state {
   static inline const char* name = "event_stream";
-  std::shared_ptr<http::sse_stream> stream;
-  std::shared_ptr<persistence::lmdb_env> env;
-  /// Highest seq written to the stream; live events at or below it are
-  /// duplicates of the replay and skipped.
-  uint64_t last_sent = 0;
-  /// Replaying from the store: live events are dropped meanwhile (the
-  /// replay reaches them); one that skips a seq, or comes while the client
-  /// is behind (replay_pacing.hpp), starts a replay again.
-  bool replaying = false;
-  /// last_sent says where the client is (a Last-Event-ID, or the first live
-  /// event when following from now).
-  bool tracking = false;
+  /// Where the client is in the `events` table, and its replays.
+  replay_follow follow;
 };
 
 /// Feeds one SSE client of `GET /events`: subscribes to the event bus, first
@@ -36,5 +27,11 @@ event_stream_actor::behavior_type
 event_stream(event_stream_actor::stateful_pointer<event_stream_state> self,
              std::shared_ptr<http::sse_stream> stream, std::shared_ptr<persistence::lmdb_env> env,
              std::optional<uint64_t> last_event_id);
+
+/// The event as a stream item: its seq, type and JSON.
+replay_item event_item(const event& ev);
+
+/// Reads stored events for a replay_follow (a page after the cursor).
+replay_follow::reader event_reader(std::shared_ptr<persistence::lmdb_env> env);
 
 } // namespace troupe

@@ -147,6 +147,8 @@ void finalize(self_ptr self) {
     up.success = *rec.success;
     up.exit_code = rec.exit_code.value_or(-1);
   }
+  // Every output batch is committed by now (pending_writes is 0).
+  up.after_seq = st.next_seq - 1;
   write(self, write_batch{record_op(rec)}, [self, up, retry]() mutable {
     auto& st = self->state;
     log()->info("job {} {} (attempt {}, exit code {}){}", st.rec.id, up.status,
@@ -169,13 +171,14 @@ void maybe_finish(self_ptr self) {
 }
 
 /// Hands a batch of lines to the log router, which writes it once (the
-/// job's index and the global log) and answers with its first global seq;
-/// then runs `then(batch)`. A router or store that is briefly away
+/// job's index and the global log), fans it out to live readers (the job's
+/// streams among them) and answers with its first global seq; then runs
+/// `then(batch)`. A router or store that is briefly away
 /// (restarting under the supervisor) is retried: the batch is the only copy.
 template <class Then> void ingest(self_ptr self, std::shared_ptr<log_ingest> batch, Then then) {
   retrying_request(
       self, names::logs, output_writes, deferring(self),
-      // The message takes a copy; ours stays for the subscribers and a retry.
+      // The message takes a copy; ours stays for a retry.
       [batch](auto* sender, const log_router_actor& router, caf::timespan timeout) {
         return sender->request(router, timeout, ingest_atom::value, *batch);
       },
@@ -188,7 +191,7 @@ template <class Then> void ingest(self_ptr self, std::shared_ptr<log_ingest> bat
       [self, count = batch->count](const caf::error& err) { give_up(self, err, count); });
 }
 
-void on_output(self_ptr self, proc_output& out) {
+void on_output(self_ptr self, process::output& out) {
   auto& st = self->state;
   if (out.count == 0) {
     if (out.eof)
@@ -221,25 +224,8 @@ void on_output(self_ptr self, proc_output& out) {
     st.watch->resume(out.stream);
   else
     st.held_streams.push_back(out.stream);
-  ingest(self, std::move(batch), [self](const log_ingest& b) {
+  ingest(self, std::move(batch), [self](const log_ingest&) {
     auto& st = self->state;
-    job_update up;
-    up.job_id = st.rec.id;
-    if (!st.subscribers.empty()) {
-      up.lines.reserve(b.count);
-      auto seq = b.first_seq;
-      troupe::for_each_packed(b.lines, [&](std::string_view l) {
-        up.lines.push_back(log_line{seq++, b.ts_ns, b.stream, std::string{l}});
-      });
-    }
-    st.committed_out_of_order.emplace(b.first_seq, std::make_pair(b.count, std::move(up)));
-    while (!st.committed_out_of_order.empty() &&
-           st.committed_out_of_order.begin()->first == st.notify_next) {
-      auto node = st.committed_out_of_order.extract(st.committed_out_of_order.begin());
-      st.notify_next += node.mapped().first;
-      if (!node.mapped().second.lines.empty() && !st.subscribers.empty())
-        notify(self, std::move(node.mapped().second));
-    }
     --st.pending_writes;
     --st.pipeline_in_flight;
     auto held = std::move(st.held_streams);
@@ -352,7 +338,7 @@ void start_process(self_ptr self) {
   caf::weak_actor_ptr weak = self->ctrl();
   req.cb.on_output = [weak](process::output o) {
     if (auto hdl = caf::actor_cast<job_actor>(weak))
-      caf::anon_send(hdl, proc_output{o.stream, o.ts_ns, std::move(o.lines), o.count, o.eof});
+      caf::anon_send(hdl, std::move(o));
   };
   req.cb.on_exit = [weak](process::exit_status es) {
     if (auto hdl = caf::actor_cast<job_actor>(weak))
@@ -498,7 +484,6 @@ job_actor::behavior_type job(job_actor::stateful_pointer<job_state> self,
     return job_actor::behavior_type::make_empty_behavior();
   }
   st.next_seq = persistence::last_log_seq(*ctx->env, id) + 1;
-  st.notify_next = st.next_seq;
   for (auto& sub : st.subscribers)
     self->monitor(sub);
   self->monitor(st.controller);
@@ -529,12 +514,13 @@ job_actor::behavior_type job(job_actor::stateful_pointer<job_state> self,
     up.job_id = st.rec.id;
     up.status = js::running;
     up.attempt = st.rec.attempt;
+    up.after_seq = st.next_seq - 1;
     notify(self, up);
     self->send(st.controller, started_atom::value, st.rec.id);
     start_process(self);
   });
   return {
-      [self](proc_output& out) { on_output(self, out); },
+      [self](process::output& out) { on_output(self, out); },
       [self](exited_atom, int32_t code, int32_t sig) {
         auto& st = self->state;
         st.exited = true;

@@ -89,15 +89,12 @@ struct job_state {
   job_controller_actor controller;
   persistence::job_record rec;
   job_spec spec;
+  /// Subscribers of the job's status changes (its lines reach them through
+  /// the log router).
   std::vector<job_subscriber_actor> subscribers;
   std::shared_ptr<process::watch> watch;
   /// Next sequence number for an output line (continues across attempts).
   uint64_t next_seq = 1;
-  /// Subscribers get the lines in seq order even when a retried batch
-  /// commits after the one behind it: committed batches wait here (by first
-  /// seq, with their line count) until every line before them was sent.
-  uint64_t notify_next = 1;
-  std::map<uint64_t, std::pair<uint64_t, job_update>> committed_out_of_order;
   /// Writes not yet committed (output batches and the process record).
   int pending_writes = 0;
   /// Output batches waiting for their commit, and streams whose reading

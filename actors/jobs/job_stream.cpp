@@ -4,7 +4,8 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
-#include "actors/core/replay_pacing.hpp"
+#include "actors/core/log_render.hpp"
+#include "actors/core/names.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/logs.hpp"
 
@@ -15,48 +16,28 @@ namespace {
 using self_ptr = job_stream_actor::stateful_pointer<job_stream_state>;
 using nlohmann::json;
 
-constexpr size_t replay_page = 512;
+constexpr size_t lines_per_page = 512;
 
-std::string log_data(uint64_t seq, int64_t ts_ns, uint8_t stream, const std::string& line) {
-  persistence::stored_line s;
-  s.ts_ns = ts_ns;
-  s.stream = stream;
-  s.line = line;
-  std::string out;
-  out.reserve(128 + 2 * line.size());
-  persistence::append_api_json(out, seq, s);
-  // Seed clients read {"type":"log","data":"...\n"}; both shapes in one.
-  out.pop_back();
-  out += ",\"type\":\"log\",\"data\":";
-  troupe::append_json_string(out, line + "\n");
-  out += '}';
-  return out;
-}
-
-bool send_line(self_ptr self, uint64_t seq, int64_t ts, uint8_t stream, const std::string& line) {
-  auto& st = self->state;
-  if (seq <= st.last_sent)
-    return true;
-  st.last_sent = seq;
-  return st.stream->send(std::to_string(seq), "log", log_data(seq, ts, stream, line));
+bool send_item(self_ptr self, const replay_item& item) {
+  return self->state.follow.stream().send(std::to_string(item.seq), item.event, item.data);
 }
 
 void send_complete(self_ptr self, const persistence::job_record& rec) {
-  auto& st = self->state;
+  auto& stream = self->state.follow.stream();
   json data{{"type", "complete"},
             {"job_id", rec.id},
             {"success", rec.success.value_or(false)},
             {"status", rec.status},
             {"exit_code", rec.exit_code ? json(*rec.exit_code) : json(nullptr)}};
-  st.stream->send({}, "complete", data.dump());
-  st.stream->close();
+  stream.send({}, "complete", data.dump());
+  stream.close();
   self->quit();
 }
 
 void send_status(self_ptr self, const std::string& status, int attempt) {
   json data{
       {"type", "status"}, {"job_id", self->state.job_id}, {"status", status}, {"attempt", attempt}};
-  self->state.stream->send({}, "status", data.dump());
+  self->state.follow.stream().send({}, "status", data.dump());
 }
 
 /// Sends an update's status change, or its end (then the stream closes).
@@ -68,7 +49,7 @@ void apply_status(self_ptr self, const job_update& up) {
       send_complete(self, *rec);
       return;
     }
-    st.stream->close();
+    st.follow.stream().close();
     self->quit();
     return;
   }
@@ -93,62 +74,15 @@ void flush_pending(self_ptr self, uint64_t next_seq, bool all = false) {
   }
 }
 
-/// Sends the next page of stored lines, bounded in lines and bytes and paced
-/// by the client's backlog; live from the end of the stored log on.
+/// The next page of stored lines, the status changes held for them in
+/// between; live from the end of the stored log on.
 void replay(self_ptr self) {
-  auto& st = self->state;
-  auto budget = next_replay_page(self, *st.stream, replay_page);
-  if (!budget)
-    return;
-  auto from = st.last_sent;
-  std::vector<std::pair<uint64_t, std::string>> page;
-  replay_fill fill{budget};
-  bool refused = false;
-  uint64_t covered = from;
-  try {
-    covered = persistence::read_log_lines_until(
-        *st.env, st.job_id, from, budget.events,
-        [&](uint64_t seq, const persistence::stored_line& s) {
-          auto data = log_data(seq, s.ts_ns, s.stream, std::string{s.line});
-          if (!fill.take(sse_event_bytes(std::to_string(seq), "log", data))) {
-            refused = true;
-            return false;
-          }
-          page.emplace_back(seq, std::move(data));
-          return true;
-        });
-  } catch (const std::exception&) {
-    st.stream->close();
-    self->quit();
-    return;
-  }
-  for (auto& [seq, data] : page) {
-    flush_pending(self, seq);
-    if (terminated(self))
-      return;
-    if (seq <= st.last_sent)
-      continue;
-    st.last_sent = seq;
-    if (!st.stream->send(std::to_string(seq), "log", data)) {
-      self->quit();
-      return;
-    }
-  }
-  // Lines the log retention removed leave gaps: page on by what was covered.
-  st.last_sent = std::max(st.last_sent, covered);
-  if (refused || covered - from == budget.events) {
-    self->send(self, replay_atom::value);
-    return;
-  }
-  st.replaying = false;
-  flush_pending(self, 0, true);
-}
-
-void start_replay(self_ptr self) {
-  if (self->state.replaying)
-    return;
-  self->state.replaying = true;
-  self->send(self, replay_atom::value);
+  auto caught_up = self->state.follow.step(self, [self](const replay_item& item) {
+    flush_pending(self, item.seq);
+    return !terminated(self) && send_item(self, item);
+  });
+  if (caught_up)
+    flush_pending(self, 0, true);
 }
 
 /// A finished job: replay what was asked for, then `complete`.
@@ -159,64 +93,98 @@ void finished(self_ptr self, const persistence::job_record& rec, bool replay_all
     return;
   }
   // `complete` follows once the paced replay reached the end.
-  st.pending.push_back({UINT64_MAX, job_update{rec.id,
-                                               {},
-                                               rec.status,
-                                               rec.attempt,
-                                               true,
-                                               rec.success.value_or(false),
-                                               rec.exit_code.value_or(-1)}});
-  st.replaying = true;
+  job_update end;
+  end.job_id = rec.id;
+  end.status = rec.status;
+  end.attempt = rec.attempt;
+  end.complete = true;
+  end.success = rec.success.value_or(false);
+  end.exit_code = rec.exit_code.value_or(-1);
+  st.pending.push_back({UINT64_MAX, std::move(end)});
+  st.follow.hold();
   replay(self);
 }
 
-/// A live update: sent as it comes unless the stream is replaying, the
-/// update skips lines, or the client falls behind; then its (remaining)
-/// lines are dropped — the replay reads them from the store at the client's
-/// pace — and its status change waits for the replay to pass them.
-void on_update(self_ptr self, job_update& up) {
+/// Live lines of the job (from the log router, in the job's seq order): sent
+/// as they come unless the stream is replaying, the batch skips lines, or the
+/// client falls behind; then the (remaining) lines are dropped — the replay
+/// reads them from the store at the client's pace.
+void on_lines(self_ptr self, const log_committed& batch) {
   auto& st = self->state;
-  if (!up.lines.empty())
-    st.live_high = std::max(st.live_high, up.lines.back().seq);
-  if (!st.replaying) {
-    if (!up.lines.empty() && up.lines.front().seq > st.last_sent + 1) {
-      start_replay(self);
-    } else {
-      for (auto& l : up.lines) {
-        if (l.seq <= st.last_sent)
-          continue;
-        if (client_behind(*st.stream)) {
-          start_replay(self);
-          break;
-        }
-        if (!send_line(self, l.seq, l.ts_ns, l.stream, l.line)) {
-          self->quit();
-          return;
-        }
-      }
-      if (!st.replaying) {
-        apply_status(self, up);
-        return;
-      }
+  if (batch.size() == 0)
+    return;
+  st.live_high = std::max(st.live_high, batch.first_index_seq + batch.size() - 1);
+  if (batch.index_json.size() != batch.size()) {
+    st.follow.start(self); // not rendered for this stream: read them
+    return;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto seq = batch.first_index_seq + i;
+    if (!st.follow.admit(self, seq))
+      continue;
+    if (!st.follow.stream().send(std::to_string(seq), "log", batch.index_json[i])) {
+      self->quit();
+      return;
     }
   }
+}
+
+/// A status change: sent at once if the client has every line before it;
+/// else it waits for the replay to pass them (one starts if none runs).
+void on_update(self_ptr self, job_update& up) {
+  auto& st = self->state;
+  if (!st.follow.replaying() && up.after_seq <= st.follow.cursor()) {
+    apply_status(self, up);
+    return;
+  }
   if (up.complete || !up.status.empty()) {
-    up.lines.clear();
-    auto after = up.complete ? UINT64_MAX : st.live_high;
+    auto after = up.complete ? UINT64_MAX : std::max(up.after_seq, st.live_high);
     st.pending.push_back({after, std::move(up)});
+    st.follow.start(self);
   }
 }
 
 } // namespace
+
+replay_follow::reader
+job_log_reader(std::shared_ptr<persistence::lmdb_env> env, std::string job_id,
+               std::function<replay_item(uint64_t seq, const persistence::stored_line&)> render) {
+  return [env, job_id, render](uint64_t after, replay_fill& fill) {
+    replay_page page;
+    page.covered = persistence::read_log_lines_until(
+        *env, job_id, after, fill.max_events(),
+        [&](uint64_t seq, const persistence::stored_line& s) {
+          auto item = render(seq, s);
+          // Raw items (a download's bytes) take their size in the queue.
+          auto bytes = item.event.empty()
+                           ? item.data.size()
+                           : sse_event_bytes(std::to_string(seq), item.event, item.data);
+          if (!fill.take(bytes)) {
+            page.more = true; // the next page starts with this line
+            return false;
+          }
+          page.items.push_back(std::move(item));
+          return true;
+        });
+    // Lines the log retention removed leave gaps: paging goes on by what
+    // was covered, and a page that covered all its seqs may have more.
+    if (page.covered - after == fill.max_events())
+      page.more = true;
+    return page;
+  };
+}
 
 job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
                                            std::shared_ptr<persistence::lmdb_env> env,
                                            job_controller_actor controller,
                                            job_stream_options opts) {
   auto& st = self->state;
-  st.stream = stream;
   st.env = env;
   st.job_id = opts.job_id;
+  st.follow = replay_follow{
+      stream, lines_per_page, job_log_reader(env, opts.job_id, [](uint64_t seq, const auto& s) {
+        return replay_item{seq, "log", job_line_json(seq, s.ts_ns, s.stream, s.line)};
+      })};
   // The stream keeps this actor alive until the client goes away (closing
   // drops the callback and with it the reference).
   stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
@@ -226,29 +194,36 @@ job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::
   if (!rec) {
     stream->close();
     self->quit();
-    return {[](const job_update&) {}, [](replay_atom) {}};
+    return {[](const job_update&) {}, [](const log_committed&) {}, [](replay_atom) {}};
   }
   bool resume = opts.last_event_id.has_value();
-  // A Last-Event-ID past the job's last line (a client's guess, or another
-  // node's) resumes from that line.
-  st.last_sent =
-      std::min(opts.last_event_id.value_or(0), persistence::last_log_seq(*st.env, opts.job_id));
   bool replay_all = resume || opts.from_beginning;
+  // A Last-Event-ID past the job's last line (a client's guess, or another
+  // node's) resumes from that line. Following from now, the subscription's
+  // answer (or the first live line) says where the client starts.
+  if (replay_all)
+    st.follow.resume_after(
+        std::min(opts.last_event_id.value_or(0), persistence::last_log_seq(*st.env, opts.job_id)));
   if (persistence::is_terminal(rec->status)) {
     finished(self, *rec, replay_all);
   } else {
     send_status(self, rec->status, rec->attempt);
-    // If the controller (which holds this subscription) goes away, end the
-    // stream: the client resumes with Last-Event-ID.
+    // If the controller or the log router (which hold the subscriptions) go
+    // away, end the stream: the client resumes with Last-Event-ID.
     self->monitor(controller);
     self->set_down_handler([self](caf::down_msg&) {
-      self->state.stream->close();
+      self->state.follow.stream().close();
       self->quit();
     });
     // Register first, then read the store (the replay starts with the
     // answer): a line committed after the read arrives live; duplicates are
     // dropped by seq. Live updates before the answer wait for the replay.
-    st.replaying = replay_all;
+    if (replay_all)
+      st.follow.hold();
+    if (auto router = lookup(self->system(), names::logs)) {
+      self->monitor(*router);
+      self->send(*router, subscribe_atom::value, opts.job_id, log_subscriber_actor{self});
+    }
     self->request(controller, std::chrono::seconds(30), subscribe_atom::value, opts.job_id,
                   job_subscriber_actor{self})
         .then(
@@ -256,7 +231,7 @@ job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::
               auto& st = self->state;
               st.live_high = std::max(st.live_high, last_seq);
               if (!replay_all) {
-                st.last_sent = std::max(st.last_sent, last_seq);
+                st.follow.follow_from(last_seq);
                 return;
               }
               replay(self);
@@ -269,12 +244,13 @@ job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::
                 finished(self, *rec, replay_all);
                 return;
               }
-              st.stream->close();
+              st.follow.stream().close();
               self->quit();
             });
   }
   return {
       [self](job_update& up) { on_update(self, up); },
+      [self](const log_committed& batch) { on_lines(self, batch); },
       [self](replay_atom) { replay(self); },
   };
 }

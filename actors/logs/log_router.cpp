@@ -5,13 +5,16 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include <caf/actor_system.hpp>
+#include <caf/mailbox_element.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actors/core/log_render.hpp"
 #include "actors/core/names.hpp"
 #include "actors/logs/loki.hpp"
 #include "persistence/jobs.hpp"
@@ -36,9 +39,97 @@ void finished_one(self_ptr self) {
   }
 }
 
-/// Persists log_append ops in one store write and forwards what they hold;
+/// What an op of a routed batch came from: the index its lines join (a job
+/// id; empty for none) and the index seq of its first line.
+struct op_origin {
+  std::string index;
+  uint64_t first_index_seq = 0;
+};
+
+/// Sends one rendered batch to these subscribers: the same message to each,
+/// not a copy per subscriber.
+void send_all(self_ptr self, const std::vector<log_subscriber_actor>& subs,
+              const caf::message& msg) {
+  for (auto& sub : subs)
+    sub->enqueue(caf::make_mailbox_element(caf::strong_actor_ptr{self->ctrl()},
+                                           caf::make_message_id(), {}, msg),
+                 self->context());
+}
+
+/// Hands an index's committed batch to its subscribers in the index's seq
+/// order: a batch committed before one still missing (a retried write) waits
+/// for it, so a job stream never takes a retry for a gap. `msg` is empty when
+/// the index had no subscribers as it was rendered.
+void deliver_in_order(self_ptr self, const std::string& index, uint64_t first, uint64_t count,
+                      caf::message msg) {
+  auto& st = self->state;
+  if (st.order.size() > 4096 && st.order.count(index) == 0)
+    st.order.clear();
+  auto& o = st.order[index];
+  if (o.next == 0)
+    o.next = first; // the first batch seen of this index
+  if (first + count <= o.next)
+    return; // a batch written again: delivered before
+  if (first > o.next) {
+    o.held.emplace(first, std::make_pair(count, std::move(msg)));
+    if (o.held.size() <= log_router_state::max_held)
+      return;
+    // The missing batch is not coming: deliver what waits.
+    o.next = o.held.begin()->first;
+  } else {
+    if (!msg.empty())
+      send_all(self, st.index_subscribers[index], msg);
+    o.next = first + count;
+  }
+  while (!o.held.empty() && o.held.begin()->first <= o.next) {
+    auto node = o.held.extract(o.held.begin());
+    auto end = node.key() + node.mapped().first;
+    if (end <= o.next)
+      continue;
+    if (!node.mapped().second.empty())
+      send_all(self, st.index_subscribers[index], node.mapped().second);
+    o.next = end;
+  }
+}
+
+/// One committed op: to the stdout sink, and rendered once per shape its
+/// live readers need, to them.
+void fan_out(self_ptr self, std::string_view op, uint64_t first, uint64_t count,
+             const op_origin& origin) {
+  auto& st = self->state;
+  if (st.out) {
+    std::string out;
+    uint64_t lines = 0;
+    persistence::visit_log_op(op, first,
+                              [&](const persistence::stored_line& s, const log_labels& l) {
+                                if (l.source == "troupe")
+                                  return; // spdlog printed those already
+                                out += stdout_line(s, l, st.json_stdout);
+                                ++lines;
+                              });
+    if (lines > 0)
+      st.out->offer(std::move(out), lines); // never blocks
+  }
+  bool for_logs = !st.subscribers.empty();
+  bool for_index = false;
+  if (!origin.index.empty())
+    if (auto i = st.index_subscribers.find(origin.index); i != st.index_subscribers.end())
+      for_index = !i->second.empty();
+  caf::message msg;
+  if (for_logs || for_index)
+    msg = caf::make_message(
+        render_committed(op, first, origin.index, origin.first_index_seq, for_logs, for_index));
+  if (for_logs)
+    send_all(self, st.subscribers, msg);
+  if (!origin.index.empty())
+    deliver_in_order(self, origin.index, origin.first_index_seq, count,
+                     for_index ? std::move(msg) : caf::message{});
+}
+
+/// Persists log_append ops in one store write and fans out what they hold;
 /// `done` gets the first global seq (0 on failure).
-void route(self_ptr self, write_batch ops, std::function<void(uint64_t)> done = nullptr) {
+void route(self_ptr self, write_batch ops, std::vector<op_origin> origins,
+           std::function<void(uint64_t)> done = nullptr) {
   auto& st = self->state;
   if (ops.empty()) {
     if (done)
@@ -54,40 +145,26 @@ void route(self_ptr self, write_batch ops, std::function<void(uint64_t)> done = 
       done(0);
     return;
   }
-  // Only live readers need the lines back as records: keep a copy for them.
-  std::shared_ptr<write_batch> copy;
-  if (!st.subscribers.empty() || st.out)
-    copy = std::make_shared<write_batch>(ops);
+  // The ops go to the store; their values stay here for the fan-out.
+  std::vector<std::string> values;
+  values.reserve(ops.size());
+  for (auto& op : ops)
+    values.push_back(op.value);
   ++st.in_flight;
   self->request(*store, std::chrono::seconds(30), write_atom::value, std::move(ops))
       .then(
-          [self, copy, done](write_result& res) mutable {
+          [self, values = std::move(values), origins = std::move(origins),
+           done](write_result& res) mutable {
             auto& st = self->state;
             uint64_t first = res.appended.empty() ? 0 : res.appended[0];
-            for (size_t i = 0; i + 1 < res.appended.size(); i += 2) {
-              st.last_seq = std::max(st.last_seq, res.appended[i] + res.appended[i + 1] - 1);
-              st.lines += res.appended[i + 1];
-            }
-            if (copy) {
-              log_batch batch;
-              for (size_t i = 0; i < copy->size() && 2 * i < res.appended.size(); ++i) {
-                auto part = persistence::decode_log_op((*copy)[i].value, res.appended[2 * i]);
-                batch.insert(batch.end(), std::make_move_iterator(part.begin()),
-                             std::make_move_iterator(part.end()));
-              }
-              if (st.out) {
-                std::string out;
-                uint64_t lines = 0;
-                for (auto& r : batch)
-                  if (r.source != "troupe") { // spdlog printed those already
-                    out += stdout_line(r, st.json_stdout);
-                    ++lines;
-                  }
-                if (lines > 0)
-                  st.out->offer(std::move(out), lines); // never blocks
-              }
-              for (auto& sub : st.subscribers)
-                self->send(sub, batch);
+            for (size_t i = 0; i < values.size() && 2 * i + 1 < res.appended.size(); ++i) {
+              auto seq = res.appended[2 * i];
+              auto count = res.appended[2 * i + 1];
+              if (count == 0)
+                continue;
+              st.last_seq = std::max(st.last_seq, seq + count - 1);
+              st.lines += count;
+              fan_out(self, values[i], seq, count, origins[i]);
             }
             if (auto loki = lookup(self->system(), names::loki))
               self->send(*loki, nudge_atom::value, st.last_seq);
@@ -116,43 +193,60 @@ int64_t next_ts(int64_t& last, int64_t ts) {
   return last;
 }
 
-/// One op per run of records with equal labels (troupe's own lines).
-write_batch ops_for(const log_batch& records) {
-  write_batch ops;
-  size_t i = 0;
-  while (i < records.size()) {
-    auto& r0 = records[i];
-    log_labels l{r0.service, r0.instance, r0.source, r0.request_id, r0.ns, r0.node};
-    persistence::log_op_builder b{l};
-    for (;
-         i < records.size() && records[i].service == r0.service && records[i].source == r0.source &&
-         records[i].instance == r0.instance && records[i].request_id == r0.request_id;
-         ++i)
-      b.add(records[i].ts_ns, records[i].stream, records[i].level, records[i].line);
-    ops.push_back(write_op{write_op::log_append, "logs", {}, b.take()});
+/// troupe's own lines as store ops: one per run of lines of one logger and
+/// request id (their label set).
+class own_lines {
+public:
+  explicit own_lines(log_router_state& st) : st_(st) {}
+
+  void add(const std::string& logger, const std::string& request_id, int64_t ts,
+           std::string_view level, std::string_view line) {
+    if (!builder_ || labels_.instance != logger || labels_.request_id != request_id) {
+      flush();
+      labels_ = log_labels{st_.cfg.service, logger, "troupe", request_id, st_.cfg.ns, st_.node};
+      builder_.emplace(labels_);
+    }
+    builder_->add(next_ts(last_ts_of(st_, logger), ts), 1, level, line);
   }
-  return ops;
-}
+
+  std::pair<write_batch, std::vector<op_origin>> take() {
+    flush();
+    std::vector<op_origin> origins(ops_.size()); // troupe's lines join no index
+    return {std::move(ops_), std::move(origins)};
+  }
+
+private:
+  void flush() {
+    if (builder_ && builder_->count() > 0)
+      ops_.push_back(write_op{write_op::log_append, "logs", {}, builder_->take()});
+    builder_.reset();
+  }
+
+  log_router_state& st_;
+  log_labels labels_;
+  std::optional<persistence::log_op_builder> builder_;
+  write_batch ops_;
+};
 
 } // namespace
 
-std::string stdout_line(const log_record& r, bool json) {
+std::string stdout_line(const persistence::stored_line& s, const log_labels& l, bool json) {
   if (json) {
-    nlohmann::json j{{"timestamp", rfc3339(r.ts_ns)}, {"level", r.level},   {"service", r.service},
-                     {"instance", r.instance},        {"source", r.source}, {"message", r.line}};
-    if (!r.request_id.empty())
-      j["request_id"] = r.request_id;
+    nlohmann::json j{{"timestamp", rfc3339(s.ts_ns)}, {"level", s.level},   {"service", l.service},
+                     {"instance", l.instance},        {"source", l.source}, {"message", s.line}};
+    if (auto rid = persistence::request_id_of(s, l); !rid.empty())
+      j["request_id"] = rid;
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
-  std::string out = rfc3339(r.ts_ns);
+  std::string out = rfc3339(s.ts_ns);
   out += ' ';
-  out += r.level;
+  out += s.level;
   out += " [";
-  out += r.service;
+  out += l.service;
   out += '/';
-  out += r.instance;
+  out += l.instance;
   out += "] ";
-  out += r.line;
+  out += s.line;
   out += '\n';
   return out;
 }
@@ -251,8 +345,14 @@ log_router_actor::behavior_type log_router_with(self_ptr self, logs_config cfg, 
   st.node = std::move(node);
   st.json_stdout = json_stdout;
   st.out = std::move(out);
-  self->set_down_handler(
-      [self](caf::down_msg& dm) { drop_terminated(self->state.subscribers, dm.source); });
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    drop_terminated(st.subscribers, dm.source);
+    for (auto i = st.index_subscribers.begin(); i != st.index_subscribers.end();) {
+      drop_terminated(i->second, dm.source);
+      i = i->second.empty() ? st.index_subscribers.erase(i) : std::next(i);
+    }
+  });
   // Lines captured while no router ran (a restart) are waiting: the capture
   // only notifies when its buffer turns non-empty.
   self->send(self, drain_atom::value);
@@ -271,53 +371,43 @@ log_router_actor::behavior_type log_router_with(self_ptr self, logs_config cfg, 
               troupe::detect_level(line, in.stream == 2, st.cfg.stdout_level, st.cfg.stderr_level),
               line);
         });
+        // A producer sends its first tries in its seq order: the first batch of
+        // an index seen here is where its in-order delivery starts.
+        if (!in.index.empty() && in.first_seq > 0 && st.order.count(in.index) == 0 &&
+            st.order.size() < 4096)
+          st.order[in.index].next = in.first_seq;
         write_batch ops{write_op{write_op::log_append, "logs",
                                  in.index.empty() ? std::string{}
                                                   : persistence::log_key(in.index, in.first_seq),
                                  b.take()}};
         auto rp = self->make_response_promise<uint64_t>();
-        route(self, std::move(ops), [rp](uint64_t seq) mutable { rp.deliver(seq); });
+        route(self, std::move(ops), {op_origin{in.index, in.first_seq}},
+              [rp](uint64_t seq) mutable { rp.deliver(seq); });
         return rp;
       },
       [self](drain_atom) {
         uint64_t dropped = 0;
         auto lines = logging::take_captured(dropped);
         auto& st = self->state;
-        log_batch batch;
-        batch.reserve(lines.size() + 1);
+        own_lines batch{st};
         if (dropped > 0) {
           st.dropped_own += dropped;
-          log_record r;
-          r.ts_ns = now_ns();
-          r.line =
-              std::to_string(dropped) + " troupe log lines dropped: the capture buffer was full";
-          r.level = "warn";
-          r.service = st.cfg.service;
-          r.instance = "logs";
-          r.source = "troupe";
-          batch.push_back(std::move(r));
+          batch.add("logs", {}, now_ns(), "warn",
+                    std::to_string(dropped) +
+                        " troupe log lines dropped: the capture buffer was full");
         }
-        for (auto& l : lines) {
-          log_record r;
-          r.ts_ns = l.ts_ns;
-          r.line = std::move(l.message);
-          r.level = std::move(l.level);
-          r.service = st.cfg.service;
-          r.instance = std::move(l.logger);
-          r.source = "troupe";
-          r.request_id = std::move(l.request_id);
-          batch.push_back(std::move(r));
-        }
-        for (auto& r : batch) {
-          r.ns = st.cfg.ns;
-          r.node = st.node;
-          r.ts_ns = next_ts(last_ts_of(st, r.instance), r.ts_ns);
-        }
-        route(self, ops_for(batch));
+        for (auto& l : lines)
+          batch.add(l.logger, l.request_id, l.ts_ns, l.level, l.message);
+        auto [ops, origins] = batch.take();
+        route(self, std::move(ops), std::move(origins));
       },
       [self](subscribe_atom, log_subscriber_actor& sub) {
         self->monitor(sub);
         self->state.subscribers.push_back(std::move(sub));
+      },
+      [self](subscribe_atom, std::string& index, log_subscriber_actor& sub) {
+        self->monitor(sub);
+        self->state.index_subscribers[index].push_back(std::move(sub));
       },
       [self](status_atom) {
         auto& st = self->state;

@@ -3,14 +3,17 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include <caf/message.hpp>
 #include <caf/typed_response_promise.hpp>
 
 #include "actors/interfaces.hpp"
+#include "persistence/logs.hpp"
 #include "runtime/ground/config.hpp"
 
 namespace troupe {
@@ -53,7 +56,23 @@ struct log_router_state {
   bool json_stdout = false;
   /// The stdout sink (when logs.stdout_sink is on).
   std::shared_ptr<stdout_writer> out;
+  /// Live subscribers of every line (GET /logs?follow).
   std::vector<log_subscriber_actor> subscribers;
+  /// Live subscribers of one index's lines (a job's stream), by index.
+  std::unordered_map<std::string, std::vector<log_subscriber_actor>> index_subscribers;
+  /// Per index: the seq its next batch starts with, and batches committed
+  /// before one still missing (a retried write) with their line count, held
+  /// until it comes so that an index's subscribers get its lines in order.
+  /// Bounded: forgotten past 4096 indexes, and at most max_held batches wait.
+  struct index_order {
+    uint64_t next = 0;
+    std::map<uint64_t, std::pair<uint64_t, caf::message>> held;
+  };
+  std::unordered_map<std::string, index_order> order;
+  /// A producer has only a few batches in flight (the job actor: 4), so
+  /// more waiting means the missing one is not coming (its producer gave
+  /// up or crashed): they go out, and readers read the gap from the store.
+  static constexpr size_t max_held = 4;
   /// Highest seq committed to the `logs` table.
   uint64_t last_seq = 0;
   /// Batches sent to the store and not yet committed.
@@ -71,8 +90,10 @@ struct log_router_state {
 
 /// Routes every line: fills in labels and levels, persists the batch in the
 /// `logs` table (the store sink, and the outbox of the Loki batcher), then
-/// forwards it to live subscribers, the stdout sink and a nudge to the
-/// batcher registered as `loki`, which reads the table at its own pace.
+/// fans it out once: rendered once per shape its live readers need (GET
+/// /logs?follow, a job's stream) and sent as one shared message, to the
+/// stdout sink, and as a nudge to the batcher registered as `loki`, which
+/// reads the table at its own pace.
 log_router_actor::behavior_type
 log_router(log_router_actor::stateful_pointer<log_router_state> self, logs_config cfg,
            std::string node, bool json_stdout);
@@ -82,7 +103,7 @@ log_router_actor::behavior_type
 log_router_with(log_router_actor::stateful_pointer<log_router_state> self, logs_config cfg,
                 std::string node, bool json_stdout, std::shared_ptr<stdout_writer> out);
 
-/// Formats a record for the stdout sink (text or one JSON object), with newline.
-std::string stdout_line(const log_record& r, bool json);
+/// Formats a line for the stdout sink (text or one JSON object), with newline.
+std::string stdout_line(const persistence::stored_line& s, const log_labels& l, bool json);
 
 } // namespace troupe

@@ -5,7 +5,6 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/core/names.hpp"
-#include "actors/core/replay_pacing.hpp"
 
 namespace troupe {
 
@@ -13,97 +12,97 @@ namespace {
 
 using self_ptr = log_stream_actor::stateful_pointer<log_stream_state>;
 
-/// Matches read from the store per step of a catch-up, and lines looked at.
-constexpr size_t catch_up_page = 500;
-constexpr size_t catch_up_scan = 20'000;
+/// Matches read from the store per page of a replay, and lines looked at.
+constexpr size_t replay_page_lines = 500;
+constexpr size_t replay_scan = 20'000;
 
-bool forward(self_ptr self, const log_record& r) {
-  auto& st = self->state;
-  if (!st.query.matches(r))
-    return true;
-  return st.stream->send(std::to_string(r.seq), "log", persistence::to_api_json(r));
+bool send_line(self_ptr self, const replay_item& item) {
+  return self->state.follow.stream().send(std::to_string(item.seq), item.event, item.data);
 }
 
-/// One page of stored matches after `seen` (bounded in events, bytes and
-/// lines looked at); again until the end, paced by the client's backlog.
-void catch_up(self_ptr self) {
+/// Live lines, in global seq order, rendered by the router: the client gets
+/// those its query matches; the others only move its cursor.
+void on_batch(self_ptr self, const log_committed& batch) {
   auto& st = self->state;
-  auto budget = next_replay_page(self, *st.stream, catch_up_page);
-  if (!budget)
+  if (batch.size() == 0)
     return;
-  auto from = st.seen;
-  uint64_t scanned = from;
-  std::vector<std::pair<uint64_t, std::string>> page;
-  replay_fill fill{budget};
-  try {
-    st.env->read([&](persistence::txn& t) {
+  auto last = batch.first_seq + batch.size() - 1;
+  persistence::stored_line s;
+  if (!st.query.matches(batch.labels, s)) {
+    st.follow.pass(self, batch.first_seq, last);
+    return;
+  }
+  if (batch.log_json.size() != batch.size()) {
+    st.follow.start(self); // not rendered for this stream: read them
+    return;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    s.seq = batch.first_seq + i;
+    s.ts_ns = batch.ts_ns[i];
+    s.level = batch.levels[i];
+    if (!st.query.matches(s)) {
+      st.follow.pass(self, s.seq, s.seq);
+      continue;
+    }
+    if (!st.follow.admit(self, s.seq))
+      continue;
+    if (!send_line(self, {s.seq, "log", batch.log_json[i]})) {
+      self->quit();
+      return;
+    }
+  }
+}
+
+} // namespace
+
+replay_follow::reader log_reader(std::shared_ptr<persistence::lmdb_env> env,
+                                 persistence::log_query query) {
+  return [env, query](uint64_t after, replay_fill& fill) {
+    replay_page page;
+    page.covered = after;
+    env->read([&](persistence::txn& t) {
       persistence::label_cache labels;
       size_t looked = 0;
-      bool stopped = false;
-      persistence::scan_logs(t, from, [&](const persistence::stored_line& s) {
-        if (st.query.matches(s)) {
+      persistence::scan_logs(t, after, [&](const persistence::stored_line& s) {
+        if (query.matches(s)) {
           auto& l = labels.get(t, s.labels);
-          if (st.query.matches(l, s)) {
-            std::string data;
-            persistence::append_api_json(data, s, l);
-            if (!fill.take(sse_event_bytes(std::to_string(s.seq), "log", data))) {
-              stopped = true; // the next page starts with this line
+          if (query.matches(l, s)) {
+            replay_item item{s.seq, "log", {}};
+            persistence::append_api_json(item.data, s, l);
+            if (!fill.take(sse_event_bytes(std::to_string(s.seq), item.event, item.data))) {
+              page.more = true; // the next page starts with this line
               return false;
             }
-            page.emplace_back(s.seq, std::move(data));
+            page.items.push_back(std::move(item));
           }
         }
-        scanned = s.seq;
-        if (++looked < catch_up_scan && !fill.full())
+        page.covered = s.seq;
+        if (++looked < replay_scan && !fill.full())
           return true;
-        stopped = true;
+        page.more = true;
         return false;
       });
       // Ran off the end: everything ever numbered was looked at (the newest
       // lines may be gone; paging must not stay before them).
-      if (!stopped)
-        scanned = std::max(scanned, persistence::log_high_water(t));
+      if (!page.more)
+        page.covered = std::max(page.covered, persistence::log_high_water(t));
     });
-  } catch (const std::exception&) {
-    st.stream->close();
-    self->quit();
-    return;
-  }
-  for (auto& [seq, data] : page)
-    if (!st.stream->send(std::to_string(seq), "log", data)) {
-      self->quit();
-      return;
-    }
-  st.seen = scanned;
-  if (scanned != from) {
-    self->send(self, replay_atom::value);
-    return;
-  }
-  st.catching_up = false; // at the end of the table: live from here
+    return page;
+  };
 }
-
-void start_catch_up(self_ptr self) {
-  if (self->state.catching_up)
-    return;
-  self->state.catching_up = true;
-  self->send(self, replay_atom::value);
-}
-
-} // namespace
 
 log_stream_actor::behavior_type log_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
                                            std::shared_ptr<persistence::lmdb_env> env,
                                            persistence::log_query query,
                                            std::optional<uint64_t> last_event_id) {
   auto& st = self->state;
-  st.stream = stream;
-  st.env = std::move(env);
-  st.query = std::move(query);
+  st.query = query;
+  st.follow = replay_follow{stream, replay_page_lines, log_reader(env, std::move(query))};
   auto router = lookup(self->system(), names::logs);
   if (!router) {
     stream->close();
     self->quit();
-    return {[](const log_batch&) {}, [](replay_atom) {}};
+    return {[](const log_committed&) {}, [](replay_atom) {}};
   }
   // The stream keeps this actor alive until the client goes away.
   stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
@@ -111,7 +110,7 @@ log_stream_actor::behavior_type log_stream(self_ptr self, std::shared_ptr<http::
   });
   self->monitor(*router);
   self->set_down_handler([self](caf::down_msg&) {
-    self->state.stream->close();
+    self->state.follow.stream().close();
     self->quit();
   });
   // Subscribe first, then read the store: nothing committed in between is
@@ -119,34 +118,15 @@ log_stream_actor::behavior_type log_stream(self_ptr self, std::shared_ptr<http::
   self->send(*router, subscribe_atom::value, log_subscriber_actor{self});
   stream->comment("following");
   if (last_event_id) {
-    st.seen = std::min(*last_event_id, persistence::last_log_record_seq(*st.env));
-    start_catch_up(self);
+    st.follow.resume_after(std::min(*last_event_id, persistence::last_log_record_seq(*env)));
+    st.follow.start(self);
   }
   return {
-      [self](const log_batch& batch) {
-        auto& st = self->state;
-        if (batch.empty() || st.catching_up)
-          return; // the store read in progress reaches these lines
-        if (st.seen == UINT64_MAX)
-          st.seen = batch.front().seq - 1; // following from now
-        if (batch.front().seq > st.seen + 1 || client_behind(*st.stream)) {
-          // Lines committed while the router forwarded nothing, or a client
-          // too far behind to queue more for: read them (and this batch) from
-          // the store at the client's pace.
-          start_catch_up(self);
-          return;
-        }
-        for (auto& r : batch) {
-          if (r.seq <= st.seen)
-            continue;
-          st.seen = r.seq;
-          if (!forward(self, r)) {
-            self->quit();
-            return;
-          }
-        }
+      [self](const log_committed& batch) { on_batch(self, batch); },
+      [self](replay_atom) {
+        self->state.follow.step(self,
+                                [self](const replay_item& item) { return send_line(self, item); });
       },
-      [self](replay_atom) { catch_up(self); },
   };
 }
 

@@ -3,6 +3,7 @@
 #include <memory>
 #include <optional>
 
+#include "actors/core/replay.hpp"
 #include "actors/interfaces.hpp"
 #include "http/router.hpp"
 #include "persistence/lmdb_env.hpp"
@@ -15,15 +16,10 @@ using log_stream_actor = log_subscriber_actor::extend<caf::reacts_to<replay_atom
 
 struct log_stream_state {
   static inline const char* name = "log_stream";
-  std::shared_ptr<http::sse_stream> stream;
-  std::shared_ptr<persistence::lmdb_env> env;
   persistence::log_query query;
-  /// Highest global seq looked at (sent or filtered out); UINT64_MAX until
-  /// the first live batch when following from now.
-  uint64_t seen = UINT64_MAX;
-  /// Reading the store (resuming, filling a gap, or a client that fell
-  /// behind): live batches are dropped meanwhile, the store read reaches them.
-  bool catching_up = false;
+  /// Where the client is in the `logs` table (global seqs, lines filtered
+  /// out included), and its replays.
+  replay_follow follow;
 };
 
 /// Feeds one client of `GET /logs?follow=true`: replays stored matches after
@@ -34,5 +30,10 @@ log_stream_actor::behavior_type
 log_stream(log_stream_actor::stateful_pointer<log_stream_state> self,
            std::shared_ptr<http::sse_stream> stream, std::shared_ptr<persistence::lmdb_env> env,
            persistence::log_query query, std::optional<uint64_t> last_event_id);
+
+/// Reads stored matches of `query` for a replay_follow: a page after the
+/// cursor, bounded also in lines looked at (however sparse the filter).
+replay_follow::reader log_reader(std::shared_ptr<persistence::lmdb_env> env,
+                                 persistence::log_query query);
 
 } // namespace troupe

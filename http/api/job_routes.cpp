@@ -6,12 +6,10 @@
 #include <caf/actor_system.hpp>
 #include <caf/blocking_actor.hpp>
 #include <caf/send.hpp>
-#include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
 #include "actors/core/names.hpp"
-#include "actors/core/replay_pacing.hpp"
 #include "actors/jobs/archive.hpp"
 #include "actors/jobs/job_spec.hpp"
 #include "actors/jobs/job_stream.hpp"

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "actors/core/event_bus.hpp"
+#include "actors/core/log_render.hpp"
 #include "actors/core/names.hpp"
 #include "actors/core/status.hpp"
 #include "actors/core/store.hpp"
@@ -68,7 +69,7 @@ job_actor::behavior_type fake_job(job_actor::stateful_pointer<fake_job_state> se
     self->quit();
   };
   return {
-      [](proc_output&) {},
+      [](process::output&) {},
       [end](exited_atom, int32_t code, int32_t retry) {
         if (retry != 0)
           end(js::queued, true);
@@ -246,22 +247,22 @@ struct fixture : test::deterministic_fixture {
 
   std::map<std::string, std::string> names;
 
-  /// Stores lines first..first+count-1 of job `id` (as the job actor's
-  /// writes do) and returns them as a live update carries them.
-  job_update add_lines(const std::string& id, uint64_t first, uint64_t count, size_t width = 100) {
+  /// Stores lines first..first+count-1 of job `id` (as the log router does
+  /// for the job actor) and returns them as the router fans them out to the
+  /// job's streams.
+  log_committed add_lines(const std::string& id, uint64_t first, uint64_t count,
+                          size_t width = 100) {
     persistence::txn t{*env, false};
     persistence::log_op_builder b{log_labels{"svc", id, "job", "", "default", "n"}};
-    job_update up;
-    up.job_id = id;
     for (uint64_t i = 0; i < count; ++i) {
       auto text = std::to_string(first + i);
       text.resize(std::max(width, text.size()), '.');
       b.add(now_ns(), 1, "info", text);
-      up.lines.push_back(log_line{first + i, now_ns(), 1, text});
     }
-    persistence::append_log_op(t, persistence::log_key(id, first), b.take());
+    auto op = b.take();
+    auto global = persistence::append_log_op(t, persistence::log_key(id, first), op).first;
     t.commit();
-    return up;
+    return render_committed(op, global, id, first, false, true);
   }
 
   job_update status_update(const std::string& id, std::string status, int attempt) {
@@ -269,6 +270,7 @@ struct fixture : test::deterministic_fixture {
     up.job_id = id;
     up.status = std::move(status);
     up.attempt = attempt;
+    up.after_seq = persistence::last_log_seq(*env, id); // as the job sends it
     return up;
   }
 
@@ -285,6 +287,7 @@ struct fixture : test::deterministic_fixture {
     up.complete = true;
     up.success = true;
     up.exit_code = 0;
+    up.after_seq = persistence::last_log_seq(*env, id);
     return up;
   }
 
@@ -724,9 +727,7 @@ CAF_TEST(a job stream replaying for a slow client drops live lines and reads the
   // Nothing of that is held: the lines are in the store, the retry and the
   // end wait for the replay to reach them.
   auto& st = deref<job_stream_actor::stateful_base<job_stream_state>>(js).state;
-  CAF_CHECK_EQUAL(st.pending.size(), 2u);
-  for (auto& p : st.pending)
-    CAF_CHECK(p.update.lines.empty());
+  CAF_CHECK_EQUAL(st.pending.size(), 2u); // status changes hold no lines
   CAF_CHECK_LESS_OR_EQUAL(out->peak_bytes, (16u << 10) / 2 + out->largest);
   read_to_the_end(*out);
   CAF_CHECK(!out->overflowed);
@@ -759,7 +760,7 @@ CAF_TEST(a live job stream whose client falls behind reads the rest from the sto
     consume_messages();
   }
   CAF_CHECK(!out->overflowed);
-  CAF_CHECK(deref<job_stream_actor::stateful_base<job_stream_state>>(js).state.replaying);
+  CAF_CHECK(deref<job_stream_actor::stateful_base<job_stream_state>>(js).state.follow.replaying());
   caf::anon_send(js, complete_update(id));
   consume_messages();
   read_to_the_end(*out);

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "actors/core/log_render.hpp"
 #include "actors/core/names.hpp"
 #include "actors/core/status.hpp"
 #include "actors/core/store.hpp"
@@ -27,16 +28,69 @@ using nlohmann::json;
 
 namespace {
 
+/// One line as a subscriber got it: its seq (global, or the index's), level
+/// and the JSON of the shape it subscribed to.
+struct seen_line {
+  uint64_t seq = 0;
+  std::string level;
+  json data;
+};
+
 struct recorder_state {
   static inline const char* name = "log_recorder";
-  std::vector<log_record> seen;
+  std::vector<seen_line> seen;
+  /// The messages as received (to see that one is shared, not copied).
+  std::vector<caf::message> messages;
 };
 
 log_subscriber_actor::behavior_type
 recorder(log_subscriber_actor::stateful_pointer<recorder_state> self) {
-  return {[self](const log_batch& b) {
-    self->state.seen.insert(self->state.seen.end(), b.begin(), b.end());
+  return {[self](const log_committed& b) {
+    auto& st = self->state;
+    st.messages.push_back(self->current_mailbox_element()->copy_content_to_message());
+    bool index = !b.index_json.empty();
+    for (size_t i = 0; i < b.size(); ++i)
+      st.seen.push_back({(index ? b.first_index_seq : b.first_seq) + i, b.levels[i],
+                         json::parse(index ? b.index_json[i] : b.log_json[i])});
   }};
+}
+
+struct flaky_store_state {
+  static inline const char* name = "flaky_store";
+  int failures = 0;
+};
+
+/// Stands in for the store: fails the first `failures` writes (as a store
+/// restarting under its supervisor does), passes the rest to the real one.
+store_actor::behavior_type flaky_store(store_actor::stateful_pointer<flaky_store_state> self,
+                                       store_actor real, int failures) {
+  self->state.failures = failures;
+  return {
+      [self, real](write_atom, write_batch& b) -> caf::result<write_result> {
+        if (self->state.failures > 0) {
+          --self->state.failures;
+          return caf::make_error(ec::store_failure, "the store restarts");
+        }
+        return self->delegate(real, write_atom::value, std::move(b));
+      },
+      [](flush_atom) -> caf::result<ok_atom> { return ok_atom::value; },
+      [](shutdown_atom) -> caf::result<ok_atom> { return ok_atom::value; },
+      [](commit_atom) {},
+      [](status_atom) { return component_status{"flaky_store", true, {}}; },
+  };
+}
+
+/// A job's batch for the router.
+log_ingest job_batch(uint64_t first, const std::vector<std::string>& lines) {
+  log_ingest in;
+  in.labels = log_labels{"build", "j-1", "job", "", "", ""};
+  in.index = "j-1";
+  in.first_seq = first;
+  in.ts_ns = now_ns();
+  in.count = static_cast<uint32_t>(lines.size());
+  for (auto& l : lines)
+    troupe::pack_line(in.lines, l);
+  return in;
 }
 
 /// The HTTP side of a follower: records what the follower sends.
@@ -102,6 +156,19 @@ struct fixture : test::deterministic_fixture {
     auto last = persistence::append_log_records(t, records);
     t.commit();
     return last;
+  }
+
+  /// Appends lines as the router does and returns them as it fans them out
+  /// to GET /logs followers.
+  log_committed put_lines_live(const std::vector<std::string>& lines) {
+    persistence::txn t{*env, false};
+    persistence::log_op_builder b{log_labels{"svc", "i-1", "job", "", "default", "n1"}};
+    for (auto& l : lines)
+      b.add(now_ns(), 1, "info", l);
+    auto op = b.take();
+    auto first = persistence::append_log_op(t, {}, op).first;
+    t.commit();
+    return render_committed(op, first, {}, 0, true, false);
   }
 
   /// The batcher's lag gauge lands here (the registry samples it).
@@ -175,7 +242,9 @@ CAF_TEST(the router labels levels persists and forwards batches) {
   CAF_CHECK_EQUAL(seen[0].level, "info");
   CAF_CHECK_EQUAL(seen[1].level, "warn");
   CAF_CHECK_EQUAL(seen[2].level, "error");
-  CAF_CHECK_EQUAL(seen[2].line, "plain stderr");
+  CAF_CHECK_EQUAL(seen[2].data.value("line", ""), "plain stderr");
+  CAF_CHECK_EQUAL(seen[2].data.value("seq", 0), 3);
+  CAF_CHECK_EQUAL(seen[1].data["labels"].value("namespace", ""), "prod");
   uint64_t scanned = 0;
   persistence::log_query q;
   q.request_id = "abc";
@@ -200,6 +269,107 @@ CAF_TEST(the router labels levels persists and forwards batches) {
   CAF_CHECK_EQUAL(mine[0].ts_ns, ts);
   CAF_CHECK_EQUAL(mine[1].ts_ns, ts + 1);
   CAF_CHECK_EQUAL(mine[2].ts_ns, ts + 2);
+}
+
+CAF_TEST(the router renders a batch once per shape and shares one message among readers) {
+  auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
+  extra.push_back(caf::actor_cast<caf::actor>(router));
+  std::vector<log_subscriber_actor> readers;
+  for (int i = 0; i < 3; ++i) {
+    readers.push_back(sys.spawn(recorder));
+    extra.push_back(caf::actor_cast<caf::actor>(readers.back()));
+  }
+  caf::anon_send(router, subscribe_atom::value, readers[0]);
+  caf::anon_send(router, subscribe_atom::value, readers[1]);
+  caf::anon_send(router, subscribe_atom::value, std::string{"j-1"}, readers[2]);
+  consume_messages();
+  caf::anon_send(router, ingest_atom::value, job_batch(1, {"a", "b"}));
+  consume_messages();
+  auto state = [&](int i) -> recorder_state& {
+    return deref<log_subscriber_actor::stateful_base<recorder_state>>(readers[i]).state;
+  };
+  for (int i = 0; i < 3; ++i)
+    CAF_REQUIRE_EQUAL(state(i).messages.size(), 1u);
+  // One message, rendered once: the same data reached every reader.
+  CAF_CHECK(state(0).messages[0].cvals().get() == state(1).messages[0].cvals().get());
+  CAF_CHECK(state(0).messages[0].cvals().get() == state(2).messages[0].cvals().get());
+  auto& batch = state(0).messages[0].get_as<log_committed>(0);
+  CAF_CHECK_EQUAL(batch.log_json.size(), 2u);
+  CAF_CHECK_EQUAL(batch.index_json.size(), 2u);
+  // GET /logs's shape and the job stream's, each from its own seqs.
+  auto global = json::parse(batch.log_json[1]);
+  CAF_CHECK_EQUAL(global.value("line", ""), "b");
+  CAF_CHECK_EQUAL(global["labels"].value("instance", ""), "j-1");
+  auto mine = json::parse(batch.index_json[1]);
+  CAF_CHECK_EQUAL(mine.value("seq", 0), 2);
+  CAF_CHECK_EQUAL(mine.value("data", ""), "b\n");
+  CAF_CHECK_EQUAL(mine.value("type", ""), "log");
+}
+
+CAF_TEST(a job stream gets the job lines in order though a retried batch commits later) {
+  auto flaky = sys.spawn(flaky_store, st, 1);
+  extra.push_back(caf::actor_cast<caf::actor>(flaky));
+  enroll(sys, names::store, flaky);
+  auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
+  extra.push_back(caf::actor_cast<caf::actor>(router));
+  auto all = sys.spawn(recorder);
+  auto job = sys.spawn(recorder);
+  extra.push_back(caf::actor_cast<caf::actor>(all));
+  extra.push_back(caf::actor_cast<caf::actor>(job));
+  caf::anon_send(router, subscribe_atom::value, all);
+  caf::anon_send(router, subscribe_atom::value, std::string{"j-1"}, job);
+  consume_messages();
+  auto ingest = [&](const log_ingest& in) {
+    auto h = self->request(router, caf::infinite, ingest_atom::value, in);
+    consume_messages();
+    uint64_t first = 0;
+    h.receive([&](uint64_t x) { first = x; }, [](caf::error& err) { CAF_FAIL(to_string(err)); });
+    return first;
+  };
+  auto a = job_batch(1, {"1", "2", "3"});
+  CAF_CHECK_EQUAL(ingest(a), 0u); // not stored: the job retries it
+  CAF_CHECK_EQUAL(ingest(job_batch(4, {"4", "5"})), 1u);
+  auto lines_of = [&](const log_subscriber_actor& r) {
+    std::vector<std::string> out;
+    for (auto& l : deref<log_subscriber_actor::stateful_base<recorder_state>>(r).state.seen)
+      out.push_back(l.data.value("line", ""));
+    return out;
+  };
+  // GET /logs follows the global order; the job's reader waits for line 1.
+  CAF_CHECK_EQUAL(lines_of(all), (std::vector<std::string>{"4", "5"}));
+  CAF_CHECK(lines_of(job).empty());
+  CAF_CHECK_EQUAL(ingest(a), 3u);
+  CAF_CHECK_EQUAL(lines_of(all), (std::vector<std::string>{"4", "5", "1", "2", "3"}));
+  CAF_CHECK_EQUAL(lines_of(job), (std::vector<std::string>{"1", "2", "3", "4", "5"}));
+  std::vector<uint64_t> seqs;
+  for (auto& l : deref<log_subscriber_actor::stateful_base<recorder_state>>(job).state.seen)
+    seqs.push_back(l.seq);
+  CAF_CHECK_EQUAL(seqs, (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+  // Sent again (its first try had committed after all): delivered once.
+  CAF_CHECK_EQUAL(ingest(job_batch(4, {"4", "5"})), 1u);
+  CAF_CHECK_EQUAL(lines_of(job).size(), 5u);
+  enroll(sys, names::store, st);
+}
+
+CAF_TEST(batches held for a batch that never comes go out after a few) {
+  auto flaky = sys.spawn(flaky_store, st, 1);
+  extra.push_back(caf::actor_cast<caf::actor>(flaky));
+  enroll(sys, names::store, flaky);
+  auto router = sys.spawn(log_router, logs_config{}, std::string{"n"}, false);
+  extra.push_back(caf::actor_cast<caf::actor>(router));
+  auto job = sys.spawn(recorder);
+  extra.push_back(caf::actor_cast<caf::actor>(job));
+  caf::anon_send(router, subscribe_atom::value, std::string{"j-1"}, job);
+  consume_messages();
+  // Line 1 is lost (its producer crashed before retrying); 2..6 commit.
+  for (uint64_t seq = 1; seq <= 6; ++seq)
+    caf::anon_send(router, ingest_atom::value, job_batch(seq, {std::to_string(seq)}));
+  consume_messages();
+  std::vector<uint64_t> seqs;
+  for (auto& l : deref<log_subscriber_actor::stateful_base<recorder_state>>(job).state.seen)
+    seqs.push_back(l.seq);
+  CAF_CHECK_EQUAL(seqs, (std::vector<uint64_t>{2, 3, 4, 5, 6}));
+  enroll(sys, names::store, st);
 }
 
 CAF_TEST(the router takes the daemon own captured lines) {
@@ -238,15 +408,11 @@ CAF_TEST(a follower reads lines the router did not forward from the store) {
   // Lines committed while the router forwarded nothing, then a live batch:
   // the gap is read from the store, in order, nothing twice.
   put_lines({"4", "5"});
-  auto last = put_lines({"6"});
-  log_record live;
-  live.seq = last;
-  live.line = "6";
-  live.instance = "i-1";
-  caf::anon_send(follower, log_batch{live});
+  auto live = put_lines_live({"6"});
+  caf::anon_send(follower, live);
   consume_messages();
   CAF_CHECK_EQUAL(out->ids, (std::vector<std::string>{"2", "3", "4", "5", "6"}));
-  caf::anon_send(follower, log_batch{live}); // a duplicate is dropped
+  caf::anon_send(follower, live); // a duplicate is dropped
   consume_messages();
   CAF_CHECK_EQUAL(out->ids.size(), 5u);
 }
@@ -302,15 +468,7 @@ CAF_TEST(a follower whose client falls behind reads live lines from the store) {
     std::vector<std::string> lines;
     for (int i = 0; i < 10; ++i)
       lines.push_back(std::to_string(b * 10 + i));
-    auto last = put_lines(lines);
-    log_batch live;
-    for (size_t i = 0; i < lines.size(); ++i) {
-      log_record r;
-      r.seq = last - lines.size() + 1 + i;
-      r.line = lines[i];
-      r.instance = "i-1";
-      live.push_back(r);
-    }
+    auto live = put_lines_live(lines);
     want.insert(want.end(), lines.begin(), lines.end());
     caf::anon_send(follower, live);
     consume_messages();
