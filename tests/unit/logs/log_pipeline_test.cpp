@@ -76,7 +76,9 @@ store_actor::behavior_type flaky_store(store_actor::stateful_pointer<flaky_store
       [](flush_atom) -> caf::result<ok_atom> { return ok_atom::value; },
       [](shutdown_atom) -> caf::result<ok_atom> { return ok_atom::value; },
       [](commit_atom) {},
-      [](status_atom) { return component_status{"flaky_store", true, {}}; },
+      [](status_atom) {
+        return component_status{"flaky_store", true, {}};
+      },
   };
 }
 
