@@ -73,14 +73,6 @@ std::string new_job_id();
 std::string encode(const job_record& r);
 job_record decode_job(std::string_view value);
 
-/// Shown instead of each value of a spec's `env`.
-inline constexpr const char* redacted = "<redacted>";
-
-/// The record as the API shows it (times in RFC 3339, null when unset). The
-/// spec's `env` keeps its names but every value reads redacted: they are
-/// often secrets, and only the job needs them.
-std::string to_api_json(const job_record& r);
-
 std::optional<job_record> get_job(const lmdb_env& env, const std::string& id);
 
 struct job_filter {

@@ -36,6 +36,7 @@
 #include "actors/metrics/metrics_model.hpp"
 #include "http/api/core_routes.hpp"
 #include "http/api/job_routes.hpp"
+#include "http/api/log_routes.hpp"
 #include "http/api/metrics_routes.hpp"
 #include "http/server.hpp"
 #include "persistence/jobs.hpp"
@@ -272,6 +273,7 @@ void runtime::start() {
   ctx->cfg = &d.cfg;
   auto routes = std::make_shared<http::router>();
   add_node_routes(*routes, ctx);
+  add_log_routes(*routes, ctx);
   add_job_routes(*routes, ctx);
   add_metrics_routes(*routes, ctx);
   http::server_options opts;

@@ -1,6 +1,5 @@
 #include "http/api/core_routes.hpp"
 
-#include <charconv>
 #include <chrono>
 
 #include <caf/actor_system.hpp>
@@ -11,13 +10,14 @@
 #include "actors/core/event_bus.hpp"
 #include "actors/core/event_stream.hpp"
 #include "actors/core/names.hpp"
-#include "actors/core/reader_pool.hpp"
 #include "actors/core/status.hpp"
-#include "actors/logs/log_stream.hpp"
 #include "actors/metrics/metrics_exporter.hpp"
+#include "http/api/ask.hpp"
+#include "http/api/page.hpp"
+#include "http/api/query_params.hpp"
+#include "http/api/versions.hpp"
+#include "persistence/events.hpp"
 #include "persistence/lmdb_env.hpp"
-#include "persistence/logs.hpp"
-#include "runtime/ground/clock.hpp"
 #include "runtime/ground/logging.hpp"
 #include "troupe/build_info.hpp"
 
@@ -27,24 +27,6 @@ using nlohmann::json;
 
 namespace {
 
-/// Parses an unsigned query parameter; nullopt and a 400 reply if invalid.
-std::optional<uint64_t> uint_param(const http::exchange_ptr& ex, const std::string& name,
-                                   uint64_t fallback, uint64_t max) {
-  auto raw = ex->req().param(name);
-  if (!raw)
-    return fallback;
-  uint64_t value = 0;
-  auto [ptr, err] = std::from_chars(raw->data(), raw->data() + raw->size(), value);
-  if (err != std::errc{} || ptr != raw->data() + raw->size() || value > max) {
-    ex->reply(http::response::error(400, "invalid_parameter",
-                                    name + " must be an integer between 0 and " +
-                                        std::to_string(max) + ", got \"" + *raw + "\"",
-                                    name));
-    return std::nullopt;
-  }
-  return value;
-}
-
 bool wants_sse(const http::request& req) {
   return req.header("accept").find("text/event-stream") != std::string::npos ||
          req.param("stream").value_or("") == "true";
@@ -52,50 +34,59 @@ bool wants_sse(const http::request& req) {
 
 void get_events(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   auto& req = ex->req();
+  query_params params{req};
   if (wants_sse(req)) {
-    std::optional<uint64_t> last;
-    auto& header = req.header("last-event-id");
-    auto raw = !header.empty() ? std::optional<std::string>{header} : req.param("last_event_id");
-    if (raw) {
-      uint64_t v = 0;
-      auto [ptr, err] = std::from_chars(raw->data(), raw->data() + raw->size(), v);
-      if (err != std::errc{} || ptr != raw->data() + raw->size()) {
-        ex->reply(http::response::error(400, "invalid_parameter",
-                                        "Last-Event-ID must be an event sequence number",
-                                        "Last-Event-ID"));
-        return;
-      }
-      last = v;
-    }
+    auto last = params.last_event_id("last_event_id");
+    if (params.reply_if_bad(ex))
+      return;
     auto stream = ex->stream();
     ctx->sys->spawn(event_stream, stream, ctx->env, last);
     return;
   }
-  auto since = uint_param(ex, "since", 0, UINT64_MAX);
-  if (!since)
+  auto since = params.uint("since", 0, 0, UINT64_MAX);
+  auto limit = params.uint("limit", 100, 0, 1000);
+  if (params.reply_if_bad(ex))
     return;
-  auto limit = uint_param(ex, "limit", 100, 1000);
-  if (!limit)
-    return;
-  run_read(*ctx, ex, [ctx, ex, since = *since, limit = *limit] {
-    std::vector<event> events;
-    try {
-      events = persistence::read_events(*ctx->env, since, limit);
-    } catch (const std::exception& e) {
-      ex->reply(http::response::error(500, "store_failure", e.what()));
-      return;
-    }
-    std::string body = "{\"events\":[";
-    for (size_t i = 0; i < events.size(); ++i) {
-      if (i > 0)
-        body += ',';
-      body += to_json(events[i]);
-    }
-    body += "],\"next_since\":";
-    body += std::to_string(events.empty() ? since : events.back().seq);
-    body += '}';
-    ex->reply(http::response::json(200, std::move(body)));
+  run_read(*ctx, ex, [ctx, since, limit] {
+    auto events = persistence::read_events(*ctx->env, since, limit);
+    auto next = events.empty() ? since : events.back().seq;
+    return http::response::json(200,
+                                page_body(
+                                    "events", events, [](const event& e) { return to_json(e); },
+                                    "next_since", std::to_string(next)));
   });
+}
+
+/// Who readiness asks: the store (a flush proves it writes) and the job controller.
+const callee<store_actor> store_check{names::store, "store actor is not running (restarting?)",
+                                      std::chrono::seconds(2)};
+const callee<job_controller_actor> jobs_check{
+    names::jobs, "job controller is not running (restarting?)", std::chrono::seconds(2)};
+
+/// Readiness once the store answered: the job controller's counts decide.
+void check_jobs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
+                json checks) {
+  ask(
+      *ctx, ex, jobs_check, std::make_tuple(status_atom::value),
+      [ctx, ex, checks](const component_status& stats) mutable {
+        auto details = status_json(stats);
+        details["status"] = "ok";
+        checks["jobs"] = std::move(details);
+        // Optional dependencies (Redis, Pushgateway, proxy upstreams) are
+        // shown, but do not make the node unready: jobs still run. Read
+        // from the board: the exporter may be inside a blocking call.
+        if (ctx->exporter_board) {
+          auto exporter = ctx->exporter_board->get();
+          checks["metrics_exporter"] =
+              exporter ? status_json(*exporter) : json{{"status", "unknown"}};
+        }
+        ex->reply(http::response::json(200, json{{"status", "ready"}, {"checks", checks}}.dump()));
+      },
+      [ex, checks](const api_error& e) mutable {
+        checks["jobs"] = {{"status", "failing"}, {"error", e.message}};
+        ex->reply(
+            http::response::json(503, json{{"status", "not_ready"}, {"checks", checks}}.dump()));
+      });
 }
 
 void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
@@ -105,152 +96,30 @@ void get_readyz(const std::shared_ptr<node_context>& ctx, const http::exchange_p
     return;
   }
   auto started = std::chrono::steady_clock::now();
-  auto rid = logging::current_request_id();
-  caf::anon_send(
-      ctx->bridge(),
-      bridge_task{
-          [ctx, ex, started, rid](http_bridge_actor::pointer self) {
-            auto store = lookup(self->system(), names::store);
-            auto fail = [ex](const std::string& why) {
-              json body{{"status", "not_ready"},
-                        {"checks", {{"store", {{"status", "failing"}, {"error", why}}}}}};
-              ex->reply(http::response::json(503, body.dump()));
-            };
-            if (!store) {
-              fail("store actor is not running (restarting?)");
-              return;
-            }
-            self->request(*store, std::chrono::seconds(2), flush_atom::value)
-                .then(
-                    [self, ctx, ex, started, fail](ok_atom) {
-                      auto ms = std::chrono::duration<double, std::milli>(
-                                    std::chrono::steady_clock::now() - started)
-                                    .count();
-                      json checks{{"store", {{"status", "ok"}, {"latency_ms", ms}}}};
-                      try {
-                        ctx->env->read(
-                            [](persistence::txn& t) { return t.get("meta", "schema_version"); });
-                      } catch (const std::exception& e) {
-                        fail(e.what());
-                        return;
-                      }
-                      auto jobs = lookup(self->system(), names::jobs);
-                      if (!jobs) {
-                        checks["jobs"] = {{"status", "failing"},
-                                          {"error", "job controller is not running (restarting?)"}};
-                        ex->reply(http::response::json(
-                            503, json{{"status", "not_ready"}, {"checks", checks}}.dump()));
-                        return;
-                      }
-                      // Queue depth and job counts by state ride along as details.
-                      self->request(*jobs, std::chrono::seconds(2), status_atom::value)
-                          .then(
-                              [ctx, ex, checks](const component_status& stats) mutable {
-                                auto details = status_json(stats);
-                                details["status"] = "ok";
-                                checks["jobs"] = std::move(details);
-                                // Optional dependencies (Redis, Pushgateway, proxy upstreams) are
-                                // shown, but do not make the node unready: jobs still run. Read
-                                // from the board: the exporter may be inside a blocking call.
-                                if (ctx->exporter_board) {
-                                  auto exporter = ctx->exporter_board->get();
-                                  checks["metrics_exporter"] = exporter
-                                                                   ? status_json(*exporter)
-                                                                   : json{{"status", "unknown"}};
-                                }
-                                ex->reply(http::response::json(
-                                    200, json{{"status", "ready"}, {"checks", checks}}.dump()));
-                              },
-                              [ex, checks](caf::error& err) mutable {
-                                checks["jobs"] = {{"status", "failing"},
-                                                  {"error", caf::to_string(err)}};
-                                ex->reply(http::response::json(
-                                    503, json{{"status", "not_ready"}, {"checks", checks}}.dump()));
-                              });
-                    },
-                    [fail, rid](caf::error& err) {
-                      logging::request_scope scope{rid};
-                      logging::get("http")->warn("readiness: store check failed: {}",
-                                                 caf::to_string(err));
-                      fail(caf::to_string(err));
-                    });
-          },
-          ex->req().request_id});
-}
-
-/// Lines one GET /logs page looks at, at most, and the bytes of its body
-/// (10,000 long lines would be hundreds of MB) before it ends early.
-constexpr size_t logs_page_scan = 100'000;
-constexpr size_t logs_page_bytes = 8u << 20;
-
-void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
-  auto& req = ex->req();
-  persistence::log_query q;
-  q.service = req.param("service").value_or("");
-  q.instance = req.param("instance").value_or(req.param("job").value_or(""));
-  q.level = req.param("level").value_or("");
-  q.request_id = req.param("request_id").value_or("");
-  q.source = req.param("source").value_or("");
-  for (auto [name, out] : {std::pair{"since", &q.since_ns}, std::pair{"until", &q.until_ns}}) {
-    if (auto raw = req.param(name)) {
-      auto t = parse_time(*raw);
-      if (!t) {
-        ex->reply(http::response::error(
-            400, "invalid_parameter",
-            std::string{name} + " must be an RFC 3339 time or Unix seconds, got " + *raw, name));
-        return;
-      }
-      *out = *t;
-    }
-  }
-  auto limit = uint_param(ex, "limit", 1000, 10000);
-  if (!limit)
-    return;
-  auto after = uint_param(ex, "after", 0, UINT64_MAX);
-  if (!after)
-    return;
-  auto follow = req.param("follow").value_or("false");
-  if (follow == "true" || follow == "1") {
-    std::optional<uint64_t> last;
-    auto& header = req.header("last-event-id");
-    if (!header.empty()) {
-      uint64_t v = 0;
-      auto [ptr, err] = std::from_chars(header.data(), header.data() + header.size(), v);
-      if (err != std::errc{} || ptr != header.data() + header.size()) {
-        ex->reply(http::response::error(400, "invalid_parameter",
-                                        "Last-Event-ID must be a log sequence number",
-                                        "Last-Event-ID"));
-        return;
-      }
-      last = v;
-    } else if (req.param("after")) {
-      last = *after;
-    }
-    auto stream = ex->stream();
-    ctx->sys->spawn(log_stream, stream, ctx->env, q, last);
-    return;
-  }
-  // Off the io thread and off the scheduler, and bounded: a page ends after
-  // `limit` matches or after looking at logs_page_scan lines, however sparse
-  // the filter.
-  run_read(*ctx, ex, [ctx, ex, q, after = *after, limit = *limit] {
-    uint64_t scanned = 0;
-    std::string body;
-    http::response res;
-    try {
-      persistence::query_logs_ndjson(*ctx->env, q, after, limit, scanned, body, logs_page_scan,
-                                     logs_page_bytes);
-      auto end = persistence::last_log_record_seq(*ctx->env);
-      res.content_type = "application/x-ndjson";
-      res.body = std::move(body);
-      // Where the next page starts (pass it as ?after=), and whether one can.
-      res.headers.emplace_back("X-Next-After", std::to_string(scanned));
-      res.headers.emplace_back("X-More", scanned < end ? "true" : "false");
-    } catch (const std::exception& e) {
-      res = http::response::error(500, "store_failure", e.what());
-    }
-    ex->reply(std::move(res));
-  });
+  auto fail = [ex](const std::string& why) {
+    json body{{"status", "not_ready"},
+              {"checks", {{"store", {{"status", "failing"}, {"error", why}}}}}};
+    ex->reply(http::response::json(503, body.dump()));
+  };
+  ask(
+      *ctx, ex, store_check, std::make_tuple(flush_atom::value),
+      [ctx, ex, started, fail](ok_atom) {
+        auto ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
+                .count();
+        json checks{{"store", {{"status", "ok"}, {"latency_ms", ms}}}};
+        try {
+          ctx->env->read([](persistence::txn& t) { return t.get("meta", "schema_version"); });
+        } catch (const std::exception& e) {
+          fail(e.what());
+          return;
+        }
+        check_jobs(ctx, ex, std::move(checks));
+      },
+      [fail](const api_error& e) {
+        logging::get("http")->warn("readiness: store check failed: {}", e.message);
+        fail(e.message);
+      });
 }
 
 /// The actors POST /debug/crash/{actor} may kill (README: debug.fault_injection):
@@ -284,8 +153,6 @@ void crash_actor(const std::shared_ptr<node_context>& ctx, const http::exchange_
 } // namespace
 
 void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx) {
-  r.add("GET", "/logs", {http::role::read, http::body_kind::none, true},
-        [ctx](const http::exchange_ptr& ex) { get_logs(ctx, ex); });
   r.add("GET", "/healthz", {http::role::none}, [](const http::exchange_ptr& ex) {
     ex->reply(http::response::json(200, R"({"status":"ok"})"));
   });
@@ -295,9 +162,9 @@ void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx) {
     json body{{"version", build_info::version},
               {"git_sha", build_info::git_sha},
               {"build_type", build_info::build_type},
-              {"schema_version", persistence::schema_version},
-              {"caf", "0.17.6"},
-              {"boost", "1.81"}};
+              {"schema_version", persistence::schema_version}};
+    for (auto& [library, version] : library_versions())
+      body[library] = version;
     ex->reply(http::response::json(200, body.dump()));
   });
   r.add("GET", "/events", {http::role::read, http::body_kind::none, true},
@@ -306,21 +173,6 @@ void add_node_routes(http::router& r, std::shared_ptr<node_context> ctx) {
     r.add("POST", "/debug/crash/{actor}", {http::role::admin},
           [ctx](const http::exchange_ptr& ex) { crash_actor(ctx, ex); });
   }
-}
-
-void run_read(const node_context& ctx, const http::exchange_ptr& ex, std::function<void()> read) {
-  if (!ctx.readers) {
-    ex->reply(http::response::error(503, "unavailable", "the node is not serving reads"));
-    return;
-  }
-  if (ctx.readers->submit(std::move(read), ex->req().request_id))
-    return;
-  auto res = http::response::error(503, "busy",
-                                   "too many reads in progress (" +
-                                       std::to_string(ctx.readers->capacity()) +
-                                       ", http.read_queue); retry shortly");
-  res.headers.emplace_back("Retry-After", "1");
-  ex->reply(std::move(res));
 }
 
 } // namespace troupe

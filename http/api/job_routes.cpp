@@ -1,6 +1,5 @@
 #include "http/api/job_routes.hpp"
 
-#include <charconv>
 #include <filesystem>
 
 #include <caf/actor_system.hpp>
@@ -14,7 +13,11 @@
 #include "actors/jobs/job_spec.hpp"
 #include "actors/jobs/job_stream.hpp"
 #include "actors/jobs/log_download.hpp"
+#include "http/api/ask.hpp"
+#include "http/api/job_json.hpp"
 #include "http/api/job_submit.hpp"
+#include "http/api/page.hpp"
+#include "http/api/query_params.hpp"
 #include "http/multipart.hpp"
 #include "persistence/jobs.hpp"
 #include "persistence/lmdb_env.hpp"
@@ -29,7 +32,9 @@ namespace js = persistence::job_status;
 
 namespace {
 
-constexpr auto controller_timeout = std::chrono::seconds(60);
+/// The job controller, as the job routes ask it: a failed request is a 500.
+const callee<job_controller_actor> controller{names::jobs, "the job controller is not running",
+                                              std::chrono::seconds(60)};
 
 /// Which endpoint a submission came through.
 enum class submit_mode { jobs, sse, sse_with_id, async };
@@ -176,19 +181,6 @@ persistence::job_record make_record(const node_context& ctx, const job_spec& spe
   return rec;
 }
 
-http::response error_for(const caf::error& err) {
-  if (err.category() == caf::atom("troupe")) {
-    auto code = static_cast<ec>(err.code());
-    if (code == ec::shutting_down || code == ec::unavailable)
-      return http::response::error(503, to_string(code), caf::to_string(err));
-    if (code == ec::not_found)
-      return http::response::error(404, "not_found", caf::to_string(err));
-    if (code == ec::invalid_argument)
-      return http::response::error(400, "invalid_request", caf::to_string(err));
-  }
-  return http::response::error(500, "internal", caf::to_string(err));
-}
-
 /// After the job is stored: the endpoint's answer.
 void answer_submitted(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
                       submit_mode mode, const std::string& id) {
@@ -230,23 +222,14 @@ void remove_workspace(const std::shared_ptr<task_pool>& pool, std::string worksp
 void submit_to_controller(const std::shared_ptr<node_context>& ctx,
                           const std::shared_ptr<task_pool>& pool, const http::exchange_ptr& ex,
                           submit_mode mode, persistence::job_record rec) {
-  auto encoded = persistence::encode(rec);
   auto workspace = rec.workspace;
-  auto task = [ctx, pool, ex, mode, encoded, workspace](http_bridge_actor::pointer self) {
-    auto controller = lookup(self->system(), names::jobs);
-    if (!controller) {
-      remove_workspace(pool, workspace);
-      ex->reply(http::response::error(503, "unavailable", "the job controller is not running"));
-      return;
-    }
-    self->request(*controller, controller_timeout, submit_atom::value, encoded)
-        .then([ctx, ex, mode](const std::string& id) { answer_submitted(ctx, ex, mode, id); },
-              [pool, ex, workspace](caf::error& err) {
-                remove_workspace(pool, workspace);
-                ex->reply(error_for(err));
-              });
-  };
-  caf::anon_send(ctx->bridge(), bridge_task{std::move(task), ex->req().request_id});
+  ask(
+      *ctx, ex, controller, std::make_tuple(submit_atom::value, persistence::encode(rec)),
+      [ctx, ex, mode](const std::string& id) { answer_submitted(ctx, ex, mode, id); },
+      [pool, ex, workspace](const api_error& e) {
+        remove_workspace(pool, workspace);
+        ex->reply(to_response(e));
+      });
 }
 
 /// Extracts the archive into the job's workspace, flushed to disk, on a pool
@@ -346,82 +329,25 @@ constexpr size_t jobs_page_bytes = 8u << 20;
 void list(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   auto& req = ex->req();
   persistence::job_filter filter;
-  if (auto s = req.param("status")) {
-    static const std::vector<std::string> known{
-        js::queued, js::running, js::succeeded, js::failed, js::cancelled, js::timed_out, js::lost};
-    if (std::find(known.begin(), known.end(), *s) == known.end()) {
-      ex->reply(http::response::error(400, "invalid_parameter",
-                                      "status must be one of queued, running, succeeded, "
-                                      "failed, cancelled, timed_out, lost; got " +
-                                          *s,
-                                      "status"));
-      return;
-    }
-    filter.status = *s;
-  }
-  if (auto l = req.param("label")) {
-    size_t pos = 0;
-    while (pos <= l->size()) {
-      auto comma = l->find(',', pos);
-      auto item = l->substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-      auto colon = item.find(':');
-      if (colon == std::string::npos || colon == 0) {
-        ex->reply(http::response::error(400, "invalid_parameter",
-                                        "label must be key:value (comma-separated), got " + *l,
-                                        "label"));
-        return;
-      }
-      filter.labels.emplace_back(item.substr(0, colon), item.substr(colon + 1));
-      if (comma == std::string::npos)
-        break;
-      pos = comma + 1;
-    }
-  }
-  if (auto since = req.param("since")) {
-    auto t = parse_time(*since);
-    if (!t) {
-      ex->reply(http::response::error(
-          400, "invalid_parameter", "since must be an RFC 3339 time or Unix seconds, got " + *since,
-          "since"));
-      return;
-    }
-    filter.since_ns = *t;
-  }
-  size_t limit = 100;
-  if (auto l = req.param("limit")) {
-    size_t v = 0;
-    auto [p, e] = std::from_chars(l->data(), l->data() + l->size(), v);
-    if (e != std::errc{} || p != l->data() + l->size() || v < 1 || v > 1000) {
-      ex->reply(http::response::error(400, "invalid_parameter",
-                                      "limit must be an integer between 1 and 1000, got " + *l,
-                                      "limit"));
-      return;
-    }
-    limit = v;
-  }
+  query_params params{req};
+  filter.status = params.one_of("status", {js::queued, js::running, js::succeeded, js::failed,
+                                           js::cancelled, js::timed_out, js::lost});
+  filter.labels = params.key_values("label");
+  filter.since_ns = params.time("since").value_or(filter.since_ns);
+  auto limit = params.uint("limit", 100, 1, 1000);
+  if (params.reply_if_bad(ex))
+    return;
   // Off the io thread and off the scheduler, and bounded: however sparse the
   // filter, a page looks at jobs_page_scan records at most (it may then be
   // short, even empty, with a next_cursor to go on from).
-  run_read(*ctx, ex, [ctx, ex, filter, cursor = req.param("cursor").value_or(""), limit] {
+  run_read(*ctx, ex, [ctx, filter, cursor = req.param("cursor").value_or(""), limit] {
     std::string next;
-    std::vector<persistence::job_record> jobs;
-    try {
-      jobs = persistence::list_jobs(*ctx->env, filter, cursor, limit, next, jobs_page_scan,
-                                    jobs_page_bytes);
-    } catch (const std::exception& e) {
-      ex->reply(http::response::error(500, "store_failure", e.what()));
-      return;
-    }
-    std::string body = "{\"jobs\":[";
-    for (size_t i = 0; i < jobs.size(); ++i) {
-      if (i > 0)
-        body += ',';
-      body += persistence::to_api_json(jobs[i]);
-    }
-    body += "],\"next_cursor\":";
-    body += next.empty() ? "null" : json(next).dump();
-    body += '}';
-    ex->reply(http::response::json(200, std::move(body)));
+    auto jobs = persistence::list_jobs(*ctx->env, filter, cursor, limit, next, jobs_page_scan,
+                                       jobs_page_bytes);
+    return http::response::json(
+        200, page_body(
+                 "jobs", jobs, [](const persistence::job_record& r) { return to_api_json(r); },
+                 "next_cursor", next.empty() ? "null" : json(next).dump()));
   });
 }
 
@@ -432,27 +358,11 @@ void stream(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
   auto& req = ex->req();
   job_stream_options opts;
   opts.job_id = rec->id;
-  if (auto fb = req.param("from_beginning")) {
-    if (*fb != "true" && *fb != "false" && *fb != "1" && *fb != "0") {
-      ex->reply(http::response::error(400, "invalid_parameter",
-                                      "from_beginning must be true or false, got " + *fb,
-                                      "from_beginning"));
-      return;
-    }
-    opts.from_beginning = *fb == "true" || *fb == "1";
-  }
-  auto& last = req.header("last-event-id");
-  if (!last.empty()) {
-    uint64_t v = 0;
-    auto [p, e] = std::from_chars(last.data(), last.data() + last.size(), v);
-    if (e != std::errc{} || p != last.data() + last.size()) {
-      ex->reply(http::response::error(400, "invalid_parameter",
-                                      "Last-Event-ID must be a log sequence number",
-                                      "Last-Event-ID"));
-      return;
-    }
-    opts.last_event_id = v;
-  }
+  query_params params{req};
+  opts.from_beginning = params.flag("from_beginning", opts.from_beginning);
+  opts.last_event_id = params.last_event_id();
+  if (params.reply_if_bad(ex))
+    return;
   auto controller = lookup(*ctx->sys, names::jobs).value_or(job_controller_actor{});
   auto s = ex->stream();
   ctx->sys->spawn(job_stream, s, ctx->env, controller, opts);
@@ -486,24 +396,10 @@ void cancel(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
     return;
   }
   auto id = rec->id;
-  caf::anon_send(ctx->bridge(),
-                 bridge_task{[ex, id](http_bridge_actor::pointer self) {
-                               auto controller = lookup(self->system(), names::jobs);
-                               if (!controller) {
-                                 ex->reply(http::response::error(
-                                     503, "unavailable", "the job controller is not running"));
-                                 return;
-                               }
-                               self->request(*controller, controller_timeout, cancel_atom::value,
-                                             id)
-                                   .then(
-                                       [ex, id](const std::string& status) {
-                                         ex->reply(http::response::json(
-                                             200, json{{"job_id", id}, {"status", status}}.dump()));
-                                       },
-                                       [ex](caf::error& err) { ex->reply(error_for(err)); });
-                             },
-                             ex->req().request_id});
+  ask(*ctx, ex, controller, std::make_tuple(cancel_atom::value, id),
+      [ex, id](const std::string& status) {
+        ex->reply(http::response::json(200, json{{"job_id", id}, {"status", status}}.dump()));
+      });
 }
 
 /// Extraction workers: detached actors, jobs.max_concurrent_extractions at most.
@@ -533,7 +429,7 @@ void add_job_routes(http::router& r, std::shared_ptr<node_context> ctx) {
   r.add("GET", "/jobs", {http::role::read}, [ctx](const http::exchange_ptr& ex) { list(ctx, ex); });
   r.add("GET", "/jobs/{id}", {http::role::read}, [ctx](const http::exchange_ptr& ex) {
     if (auto rec = find_job(*ctx, ex))
-      ex->reply(http::response::json(200, persistence::to_api_json(*rec)));
+      ex->reply(http::response::json(200, to_api_json(*rec)));
   });
   r.add("GET", "/jobs/{id}/stream", {http::role::read, http::body_kind::none, true},
         [ctx](const http::exchange_ptr& ex) { stream(ctx, ex); });

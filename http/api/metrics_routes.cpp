@@ -2,44 +2,28 @@
 
 #include <chrono>
 
-#include <caf/actor_system.hpp>
-#include <caf/send.hpp>
-#include <caf/typed_event_based_actor.hpp>
-
-#include "actors/core/names.hpp"
+#include "http/api/ask.hpp"
 
 namespace troupe {
 
 namespace {
 
+/// The metrics registry: while it cannot answer, metrics are unavailable (503).
+const callee<metrics_actor> registry{names::metrics,
+                                     "the metrics registry is not running (restarting?)",
+                                     std::chrono::seconds(10), system_errors::unavailable};
+
 /// Asks the registry for a rendering and answers with it.
 template <class Atom>
 void render(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex, Atom what,
             std::string content_type) {
-  caf::anon_send(
-      ctx->bridge(),
-      bridge_task{[ex, what, content_type](http_bridge_actor::pointer self) {
-                    auto registry = lookup(self->system(), names::metrics);
-                    if (!registry) {
-                      ex->reply(http::response::error(
-                          503, "unavailable", "the metrics registry is not running (restarting?)"));
-                      return;
-                    }
-                    self->request(*registry, std::chrono::seconds(10), what)
-                        .then(
-                            [ex, content_type](std::string& body) {
-                              http::response res;
-                              res.status = 200;
-                              res.content_type = content_type;
-                              res.body = std::move(body);
-                              ex->reply(std::move(res));
-                            },
-                            [ex](caf::error& err) {
-                              ex->reply(
-                                  http::response::error(503, "unavailable", caf::to_string(err)));
-                            });
-                  },
-                  ex->req().request_id});
+  ask(*ctx, ex, registry, std::make_tuple(what), [ex, content_type](std::string& body) {
+    http::response res;
+    res.status = 200;
+    res.content_type = content_type;
+    res.body = std::move(body);
+    ex->reply(std::move(res));
+  });
 }
 
 } // namespace

@@ -7,6 +7,13 @@
 #include <regex>
 #include <string>
 
+#include <boost/version.hpp>
+#include <caf/config.hpp>
+#include <lmdb.h>
+#include <nlohmann/json.hpp>
+#include <openssl/opensslv.h>
+#include <spdlog/version.h>
+
 using namespace troupe::e2e;
 namespace e2e = troupe::e2e; // e2e::daemon: unistd.h declares ::daemon()
 
@@ -67,6 +74,25 @@ CAF_TEST(version names the build and the schema) {
             !body["version"].get<std::string>().empty());
   CAF_CHECK(body.is_object() && body.contains("git_sha") && body["git_sha"].is_string());
   CAF_CHECK(body.is_object() && body.contains("schema_version"));
+}
+
+CAF_TEST(version names the libraries as their headers do) {
+  auto body = get(port, "/version").json();
+  auto dotted = [](int major, int minor, int patch) {
+    return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+  };
+  CAF_CHECK_EQUAL(body.value("caf", ""),
+                  dotted(CAF_VERSION / 10000, CAF_VERSION / 100 % 100, CAF_VERSION % 100));
+  CAF_CHECK_EQUAL(body.value("boost", ""), std::to_string(BOOST_VERSION / 100000) + "." +
+                                               std::to_string(BOOST_VERSION / 100 % 1000));
+  CAF_CHECK_EQUAL(body.value("nlohmann_json", ""),
+                  dotted(NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR,
+                         NLOHMANN_JSON_VERSION_PATCH));
+  CAF_CHECK_EQUAL(body.value("spdlog", ""),
+                  dotted(SPDLOG_VER_MAJOR, SPDLOG_VER_MINOR, SPDLOG_VER_PATCH));
+  CAF_CHECK_EQUAL(body.value("lmdb", ""),
+                  dotted(MDB_VERSION_MAJOR, MDB_VERSION_MINOR, MDB_VERSION_PATCH));
+  CAF_CHECK_EQUAL(body.value("openssl", ""), OPENSSL_VERSION_STR);
 }
 
 CAF_TEST(an unknown route is a JSON 404) {
