@@ -7,22 +7,12 @@
 #include <cstdint>
 #include <map>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "runtime/ground/spec_document.hpp"
+
 namespace troupe {
-
-/// A rejected spec: `field` is the dotted path (e.g. `resources.memory_mb`).
-class spec_error : public std::runtime_error {
-public:
-  spec_error(std::string field, const std::string& reason)
-      : std::runtime_error(field + ": " + reason), field_(std::move(field)) {}
-  const std::string& field() const noexcept { return field_; }
-
-private:
-  std::string field_;
-};
 
 struct job_resources {
   /// RLIMIT_CPU in seconds (0 = unlimited).

@@ -553,6 +553,13 @@ problem valid_env_patterns(const std::string& v, const config&) {
   return std::nullopt;
 }
 
+problem valid_port_range(const std::string& v, const config&) {
+  std::string why;
+  if (!parse_port_range(v, &why))
+    return why;
+  return std::nullopt;
+}
+
 field noting_default(std::string note, field f) {
   f.default_note = std::move(note);
   return f;
@@ -569,6 +576,13 @@ const std::vector<field>& fields() {
             return std::nullopt;
           return "must be >= supervisor.backoff_initial (" +
                  show_duration(c.supervisor.backoff_initial) + "), got " + show_duration(v);
+        }};
+    duration_floor restart_max_floor{
+        ">= apps.restart_backoff_initial", [](milliseconds v, const config& c) -> problem {
+          if (v >= c.apps.restart_backoff_initial)
+            return std::nullopt;
+          return "must be >= apps.restart_backoff_initial (" +
+                 show_duration(c.apps.restart_backoff_initial) + "), got " + show_duration(v);
         }};
     return std::vector<field>{
         noting_default("host name",
@@ -838,6 +852,17 @@ const std::vector<field>& fields() {
         duration("metrics.proxy.timeout",
                  at(&config::metrics, &metrics_config::proxy, &proxy_metrics_config::timeout),
                  above(0ms), "Timeout of one poll"),
+        make_field("apps.port_range", "FIRST-LAST", text_kind{},
+                   at(&config::apps, &apps_config::port_range), valid_port_range,
+                   "Ports handed to app instances (one per instance port), inclusive"),
+        duration("apps.restart_backoff_initial",
+                 at(&config::apps, &apps_config::restart_backoff_initial), above(0ms),
+                 "First restart delay of a crashed instance, doubled per quick exit"),
+        duration("apps.restart_backoff_max", at(&config::apps, &apps_config::restart_backoff_max),
+                 restart_max_floor, "Upper bound of the restart delay"),
+        duration("apps.restart_backoff_reset",
+                 at(&config::apps, &apps_config::restart_backoff_reset), above(0ms),
+                 "An instance running this long starts over at the first delay"),
         boolean("debug.fault_injection", at(&config::debug, &debug_config::fault_injection),
                 "Enables POST /debug/crash/{actor} (for tests and chaos drills)"),
     };
@@ -1257,6 +1282,31 @@ std::vector<auth_token> parse_auth_tokens(std::string_view text, const std::stri
   for (size_t i = 0; i < list.size(); ++i)
     tokens.push_back(parse_token_element(list[i], where + "[" + std::to_string(i) + "]"));
   return tokens;
+}
+
+std::optional<port_range> parse_port_range(std::string_view text, std::string* why) {
+  auto fail = [&](std::string reason) -> std::optional<port_range> {
+    if (why)
+      *why = std::move(reason);
+    return std::nullopt;
+  };
+  auto number = [](std::string_view part) -> std::optional<unsigned> {
+    unsigned n = 0;
+    auto [end, err] = std::from_chars(part.data(), part.data() + part.size(), n);
+    if (part.empty() || err != std::errc{} || end != part.data() + part.size() || n < 1 ||
+        n > 65535)
+      return std::nullopt;
+    return n;
+  };
+  auto dash = text.find('-');
+  auto first = dash == std::string_view::npos ? std::nullopt : number(text.substr(0, dash));
+  auto last = dash == std::string_view::npos ? std::nullopt : number(text.substr(dash + 1));
+  if (!first || !last)
+    return fail("expected FIRST-LAST with ports 1..65535, e.g. 20000-29999, got " +
+                in_quotes(text));
+  if (*first > *last)
+    return fail("FIRST must not exceed LAST, got " + in_quotes(text));
+  return port_range{static_cast<uint16_t>(*first), static_cast<uint16_t>(*last)};
 }
 
 bool is_loopback_host(std::string_view host) {

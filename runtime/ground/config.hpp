@@ -286,6 +286,16 @@ struct metrics_config {
   proxy_metrics_config proxy;
 };
 
+struct apps_config {
+  /// Ports handed to app instances, FIRST-LAST inclusive (parse_port_range).
+  std::string port_range = "20000-29999";
+  /// Restart backoff of an instance: first delay, doubled per quick exit,
+  /// capped; a run this long resets it.
+  std::chrono::milliseconds restart_backoff_initial{1'000};
+  std::chrono::milliseconds restart_backoff_max{300'000};
+  std::chrono::milliseconds restart_backoff_reset{600'000};
+};
+
 struct debug_config {
   /// Enables `POST /debug/crash/{actor}` (for tests and chaos drills).
   bool fault_injection = false;
@@ -307,6 +317,7 @@ struct config {
   jobs_config jobs;
   logs_config logs;
   metrics_config metrics;
+  apps_config apps;
   debug_config debug;
 
   /// Host part of `listen`.
@@ -347,6 +358,16 @@ std::string describe_config_keys();
 /// (http::token_table), not here.
 std::vector<auth_token> parse_auth_tokens(std::string_view text, const std::string& where,
                                           bool tokens_key = false);
+
+/// An inclusive range of TCP ports.
+struct port_range {
+  uint16_t first = 0;
+  uint16_t last = 0;
+};
+
+/// Parses `FIRST-LAST` (1 <= FIRST <= LAST <= 65535, e.g. "20000-29999");
+/// nullopt with `why` set otherwise.
+std::optional<port_range> parse_port_range(std::string_view text, std::string* why = nullptr);
 
 /// True for hosts only this machine reaches: 127.0.0.0/8, ::1 (also as
 /// ::ffff:127.x.y.z) and localhost. `host` is without brackets and port.

@@ -82,13 +82,21 @@ std::string log_tail(const std::string& path, off_t from, size_t n = 20) {
   return text.substr(pos);
 }
 
-/// `args` in `dir` with stdout/stderr appended to `log` (see launch_child).
+/// `args` in `dir` with stdout/stderr appended to `log` (see launch_child),
+/// with troupe's environment plus `extra_env` (NAME=VALUE).
 pid_t spawn(const std::vector<std::string>& args, const std::string& dir, const std::string& log,
-            std::string* error) {
+            std::string* error, const std::vector<std::string>& extra_env = {}) {
   int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0)
     return no_pid(error, errno_text("open " + log));
-  auto pid = launch_child(args, environ, dir, log_fd, log_fd, error);
+  std::vector<std::string> env{extra_env};
+  for (char** e = environ; *e != nullptr; ++e)
+    env.emplace_back(*e); // execve takes the first of duplicate names: extra_env wins
+  std::vector<char*> envp;
+  for (auto& e : env)
+    envp.push_back(e.data());
+  envp.push_back(nullptr);
+  auto pid = launch_child(args, envp.data(), dir, log_fd, log_fd, error);
   ::close(log_fd);
   return pid;
 }
@@ -161,6 +169,20 @@ uint16_t listening_port(const std::string& log, off_t from) {
     return 0;
   unsigned port = 0;
   for (auto i = addr + key.size(); i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i)
+    port = port * 10 + static_cast<unsigned>(text[i] - '0');
+  return port <= 65535 ? static_cast<uint16_t>(port) : 0;
+}
+
+/// The port of the test backend's `listening on 127.0.0.1:PORT` line, 0 while
+/// there is none.
+uint16_t backend_port(const std::string& log, off_t from) {
+  auto text = read_from(log, from);
+  constexpr std::string_view key = "troupe-test-backend listening on 127.0.0.1:";
+  auto at = text.find(key);
+  if (at == std::string::npos || text.find('\n', at) == std::string::npos)
+    return 0;
+  unsigned port = 0;
+  for (auto i = at + key.size(); i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i)
     port = port * 10 + static_cast<unsigned>(text[i] - '0');
   return port <= 65535 ? static_cast<uint16_t>(port) : 0;
 }
@@ -333,6 +355,24 @@ std::optional<external_server> start_prometheus(const std::string& dir,
       "prometheus",
       {"/usr/bin/prometheus", "--config.file=" + config, "--storage.tsdb.path=" + dir + "/data"},
       dir, port, error);
+}
+
+std::optional<external_server> start_app_backend(const std::string& dir,
+                                                 const std::string& instance, std::string* error) {
+  auto log = dir + "/app_backend.log";
+  auto from = file_size(log);
+  auto pid =
+      spawn({TROUPE_TEST_BACKEND, "--port", "0"}, dir, log, error, {"TROUPE_INSTANCE=" + instance});
+  if (pid < 0)
+    return std::nullopt;
+  external_server server{pid, 0, dir, log};
+  uint16_t bound = 0;
+  auto ready = [&] { return (bound = backend_port(log, from)) != 0; };
+  if (!wait_ready(server, "troupe-test-backend", from, ready, error))
+    return std::nullopt;
+  server_starter::set_port(server, bound);
+  set_error(error, "");
+  return server;
 }
 
 std::string http_get(uint16_t port, const std::string& target, unsigned* status) {

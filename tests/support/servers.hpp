@@ -77,6 +77,14 @@ std::optional<external_server> start_prometheus(const std::string& dir,
                                                 const std::string& config_yaml, uint16_t port = 0,
                                                 std::string* error = nullptr);
 
+/// The apps' test backend (tests/support/app_backend.cpp, built as
+/// troupe-test-backend, path TROUPE_TEST_BACKEND) on a port it picks, with
+/// TROUPE_INSTANCE=`instance`. Ready when it logged where it listens (it
+/// listens before it logs).
+std::optional<external_server> start_app_backend(const std::string& dir,
+                                                 const std::string& instance,
+                                                 std::string* error = nullptr);
+
 /// GET http://127.0.0.1:port`target`; the body, with the status in `status`
 /// (0 on a transport error, the body is then the error text).
 std::string http_get(uint16_t port, const std::string& target, unsigned* status = nullptr);

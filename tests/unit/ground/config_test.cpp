@@ -93,6 +93,10 @@ const std::vector<std::string> all_keys = {
     "metrics.proxy.auth_header_name",
     "metrics.proxy.auth_header_value",
     "metrics.proxy.timeout",
+    "apps.port_range",
+    "apps.restart_backoff_initial",
+    "apps.restart_backoff_max",
+    "apps.restart_backoff_reset",
     "debug.fault_injection",
 };
 
@@ -630,6 +634,13 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
   CAF_CHECK_EQUAL(shipped.jobs.inherit_env, builtin.jobs.inherit_env);
   CAF_CHECK_EQUAL(shipped.jobs.max_concurrent_extractions, builtin.jobs.max_concurrent_extractions);
   CAF_CHECK_EQUAL(shipped.jobs.max_archive_memory_bytes, builtin.jobs.max_archive_memory_bytes);
+  CAF_CHECK_EQUAL(shipped.apps.port_range, builtin.apps.port_range);
+  CAF_CHECK_EQUAL(shipped.apps.restart_backoff_initial.count(),
+                  builtin.apps.restart_backoff_initial.count());
+  CAF_CHECK_EQUAL(shipped.apps.restart_backoff_max.count(),
+                  builtin.apps.restart_backoff_max.count());
+  CAF_CHECK_EQUAL(shipped.apps.restart_backoff_reset.count(),
+                  builtin.apps.restart_backoff_reset.count());
   CAF_CHECK_EQUAL(shipped.debug.fault_injection, builtin.debug.fault_injection);
   CAF_CHECK_EQUAL(shipped.auth.mode, builtin.auth.mode);
   CAF_CHECK_EQUAL(shipped.auth.tokens.size(), 0u);
@@ -932,6 +943,30 @@ CAF_TEST(lists and mappings with invalid utf8 are a config error naming the key)
                    "metrics.proxy.urls", "is not valid UTF-8");
   check_yaml_error("metrics:\n  pushgateway:\n    grouping: {env: \"\xc3\x28\"}\n",
                    "metrics.pushgateway.grouping", "is not valid UTF-8");
+}
+
+CAF_TEST(apps port range and restart backoff default and are validated) {
+  auto c = load_node_config(sources());
+  CAF_CHECK_EQUAL(c.apps.port_range, "20000-29999");
+  CAF_CHECK_EQUAL(c.apps.restart_backoff_initial.count(), 1000);
+  CAF_CHECK_EQUAL(c.apps.restart_backoff_max.count(), 300'000);
+  CAF_CHECK_EQUAL(c.apps.restart_backoff_reset.count(), 600'000);
+  CAF_CHECK_EQUAL(flag("apps.port_range", "30000-30009").apps.port_range, "30000-30009");
+  CAF_CHECK_EQUAL(flag_error("apps.port_range", "30000"),
+                  "config error: apps.port_range: expected FIRST-LAST with ports 1..65535, e.g. "
+                  "20000-29999, got \"30000\"");
+  CAF_CHECK_EQUAL(flag_error("apps.port_range", "2-1"),
+                  "config error: apps.port_range: FIRST must not exceed LAST, got \"2-1\"");
+  CAF_CHECK_EQUAL(flag_error("apps.port_range", "0-70000"),
+                  "config error: apps.port_range: expected FIRST-LAST with ports 1..65535, e.g. "
+                  "20000-29999, got \"0-70000\"");
+  CAF_CHECK_EQUAL(flag_error("apps.restart_backoff_max", "500ms"),
+                  "config error: apps.restart_backoff_max: must be >= "
+                  "apps.restart_backoff_initial (1s), got 500ms");
+  auto range = troupe::parse_port_range("20000-20002");
+  CAF_REQUIRE(range.has_value());
+  CAF_CHECK_EQUAL(range->first, 20000u);
+  CAF_CHECK_EQUAL(range->last, 20002u);
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()
