@@ -1,5 +1,6 @@
 #include "http/gate.hpp"
 
+#include "runtime/ground/text.hpp"
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -7,20 +8,6 @@
 namespace troupe::http {
 
 namespace {
-
-std::string lower(std::string_view s) {
-  std::string out{s};
-  for (auto& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 /// The host part of a Host value: `[::1]:8000` → `[::1]`, `a:1` → `a`.
 std::string_view host_part(std::string_view host) {
@@ -66,7 +53,7 @@ std::string media_type(std::string_view content_type) {
     t.remove_suffix(1);
   while (!t.empty() && (t.front() == ' ' || t.front() == '\t'))
     t.remove_prefix(1);
-  return lower(t);
+  return ascii_lower(t);
 }
 
 bool is_json_or_yaml(std::string_view media) {

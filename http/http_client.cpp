@@ -6,6 +6,7 @@
 #include <memory>
 #include <thread>
 
+#include "runtime/ground/text.hpp"
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
@@ -20,13 +21,6 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = net::ip::tcp;
 using error_code = boost::system::error_code;
-
-std::string lower(std::string_view s) {
-  std::string out{s};
-  for (auto& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 /// `base` + `suffix` with exactly one slash between them.
 std::string join_target(std::string_view base, std::string_view suffix) {
@@ -125,7 +119,7 @@ client_response to_client_response(const bhttp::response<bhttp::string_body>& re
   client_response out;
   out.status = res.result_int();
   for (const auto& field : res) {
-    auto [it, added] = out.headers.try_emplace(lower(field.name_string()), field.value());
+    auto [it, added] = out.headers.try_emplace(ascii_lower(field.name_string()), field.value());
     if (!added)
       it->second.append(", ").append(field.value());
   }

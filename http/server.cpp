@@ -25,6 +25,7 @@
 
 #include "http/gate.hpp"
 #include "runtime/ground/logging.hpp"
+#include "runtime/ground/text.hpp"
 
 namespace troupe::http {
 
@@ -72,13 +73,6 @@ void append_chunk(std::string& out, std::string_view payload) {
 
 int64_t ns_of(clock_type::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
 }
 
 /// A request whose uploaded body file is removed with it.
@@ -668,8 +662,7 @@ private:
     auto token = take_access_token(*req);
     for (auto& field : h) {
       std::string name{field.name_string()};
-      for (auto& c : name)
-        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      ascii_lower_in_place(name);
       auto [it, inserted] = req->headers.emplace(std::move(name), std::string{field.value()});
       if (!inserted) {
         it->second += ", ";

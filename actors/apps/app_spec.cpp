@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/ground/text.hpp"
 #include "runtime/ground/url.hpp"
 
 namespace troupe {
@@ -866,8 +867,7 @@ app_spec parse_app_spec_yaml(const std::string& body) {
 app_spec parse_app_spec(const std::string& body, const std::string& content_type) {
   auto type = content_type.substr(0, content_type.find(';'));
   type.erase(type.find_last_not_of(" \t") + 1);
-  std::transform(type.begin(), type.end(), type.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  ascii_lower_in_place(type);
   if (type == "application/yaml" || type == "application/x-yaml" || type == "text/yaml")
     return parse_app_spec_yaml(body);
   return parse_app_spec_json(body);

@@ -26,6 +26,7 @@
 
 #include "runtime/ground/host.hpp"
 #include "runtime/ground/role.hpp"
+#include "runtime/ground/text.hpp"
 #include "runtime/ground/url.hpp"
 
 extern char** environ;
@@ -51,13 +52,6 @@ constexpr uint64_t GiB = MiB * 1024;
 
 std::string in_quotes(std::string_view s) {
   return '"' + std::string{s} + '"';
-}
-
-std::string lower(std::string_view s) {
-  std::string out{s};
-  for (auto& ch : out)
-    ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return out;
 }
 
 bool is_space(char ch) {
@@ -146,7 +140,7 @@ struct choice_kind {
     return out;
   }
   problem parse(std::string_view raw, std::string& out) const {
-    auto v = lower(trim(raw));
+    auto v = ascii_lower(trim(raw));
     if (std::find(options.begin(), options.end(), v) == options.end())
       return "expected one of " + joined() + ", got " + in_quotes(raw);
     out = v;
@@ -175,7 +169,7 @@ struct size_kind {
         {"", 1},      {"b", 1},     {"kb", 1000}, {"mb", 1000'000}, {"gb", 1000'000'000},
         {"kib", KiB}, {"mib", MiB}, {"gib", GiB}};
     auto [digits, suffix] = split_number(trim(raw));
-    auto unit = lower(suffix);
+    auto unit = ascii_lower(suffix);
     auto u =
         std::find_if(std::begin(units), std::end(units), [&](auto& x) { return x.first == unit; });
     bool overflow = false;
@@ -195,7 +189,7 @@ struct duration_kind {
     static const std::pair<std::string_view, long long> units[] = {
         {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60'000}, {"h", 3'600'000}, {"d", 86'400'000}};
     auto [digits, suffix] = split_number(trim(raw));
-    auto unit = lower(suffix);
+    auto unit = ascii_lower(suffix);
     auto u =
         std::find_if(std::begin(units), std::end(units), [&](auto& x) { return x.first == unit; });
     bool overflow = false;
@@ -213,7 +207,7 @@ struct duration_kind {
 
 struct bool_kind {
   problem parse(std::string_view raw, bool& out) const {
-    auto v = lower(trim(raw));
+    auto v = ascii_lower(trim(raw));
     if (v == "true" || v == "yes" || v == "on" || v == "1")
       out = true;
     else if (v == "false" || v == "no" || v == "off" || v == "0")
@@ -1203,7 +1197,7 @@ std::vector<std::string> parse_roles(const YAML::Node& node, const std::string& 
   for (const auto& item : node) {
     if (!item.IsScalar())
       throw config_error(at, "expected role names " + names + ", got " + shape(item));
-    auto name = lower(trim(item.Scalar()));
+    auto name = ascii_lower(trim(item.Scalar()));
     auto r = parse_role(name);
     if (!r || *r == role::none)
       throw config_error(at, "unknown role " + echo(item.Scalar()) + " " + names);
@@ -1310,7 +1304,7 @@ std::optional<port_range> parse_port_range(std::string_view text, std::string* w
 }
 
 bool is_loopback_host(std::string_view host) {
-  if (lower(host) == "localhost")
+  if (ascii_lower(host) == "localhost")
     return true;
   auto text = std::string{host};
   in_addr v4{};

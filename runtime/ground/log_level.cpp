@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 
+#include "runtime/ground/text.hpp"
 #include <nlohmann/json.hpp>
 
 namespace troupe {
@@ -63,8 +64,7 @@ std::optional<std::string> json_level(std::string_view line) {
 }
 
 std::string normalise_level(std::string level) {
-  for (auto& c : level)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  ascii_lower_in_place(level);
   static const std::map<std::string, std::string, std::less<>> aliases{
       {"warning", "warn"},  {"err", "error"},        {"fatal", "critical"},
       {"crit", "critical"}, {"information", "info"},

@@ -1,5 +1,6 @@
 #include "runtime/ground/url.hpp"
 
+#include "runtime/ground/text.hpp"
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -58,13 +59,6 @@ namespace troupe::http {
 
 namespace {
 
-std::string lower(std::string_view s) {
-  std::string out{s};
-  for (auto& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 bool is_port(std::string_view s) {
   auto digit = [](char c) { return c >= '0' && c <= '9'; };
   if (s.empty() || s.size() > 5 || !std::all_of(s.begin(), s.end(), digit))
@@ -107,7 +101,7 @@ std::optional<url> parse_url(std::string_view text, std::string* error) {
   if (sep == std::string_view::npos)
     return fail(error, "expected http://host[:port][/path], got '" + std::string{text} + "'");
   url u;
-  u.scheme = lower(text.substr(0, sep));
+  u.scheme = ascii_lower(text.substr(0, sep));
   if (u.scheme == "https")
     return fail(error, "https is not supported yet");
   if (u.scheme != "http")

@@ -32,6 +32,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/ground/url.hpp"
+
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -62,32 +64,6 @@ void say(const std::string& line) {
   std::fflush(stdout);
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-std::string decode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 &&
-               hex_value(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
 std::map<std::string, std::string> query_of(std::string_view target) {
   std::map<std::string, std::string> out;
   auto q = target.find('?');
@@ -98,8 +74,9 @@ std::map<std::string, std::string> query_of(std::string_view target) {
     auto amp = rest.find('&');
     auto pair = rest.substr(0, amp);
     auto eq = pair.find('=');
-    out[decode(pair.substr(0, eq))] =
-        eq == std::string_view::npos ? std::string{} : decode(pair.substr(eq + 1));
+    out[troupe::url_decode(pair.substr(0, eq), true)] =
+        eq == std::string_view::npos ? std::string{}
+                                     : troupe::url_decode(pair.substr(eq + 1), true);
     rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
   }
   return out;
