@@ -66,18 +66,8 @@ event_stream_actor::behavior_type event_stream(self_ptr self,
     self->quit();
     return {[](const event&) {}, [](replay_atom) {}};
   }
-  // The stream keeps this actor alive (the bus's reference goes with the
-  // bus) until the client goes away; closing drops the callback and with it
-  // the reference.
-  stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
-    caf::anon_send_exit(hdl, caf::exit_reason::user_shutdown);
-  });
-  self->monitor(*bus);
-  self->set_down_handler([self](caf::down_msg&) {
-    // The bus restarted: end the stream; the client resumes with Last-Event-ID.
-    self->state.follow.stream().close();
-    self->quit();
-  });
+  follow.end_with_client(self);
+  follow.end_with(self, *bus);
   // Subscribe before reading the store: an event committed after the read is
   // then guaranteed to arrive live (duplicates are skipped by seq).
   self->send(*bus, subscribe_atom::value, event_subscriber_actor{self});

@@ -25,6 +25,11 @@
 #include <utility>
 #include <vector>
 
+#include <caf/actor_cast.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+#include <caf/system_messages.hpp>
+
 #include "actors/interfaces.hpp"
 #include "http/router.hpp"
 
@@ -152,6 +157,25 @@ public:
 
   /// Drops live items from now on: the caller runs step() itself next.
   void hold() { replaying_ = true; }
+
+  /// The client going away ends the actor (until then the stream's callback
+  /// keeps it alive; closing drops the callback and with it the reference).
+  template <class Self> void end_with_client(Self* self) {
+    stream_->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
+      caf::anon_send_exit(hdl, caf::exit_reason::user_shutdown);
+    });
+  }
+
+  /// `source` (the bus, the router, the controller) going down ends the
+  /// stream: it held the subscription, and the client resumes with
+  /// Last-Event-ID from the store.
+  template <class Self, class Source> void end_with(Self* self, const Source& source) {
+    self->monitor(source);
+    self->set_down_handler([self, stream = stream_](caf::down_msg&) {
+      stream->close();
+      self->quit();
+    });
+  }
 
   /// Reads from the store (unless already doing so): step() runs next.
   template <class Self> void start(Self* self) {

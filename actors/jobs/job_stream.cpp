@@ -185,11 +185,7 @@ job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::
       stream, lines_per_page, job_log_reader(env, opts.job_id, [](uint64_t seq, const auto& s) {
         return replay_item{seq, "log", job_line_json(seq, s.ts_ns, s.stream, s.line)};
       })};
-  // The stream keeps this actor alive until the client goes away (closing
-  // drops the callback and with it the reference).
-  stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
-    caf::anon_send_exit(hdl, caf::exit_reason::user_shutdown);
-  });
+  st.follow.end_with_client(self);
   auto rec = persistence::get_job(*env, opts.job_id);
   if (!rec) {
     stream->close();
@@ -210,18 +206,14 @@ job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::
     send_status(self, rec->status, rec->attempt);
     // If the controller or the log router (which hold the subscriptions) go
     // away, end the stream: the client resumes with Last-Event-ID.
-    self->monitor(controller);
-    self->set_down_handler([self](caf::down_msg&) {
-      self->state.follow.stream().close();
-      self->quit();
-    });
+    st.follow.end_with(self, controller);
     // Register first, then read the store (the replay starts with the
     // answer): a line committed after the read arrives live; duplicates are
     // dropped by seq. Live updates before the answer wait for the replay.
     if (replay_all)
       st.follow.hold();
     if (auto router = lookup(self->system(), names::logs)) {
-      self->monitor(*router);
+      st.follow.end_with(self, *router);
       self->send(*router, subscribe_atom::value, opts.job_id, log_subscriber_actor{self});
     }
     self->request(controller, std::chrono::seconds(30), subscribe_atom::value, opts.job_id,

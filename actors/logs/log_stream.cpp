@@ -104,15 +104,8 @@ log_stream_actor::behavior_type log_stream(self_ptr self, std::shared_ptr<http::
     self->quit();
     return {[](const log_committed&) {}, [](replay_atom) {}};
   }
-  // The stream keeps this actor alive until the client goes away.
-  stream->on_close([hdl = caf::actor_cast<caf::actor>(self)] {
-    caf::anon_send_exit(hdl, caf::exit_reason::user_shutdown);
-  });
-  self->monitor(*router);
-  self->set_down_handler([self](caf::down_msg&) {
-    self->state.follow.stream().close();
-    self->quit();
-  });
+  st.follow.end_with_client(self);
+  st.follow.end_with(self, *router);
   // Subscribe first, then read the store: nothing committed in between is
   // missed, and what both deliver is told apart by seq.
   self->send(*router, subscribe_atom::value, log_subscriber_actor{self});
