@@ -1,9 +1,8 @@
 # Two commands: `make run` and `make test`. Both install any missing Debian
 # package listed in configs/debian-packages.txt, then build.
 # `make check` is what CI runs (.ci/run): formatting, the whole suite built with
-# -Werror, then every fuzz target briefly (clang, ASan + UBSan). `make
-# test-sanitize` runs the whole suite under ASan + UBSan in that same build
-# directory (not yet part of check: see the README).
+# -Werror, the whole suite again under ASan + UBSan (clang, `make test-sanitize`),
+# then every fuzz target briefly in that same sanitizer build.
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
@@ -43,6 +42,7 @@ test: build
 CHECK_FUZZ_SECONDS ?= 10
 check: format-check
 	$(MAKE) test WERROR=ON
+	$(MAKE) test-sanitize WERROR=ON
 	$(MAKE) fuzz FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS) WERROR=ON
 
 # The tree is formatted by .clang-format; `make format` fixes, `format-check` fails on a diff.

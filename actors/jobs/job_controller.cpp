@@ -43,7 +43,7 @@ component_status status_of(const job_controller_state& st) {
   for (auto s : {js::queued, js::running, js::succeeded, js::failed, js::cancelled, js::timed_out,
                  js::lost}) {
     auto i = st.counts.find(s);
-    caf::put(counts, s, i != st.counts.end() ? i->second : 0);
+    caf::put(counts, std::string{s}, i != st.counts.end() ? i->second : 0);
   }
   caf::put(x.fields, "counts", std::move(counts));
   return x;

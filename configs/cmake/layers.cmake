@@ -81,5 +81,6 @@ function(troupe_layer_check name)
     COMMAND ${CMAKE_COMMAND} --build ${CMAKE_BINARY_DIR} --target layer_probe_${name})
   string(REPLACE "." "\\." hidden ${C_HIDES})
   set_tests_properties(layers.${name} PROPERTIES
-    PASS_REGULAR_EXPRESSION "${hidden}: No such file or directory")
+    # gcc: "x.hpp: No such file or directory"; clang: "'x.hpp' file not found"
+    PASS_REGULAR_EXPRESSION "${hidden}: No such file or directory;'${hidden}' file not found")
 endfunction()

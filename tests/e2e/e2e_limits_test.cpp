@@ -304,7 +304,8 @@ CAF_TEST(a slow SSE client of a chatty job leaves the heap flat and gets every l
   peak = std::max(peak, anon_kb(node.pid()));
   CAF_MESSAGE("heap growth while 300,000 lines went by a slow client: " << (peak - base) / 1024
                                                                         << " MiB");
-  CAF_CHECK_LESS(peak - base, 24L * 1024);
+  if (e2e::heap_bounds_checked)
+    CAF_CHECK_LESS(peak - base, 24L * 1024);
   // Now it reads: every line once, in order, then `complete`.
   std::optional<e2e::sse_event> complete;
   for (;;) {

@@ -84,7 +84,9 @@ environment clean_environment(const environment& extra, const std::string& fallb
     if (auto value = std::getenv(name))
       env.emplace_back(name, value);
   for (auto& [name, value] : extra) {
-    auto i = std::find_if(env.begin(), env.end(), [&](auto& kv) { return kv.first == name; });
+    // (C++17: a structured binding cannot be captured, so by way of a reference.)
+    auto& key = name;
+    auto i = std::find_if(env.begin(), env.end(), [&](auto& kv) { return kv.first == key; });
     if (i != env.end())
       i->second = value;
     else

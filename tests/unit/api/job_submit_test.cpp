@@ -25,6 +25,10 @@ struct manual_workers {
   std::shared_ptr<std::vector<std::function<void()>>> started =
       std::make_shared<std::vector<std::function<void()>>>();
 
+  // A recorded worker holds the pool, which holds this launcher: clearing
+  // breaks the cycle.
+  ~manual_workers() { started->clear(); }
+
   task_pool::launcher launcher() const {
     return [started = started](std::function<void()> work) { started->push_back(std::move(work)); };
   }

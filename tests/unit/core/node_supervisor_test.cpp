@@ -37,7 +37,7 @@ struct fixture : test::deterministic_fixture {
     if (sup && !*exited)
       caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
     for (auto name : {"worker", "store", "event_bus"})
-      if (auto h = sys.registry().get(caf::atom_from_string(name)))
+      if (auto h = sys.registry().get(caf::atom_from_string(std::string{name})))
         caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
     run();
   }
@@ -58,7 +58,8 @@ struct fixture : test::deterministic_fixture {
   }
 
   caf::actor current(const char* name) {
-    return caf::actor_cast<caf::actor>(sys.registry().get(caf::atom_from_string(name)));
+    return caf::actor_cast<caf::actor>(
+        sys.registry().get(caf::atom_from_string(std::string{name})));
   }
 
   void crash(const char* name) {

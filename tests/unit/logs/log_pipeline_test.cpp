@@ -263,7 +263,8 @@ CAF_TEST(the router labels levels persists and forwards batches) {
   CAF_CHECK_EQUAL(mine[2].seq, 3u);
   CAF_CHECK_EQUAL(mine[2].line, "plain stderr");
   CAF_CHECK_EQUAL(persistence::read_logs(*env, "j-1", 1, 10).size(), 2u);
-  CAF_CHECK_EQUAL(persistence::read_logs(*env, "j-1", 2, 1).at(0).line, "plain stderr");
+  auto third = persistence::read_logs(*env, "j-1", 2, 1);
+  CAF_CHECK_EQUAL(third.at(0).line, "plain stderr");
   CAF_CHECK_EQUAL(persistence::last_log_seq(*env, "j-1"), 3u);
   // Lines read together share a read time; stored, each is 1 ns after the
   // previous line of its instance (Loki takes equal lines at equal times
