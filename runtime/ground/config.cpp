@@ -863,6 +863,10 @@ const std::vector<field>& fields() {
         duration("apps.restart_backoff_reset",
                  at(&config::apps, &apps_config::restart_backoff_reset), above(0ms),
                  "An instance running this long starts over at the first delay"),
+        integer("apps.max_apps", at(&config::apps, &apps_config::max_apps), 1, 100000,
+                "Apps registered on the node at most"),
+        integer("apps.max_instances", at(&config::apps, &apps_config::max_instances), 1, 100000,
+                "Instances of all apps that are up, at most (scale and up beyond it answer 400)"),
         boolean("debug.fault_injection", at(&config::debug, &debug_config::fault_injection),
                 "Enables POST /debug/crash/{actor} (for tests and chaos drills)"),
     };

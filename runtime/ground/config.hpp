@@ -294,6 +294,10 @@ struct apps_config {
   std::chrono::milliseconds restart_backoff_initial{1'000};
   std::chrono::milliseconds restart_backoff_max{300'000};
   std::chrono::milliseconds restart_backoff_reset{600'000};
+  /// Apps registered on the node at most (each holds an actor and records).
+  int max_apps = 100;
+  /// Instances of all apps that are up, at most (processes, ports, actors).
+  int max_instances = 1000;
 };
 
 struct debug_config {

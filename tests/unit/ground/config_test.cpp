@@ -97,6 +97,8 @@ const std::vector<std::string> all_keys = {
     "apps.restart_backoff_initial",
     "apps.restart_backoff_max",
     "apps.restart_backoff_reset",
+    "apps.max_apps",
+    "apps.max_instances",
     "debug.fault_injection",
 };
 
