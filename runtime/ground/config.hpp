@@ -286,6 +286,18 @@ struct metrics_config {
   proxy_metrics_config proxy;
 };
 
+struct apps_config {
+  // -- health probes and resource limits (apps-health) --
+  /// Health probes running at once on this node; further ones wait.
+  int max_concurrent_probes = 64;
+  /// Bytes of a probe's HTTP response read at most (only the status line
+  /// is needed; an endless health endpoint costs no more than this).
+  uint64_t max_probe_response_bytes = 8 * 1024;
+  /// How instance limits are enforced: auto (cgroup-v2, else cgroup-v1,
+  /// else rlimit), or at most the named one: cgroup-v2|cgroup-v1|rlimit|none.
+  std::string limits = "auto";
+};
+
 struct debug_config {
   /// Enables `POST /debug/crash/{actor}` (for tests and chaos drills).
   bool fault_injection = false;
@@ -307,6 +319,7 @@ struct config {
   jobs_config jobs;
   logs_config logs;
   metrics_config metrics;
+  apps_config apps;
   debug_config debug;
 
   /// Host part of `listen`.
