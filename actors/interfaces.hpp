@@ -264,7 +264,6 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector& f,
            x.ts_ns, x.levels, x.log_json, x.index_json);
 }
 
-
 // -- apps (message types) ------------------------------------------------------------
 
 /// What an app actor is to reach (app_manager → app): plain data, so a
@@ -346,6 +345,57 @@ typename Inspector::result_type inspect(Inspector& f, instance_change& x) {
   return f(caf::meta::type_name("instance_change"), x.id, x.state, x.ready);
 }
 
+// -- apps: health (message types) -------------------------------------------------
+
+/// One probe's result, from the node's prober to the health checker that
+/// asked (actors/apps/probes.hpp).
+struct probe_result {
+  /// Which probe of the checker it answers; results of older ones are ignored.
+  uint64_t seq = 0;
+  bool healthy = false;
+  /// The probe did not run (prober overloaded): counted neither way.
+  bool skipped = false;
+  /// Why it failed: "HTTP 503", "timeout after 2s", "connection refused" …
+  std::string error;
+};
+
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, probe_result& x) {
+  return f(caf::meta::type_name("probe_result"), x.seq, x.healthy, x.skipped, x.error);
+}
+
+/// What a health checker knows (an instance's `health` in GET /apps/{name}/status).
+struct health_report {
+  std::string instance;
+  /// readiness or liveness.
+  std::string probe;
+  /// unknown (thresholds not reached yet), healthy or unhealthy.
+  std::string status = "unknown";
+  uint32_t consecutive_failures = 0;
+  uint32_t consecutive_successes = 0;
+  /// Wall-clock ns of the last counted probe (0: none yet).
+  int64_t last_check_ns = 0;
+  /// The last failure's reason (kept after recovery).
+  std::string last_error;
+};
+
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, health_report& x) {
+  return f(caf::meta::type_name("health_report"), x.instance, x.probe, x.status,
+           x.consecutive_failures, x.consecutive_successes, x.last_check_ns, x.last_error);
+}
+
+/// A checker's status changed; sent to its owner.
+struct health_transition {
+  /// readiness: "ready" | "unready"; liveness: "live" | "live_failed" (restart).
+  std::string event;
+  /// The checker's view right after the change (status = the new status).
+  health_report report;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, health_transition& x) {
+  return f(caf::meta::type_name("health_transition"), x.event, x.report);
+}
+
 } // namespace troupe
 
 namespace troupe::process {
@@ -379,6 +429,9 @@ CAF_ADD_TYPE_ID(troupe, (troupe::instance_status))
 CAF_ADD_TYPE_ID(troupe, (troupe::app_status))
 CAF_ADD_TYPE_ID(troupe, (troupe::app_statuses))
 CAF_ADD_TYPE_ID(troupe, (troupe::instance_change))
+CAF_ADD_TYPE_ID(troupe, (troupe::probe_result))
+CAF_ADD_TYPE_ID(troupe, (troupe::health_report))
+CAF_ADD_TYPE_ID(troupe, (troupe::health_transition))
 
 // CAF already defines get, put, flush, ping, publish, subscribe, ok …
 CAF_ADD_ATOM(troupe, troupe, write_atom, "write")
@@ -647,8 +700,11 @@ using instance_actor = caf::typed_actor<
     caf::reacts_to<restart_atom, uint64_t>,
     // Internal: runs deferred step N (a launch result).
     caf::reacts_to<deferred_atom, uint64_t>,
-    // Internal: the drain's next in-flight check, and the usage sample.
+    // Internal: the drain's next in-flight check.
     caf::reacts_to<tick_atom>,
+    // A health checker's status changed: readiness gates `ready`, a
+    // liveness failure restarts the process.
+    caf::reacts_to<health_transition>,
     // Its state, health and usage.
     caf::replies_to<get_atom>::with<instance_status>,
     // Node shutdown: SIGTERM now (no drain), SIGKILL after the grace; answers
@@ -704,6 +760,22 @@ using app_manager_actor = caf::typed_actor<
     caf::replies_to<shutdown_atom>::with<ok_atom>>::
     // Status: apps, instances, recovery.
     extend_with<status_api>;
+// -- apps: health ------------------------------------------------------------------
+
+/// Whoever owns a health checker (an instance): told of each status change.
+using health_owner_actor = caf::typed_actor<
+    // The checker's status changed (ready/unready, live/live_failed).
+    caf::reacts_to<health_transition>>;
+
+/// Probes one instance for one role (readiness or liveness) on its schedule
+/// (actors/apps/health_checker.hpp).
+using health_checker_actor = caf::typed_actor<
+    // A probe's result (from the prober's thread).
+    caf::reacts_to<probe_result>,
+    // Internal: the next probe is due.
+    caf::reacts_to<tick_atom>,
+    // Status, consecutive failures, last check and last error.
+    caf::replies_to<get_atom>::with<health_report>>;
 
 // -- node supervisor -------------------------------------------------------------
 
@@ -773,5 +845,7 @@ static_assert(!troupe::has_node_local_messages_v<troupe::store_actor> &&
                   !troupe::has_node_local_messages_v<troupe::instance_actor> &&
                   !troupe::has_node_local_messages_v<troupe::app_actor> &&
                   !troupe::has_node_local_messages_v<troupe::app_manager_actor> &&
-                  !troupe::has_node_local_messages_v<troupe::traffic_actor>,
+                  !troupe::has_node_local_messages_v<troupe::traffic_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::health_checker_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::health_owner_actor>,
               "a network-capable interface takes a node-local message");

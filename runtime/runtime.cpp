@@ -21,6 +21,7 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actors/apps/app_manager.hpp"
 #include "actors/core/event_bus.hpp"
 #include "actors/core/http_bridge.hpp"
 #include "actors/core/names.hpp"
@@ -29,7 +30,6 @@
 #include "actors/core/store.hpp"
 #include "actors/jobs/job.hpp"
 #include "actors/jobs/job_controller.hpp"
-#include "actors/apps/app_manager.hpp"
 #include "actors/logs/log_batcher.hpp"
 #include "actors/logs/log_router.hpp"
 #include "actors/metrics/metrics.hpp"
@@ -203,13 +203,20 @@ std::shared_ptr<apps_env> make_apps_env(const config& cfg,
   ctx->io = std::move(io);
   ctx->cfg = cfg.apps;
   ctx->node_name = cfg.node_name;
-  ctx->ports = std::make_shared<shared_ports>(port_allocator{*parse_port_range(cfg.apps.port_range)});
+  ctx->ports =
+      std::make_shared<shared_ports>(port_allocator{*parse_port_range(cfg.apps.port_range)});
   // Instances inherit what jobs do (never TROUPE_* settings).
   ctx->base_env = inherited_environment(process_environment(), cfg.jobs.inherit_env);
   // Instances without a workingDir run in a directory of their own, not the store's.
   ctx->work_dir = cfg.data_dir + "/apps";
   std::error_code ec;
   std::filesystem::create_directories(ctx->work_dir, ec);
+  apps::prober_limits pl;
+  pl.max_concurrent = static_cast<uint32_t>(cfg.apps.max_concurrent_probes);
+  pl.max_response_bytes = cfg.apps.max_probe_response_bytes;
+  ctx->probes = apps::make_prober(*ctx->io, pl);
+  auto ceiling = apps::parse_limit_mechanism(cfg.apps.limits);
+  ctx->limits = apps::detect_limit_host(ceiling.value_or(apps::limit_mechanism::cgroup_v2));
   ctx->backoff = {cfg.apps.restart_backoff_initial, cfg.apps.restart_backoff_max,
                   cfg.apps.restart_backoff_reset};
   return ctx;

@@ -14,7 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/apps/backoff.hpp"
+#include "actors/apps/limits.hpp"
 #include "actors/apps/ports.hpp"
+#include "actors/apps/probes.hpp"
 #include "actors/core/event_bus.hpp"
 #include "actors/core/names.hpp"
 #include "actors/interfaces.hpp"
@@ -89,6 +91,10 @@ struct apps_env {
   /// Where instances run (cwd) when the spec names no workingDir.
   std::string work_dir = "/";
   restart_backoff_policy backoff;
+  /// Runs health probes; null: instances get no checkers (tests).
+  std::shared_ptr<apps::prober> probes;
+  /// Where instance limits go (detected once per node).
+  apps::limit_host limits;
   /// Starts a process; empty: the real one on io's blocking thread.
   instance_launcher launcher;
   /// Signals a process group; empty: process::signal_group.

@@ -126,8 +126,8 @@ caf::result<uint32_t> on_register(self_ptr self, const std::string& spec_json) {
   } else {
     e.rec.revision += 1;
     // Keep the current count inside the new bounds.
-    e.rec.desired_replicas = std::clamp(e.rec.desired_replicas, spec.scaling.min_replicas,
-                                        spec.scaling.max_replicas);
+    e.rec.desired_replicas =
+        std::clamp(e.rec.desired_replicas, spec.scaling.min_replicas, spec.scaling.max_replicas);
   }
   if (e.rec.desired_state == as::up)
     if (auto err = check_instance_limit(self, spec.name, e.rec.desired_replicas))
@@ -138,8 +138,9 @@ caf::result<uint32_t> on_register(self_ptr self, const std::string& spec_json) {
   auto type = created ? "app.registered" : "app.updated";
   json data{{"app", spec.name},
             {"revision", e.rec.revision},
-            {"reason", created ? "registered" : "re-registered: instances are replaced one at a "
-                                                "time when the app is up"}};
+            {"reason", created ? "registered"
+                               : "re-registered: instances are replaced one at a "
+                                 "time when the app is up"}};
   return persist<uint32_t>(self, {persistence::put_app_op(e.rec)}, {{type, data}},
                            [self, e]() mutable {
                              auto& slot = self->state.apps[e.rec.name];
@@ -202,11 +203,10 @@ void restore(self_ptr self) {
     start();
     return;
   }
-  write_to_store(self, while_restarting, {}, std::move(ops), start,
-                 [start](const caf::error& err) {
-                   log()->error("old instance records not removed: {}", caf::to_string(err));
-                   start();
-                 });
+  write_to_store(self, while_restarting, {}, std::move(ops), start, [start](const caf::error& err) {
+    log()->error("old instance records not removed: {}", caf::to_string(err));
+    start();
+  });
 }
 
 void recover(self_ptr self) {
@@ -337,21 +337,21 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
         if (i == self->state.apps.end())
           return caf::make_error(ec::not_found, "app " + name);
         json data{{"app", name}, {"reason", "deleted: instances stop, logs stay until retention"}};
-        return persist<ok_atom>(self, persistence::purge_app_ops(*self->state.ctx->env, name),
-                                {{"app.down", data}}, [self, name] {
-                                  auto& apps = self->state.apps;
-                                  auto i = apps.find(name);
-                                  if (i != apps.end() && i->second.actor) {
-                                    auto hdl = i->second.actor;
-                                    self->demonitor(hdl);
-                                    self->request(hdl, std::chrono::seconds(120),
-                                                  shutdown_atom::value)
-                                        .then([self, hdl](ok_atom) { self->send_exit(hdl, caf::exit_reason::normal); },
-                                              [](caf::error&) {});
-                                  }
-                                  apps.erase(name);
-                                  return ok_atom::value;
-                                });
+        return persist<ok_atom>(
+            self, persistence::purge_app_ops(*self->state.ctx->env, name), {{"app.down", data}},
+            [self, name] {
+              auto& apps = self->state.apps;
+              auto i = apps.find(name);
+              if (i != apps.end() && i->second.actor) {
+                auto hdl = i->second.actor;
+                self->demonitor(hdl.address());
+                self->request(hdl, std::chrono::seconds(120), shutdown_atom::value)
+                    .then([self, hdl](ok_atom) { self->send_exit(hdl, caf::exit_reason::normal); },
+                          [](caf::error&) {});
+              }
+              apps.erase(name);
+              return ok_atom::value;
+            });
       },
       [self](get_atom) -> caf::result<app_statuses> {
         auto& st = self->state;
@@ -422,14 +422,15 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
           if (!e.actor)
             continue;
           self->request(e.actor, std::chrono::seconds(60), shutdown_atom::value)
-              .then([rp, waiting](ok_atom) mutable {
-                if (--*waiting == 0)
-                  rp.deliver(ok_atom::value);
-              },
-                    [rp, waiting](caf::error&) mutable {
-                      if (--*waiting == 0)
-                        rp.deliver(ok_atom::value);
-                    });
+              .then(
+                  [rp, waiting](ok_atom) mutable {
+                    if (--*waiting == 0)
+                      rp.deliver(ok_atom::value);
+                  },
+                  [rp, waiting](caf::error&) mutable {
+                    if (--*waiting == 0)
+                      rp.deliver(ok_atom::value);
+                  });
         }
         return rp;
       },

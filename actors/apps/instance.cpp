@@ -7,6 +7,7 @@
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/apps/health_checker.hpp"
 #include "actors/core/retrying_request.hpp"
 #include "runtime/ground/clock.hpp"
 #include "runtime/ground/orphans.hpp"
@@ -62,8 +63,8 @@ void record(self_ptr self, const std::string& type, json data = json::object(),
   write_to_store(self, while_restarting, deferring(self),
                  write_batch{persistence::put_instance_op(st.rec)}, on_written,
                  [self, type, then](const caf::error& err) {
-                   log()->error("instance {}: record not stored ({}): {}", self->state.rec.id,
-                                type, caf::to_string(err));
+                   log()->error("instance {}: record not stored ({}): {}", self->state.rec.id, type,
+                                caf::to_string(err));
                    if (then)
                      then();
                  });
@@ -180,6 +181,53 @@ void on_output(self_ptr self, process::output& out) {
 }
 
 void on_exit(self_ptr self, int32_t code, int32_t sig);
+std::vector<std::string> environment(const instance_state& st);
+
+void stop_checkers(self_ptr self) {
+  for (auto& c : self->state.checkers)
+    self->send_exit(c, caf::exit_reason::user_shutdown);
+  self->state.checkers.clear();
+}
+
+/// One checker per probe role while the process runs (probes of a dead
+/// process would only count failures).
+void start_checkers(self_ptr self) {
+  auto& st = self->state;
+  if (!st.ctx->probes)
+    return;
+  auto owner = caf::actor_cast<health_owner_actor>(self);
+  auto cwd = st.spec.working_dir.empty() ? st.ctx->work_dir : st.spec.working_dir;
+  auto add = [&](const app_probe& p, apps::probe_role role) {
+    apps::health_checker_config cfg;
+    cfg.instance = st.rec.id;
+    cfg.role = role;
+    cfg.request = probe_for(st.spec, p, st.rec.ports, environment(st), cwd);
+    auto c = self->system().spawn(apps::health_checker, cfg, owner, st.ctx->probes);
+    st.checkers.push_back(c);
+  };
+  if (st.spec.readiness)
+    add(*st.spec.readiness, apps::probe_role::readiness);
+  if (st.spec.liveness)
+    add(*st.spec.liveness, apps::probe_role::liveness);
+}
+
+void on_health(self_ptr self, health_transition& t) {
+  auto& st = self->state;
+  if (!st.running || st.leaving)
+    return;
+  if (t.report.probe == "readiness" || !st.spec.readiness)
+    st.health = t.report;
+  if (t.event == "ready")
+    set_ready(self, true, "readiness probe healthy");
+  else if (t.event == "unready")
+    set_ready(self, false, "readiness probe failing: " + t.report.last_error);
+  else if (t.event == "live_failed") {
+    st.kill_reason = "liveness probe failed " + std::to_string(t.report.consecutive_failures) +
+                     " times: " + t.report.last_error;
+    log()->warn("instance {}: {}; restarting it", st.rec.id, st.kill_reason);
+    signal_group(self, SIGKILL);
+  }
+}
 
 void on_launched(self_ptr self, instance_launched r) {
   auto& st = self->state;
@@ -192,7 +240,10 @@ void on_launched(self_ptr self, instance_launched r) {
   }
   st.running = true;
   st.watch = std::move(r.watch);
-  self->attach_functor([w = st.watch] { w->close(); });
+  self->attach_functor([w = st.watch] {
+    if (w)
+      w->close();
+  });
   st.rec.pgid = r.pid;
   st.rec.started_at = now_ns();
   st.rec.exit_code.reset();
@@ -207,8 +258,11 @@ void on_launched(self_ptr self, instance_launched r) {
   log()->info("instance {} started (pid {}, port {})", st.rec.id, r.pid,
               st.rec.ports.empty() ? 0 : st.rec.ports[0]);
   record(self, "instance.started",
-         {{"pid", r.pid}, {"port", st.rec.ports.empty() ? 0 : st.rec.ports[0]},
-          {"restarts", st.rec.restarts}, {"reason", st.rec.reason}});
+         {{"pid", r.pid},
+          {"port", st.rec.ports.empty() ? 0 : st.rec.ports[0]},
+          {"restarts", st.rec.restarts},
+          {"reason", st.rec.reason}});
+  start_checkers(self);
   // Without a readiness probe a running process is ready.
   if (!st.spec.readiness)
     set_ready(self, true, "the process runs (no readiness probe)");
@@ -241,6 +295,7 @@ void start_process(self_ptr self, bool adopting) {
   req.opts.cwd = st.spec.working_dir.empty() ? st.ctx->work_dir : st.spec.working_dir;
   if (adopting)
     req.reap_instance = st.rec.id;
+  st.limits.apply(req.opts);
   caf::weak_actor_ptr weak = self->ctrl();
   req.cb.on_output = [weak](process::output o) {
     if (auto hdl = caf::actor_cast<instance_actor>(weak))
@@ -302,6 +357,7 @@ void on_exit(self_ptr self, int32_t code, int32_t sig) {
   if (!st.running)
     return;
   st.running = false;
+  stop_checkers(self);
   // Whatever the process left in its group goes with it.
   signal_group(self, SIGKILL);
   if (st.watch)
@@ -321,10 +377,10 @@ void on_exit(self_ptr self, int32_t code, int32_t sig) {
     finish(self);
     return;
   }
-  auto why = !st.kill_reason.empty()     ? st.kill_reason
+  auto why = !st.kill_reason.empty()                 ? st.kill_reason
              : !st.rec.reason.empty() && code == 127 ? st.rec.reason
-             : sig != 0                  ? "killed by signal " + std::to_string(sig)
-                                         : "exited with code " + std::to_string(code);
+             : sig != 0                              ? "killed by signal " + std::to_string(sig)
+                                                     : "exited with code " + std::to_string(code);
   st.kill_reason.clear();
   ended["reason"] = why;
   if (!restarts_after(st.spec.restart_policy, code, sig)) {
@@ -340,14 +396,11 @@ void on_exit(self_ptr self, int32_t code, int32_t sig) {
   st.rec.reason = why + "; restarting in " + std::to_string(delay.count()) + "ms";
   log()->warn("instance {} {}", st.rec.id, st.rec.reason);
   record(self, "instance.exited", ended);
-  publish_app_event(self, *st.ctx, "instance.restarting",
-                    [&] {
-                      auto j = who(self);
-                      j.update({{"backoff_ms", delay.count()},
-                                {"restarts", st.rec.restarts},
-                                {"reason", why}});
-                      return j;
-                    }());
+  publish_app_event(self, *st.ctx, "instance.restarting", [&] {
+    auto j = who(self);
+    j.update({{"backoff_ms", delay.count()}, {"restarts", st.rec.restarts}, {"reason", why}});
+    return j;
+  }());
   self->delayed_send(self, delay, restart_atom::value, ++st.restart_seq);
 }
 
@@ -364,7 +417,39 @@ instance_status instance_state::status() const {
   x.ready = ready;
   x.restarts = rec.restarts;
   x.started_at_ns = rec.started_at;
+  x.limits = apps::to_string(limits.mechanism());
+  if (spec.readiness || spec.liveness) {
+    x.health = health.status;
+    x.consecutive_failures = health.consecutive_failures;
+    x.last_check_ns = health.last_check_ns;
+    x.last_error = health.last_error;
+  }
   return x;
+}
+
+apps::probe_request probe_for(const app_spec& spec, const app_probe& p,
+                              const std::vector<uint16_t>& ports, std::vector<std::string> env,
+                              std::string cwd) {
+  apps::probe_request r;
+  auto& x = r.spec;
+  x.kind = p.type == app_probe::kind::http_get     ? apps::probe_kind::http
+           : p.type == app_probe::kind::tcp_socket ? apps::probe_kind::tcp
+                                                   : apps::probe_kind::exec;
+  x.path = p.path;
+  auto i = app_port_index(spec, p);
+  x.port = i < ports.size() ? ports[i] : 0;
+  if (p.command.shell && !p.command.words.empty())
+    x.command = {"/bin/sh", "-c", p.command.words[0]};
+  else
+    x.command = p.command.words;
+  x.initial_delay = std::chrono::seconds(p.initial_delay_seconds);
+  x.interval = std::chrono::seconds(p.interval_seconds);
+  x.timeout = std::chrono::seconds(p.timeout_seconds);
+  x.failure_threshold = static_cast<uint32_t>(p.failure_threshold);
+  x.success_threshold = static_cast<uint32_t>(p.success_threshold);
+  r.env = std::move(env);
+  r.cwd = std::move(cwd);
+  return r;
 }
 
 bool restarts_after(const std::string& policy, int32_t exit_code, int32_t signal) {
@@ -414,6 +499,14 @@ instance_actor::behavior_type instance(instance_actor::stateful_pointer<instance
     self->quit(caf::make_error(ec::invalid_argument, "instance " + id + ": " + e.what()));
     return instance_actor::behavior_type::make_empty_behavior();
   }
+  try {
+    apps::resource_limits want{st.spec.resources.cpu_millis, st.spec.resources.memory_bytes};
+    if (want.cpu_millis > 0 || want.memory_bytes > 0)
+      st.limits = apps::limit_group::create(ctx->limits, target.name, id, want);
+  } catch (const std::exception& e) {
+    log()->warn("instance {}: limits not applied: {}", id, e.what());
+  }
+  self->attach_functor([g = st.limits] { g.remove(); });
   st.rec.id = id;
   st.rec.app = target.name;
   st.rec.revision = target.revision;
@@ -421,16 +514,17 @@ instance_actor::behavior_type instance(instance_actor::stateful_pointer<instance
   // Whatever ends this actor, its ports go back and its process goes too:
   // a successor (after a crash) starts a fresh one, never beside this one.
   self->attach_functor([ctx, ports = st.rec.ports] { ctx->ports->release(ports); });
-  self->attach_functor([self] {
-    if (self->state.running && self->state.rec.pgid > 0)
-      process::signal_group(static_cast<pid_t>(self->state.rec.pgid), SIGKILL);
-  });
   // Without its app nobody reconciles it: it goes, and the app's successor
   // starts fresh instances.
   self->monitor(st.app);
   self->set_down_handler([self](caf::down_msg& dm) {
-    if (dm.source == self->state.app.address())
-      self->quit(dm.reason);
+    if (dm.source != self->state.app.address())
+      return;
+    // (A crash of this actor leaves its process to the successor of its id,
+    // which kills it by TROUPE_INSTANCE before starting: never two.)
+    if (self->state.running)
+      signal_group(self, SIGKILL);
+    self->quit(dm.reason);
   });
   start_process(self, true);
   return {
@@ -451,8 +545,7 @@ instance_actor::behavior_type instance(instance_actor::stateful_pointer<instance
           set_ready(self, false, "draining");
         else
           record(self, "");
-        st.drain_deadline =
-            self->clock().now() + std::chrono::seconds(st.spec.drain_seconds);
+        st.drain_deadline = self->clock().now() + std::chrono::seconds(st.spec.drain_seconds);
         check_in_flight(self);
       },
       [self](kill_atom, uint64_t seq) {
@@ -473,7 +566,20 @@ instance_actor::behavior_type instance(instance_actor::stateful_pointer<instance
         fn();
       },
       [self](tick_atom) { check_in_flight(self); },
-      [self](get_atom) { return self->state.status(); },
+      [self](health_transition& t) { on_health(self, t); },
+      [self](get_atom) {
+        auto& st = self->state;
+        auto x = st.status();
+        if (st.running && st.rec.pgid > 0) {
+          // A few /proc (or cgroup) reads: cheap enough for a status call.
+          auto now = apps::sample_instance(st.limits, static_cast<pid_t>(st.rec.pgid));
+          x.rss_bytes = now.rss_bytes;
+          if (st.last_sample.at_ns > 0)
+            x.cpu_percent = apps::cpu_percent(st.last_sample, now);
+          st.last_sample = now;
+        }
+        return x;
+      },
       [self](shutdown_atom) -> caf::result<ok_atom> {
         auto& st = self->state;
         auto rp = self->make_response_promise<ok_atom>();

@@ -18,6 +18,8 @@
 #include "actors/apps/app_env.hpp"
 #include "actors/apps/app_spec.hpp"
 #include "actors/apps/backoff.hpp"
+#include "actors/apps/limits.hpp"
+#include "actors/apps/proc_sample.hpp"
 #include "persistence/apps.hpp"
 
 namespace troupe {
@@ -32,6 +34,12 @@ struct instance_state {
   restart_backoff backoff;
   std::shared_ptr<process::watch> watch;
   bool ready = false;
+  /// The instance's health checkers (readiness, liveness) while it runs,
+  /// and what they last said.
+  std::vector<health_checker_actor> checkers;
+  health_report health;
+  apps::limit_group limits;
+  apps::proc_sample last_sample;
   bool running = false;
   /// Drain/stop requested: an exit ends the instance instead of a restart.
   bool leaving = false;
@@ -60,6 +68,12 @@ struct instance_state {
 instance_actor::behavior_type instance(instance_actor::stateful_pointer<instance_state> self,
                                        std::shared_ptr<const apps_env> ctx, app_actor app,
                                        app_target target, std::string id);
+
+/// The probe a health checker runs for `probe` of `spec` on an instance
+/// with these ports, environment and working directory.
+apps::probe_request probe_for(const app_spec& spec, const app_probe& probe,
+                              const std::vector<uint16_t>& ports, std::vector<std::string> env,
+                              std::string cwd);
 
 /// Whether `policy` (Always, OnFailure, Never) restarts after this exit.
 bool restarts_after(const std::string& policy, int32_t exit_code, int32_t signal);

@@ -51,7 +51,8 @@ std::optional<app_spec> parse_body(const http::exchange_ptr& ex) {
 json instance_json(const instance_status& x) {
   json health{{"status", x.health},
               {"consecutive_failures", x.consecutive_failures},
-              {"last_check", x.last_check_ns == 0 ? json(nullptr) : json(x.last_check_ns / 1'000'000'000.0)},
+              {"last_check",
+               x.last_check_ns == 0 ? json(nullptr) : json(x.last_check_ns / 1'000'000'000.0)},
               {"last_error", x.last_error.empty() ? json(nullptr) : json(x.last_error)}};
   return json{{"id", x.id},
               {"node", x.node},
@@ -62,7 +63,8 @@ json instance_json(const instance_status& x) {
               {"state", x.state},
               {"ready", x.ready},
               {"restarts", x.restarts},
-              {"started_at", x.started_at_ns == 0 ? json(nullptr) : json(x.started_at_ns / 1'000'000'000.0)},
+              {"started_at",
+               x.started_at_ns == 0 ? json(nullptr) : json(x.started_at_ns / 1'000'000'000.0)},
               {"health", health},
               {"cpu_percent", x.cpu_percent},
               {"rss_bytes", x.rss_bytes},
@@ -94,7 +96,8 @@ void register_app(const std::shared_ptr<node_context>& ctx, const http::exchange
   if (!spec)
     return;
   auto name = spec->name;
-  ask(*ctx, ex, manager, std::make_tuple(register_atom::value, to_json(*spec)),
+  ask(
+      *ctx, ex, manager, std::make_tuple(register_atom::value, to_json(*spec)),
       [ex, name](uint32_t revision) {
         ex->reply(http::response::json(revision == 1 ? 201 : 200,
                                        json{{"name", name}, {"revision", revision}}.dump()));
@@ -106,7 +109,8 @@ template <class Atom>
 void change_state(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
                   const char* state) {
   auto name = name_of(ex);
-  ask(*ctx, ex, manager, std::make_tuple(Atom::value, name),
+  ask(
+      *ctx, ex, manager, std::make_tuple(Atom::value, name),
       [ex, name, state](ok_atom) {
         ex->reply(http::response::json(202, json{{"name", name}, {"state", state}}.dump()));
       },
@@ -136,7 +140,8 @@ void scale(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& e
                                     "replicas"));
     return;
   }
-  ask(*ctx, ex, manager,
+  ask(
+      *ctx, ex, manager,
       std::make_tuple(scale_atom::value, name, static_cast<int32_t>(n), std::string{"api"}),
       [ex, name, n](ok_atom) {
         ex->reply(http::response::json(202, json{{"name", name}, {"replicas", n}}.dump()));
@@ -173,7 +178,8 @@ void policy(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
     ex->reply(http::response::error(400, "invalid_spec", e.what(), field));
     return;
   }
-  ask(*ctx, ex, manager, std::make_tuple(policy_atom::value, name, spec_json),
+  ask(
+      *ctx, ex, manager, std::make_tuple(policy_atom::value, name, spec_json),
       [ex, name](ok_atom) {
         ex->reply(http::response::json(202, json{{"name", name}, {"policy", "stored"}}.dump()));
       },
@@ -182,10 +188,9 @@ void policy(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& 
 
 void remove(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   auto name = name_of(ex);
-  ask(*ctx, ex, manager, std::make_tuple(caf::delete_atom::value, name),
-      [ex, name](ok_atom) {
-        ex->reply(http::response::json(202, json{{"name", name}, {"deleted", true}}.dump()));
-      });
+  ask(*ctx, ex, manager, std::make_tuple(caf::delete_atom::value, name), [ex, name](ok_atom) {
+    ex->reply(http::response::json(202, json{{"name", name}, {"deleted", true}}.dump()));
+  });
 }
 
 void list(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
@@ -199,9 +204,8 @@ void list(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex
 
 void status(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   auto name = name_of(ex);
-  ask(*ctx, ex, manager, std::make_tuple(get_atom::value, name), [ex](app_status& s) {
-    ex->reply(http::response::json(200, app_json(s, true).dump()));
-  });
+  ask(*ctx, ex, manager, std::make_tuple(get_atom::value, name),
+      [ex](app_status& s) { ex->reply(http::response::json(200, app_json(s, true).dump())); });
 }
 
 void scaling_history(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {

@@ -31,7 +31,8 @@ void scan(const std::string& proc_root, const std::string& prefix,
     // Each process's environment is read once, whatever the number of ids.
     std::ifstream in(proc_root + "/" + pid + "/environ", std::ios::binary);
     while (in && std::getline(in, var, '\0'))
-      if (var.compare(0, prefix.size(), prefix) == 0 && !fn(static_cast<pid_t>(std::stol(pid)), var))
+      if (var.compare(0, prefix.size(), prefix) == 0 &&
+          !fn(static_cast<pid_t>(std::stol(pid)), var))
         break;
   }
 }
@@ -39,8 +40,7 @@ void scan(const std::string& proc_root, const std::string& prefix,
 } // namespace
 
 std::vector<uint64_t> kill_tagged(const std::string& var, const std::vector<std::string>& ids,
-                                  const std::vector<int64_t>& pgids,
-                                  const std::string& proc_root) {
+                                  const std::vector<int64_t>& pgids, const std::string& proc_root) {
   std::vector<uint64_t> killed(ids.size(), 0);
   std::vector<bool> group_is_ours(ids.size(), false);
   std::map<std::string, size_t, std::less<>> index;

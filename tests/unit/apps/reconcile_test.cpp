@@ -7,7 +7,8 @@ using namespace troupe;
 
 namespace {
 
-reconcile_view inst(std::string id, uint32_t rev, bool ready, int64_t at = 0, bool leaving = false) {
+reconcile_view inst(std::string id, uint32_t rev, bool ready, int64_t at = 0,
+                    bool leaving = false) {
   return reconcile_view{std::move(id), rev, ready, leaving, at};
 }
 
@@ -27,7 +28,8 @@ CAF_TEST(instances on their way out do not count) {
 }
 
 CAF_TEST(scale in drains unready instances first then the newest) {
-  auto p = plan_reconcile(1, 1, {inst("a", 1, true, 1), inst("b", 1, true, 3), inst("c", 1, false, 2)});
+  auto p =
+      plan_reconcile(1, 1, {inst("a", 1, true, 1), inst("b", 1, true, 3), inst("c", 1, false, 2)});
   CAF_CHECK_EQUAL(p.start, 0u);
   CAF_CHECK_EQUAL(p.drain, (ids{"c", "b"}));
 }
@@ -50,14 +52,15 @@ CAF_TEST(a rolling replace waits while the new instance is not ready) {
 }
 
 CAF_TEST(a ready new instance lets one old drain and never fewer ready than desired) {
-  auto p = plan_reconcile(2, 2,
-                          {inst("a", 1, true, 1), inst("b", 1, true, 2), inst("n", 2, true, 3)});
+  auto p =
+      plan_reconcile(2, 2, {inst("a", 1, true, 1), inst("b", 1, true, 2), inst("n", 2, true, 3)});
   CAF_CHECK_EQUAL(p.start, 0u);
   CAF_CHECK_EQUAL(p.drain, (ids{"b"}));
 }
 
 CAF_TEST(after one old drained the next surge follows) {
-  auto p = plan_reconcile(2, 2, {inst("a", 1, true), inst("b", 1, true, 0, true), inst("n", 2, true)});
+  auto p =
+      plan_reconcile(2, 2, {inst("a", 1, true), inst("b", 1, true, 0, true), inst("n", 2, true)});
   CAF_CHECK_EQUAL(p.start, 1u);
   CAF_CHECK(p.drain.empty());
 }

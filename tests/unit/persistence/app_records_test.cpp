@@ -29,9 +29,8 @@ struct fixture : test::deterministic_fixture {
 
   void expect_reply() {
     bool got = false;
-    self->receive([&](write_result&) { got = true; }, [&](caf::error& err) {
-      CAF_FAIL("write failed: " << caf::to_string(err));
-    });
+    self->receive([&](write_result&) { got = true; },
+                  [&](caf::error& err) { CAF_FAIL("write failed: " << caf::to_string(err)); });
     CAF_REQUIRE(got);
   }
 
