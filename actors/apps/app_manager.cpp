@@ -363,12 +363,12 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
         auto g = std::make_shared<gather>();
         for (auto& [name, e] : st.apps)
           g->out.push_back(summary(e));
-        g->rp = self->make_response_promise<app_statuses>();
         for (size_t k = 0; k < g->out.size(); ++k)
           if (auto& e = st.apps[g->out[k].name]; e.actor)
             ++g->waiting;
         if (g->waiting == 0)
           return g->out;
+        g->rp = self->make_response_promise<app_statuses>();
         for (size_t k = 0; k < g->out.size(); ++k) {
           auto& e = st.apps[g->out[k].name];
           if (!e.actor)
@@ -411,13 +411,14 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
       [self](recovered_atom) { restore(self); },
       [self](shutdown_atom) -> caf::result<ok_atom> {
         auto& st = self->state;
-        auto rp = self->make_response_promise<ok_atom>();
         auto waiting = std::make_shared<size_t>(0);
         for (auto& [name, e] : st.apps)
           if (e.actor)
             ++*waiting;
         if (*waiting == 0)
           return ok_atom::value;
+        // Made only now: a promise takes the reply over, a returned value is lost.
+        auto rp = self->make_response_promise<ok_atom>();
         for (auto& [name, e] : st.apps) {
           if (!e.actor)
             continue;
