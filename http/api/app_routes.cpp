@@ -22,9 +22,13 @@ const callee<app_manager_actor> manager{names::apps, "the app manager is not run
 failure_handler field_errors(const http::exchange_ptr& ex) {
   return [ex](const api_error& e) {
     if (e.status == 400) {
+      // The rendered error carries the manager's message in its context:
+      // error(2, 'troupe', ("replicas: …")).
       auto msg = e.message;
-      if (auto p = msg.find(": "); p != std::string::npos && msg.rfind("troupe::", 0) == 0)
-        msg = msg.substr(p + 2); // drop the rendered error code
+      auto open = msg.find("(\"");
+      auto close = msg.rfind("\")");
+      if (open != std::string::npos && close != std::string::npos && close > open)
+        msg = msg.substr(open + 2, close - open - 2);
       auto colon = msg.find(':');
       auto field = colon == std::string::npos ? std::string{} : msg.substr(0, colon);
       ex->reply(http::response::error(400, "invalid_request", msg, field));
