@@ -103,6 +103,8 @@ void maybe_stopped(self_ptr self) {
   for (auto& rp : st.stop_waiters)
     rp.deliver(ok_atom::value);
   st.stop_waiters.clear();
+  // Stopped for good (node shutdown, delete): the actor system waits for it.
+  self->quit();
 }
 
 } // namespace
@@ -192,10 +194,12 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
       [self](shutdown_atom) -> caf::result<ok_atom> {
         auto& st = self->state;
         st.stopping = true;
-        if (st.instances.empty())
-          return ok_atom::value;
         auto rp = self->make_response_promise<ok_atom>();
         st.stop_waiters.push_back(rp);
+        if (st.instances.empty()) {
+          maybe_stopped(self);
+          return rp;
+        }
         for (auto& [id, m] : st.instances)
           self->request(m.handle, std::chrono::seconds(120), shutdown_atom::value)
               .then([](ok_atom) {}, [](caf::error&) {});

@@ -1,5 +1,7 @@
 #include "actors/apps/app_manager.hpp"
 
+#include <algorithm>
+
 #include <caf/actor_system.hpp>
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -66,6 +68,7 @@ void drive(self_ptr self, entry& e, const std::string& reason) {
       return;
     e.actor = self->system().spawn(app, self->state.ctx, t);
     self->monitor(e.actor);
+    self->state.spawned->push_back(e.actor);
     return;
   }
   self->send(e.actor, std::move(t));
@@ -263,7 +266,14 @@ app_manager_actor::behavior_type
 app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
             std::shared_ptr<const apps_env> ctx) {
   self->state.ctx = std::move(ctx);
+  // Apps (and through them their instances) end with the manager, whatever
+  // ends it; its successor restores them.
+  self->attach_functor([spawned = self->state.spawned] {
+    for (auto& a : *spawned)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  });
   self->set_down_handler([self](caf::down_msg& dm) {
+    drop_terminated(*self->state.spawned, dm.source);
     for (auto& [name, e] : self->state.apps)
       if (e.actor && e.actor.address() == dm.source) {
         e.actor = nullptr;

@@ -29,6 +29,9 @@ struct app_manager_state {
   std::shared_ptr<const apps_env> ctx;
   std::map<std::string, entry> apps;
   bool recovering = true;
+  /// Every app actor spawned: they end with the manager (a functor attached
+  /// to it holds this list, since the state is gone by then).
+  std::shared_ptr<std::vector<app_actor>> spawned = std::make_shared<std::vector<app_actor>>();
   uint64_t orphans_killed = 0;
 };
 
