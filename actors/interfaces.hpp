@@ -264,6 +264,138 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector& f,
            x.ts_ns, x.levels, x.log_json, x.index_json);
 }
 
+// -- apps (message types) ------------------------------------------------------------
+
+/// What an app actor is to reach (app_manager → app): plain data, so a
+/// cluster leader can later send it to the node an app is placed on.
+struct app_target {
+  std::string name;
+  uint32_t revision = 0;
+  /// The stored spec (actors/apps/app_spec.hpp to_json).
+  std::string spec;
+  bool up = false;
+  int32_t replicas = 0;
+  /// Why it changed (register, up, down, scale, restore …): app.scaled's reason.
+  std::string reason;
+};
+
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, app_target& x) {
+  return f(caf::meta::type_name("app_target"), x.name, x.revision, x.spec, x.up, x.replicas,
+           x.reason);
+}
+
+/// One replica as GET /apps/{name}/status shows it.
+struct instance_status {
+  std::string id;
+  std::string node;
+  int64_t pid = 0;
+  std::vector<uint16_t> ports;
+  uint32_t revision = 0;
+  /// starting|running|draining|stopping|exited|backoff.
+  std::string state = "starting";
+  bool ready = false;
+  uint32_t restarts = 0;
+  int64_t started_at_ns = 0;
+  /// The readiness view (or liveness when there is no readiness probe):
+  /// unknown|healthy|unhealthy, and "none" without probes.
+  std::string health = "none";
+  uint32_t consecutive_failures = 0;
+  int64_t last_check_ns = 0;
+  std::string last_error;
+  double cpu_percent = 0;
+  uint64_t rss_bytes = 0;
+  /// cgroup-v2|cgroup-v1|rlimit|none.
+  std::string limits = "none";
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, instance_status& x) {
+  return f(caf::meta::type_name("instance_status"), x.id, x.node, x.pid, x.ports, x.revision,
+           x.state, x.ready, x.restarts, x.started_at_ns, x.health, x.consecutive_failures,
+           x.last_check_ns, x.last_error, x.cpu_percent, x.rss_bytes, x.limits);
+}
+
+/// One app as GET /apps and GET /apps/{name}/status show it.
+struct app_status {
+  std::string name;
+  /// up|down (desired).
+  std::string state = "down";
+  int32_t desired = 0;
+  int32_t ready = 0;
+  uint32_t revision = 0;
+  std::vector<instance_status> instances;
+};
+
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, app_status& x) {
+  return f(caf::meta::type_name("app_status"), x.name, x.state, x.desired, x.ready, x.revision,
+           x.instances);
+}
+
+using app_statuses = std::vector<app_status>;
+
+/// An instance's change of state, to its app actor.
+struct instance_change {
+  std::string id;
+  std::string state;
+  bool ready = false;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, instance_change& x) {
+  return f(caf::meta::type_name("instance_change"), x.id, x.state, x.ready);
+}
+
+// -- apps: health (message types) -------------------------------------------------
+
+/// One probe's result, from the node's prober to the health checker that
+/// asked (actors/apps/probes.hpp).
+struct probe_result {
+  /// Which probe of the checker it answers; results of older ones are ignored.
+  uint64_t seq = 0;
+  bool healthy = false;
+  /// The probe did not run (prober overloaded): counted neither way.
+  bool skipped = false;
+  /// Why it failed: "HTTP 503", "timeout after 2s", "connection refused" …
+  std::string error;
+};
+
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, probe_result& x) {
+  return f(caf::meta::type_name("probe_result"), x.seq, x.healthy, x.skipped, x.error);
+}
+
+/// What a health checker knows (an instance's `health` in GET /apps/{name}/status).
+struct health_report {
+  std::string instance;
+  /// readiness or liveness.
+  std::string probe;
+  /// unknown (thresholds not reached yet), healthy or unhealthy.
+  std::string status = "unknown";
+  uint32_t consecutive_failures = 0;
+  uint32_t consecutive_successes = 0;
+  /// Wall-clock ns of the last counted probe (0: none yet).
+  int64_t last_check_ns = 0;
+  /// The last failure's reason (kept after recovery).
+  std::string last_error;
+};
+
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, health_report& x) {
+  return f(caf::meta::type_name("health_report"), x.instance, x.probe, x.status,
+           x.consecutive_failures, x.consecutive_successes, x.last_check_ns, x.last_error);
+}
+
+/// A checker's status changed; sent to its owner.
+struct health_transition {
+  /// readiness: "ready" | "unready"; liveness: "live" | "live_failed" (restart).
+  std::string event;
+  /// The checker's view right after the change (status = the new status).
+  health_report report;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, health_transition& x) {
+  return f(caf::meta::type_name("health_transition"), x.event, x.report);
+}
+
 } // namespace troupe
 
 namespace troupe::process {
@@ -292,6 +424,14 @@ CAF_ADD_TYPE_ID(troupe, (troupe::metric_snapshots))
 CAF_ADD_TYPE_ID(troupe, (troupe::log_labels))
 CAF_ADD_TYPE_ID(troupe, (troupe::log_ingest))
 CAF_ADD_TYPE_ID(troupe, (troupe::component_status))
+CAF_ADD_TYPE_ID(troupe, (troupe::app_target))
+CAF_ADD_TYPE_ID(troupe, (troupe::instance_status))
+CAF_ADD_TYPE_ID(troupe, (troupe::app_status))
+CAF_ADD_TYPE_ID(troupe, (troupe::app_statuses))
+CAF_ADD_TYPE_ID(troupe, (troupe::instance_change))
+CAF_ADD_TYPE_ID(troupe, (troupe::probe_result))
+CAF_ADD_TYPE_ID(troupe, (troupe::health_report))
+CAF_ADD_TYPE_ID(troupe, (troupe::health_transition))
 
 // CAF already defines get, put, flush, ping, publish, subscribe, ok …
 CAF_ADD_ATOM(troupe, troupe, write_atom, "write")
@@ -320,6 +460,14 @@ CAF_ADD_ATOM(troupe, troupe, prometheus_atom, "prometheus")
 CAF_ADD_ATOM(troupe, troupe, monitoring_atom, "monitoring")
 CAF_ADD_ATOM(troupe, troupe, export_atom, "export")
 CAF_ADD_ATOM(troupe, troupe, proxied_atom, "proxied")
+CAF_ADD_ATOM(troupe, troupe, register_atom, "register")
+CAF_ADD_ATOM(troupe, troupe, up_atom, "up")
+CAF_ADD_ATOM(troupe, troupe, down_atom, "down")
+CAF_ADD_ATOM(troupe, troupe, scale_atom, "scale")
+CAF_ADD_ATOM(troupe, troupe, policy_atom, "policy")
+CAF_ADD_ATOM(troupe, troupe, place_atom, "place")
+CAF_ADD_ATOM(troupe, troupe, in_flight_atom, "in_flight")
+CAF_ADD_ATOM(troupe, troupe, recovered_atom, "recovered")
 
 CAF_END_TYPE_ID_BLOCK(troupe)
 
@@ -534,6 +682,101 @@ using metrics_exporter_actor = caf::typed_actor<
     // while none is failing.
     extend_with<status_api>;
 
+// -- apps --------------------------------------------------------------------------
+
+/// One replica of an app: its process (own process group, port, env), its
+/// output into the log pipeline, restarts with backoff, drains.
+using instance_actor = caf::typed_actor<
+    // Lines read from the process (from the process io thread).
+    caf::reacts_to<process::output>,
+    // The process ended: exit code (or -1) and terminating signal (or 0).
+    caf::reacts_to<exited_atom, int32_t, int32_t>,
+    // Scale-in, down or replace: not ready, wait for in-flight requests up to
+    // drainSeconds, SIGTERM, SIGKILL after gracePeriodSeconds; then it ends.
+    caf::reacts_to<drain_atom>,
+    // Internal: the grace after SIGTERM number N passed.
+    caf::reacts_to<kill_atom, uint64_t>,
+    // Internal: the restart backoff number N passed.
+    caf::reacts_to<restart_atom, uint64_t>,
+    // Internal: runs deferred step N (a launch result).
+    caf::reacts_to<deferred_atom, uint64_t>,
+    // Internal: the drain's next in-flight check.
+    caf::reacts_to<tick_atom>,
+    // A health checker's status changed: readiness gates `ready`, a
+    // liveness failure restarts the process.
+    caf::reacts_to<health_transition>,
+    // Its state, health and usage.
+    caf::replies_to<get_atom>::with<instance_status>,
+    // Node shutdown: SIGTERM now (no drain), SIGKILL after the grace; answers
+    // once the process is gone.
+    caf::replies_to<shutdown_atom>::with<ok_atom>>;
+
+/// One app on this node: reconciles its instances toward the target
+/// (count and revision), replacing them one at a time on a new revision.
+using app_actor = caf::typed_actor<
+    // The desired state (from the app manager).
+    caf::reacts_to<app_target>,
+    // An instance's state changed.
+    caf::reacts_to<instance_change>,
+    // Internal: reconcile again (a crashed instance actor's restart).
+    caf::reacts_to<tick_atom>,
+    // Its status with every instance's.
+    caf::replies_to<get_atom>::with<app_status>,
+    // Node shutdown: stops every instance, then answers.
+    caf::replies_to<shutdown_atom>::with<ok_atom>>;
+
+/// In-flight requests per instance (the proxy of issue 13 answers; until it
+/// runs nothing is registered and a drain waits for nothing).
+using traffic_actor = caf::typed_actor<
+    // Requests in flight to instance (app, instance id) now.
+    caf::replies_to<in_flight_atom, std::string, std::string>::with<uint32_t>>;
+
+/// The node's apps: registry, desired state, records, restore after restart.
+using app_manager_actor = caf::typed_actor<
+    // Registers or updates an app (its stored spec JSON); replies with the
+    // revision (1: a new app). An update of an app that is up replaces its
+    // instances one at a time.
+    caf::replies_to<register_atom, std::string>::with<uint32_t>,
+    // Desired state up / down (down drains every instance).
+    caf::replies_to<up_atom, std::string>::with<ok_atom>,
+    caf::replies_to<down_atom, std::string>::with<ok_atom>,
+    // Desired replicas; outside [minReplicas, maxReplicas] is invalid_argument
+    // naming `replicas`. The reason is recorded with the decision.
+    caf::replies_to<scale_atom, std::string, int32_t, std::string>::with<ok_atom>,
+    // Stores a new spec with the same revision (a new scaling policy): no
+    // instance is replaced.
+    caf::replies_to<policy_atom, std::string, std::string>::with<ok_atom>,
+    // Downs and removes an app (its logs stay until retention).
+    caf::replies_to<caf::delete_atom, std::string>::with<ok_atom>,
+    // Every app (without instances); one app with its instances.
+    caf::replies_to<get_atom>::with<app_statuses>,
+    caf::replies_to<get_atom, std::string>::with<app_status>,
+    // Placement: the nodes for `count` new instances of an app (this node
+    // for now; a cluster leader answers later).
+    caf::replies_to<place_atom, std::string, uint32_t>::with<std::vector<std::string>>,
+    // Internal: the orphans of the previous run are gone; apps start.
+    caf::reacts_to<recovered_atom>,
+    // Node shutdown: stops every app's instances, then answers.
+    caf::replies_to<shutdown_atom>::with<ok_atom>>::
+    // Status: apps, instances, recovery.
+    extend_with<status_api>;
+// -- apps: health ------------------------------------------------------------------
+
+/// Whoever owns a health checker (an instance): told of each status change.
+using health_owner_actor = caf::typed_actor<
+    // The checker's status changed (ready/unready, live/live_failed).
+    caf::reacts_to<health_transition>>;
+
+/// Probes one instance for one role (readiness or liveness) on its schedule
+/// (actors/apps/health_checker.hpp).
+using health_checker_actor = caf::typed_actor<
+    // A probe's result (from the prober's thread).
+    caf::reacts_to<probe_result>,
+    // Internal: the next probe is due.
+    caf::reacts_to<tick_atom>,
+    // Status, consecutive failures, last check and last error.
+    caf::replies_to<get_atom>::with<health_report>>;
+
 // -- node supervisor -------------------------------------------------------------
 
 /// Starts the node's long-lived children, restarts crashed ones with backoff,
@@ -598,5 +841,11 @@ static_assert(!troupe::has_node_local_messages_v<troupe::store_actor> &&
                   !troupe::has_node_local_messages_v<troupe::job_actor> &&
                   !troupe::has_node_local_messages_v<troupe::metrics_actor> &&
                   !troupe::has_node_local_messages_v<troupe::metrics_exporter_actor> &&
-                  !troupe::has_node_local_messages_v<troupe::node_supervisor_actor>,
+                  !troupe::has_node_local_messages_v<troupe::node_supervisor_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::instance_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::app_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::app_manager_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::traffic_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::health_checker_actor> &&
+                  !troupe::has_node_local_messages_v<troupe::health_owner_actor>,
               "a network-capable interface takes a node-local message");

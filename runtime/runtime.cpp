@@ -21,6 +21,7 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actors/apps/app_manager.hpp"
 #include "actors/core/event_bus.hpp"
 #include "actors/core/http_bridge.hpp"
 #include "actors/core/names.hpp"
@@ -34,6 +35,7 @@
 #include "actors/metrics/metrics.hpp"
 #include "actors/metrics/metrics_exporter.hpp"
 #include "actors/metrics/metrics_model.hpp"
+#include "http/api/app_routes.hpp"
 #include "http/api/core_routes.hpp"
 #include "http/api/job_routes.hpp"
 #include "http/api/log_routes.hpp"
@@ -190,6 +192,38 @@ size_t connection_limit(const http_config& cfg, const std::shared_ptr<spdlog::lo
 
 } // namespace
 
+namespace {
+
+/// What the apps wing shares on this node.
+std::shared_ptr<apps_env> make_apps_env(const config& cfg,
+                                        std::shared_ptr<persistence::lmdb_env> env,
+                                        std::shared_ptr<process::io> io) {
+  auto ctx = std::make_shared<apps_env>();
+  ctx->env = std::move(env);
+  ctx->io = std::move(io);
+  ctx->cfg = cfg.apps;
+  ctx->node_name = cfg.node_name;
+  ctx->ports =
+      std::make_shared<shared_ports>(port_allocator{*parse_port_range(cfg.apps.port_range)});
+  // Instances inherit what jobs do (never TROUPE_* settings).
+  ctx->base_env = inherited_environment(process_environment(), cfg.jobs.inherit_env);
+  // Instances without a workingDir run in a directory of their own, not the store's.
+  ctx->work_dir = cfg.data_dir + "/apps";
+  std::error_code ec;
+  std::filesystem::create_directories(ctx->work_dir, ec);
+  apps::prober_limits pl;
+  pl.max_concurrent = static_cast<uint32_t>(cfg.apps.max_concurrent_probes);
+  pl.max_response_bytes = cfg.apps.max_probe_response_bytes;
+  ctx->probes = apps::make_prober(*ctx->io, pl);
+  auto ceiling = apps::parse_limit_mechanism(cfg.apps.limits);
+  ctx->limits = apps::detect_limit_host(ceiling.value_or(apps::limit_mechanism::cgroup_v2));
+  ctx->backoff = {cfg.apps.restart_backoff_initial, cfg.apps.restart_backoff_max,
+                  cfg.apps.restart_backoff_reset};
+  return ctx;
+}
+
+} // namespace
+
 struct runtime::impl {
   explicit impl(config c) : cfg(std::move(c)) {}
 
@@ -275,6 +309,7 @@ void runtime::start() {
   add_node_routes(*routes, ctx);
   add_log_routes(*routes, ctx);
   add_job_routes(*routes, ctx);
+  add_app_routes(*routes, ctx);
   add_metrics_routes(*routes, ctx);
   http::server_options opts;
   // Request metrics: one short lock per request on the io thread; the
@@ -415,6 +450,10 @@ void runtime::start() {
         }));
   children.push_back(make_child(names::jobs, [jobs_ctx](caf::actor_system& sys) {
     return sys.spawn(job_controller, std::shared_ptr<const job_env>{jobs_ctx});
+  }));
+  auto apps_ctx = make_apps_env(cfg, d.env, d.proc_io);
+  children.push_back(make_child(names::apps, [apps_ctx](caf::actor_system& sys) {
+    return sys.spawn(app_manager, std::shared_ptr<const apps_env>{apps_ctx});
   }));
   d.supervisor = d.sys->spawn(node_supervisor, cfg.supervisor, std::move(children));
   d.supervisor_alive = true;

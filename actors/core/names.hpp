@@ -39,6 +39,9 @@ inline constexpr actor_name<log_batcher_actor> loki{caf::atom("loki"), "Loki sin
 inline constexpr actor_name<metrics_actor> metrics{caf::atom("metrics"), "metrics registry"};
 inline constexpr actor_name<metrics_exporter_actor> exporter{caf::atom("exporter"),
                                                              "metrics exporter"};
+inline constexpr actor_name<app_manager_actor> apps{caf::atom("apps"), "app manager"};
+/// Registered by the proxy (issue 13); absent until then.
+inline constexpr actor_name<traffic_actor> traffic{caf::atom("traffic"), "proxy"};
 
 } // namespace names
 

@@ -15,10 +15,13 @@ namespace {
 constexpr size_t logs_page_scan = 100'000;
 constexpr size_t logs_page_bytes = 8u << 20;
 
-void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
+} // namespace
+
+void serve_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
+                const std::optional<std::string>& service) {
   auto& req = ex->req();
   persistence::log_query q;
-  q.service = req.param("service").value_or("");
+  q.service = service ? *service : req.param("service").value_or("");
   q.instance = req.param("instance").value_or(req.param("job").value_or(""));
   q.level = req.param("level").value_or("");
   q.request_id = req.param("request_id").value_or("");
@@ -59,11 +62,9 @@ void get_logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr
   });
 }
 
-} // namespace
-
 void add_log_routes(http::router& r, std::shared_ptr<node_context> ctx) {
   r.add("GET", "/logs", {http::role::read, http::body_kind::none, true},
-        [ctx](const http::exchange_ptr& ex) { get_logs(ctx, ex); });
+        [ctx](const http::exchange_ptr& ex) { serve_logs(ctx, ex); });
 }
 
 } // namespace troupe

@@ -857,6 +857,21 @@ const std::vector<field>& fields() {
         duration("apps.restart_backoff_reset",
                  at(&config::apps, &apps_config::restart_backoff_reset), above(0ms),
                  "An instance running this long starts over at the first delay"),
+        integer("apps.max_apps", at(&config::apps, &apps_config::max_apps), 1, 100000,
+                "Apps registered on the node at most"),
+        integer("apps.max_instances", at(&config::apps, &apps_config::max_instances), 1, 100000,
+                "Instances of all apps that are up, at most (scale and up beyond it answer 400)"),
+        // -- apps: health probes and resource limits --
+        integer("apps.max_concurrent_probes",
+                at(&config::apps, &apps_config::max_concurrent_probes), 1, INT_MAX,
+                "Health probes running at once; further ones wait their turn"),
+        size("apps.max_probe_response_bytes",
+             at(&config::apps, &apps_config::max_probe_response_bytes), 256,
+             "Bytes of a health probe's HTTP response read at most (its status line)"),
+        choice("apps.limits", at(&config::apps, &apps_config::limits),
+               {"auto", "cgroup-v2", "cgroup-v1", "rlimit", "none"},
+               "How instance cpu/memory limits are enforced: auto picks the best the host "
+               "allows; a named mechanism is the best one tried"),
         boolean("debug.fault_injection", at(&config::debug, &debug_config::fault_injection),
                 "Enables POST /debug/crash/{actor} (for tests and chaos drills)"),
     };

@@ -294,6 +294,19 @@ struct apps_config {
   std::chrono::milliseconds restart_backoff_initial{1'000};
   std::chrono::milliseconds restart_backoff_max{300'000};
   std::chrono::milliseconds restart_backoff_reset{600'000};
+  /// Apps registered on the node at most (each holds an actor and records).
+  int max_apps = 100;
+  /// Instances of all apps that are up, at most (processes, ports, actors).
+  int max_instances = 1000;
+  // -- health probes and resource limits (apps-health) --
+  /// Health probes running at once on this node; further ones wait.
+  int max_concurrent_probes = 64;
+  /// Bytes of a probe's HTTP response read at most (only the status line
+  /// is needed; an endless health endpoint costs no more than this).
+  uint64_t max_probe_response_bytes = 8 * 1024;
+  /// How instance limits are enforced: auto (cgroup-v2, else cgroup-v1,
+  /// else rlimit), or at most the named one: cgroup-v2|cgroup-v1|rlimit|none.
+  std::string limits = "auto";
 };
 
 struct debug_config {

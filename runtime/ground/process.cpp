@@ -111,8 +111,9 @@ int mark_inherited_cloexec(int proc_dir) {
   return 0;
 }
 
-/// fork + exec for children with rlimits or another user: posix_spawn has
-/// neither, and setting them after the spawn would race with the child.
+/// fork + exec for children with rlimits, cgroups or another user:
+/// posix_spawn has none of them, and setting them after the spawn would race
+/// with the child.
 /// Between fork and exec the child calls only async-signal-safe functions
 /// and raw syscalls (credentials are per thread in Linux: the child has one).
 pid_t fork_exec(const spawn_options& opts, char* const* argv, char* const* envp, int out_w,
@@ -129,6 +130,9 @@ pid_t fork_exec(const spawn_options& opts, char* const* argv, char* const* envp,
   if (switch_user)
     groups.assign(opts.user->groups.begin(), opts.user->groups.end());
   bool try_close_range = opts.sweep == fd_sweep::close_range;
+  std::vector<const char*> cgroup_procs;
+  for (auto& p : opts.cgroup_procs)
+    cgroup_procs.push_back(p.c_str());
   // Opened here: opening /proc in the child is safe too, but a missing /proc
   // is better known now.
   int proc_dir = ::open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -154,6 +158,13 @@ pid_t fork_exec(const spawn_options& opts, char* const* argv, char* const* envp,
       ::_exit(127);
     };
     ::setpgid(0, 0);
+    // "0" moves the writer: the child joins its groups while still root.
+    for (const char* procs : cgroup_procs) {
+      int fd = ::open(procs, O_WRONLY | O_CLOEXEC);
+      if (fd < 0 || ::write(fd, "0", 1) != 1)
+        die(errno);
+      ::close(fd);
+    }
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -222,7 +233,8 @@ child spawn(const spawn_options& opts) {
     envp.push_back(const_cast<char*>(s.c_str()));
   envp.push_back(nullptr);
   pid_t pid = -1;
-  if (has_limits(opts.rlimits) || opts.user || opts.sweep != fd_sweep::close_range) {
+  if (has_limits(opts.rlimits) || opts.user || opts.sweep != fd_sweep::close_range ||
+      !opts.cgroup_procs.empty()) {
     try {
       pid = fork_exec(opts, argv.data(), envp.data(), out[1], err[1]);
     } catch (...) {

@@ -48,6 +48,10 @@ struct spawn_options {
   /// Switch to this user before exec (troupe must be root); unset: stay.
   std::optional<credentials> user;
   fd_sweep sweep = fd_sweep::close_range;
+  /// cgroup.procs files the child joins before exec (app instances' limit
+  /// groups): written from the child itself, so nothing it runs ever
+  /// escapes the limits. A write that fails fails the spawn.
+  std::vector<std::string> cgroup_procs;
 };
 
 /// A started child. The pid is also its process group id.
@@ -61,9 +65,9 @@ struct child {
 /// Starts a child in a process group of its own, with only fds 0-2 open;
 /// throws std::system_error naming what failed (e.g. the command was not
 /// found). Blocks briefly (fork/exec): call it from io::post_blocking, never
-/// on an actor's scheduler thread. Without rlimits and user it uses
-/// posix_spawn; otherwise fork + setrlimit + setuid + exec, so limits and
-/// user hold from the child's first instruction.
+/// on an actor's scheduler thread. Without rlimits, user and cgroups it uses
+/// posix_spawn; otherwise fork + cgroup join + setrlimit + setuid + exec, so
+/// limits and user hold from the child's first instruction.
 child spawn(const spawn_options& opts);
 
 /// Signals the whole process group; false if it no longer exists.

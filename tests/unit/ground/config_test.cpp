@@ -97,6 +97,11 @@ const std::vector<std::string> all_keys = {
     "apps.restart_backoff_initial",
     "apps.restart_backoff_max",
     "apps.restart_backoff_reset",
+    "apps.max_apps",
+    "apps.max_instances",
+    "apps.max_concurrent_probes",
+    "apps.max_probe_response_bytes",
+    "apps.limits",
     "debug.fault_injection",
 };
 
@@ -680,6 +685,18 @@ CAF_TEST(extraction limits default to the cores and 256MiB and can be set) {
   CAF_REQUIRE(at != std::string::npos);
   auto line = text.substr(at, text.find('\n', at) - at);
   CAF_CHECK(contains(line, "(number of cores)"));
+}
+
+CAF_TEST(apps probe and limit keys have defaults and are validated) {
+  auto c = flag("apps.limits", "auto");
+  CAF_CHECK_EQUAL(c.apps.max_concurrent_probes, 64);
+  CAF_CHECK_EQUAL(c.apps.max_probe_response_bytes, 8u * 1024);
+  CAF_CHECK_EQUAL(flag("apps.limits", "cgroup-v1").apps.limits, "cgroup-v1");
+  CAF_CHECK_EQUAL(flag("apps.max_probe_response_bytes", "16KiB").apps.max_probe_response_bytes,
+                  16u * 1024);
+  CAF_CHECK_EQUAL(flag_error("apps.max_concurrent_probes", "0"),
+                  "config error: apps.max_concurrent_probes: must be >= 1, got 0");
+  CAF_CHECK(contains(flag_error("apps.limits", "cgroups"), "config error: apps.limits: "));
 }
 
 CAF_TEST(describe_config_keys lists every key with its env var and default) {

@@ -1,0 +1,51 @@
+#pragma once
+
+// One app on this node: reconciles its instances toward the target count
+// and revision (actors/apps/reconcile.hpp), asks where new instances go
+// (placement: the app manager answers this node until a cluster leader
+// does), restarts crashed instance actors under the same id (their
+// successor kills what the crashed one left, so never two processes).
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/typed_response_promise.hpp>
+
+#include "actors/apps/app_env.hpp"
+#include "actors/apps/app_spec.hpp"
+
+namespace troupe {
+
+struct app_state_data {
+  static inline const char* name = "app";
+
+  struct member {
+    instance_actor handle;
+    uint32_t revision = 0;
+    std::string state = "starting";
+    bool ready = false;
+    bool leaving = false;
+    /// Start order (newer instances leave first on scale-in).
+    int64_t order = 0;
+  };
+
+  std::shared_ptr<const apps_env> ctx;
+  app_target target;
+  std::map<std::string, member> instances;
+  /// Starts asked for but not placed yet (count as starting instances).
+  uint32_t placing = 0;
+  int64_t next_order = 0;
+  bool stopping = false;
+  std::vector<caf::typed_response_promise<ok_atom>> stop_waiters;
+};
+
+/// Reconciles the app `target.name`; targets follow as messages.
+app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
+                             std::shared_ptr<const apps_env> ctx, app_target target);
+
+/// A fresh instance id: <app>-<6 hex digits>.
+std::string new_instance_id(const std::string& app);
+
+} // namespace troupe

@@ -1,0 +1,117 @@
+#define CAF_SUITE app_records
+#include "support/dsl.hpp"
+
+#include "actors/core/store.hpp"
+#include "persistence/apps.hpp"
+#include "persistence/lmdb_env.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace troupe;
+using namespace troupe::persistence;
+
+namespace {
+
+struct fixture : test::deterministic_fixture {
+  test::temp_dir dir;
+  std::shared_ptr<lmdb_env> env = lmdb_env::open(dir / "store", 64ull << 20);
+  store_actor st = sys.spawn(store, env);
+
+  ~fixture() override {
+    caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
+    run();
+  }
+
+  void write(write_batch ops) {
+    self->send(st, write_atom::value, std::move(ops));
+    run();
+    expect_reply();
+  }
+
+  void expect_reply() {
+    bool got = false;
+    self->receive([&](write_result&) { got = true; },
+                  [&](caf::error& err) { CAF_FAIL("write failed: " << caf::to_string(err)); });
+    CAF_REQUIRE(got);
+  }
+
+  instance_record instance(std::string app, std::string id) {
+    instance_record r;
+    r.app = std::move(app);
+    r.id = std::move(id);
+    r.revision = 2;
+    r.node = "n1";
+    r.ports = {20001, 20002};
+    r.pgid = 4242;
+    r.state = "running";
+    r.restarts = 3;
+    r.exit_code = 1;
+    return r;
+  }
+};
+
+} // namespace
+
+CAF_TEST_FIXTURE_SCOPE(app_records_tests, fixture)
+
+CAF_TEST(an app record round - trips with revision and desired state) {
+  app_record a;
+  a.name = "web";
+  a.revision = 4;
+  a.spec = R"({"metadata":{"name":"web"}})";
+  a.desired_state = app_state::up;
+  a.desired_replicas = 3;
+  write({put_app_op(a)});
+  auto got = get_app(*env, "web");
+  CAF_REQUIRE(got.has_value());
+  CAF_CHECK_EQUAL(got->revision, 4u);
+  CAF_CHECK_EQUAL(got->spec, a.spec);
+  CAF_CHECK_EQUAL(got->desired_state, "up");
+  CAF_CHECK_EQUAL(got->desired_replicas, 3);
+  CAF_CHECK(!get_app(*env, "other").has_value());
+}
+
+CAF_TEST(instances are listed per app only) {
+  write({put_instance_op(instance("web", "web-a")), put_instance_op(instance("web", "web-b")),
+         put_instance_op(instance("web2", "web2-a"))});
+  auto web = list_instances(*env, "web");
+  CAF_REQUIRE_EQUAL(web.size(), 2u);
+  CAF_CHECK_EQUAL(web[0].id, "web-a");
+  CAF_CHECK_EQUAL(web[0].ports, (std::vector<uint16_t>{20001, 20002}));
+  CAF_CHECK_EQUAL(web[0].pgid, 4242);
+  CAF_CHECK_EQUAL(web[0].restarts, 3u);
+  CAF_CHECK_EQUAL(web[0].exit_code.value_or(-1), 1);
+  CAF_CHECK(!web[0].signal.has_value());
+  CAF_CHECK_EQUAL(list_all_instances(*env).size(), 3u);
+}
+
+CAF_TEST(scaling decisions keep their order and stay per app) {
+  write({scaling_op({"web", 10, 0, 3, "up"}), scaling_op({"web2", 11, 0, 1, "up"}),
+         scaling_op({"web", 12, 3, 1, "scale"}), scaling_op({"web", 13, 1, 0, "down"})});
+  auto all = list_scaling(*env, "web", 10);
+  CAF_REQUIRE_EQUAL(all.size(), 3u);
+  CAF_CHECK_EQUAL(all[0].to, 3);
+  CAF_CHECK_EQUAL(all[1].reason, "scale");
+  CAF_CHECK_EQUAL(all[2].from, 1);
+  auto last = list_scaling(*env, "web", 1);
+  CAF_REQUIRE_EQUAL(last.size(), 1u);
+  CAF_CHECK_EQUAL(last[0].reason, "down");
+}
+
+CAF_TEST(purging an app removes its records but not another app with a longer name) {
+  app_record a;
+  a.name = "web";
+  app_record b;
+  b.name = "web2";
+  write({put_app_op(a), put_app_op(b), put_instance_op(instance("web", "web-a")),
+         put_instance_op(instance("web2", "web2-a")), scaling_op({"web", 1, 0, 1, "up"}),
+         scaling_op({"web2", 2, 0, 1, "up"})});
+  write(purge_app_ops(*env, "web"));
+  CAF_CHECK(!get_app(*env, "web").has_value());
+  CAF_CHECK(get_app(*env, "web2").has_value());
+  CAF_CHECK(list_instances(*env, "web").empty());
+  CAF_CHECK_EQUAL(list_instances(*env, "web2").size(), 1u);
+  CAF_CHECK(list_scaling(*env, "web", 10).empty());
+  CAF_CHECK_EQUAL(list_scaling(*env, "web2", 10).size(), 1u);
+}
+
+CAF_TEST_FIXTURE_SCOPE_END()
