@@ -24,9 +24,9 @@ inline constexpr uint32_t schema_version = 2;
 /// Tables (LMDB named databases) of the current schema.
 inline const std::vector<std::string>& tables() {
   // New tables need no migration: opening a data dir creates missing ones.
-  static const std::vector<std::string> xs{"meta",       "events", "jobs",          "job_logs",
-                                           "logs",       "log_labels", "apps", "app_instances",
-                                           "app_scaling"};
+  static const std::vector<std::string> xs{"meta",     "events",        "jobs",
+                                           "job_logs", "logs",          "log_labels",
+                                           "apps",     "app_instances", "app_scaling"};
   return xs;
 }
 
