@@ -126,9 +126,12 @@ CAF_TEST(a liveness probe fails from unknown without ever being healthy) {
   health_tracker t(2, 1);
   CAF_CHECK(!t.record(probe_verdict::unhealthy, 1, "x"));
   CAF_CHECK(t.record(probe_verdict::unhealthy, 2, "x") == health_status::unhealthy);
-  CAF_CHECK_EQUAL(transition_event(probe_role::liveness, health_status::unhealthy), "live_failed");
-  CAF_CHECK_EQUAL(transition_event(probe_role::readiness, health_status::unhealthy), "unready");
-  CAF_CHECK_EQUAL(transition_event(probe_role::readiness, health_status::healthy), "ready");
+  CAF_CHECK_EQUAL(std::string{transition_event(probe_role::liveness, health_status::unhealthy)},
+                  "live_failed");
+  CAF_CHECK_EQUAL(std::string{transition_event(probe_role::readiness, health_status::unhealthy)},
+                  "unready");
+  CAF_CHECK_EQUAL(std::string{transition_event(probe_role::readiness, health_status::healthy)},
+                  "ready");
 }
 
 CAF_TEST(probe specs are validated with the field named) {
