@@ -306,13 +306,16 @@ struct instance_status {
   uint64_t rss_bytes = 0;
   /// cgroup-v2|cgroup-v1|rlimit|none.
   std::string limits = "none";
+  /// Why it is in its state: the last decision about it (an exit's cause,
+  /// "OOM-killed: …", a restart's backoff, a drain).
+  std::string reason;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, instance_status& x) {
   return f(caf::meta::type_name("instance_status"), x.id, x.node, x.pid, x.ports, x.revision,
            x.state, x.ready, x.restarts, x.started_at_ns, x.health, x.consecutive_failures,
-           x.last_check_ns, x.last_error, x.cpu_percent, x.rss_bytes, x.limits);
+           x.last_check_ns, x.last_error, x.cpu_percent, x.rss_bytes, x.limits, x.reason);
 }
 
 /// One app as GET /apps and GET /apps/{name}/status show it.
@@ -343,6 +346,42 @@ struct instance_change {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, instance_change& x) {
   return f(caf::meta::type_name("instance_change"), x.id, x.state, x.ready);
+}
+
+/// One instance's CPU and RSS: the latest sample and, per window (1m, 15m,
+/// 1h), the samples taken in it (GET /apps/{name}/metrics). An instance
+/// sends its app the latest alone (no windows) after every sample.
+struct instance_usage {
+  std::string id;
+  /// Percent of one core between the last two samples.
+  double cpu_percent = 0;
+  uint64_t rss_bytes = 0;
+  /// When the latest sample was taken (Unix ns; 0: none yet).
+  int64_t sampled_at_ns = 0;
+  std::vector<metric_window_stats> cpu;
+  std::vector<metric_window_stats> rss;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, instance_usage& x) {
+  return f(caf::meta::type_name("instance_usage"), x.id, x.cpu_percent, x.rss_bytes,
+           x.sampled_at_ns, x.cpu, x.rss);
+}
+
+/// An app's usage: the sum over its instances now and per window, and each
+/// instance's own.
+struct app_usage {
+  std::string name;
+  double cpu_percent = 0;
+  uint64_t rss_bytes = 0;
+  std::vector<metric_window_stats> cpu;
+  std::vector<metric_window_stats> rss;
+  std::vector<instance_usage> instances;
+};
+
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, app_usage& x) {
+  return f(caf::meta::type_name("app_usage"), x.name, x.cpu_percent, x.rss_bytes, x.cpu, x.rss,
+           x.instances);
 }
 
 // -- apps: health (message types) -------------------------------------------------
@@ -429,6 +468,8 @@ CAF_ADD_TYPE_ID(troupe, (troupe::instance_status))
 CAF_ADD_TYPE_ID(troupe, (troupe::app_status))
 CAF_ADD_TYPE_ID(troupe, (troupe::app_statuses))
 CAF_ADD_TYPE_ID(troupe, (troupe::instance_change))
+CAF_ADD_TYPE_ID(troupe, (troupe::instance_usage))
+CAF_ADD_TYPE_ID(troupe, (troupe::app_usage))
 CAF_ADD_TYPE_ID(troupe, (troupe::probe_result))
 CAF_ADD_TYPE_ID(troupe, (troupe::health_report))
 CAF_ADD_TYPE_ID(troupe, (troupe::health_transition))
@@ -468,6 +509,7 @@ CAF_ADD_ATOM(troupe, troupe, policy_atom, "policy")
 CAF_ADD_ATOM(troupe, troupe, place_atom, "place")
 CAF_ADD_ATOM(troupe, troupe, in_flight_atom, "in_flight")
 CAF_ADD_ATOM(troupe, troupe, recovered_atom, "recovered")
+CAF_ADD_ATOM(troupe, troupe, usage_atom, "usage")
 
 CAF_END_TYPE_ID_BLOCK(troupe)
 
@@ -707,6 +749,10 @@ using instance_actor = caf::typed_actor<
     caf::reacts_to<health_transition>,
     // Its state, health and usage.
     caf::replies_to<get_atom>::with<instance_status>,
+    // Internal: time to sample CPU and RSS (apps.sample_interval).
+    caf::reacts_to<sample_atom>,
+    // Its CPU and RSS now and per window.
+    caf::replies_to<usage_atom>::with<instance_usage>,
     // Node shutdown: SIGTERM now (no drain), SIGKILL after the grace; answers
     // once the process is gone.
     caf::replies_to<shutdown_atom>::with<ok_atom>>;
@@ -722,6 +768,12 @@ using app_actor = caf::typed_actor<
     caf::reacts_to<tick_atom>,
     // Its status with every instance's.
     caf::replies_to<get_atom>::with<app_status>,
+    // An instance's latest CPU and RSS sample (no windows).
+    caf::reacts_to<instance_usage>,
+    // Internal: time to add the instances' sum to the app's windows.
+    caf::reacts_to<sample_atom>,
+    // Its usage (sum and windows) with every instance's.
+    caf::replies_to<usage_atom>::with<app_usage>,
     // Node shutdown: stops every instance, then answers.
     caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
@@ -751,6 +803,8 @@ using app_manager_actor = caf::typed_actor<
     // Every app (without instances); one app with its instances.
     caf::replies_to<get_atom>::with<app_statuses>,
     caf::replies_to<get_atom, std::string>::with<app_status>,
+    // One app's CPU and RSS, its instances' too (nothing while it is down).
+    caf::replies_to<usage_atom, std::string>::with<app_usage>,
     // Placement: the nodes for `count` new instances of an app (this node
     // for now; a cluster leader answers later).
     caf::replies_to<place_atom, std::string, uint32_t>::with<std::vector<std::string>>,

@@ -9,6 +9,7 @@
 #
 # Environment: BENCH_JOBS (default 2000).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
 
 build="$(cd "${1:?usage: $0 <build-dir>}" && pwd)"
 troupe_bin="$build/troupe"
@@ -33,14 +34,7 @@ cd "$work"
 TROUPE_JOBS__CONCURRENCY="$cores" "$troupe_bin" serve --listen 127.0.0.1:0 \
   --data-dir "$work/data" --log-level info >"$work/troupe.log" 2>&1 &
 pid=$!
-port=""
-for _ in $(seq 200); do
-  port="$(sed -n '1s/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/troupe.log")"
-  [[ -n "$port" ]] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$work/troupe.log" >&2; exit 1; }
-  sleep 0.05
-done
-[[ -n "$port" ]] || { echo "jobs: troupe did not report its port" >&2; exit 1; }
+port="$(wait_troupe_port "$work/troupe.log" "$pid")"
 
 echo "jobs: $jobs x /bin/true, jobs.concurrency=$cores, $cores submitting connections"
 # The first start writes the API token right after binding.

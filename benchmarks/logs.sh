@@ -10,6 +10,7 @@
 #
 # Environment: BENCH_LINES (default 1000000).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
 
 build="$(cd "${1:?usage: $0 <build-dir>}" && pwd)"
 troupe_bin="$build/troupe"
@@ -77,13 +78,7 @@ TROUPE_LOGS__LOKI__URL="http://127.0.0.1:$nginx_port" TROUPE_JOBS__CONCURRENCY=1
   "$troupe_bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/troupe.log" 2>&1 &
 tpid=$!
 pids+=($tpid)
-port=""
-for _ in $(seq 200); do
-  port="$(sed -n '1s/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/troupe.log")"
-  [[ -n "$port" ]] && break
-  sleep 0.05
-done
-[[ -n "$port" ]] || { cat "$work/troupe.log" >&2; exit 1; }
+port="$(wait_troupe_port "$work/troupe.log" "$tpid")"
 
 t0=$(now)
 for _ in $(seq 200); do [[ -s "$work/data/token" ]] && break; sleep 0.05; done

@@ -8,7 +8,10 @@
 
 #include "actors/apps/instance.hpp"
 #include "actors/apps/reconcile.hpp"
+#include "actors/core/ask_all.hpp"
 #include "actors/core/names.hpp"
+#include "actors/core/retrying_request.hpp"
+#include "actors/metrics/metrics.hpp"
 #include "runtime/ground/logging.hpp"
 
 namespace troupe {
@@ -107,6 +110,53 @@ void maybe_stopped(self_ptr self) {
   self->quit();
 }
 
+std::vector<instance_actor> handles(self_ptr self) {
+  std::vector<instance_actor> out;
+  for (auto& [id, m] : self->state.instances)
+    out.push_back(m.handle);
+  return out;
+}
+
+/// Adds the instances' latest usage, summed, to the app's windows and to
+/// the registry's app gauges.
+void sample(self_ptr self) {
+  auto& st = self->state;
+  double cpu = 0;
+  double rss = 0;
+  for (auto& [id, u] : st.usage) {
+    cpu += u.cpu_percent;
+    rss += static_cast<double>(u.rss_bytes);
+  }
+  auto t = self->clock().now();
+  if (!st.cpu_window) {
+    st.cpu_window = std::make_unique<metrics::window_ring>(t);
+    st.rss_window = std::make_unique<metrics::window_ring>(t);
+  }
+  st.cpu_window->add(t, cpu);
+  st.rss_window->add(t, rss);
+  report_metrics(self->system(), {gauge_delta("apps.cpu", {st.target.name}, cpu),
+                                  gauge_delta("apps.memory.rss", {st.target.name}, rss)});
+}
+
+/// An instance stopped for good: its record stays as history; records
+/// beyond the newest instance_history_kept stopped ones are erased.
+void remember_stopped(self_ptr self, const std::string& id) {
+  auto& st = self->state;
+  st.history.insert(st.history.begin(), id);
+  if (st.history.size() <= instance_history_kept)
+    return;
+  write_batch ops;
+  for (size_t i = instance_history_kept; i < st.history.size(); ++i)
+    ops.push_back(persistence::erase_instance_op(st.target.name, st.history[i]));
+  st.history.resize(instance_history_kept);
+  write_to_store(
+      self, while_restarting, {}, std::move(ops), [] {},
+      [self](const caf::error& err) {
+        log()->warn("app {}: old instance records not pruned: {}", self->state.target.name,
+                    caf::to_string(err));
+      });
+}
+
 } // namespace
 
 std::string new_instance_id(const std::string& app) {
@@ -128,6 +178,9 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
       auto id = i->first;
       bool crashed = i->second.state != "stopped" && !st.stopping;
       st.instances.erase(i);
+      st.usage.erase(id);
+      if (!crashed)
+        remember_stopped(self, id);
       if (crashed && dm.reason != caf::exit_reason::normal) {
         // Same id: its successor kills what is left of it before starting.
         log()->error("app {}: instance actor {} ended ({}); restarting it", st.target.name, id,
@@ -139,7 +192,15 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
       return;
     }
   });
+  // Stopped instances a previous app actor left in the store count as history.
+  if (self->state.ctx->env)
+    for (auto& r : persistence::list_instances(*self->state.ctx->env, self->state.target.name))
+      if (r.state == "stopped")
+        self->state.history.push_back(r.id);
   reconcile(self);
+  // Zero turns sampling off (deterministic tests).
+  if (self->state.ctx->cfg.sample_interval.count() > 0)
+    self->delayed_send(self, self->state.ctx->cfg.sample_interval, sample_atom::value);
   return {
       [self](app_target& t) {
         self->state.target = std::move(t);
@@ -157,39 +218,51 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
         reconcile(self);
       },
       [self](tick_atom) { reconcile(self); },
+      [self](instance_usage& u) {
+        auto& st = self->state;
+        if (st.instances.count(u.id) > 0)
+          st.usage[u.id] = std::move(u);
+      },
+      [self](sample_atom) {
+        sample(self);
+        self->delayed_send(self, self->state.ctx->cfg.sample_interval, sample_atom::value);
+      },
+      [self](usage_atom) -> caf::result<app_usage> {
+        auto& st = self->state;
+        auto out = std::make_shared<app_usage>();
+        out->name = st.target.name;
+        for (auto& [id, u] : st.usage) {
+          out->cpu_percent += u.cpu_percent;
+          out->rss_bytes += u.rss_bytes;
+        }
+        if (st.cpu_window) {
+          auto now = self->clock().now();
+          out->cpu = window_summary(*st.cpu_window, now, metrics::kind::gauge);
+          out->rss = window_summary(*st.rss_window, now, metrics::kind::gauge);
+        }
+        auto rp = self->make_response_promise<app_usage>();
+        ask_all<instance_usage>(
+            self, handles(self), std::chrono::seconds(5),
+            [out](instance_usage& x) { out->instances.push_back(std::move(x)); },
+            [out, rp](size_t) mutable { rp.deliver(std::move(*out)); }, usage_atom::value);
+        return rp;
+      },
       [self](get_atom) -> caf::result<app_status> {
         auto& st = self->state;
-        struct gather {
-          app_status out;
-          size_t waiting = 0;
-          caf::typed_response_promise<app_status> rp;
-        };
-        auto g = std::make_shared<gather>();
-        g->out.name = st.target.name;
-        g->out.state = st.target.up ? "up" : "down";
-        g->out.desired = st.target.up ? st.target.replicas : 0;
-        g->out.revision = st.target.revision;
+        auto out = std::make_shared<app_status>();
+        out->name = st.target.name;
+        out->state = st.target.up ? "up" : "down";
+        out->desired = st.target.up ? st.target.replicas : 0;
+        out->revision = st.target.revision;
         for (auto& [id, m] : st.instances)
           if (m.ready && !m.leaving)
-            ++g->out.ready;
-        if (st.instances.empty())
-          return g->out;
-        g->rp = self->make_response_promise<app_status>();
-        g->waiting = st.instances.size();
-        for (auto& [id, m] : st.instances) {
-          auto done = [g] {
-            if (--g->waiting == 0)
-              g->rp.deliver(g->out);
-          };
-          self->request(m.handle, std::chrono::seconds(5), get_atom::value)
-              .then(
-                  [g, done](instance_status& x) {
-                    g->out.instances.push_back(std::move(x));
-                    done();
-                  },
-                  [done](caf::error&) { done(); });
-        }
-        return g->rp;
+            ++out->ready;
+        auto rp = self->make_response_promise<app_status>();
+        ask_all<instance_status>(
+            self, handles(self), std::chrono::seconds(5),
+            [out](instance_status& x) { out->instances.push_back(std::move(x)); },
+            [out, rp](size_t) mutable { rp.deliver(std::move(*out)); }, get_atom::value);
+        return rp;
       },
       [self](shutdown_atom) -> caf::result<ok_atom> {
         auto& st = self->state;

@@ -15,6 +15,7 @@
 
 #include "actors/apps/app_env.hpp"
 #include "actors/apps/app_spec.hpp"
+#include "actors/metrics/window_ring.hpp"
 
 namespace troupe {
 
@@ -39,7 +40,18 @@ struct app_state_data {
   int64_t next_order = 0;
   bool stopping = false;
   std::vector<caf::typed_response_promise<ok_atom>> stop_waiters;
+  /// Each instance's latest CPU and RSS (from its samples); the sum over
+  /// them goes into these windows every apps.sample_interval.
+  std::map<std::string, instance_usage> usage;
+  std::unique_ptr<metrics::window_ring> cpu_window;
+  std::unique_ptr<metrics::window_ring> rss_window;
+  /// Stopped instances' records kept (newest first), pruned past a bound.
+  std::vector<std::string> history;
 };
+
+/// Stopped instance records an app keeps (its instance history); older
+/// ones are erased.
+inline constexpr size_t instance_history_kept = 20;
 
 /// Reconciles the app `target.name`; targets follow as messages.
 app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,

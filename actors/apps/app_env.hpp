@@ -21,6 +21,7 @@
 #include "actors/core/names.hpp"
 #include "actors/interfaces.hpp"
 #include "runtime/ground/config.hpp"
+#include "runtime/ground/launch.hpp"
 #include "runtime/ground/logging.hpp"
 #include "runtime/ground/process.hpp"
 
@@ -64,13 +65,9 @@ struct instance_launch {
   process::callbacks cb;
 };
 
-/// What came of an instance_launch: pid and watch (not begun: the launcher
-/// begins it once `done` returned), or why it failed.
-struct instance_launched {
-  pid_t pid = -1;
-  std::shared_ptr<process::watch> watch;
-  std::string error;
-};
+/// What came of an instance_launch (runtime/ground/launch.hpp): pid and
+/// watch, or why it failed.
+using instance_launched = process::launched;
 
 using instance_launcher =
     std::function<void(instance_launch, std::function<void(instance_launched)> done)>;

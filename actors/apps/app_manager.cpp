@@ -8,6 +8,7 @@
 
 #include "actors/apps/app.hpp"
 #include "actors/apps/app_spec.hpp"
+#include "actors/core/ask_all.hpp"
 #include "actors/core/retrying_request.hpp"
 #include "runtime/ground/clock.hpp"
 #include "runtime/ground/orphans.hpp"
@@ -347,8 +348,12 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
         if (i == self->state.apps.end())
           return caf::make_error(ec::not_found, "app " + name);
         json data{{"app", name}, {"reason", "deleted: instances stop, logs stay until retention"}};
+        std::vector<std::pair<std::string, json>> events;
+        if (i->second.rec.desired_state == as::up)
+          events.emplace_back("app.down", data);
+        events.emplace_back("app.deleted", data);
         return persist<ok_atom>(
-            self, persistence::purge_app_ops(*self->state.ctx->env, name), {{"app.down", data}},
+            self, persistence::purge_app_ops(*self->state.ctx->env, name), std::move(events),
             [self, name] {
               auto& apps = self->state.apps;
               auto i = apps.find(name);
@@ -365,37 +370,23 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
       },
       [self](get_atom) -> caf::result<app_statuses> {
         auto& st = self->state;
-        struct gather {
-          app_statuses out;
-          size_t waiting = 0;
-          caf::typed_response_promise<app_statuses> rp;
-        };
-        auto g = std::make_shared<gather>();
-        for (auto& [name, e] : st.apps)
-          g->out.push_back(summary(e));
-        for (size_t k = 0; k < g->out.size(); ++k)
-          if (auto& e = st.apps[g->out[k].name]; e.actor)
-            ++g->waiting;
-        if (g->waiting == 0)
-          return g->out;
-        g->rp = self->make_response_promise<app_statuses>();
-        for (size_t k = 0; k < g->out.size(); ++k) {
-          auto& e = st.apps[g->out[k].name];
-          if (!e.actor)
-            continue;
-          auto done = [g] {
-            if (--g->waiting == 0)
-              g->rp.deliver(g->out);
-          };
-          self->request(e.actor, std::chrono::seconds(10), get_atom::value)
-              .then(
-                  [g, k, done](app_status& s) {
-                    g->out[k].ready = s.ready;
-                    done();
-                  },
-                  [done](caf::error&) { done(); });
+        auto out = std::make_shared<app_statuses>();
+        std::vector<app_actor> running;
+        for (auto& [name, e] : st.apps) {
+          out->push_back(summary(e));
+          if (e.actor)
+            running.push_back(e.actor);
         }
-        return g->rp;
+        auto rp = self->make_response_promise<app_statuses>();
+        ask_all<app_status>(
+            self, running, std::chrono::seconds(10),
+            [out](app_status& s) {
+              for (auto& x : *out)
+                if (x.name == s.name)
+                  x.ready = s.ready;
+            },
+            [out, rp](size_t) mutable { rp.deliver(std::move(*out)); }, get_atom::value);
+        return rp;
       },
       [self](get_atom, const std::string& name) -> caf::result<app_status> {
         auto i = self->state.apps.find(name);
@@ -420,30 +411,26 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
       },
       [self](recovered_atom) { restore(self); },
       [self](shutdown_atom) -> caf::result<ok_atom> {
-        auto& st = self->state;
-        auto waiting = std::make_shared<size_t>(0);
-        for (auto& [name, e] : st.apps)
+        std::vector<app_actor> running;
+        for (auto& [name, e] : self->state.apps)
           if (e.actor)
-            ++*waiting;
-        if (*waiting == 0)
-          return ok_atom::value;
-        // Made only now: a promise takes the reply over, a returned value is lost.
+            running.push_back(e.actor);
         auto rp = self->make_response_promise<ok_atom>();
-        for (auto& [name, e] : st.apps) {
-          if (!e.actor)
-            continue;
-          self->request(e.actor, std::chrono::seconds(60), shutdown_atom::value)
-              .then(
-                  [rp, waiting](ok_atom) mutable {
-                    if (--*waiting == 0)
-                      rp.deliver(ok_atom::value);
-                  },
-                  [rp, waiting](caf::error&) mutable {
-                    if (--*waiting == 0)
-                      rp.deliver(ok_atom::value);
-                  });
-        }
+        ask_all<ok_atom>(
+            self, running, std::chrono::seconds(60), [](ok_atom) {},
+            [rp](size_t) mutable { rp.deliver(ok_atom::value); }, shutdown_atom::value);
         return rp;
+      },
+      [self](usage_atom, const std::string& name) -> caf::result<app_usage> {
+        auto i = self->state.apps.find(name);
+        if (i == self->state.apps.end())
+          return caf::make_error(ec::not_found, "app " + name);
+        if (!i->second.actor) {
+          app_usage none;
+          none.name = name;
+          return none;
+        }
+        return self->delegate(i->second.actor, usage_atom::value);
       },
       [self](status_atom) {
         auto& st = self->state;

@@ -9,7 +9,8 @@ namespace {
 using self_ptr = health_checker_actor::stateful_pointer<health_checker_state>;
 
 /// Starts probe number seq + 1 and schedules the one after it, so probes
-/// start every interval (Kubernetes' period) whatever each one takes.
+/// start every interval (Kubernetes' period) whatever each one takes; the
+/// start-up interval until the first healthy result, if one is set.
 void start_probe(self_ptr self) {
   auto& st = self->state;
   auto seq = ++st.seq;
@@ -27,7 +28,10 @@ void start_probe(self_ptr self) {
     r.error = std::move(out.error);
     caf::anon_send(caf::actor_cast<health_checker_actor>(strong), std::move(r));
   });
-  self->delayed_send(self, st.cfg.request.spec.interval, tick_atom::value);
+  auto next = st.cfg.request.spec.interval;
+  if (!st.ever_healthy && st.cfg.startup_interval.count() > 0)
+    next = std::min(next, st.cfg.startup_interval);
+  self->delayed_send(self, next, tick_atom::value);
 }
 
 probe_verdict verdict_of(const probe_result& r) {
@@ -82,6 +86,7 @@ health_checker(health_checker_actor::stateful_pointer<health_checker_state> self
         if (!st.in_flight || r.seq != st.seq)
           return;
         st.in_flight = false;
+        st.ever_healthy = st.ever_healthy || r.healthy;
         if (auto now = st.tracker->record(verdict_of(r), now_ns(), r.error))
           self->send(st.owner, health_transition{transition_event(st.cfg.role, *now), st.report()});
         if (st.due) {

@@ -6,6 +6,7 @@
 // of every status change. Probes run on the node's prober, never on an
 // actor thread.
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +25,11 @@ struct health_checker_config {
   probe_role role = probe_role::readiness;
   /// What to probe and where (spec, host, env and cwd for exec probes).
   probe_request request;
+  /// Until the first healthy result, probe this often instead (if shorter
+  /// than the interval; zero: off): an instance starting up is seen ready
+  /// within this time of answering, not up to intervalSeconds later. Only
+  /// for readiness: liveness failures before a first success restart.
+  std::chrono::milliseconds startup_interval{0};
 };
 
 struct health_checker_state {
@@ -37,6 +43,8 @@ struct health_checker_state {
   bool in_flight = false;
   /// The next probe came due while one was still running.
   bool due = false;
+  /// A probe has been healthy (start-up probing is over).
+  bool ever_healthy = false;
 
   health_report report() const;
 };

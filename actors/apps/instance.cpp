@@ -9,6 +9,7 @@
 
 #include "actors/apps/health_checker.hpp"
 #include "actors/core/retrying_request.hpp"
+#include "actors/metrics/metrics.hpp"
 #include "runtime/ground/clock.hpp"
 #include "runtime/ground/orphans.hpp"
 
@@ -45,31 +46,35 @@ json who(self_ptr self) {
   return json{{"app", r.app}, {"instance", r.id}, {"revision", r.revision}, {"node", r.node}};
 }
 
-/// Persists the record, then announces `type` (if any) and tells the app.
-/// `then` runs once that is done (or failed).
+/// Persists the record, then announces `type` (if any) and tells the app,
+/// in that order: the app acts (drains another instance, say) only on
+/// announced states, so the event stream shows causes before effects (a new
+/// instance's ready before the unready of the old one it replaces). `then`
+/// runs once that is done (or the write failed).
 void record(self_ptr self, const std::string& type, json data = json::object(),
             std::function<void()> then = {}) {
   auto& st = self->state;
-  auto on_written = [self, type, data, then]() mutable {
+  instance_change change{st.rec.id, st.rec.state, st.ready};
+  auto on_written = [self, type, data, then, change]() mutable {
     auto& st = self->state;
     if (!type.empty()) {
       auto body = who(self);
       body.update(data);
       publish_app_event(self, *st.ctx, type, body);
     }
+    self->send(st.app, std::move(change));
     if (then)
       then();
   };
   write_to_store(self, while_restarting, deferring(self),
                  write_batch{persistence::put_instance_op(st.rec)}, on_written,
-                 [self, type, then](const caf::error& err) {
+                 [self, type, then, change](const caf::error& err) mutable {
                    log()->error("instance {}: record not stored ({}): {}", self->state.rec.id, type,
                                 caf::to_string(err));
+                   self->send(self->state.app, std::move(change));
                    if (then)
                      then();
                  });
-  // The app reconciles on the state at once; the record follows in order.
-  self->send(st.app, instance_change{st.rec.id, st.rec.state, st.ready});
 }
 
 void set_ready(self_ptr self, bool ready, const std::string& reason) {
@@ -202,6 +207,8 @@ void start_checkers(self_ptr self) {
     cfg.instance = st.rec.id;
     cfg.role = role;
     cfg.request = probe_for(st.spec, p, st.rec.ports, environment(st), cwd);
+    if (role == apps::probe_role::readiness)
+      cfg.startup_interval = std::chrono::milliseconds(100);
     auto c = self->system().spawn(apps::health_checker, cfg, owner, st.ctx->probes);
     st.checkers.push_back(c);
   };
@@ -229,6 +236,32 @@ void on_health(self_ptr self, health_transition& t) {
   }
 }
 
+/// Samples CPU and RSS (the cgroup's accounting, else the process tree).
+/// `record`: adds the sample to the windows and tells the app; otherwise
+/// it is the baseline a fresh process's first CPU rate is measured from.
+void take_sample(self_ptr self, bool record) {
+  auto& st = self->state;
+  if (!st.running || st.rec.pgid <= 0)
+    return;
+  auto now = apps::sample_instance(st.limits, static_cast<pid_t>(st.rec.pgid));
+  st.usage.rss_bytes = now.rss_bytes;
+  st.usage.sampled_at_ns = now_ns();
+  if (!record) {
+    st.last_sample = now;
+    return;
+  }
+  st.usage.cpu_percent = st.last_sample.at_ns > 0 ? apps::cpu_percent(st.last_sample, now) : 0;
+  st.last_sample = now;
+  auto t = self->clock().now();
+  if (!st.cpu_window) {
+    st.cpu_window = std::make_unique<metrics::window_ring>(t);
+    st.rss_window = std::make_unique<metrics::window_ring>(t);
+  }
+  st.cpu_window->add(t, st.usage.cpu_percent);
+  st.rss_window->add(t, static_cast<double>(st.usage.rss_bytes));
+  self->send(st.app, st.usage);
+}
+
 void on_launched(self_ptr self, instance_launched r) {
   auto& st = self->state;
   if (!r.error.empty()) {
@@ -249,6 +282,8 @@ void on_launched(self_ptr self, instance_launched r) {
   st.rec.exit_code.reset();
   st.rec.signal.reset();
   st.backoff.started(restart_backoff::clock::now());
+  st.oom_kills_at_start = st.limits.usage().oom_kills;
+  take_sample(self, false);
   if (st.leaving) {
     // Stopped while starting: it never served.
     signal_group(self, SIGKILL);
@@ -377,7 +412,14 @@ void on_exit(self_ptr self, int32_t code, int32_t sig) {
     finish(self);
     return;
   }
-  auto why = !st.kill_reason.empty()                 ? st.kill_reason
+  auto oom_kills = st.limits.usage().oom_kills;
+  bool oom = oom_kills > st.oom_kills_at_start;
+  if (oom)
+    ended["oom_killed"] = true;
+  auto why = oom ? "OOM-killed: the kernel killed it for exceeding its memory limit (" +
+                       std::to_string(st.spec.resources.memory_bytes) + " bytes, " +
+                       apps::to_string(st.limits.mechanism()) + ")"
+             : !st.kill_reason.empty()               ? st.kill_reason
              : !st.rec.reason.empty() && code == 127 ? st.rec.reason
              : sig != 0                              ? "killed by signal " + std::to_string(sig)
                                                      : "exited with code " + std::to_string(code);
@@ -395,12 +437,13 @@ void on_exit(self_ptr self, int32_t code, int32_t sig) {
   st.rec.state = "backoff";
   st.rec.reason = why + "; restarting in " + std::to_string(delay.count()) + "ms";
   log()->warn("instance {} {}", st.rec.id, st.rec.reason);
-  record(self, "instance.exited", ended);
-  publish_app_event(self, *st.ctx, "instance.restarting", [&] {
-    auto j = who(self);
-    j.update({{"backoff_ms", delay.count()}, {"restarts", st.rec.restarts}, {"reason", why}});
-    return j;
-  }());
+  // instance.restarting follows instance.exited on the event stream.
+  auto restarting = who(self);
+  restarting.update(
+      {{"backoff_ms", delay.count()}, {"restarts", st.rec.restarts}, {"reason", why}});
+  record(self, "instance.exited", ended, [self, restarting] {
+    publish_app_event(self, *self->state.ctx, "instance.restarting", restarting);
+  });
   self->delayed_send(self, delay, restart_atom::value, ++st.restart_seq);
 }
 
@@ -418,6 +461,11 @@ instance_status instance_state::status() const {
   x.restarts = rec.restarts;
   x.started_at_ns = rec.started_at;
   x.limits = apps::to_string(limits.mechanism());
+  x.reason = rec.reason;
+  if (running) {
+    x.cpu_percent = usage.cpu_percent;
+    x.rss_bytes = usage.rss_bytes;
+  }
   if (spec.readiness || spec.liveness) {
     x.health = health.status;
     x.consecutive_failures = health.consecutive_failures;
@@ -462,27 +510,17 @@ bool restarts_after(const std::string& policy, int32_t exit_code, int32_t signal
 
 void launch_instance(process::io& io, instance_launch req,
                      std::function<void(instance_launched)> done) {
-  // Holds no reference to `io`: the task runs on io's own thread.
-  io.post_blocking([&io, req = std::move(req), done = std::move(done)]() mutable {
-    instance_launched r;
-    try {
-      if (!req.reap_instance.empty()) {
-        auto killed = orphans::kill_tagged("TROUPE_INSTANCE", {req.reap_instance}, {0});
-        if (killed.at(0) > 0)
-          log()->warn("instance {}: {} processes left by its previous actor killed",
-                      req.reap_instance, killed[0]);
-      }
-      auto c = process::spawn(req.opts);
-      r.pid = c.pid;
-      r.watch = io.prepare(c, req.max_line, std::move(req.cb));
-    } catch (const std::exception& e) {
-      r.error = std::string{"cannot start: "} + e.what();
-    }
-    auto w = r.watch;
-    done(std::move(r));
-    if (w)
-      w->begin();
-  });
+  process::launch_request launch;
+  launch.opts = std::move(req.opts);
+  launch.max_line = req.max_line;
+  launch.cb = std::move(req.cb);
+  if (!req.reap_instance.empty())
+    launch.before = [id = std::move(req.reap_instance)](instance_launched&) {
+      auto killed = orphans::kill_tagged("TROUPE_INSTANCE", {id}, {0});
+      if (killed.at(0) > 0)
+        log()->warn("instance {}: {} processes left by its previous actor killed", id, killed[0]);
+    };
+  process::launch(io, std::move(launch), std::move(done));
 }
 
 instance_actor::behavior_type instance(instance_actor::stateful_pointer<instance_state> self,
@@ -526,7 +564,11 @@ instance_actor::behavior_type instance(instance_actor::stateful_pointer<instance
       signal_group(self, SIGKILL);
     self->quit(dm.reason);
   });
+  st.usage.id = id;
   start_process(self, true);
+  // Zero turns sampling off (deterministic tests).
+  if (ctx->cfg.sample_interval.count() > 0)
+    self->delayed_send(self, ctx->cfg.sample_interval, sample_atom::value);
   return {
       [self](process::output& out) { on_output(self, out); },
       [self](exited_atom, int32_t code, int32_t sig) { on_exit(self, code, sig); },
@@ -567,16 +609,26 @@ instance_actor::behavior_type instance(instance_actor::stateful_pointer<instance
       },
       [self](tick_atom) { check_in_flight(self); },
       [self](health_transition& t) { on_health(self, t); },
-      [self](get_atom) {
+      [self](get_atom) { return self->state.status(); },
+      [self](sample_atom) {
         auto& st = self->state;
-        auto x = st.status();
-        if (st.running && st.rec.pgid > 0) {
-          // A few /proc (or cgroup) reads: cheap enough for a status call.
-          auto now = apps::sample_instance(st.limits, static_cast<pid_t>(st.rec.pgid));
-          x.rss_bytes = now.rss_bytes;
-          if (st.last_sample.at_ns > 0)
-            x.cpu_percent = apps::cpu_percent(st.last_sample, now);
-          st.last_sample = now;
+        if (st.terminated)
+          return;
+        take_sample(self, true);
+        self->delayed_send(self, st.ctx->cfg.sample_interval, sample_atom::value);
+      },
+      [self](usage_atom) {
+        auto& st = self->state;
+        auto x = st.usage;
+        x.id = st.rec.id;
+        if (!st.running) {
+          x.cpu_percent = 0;
+          x.rss_bytes = 0;
+        }
+        if (st.cpu_window) {
+          auto now = self->clock().now();
+          x.cpu = window_summary(*st.cpu_window, now, metrics::kind::gauge);
+          x.rss = window_summary(*st.rss_window, now, metrics::kind::gauge);
         }
         return x;
       },

@@ -3,6 +3,7 @@
 #include <ctime>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include <dirent.h>
 #include <unistd.h>
@@ -63,6 +64,40 @@ bool numeric(const char* name) {
 
 } // namespace
 
+namespace {
+
+/// Reads /proc/<pid>/stat into `f`; false if the process is gone.
+bool read_stat(const std::string& proc_root, const std::string& pid, stat_fields& f) {
+  std::ifstream in(proc_root + "/" + pid + "/stat");
+  std::string text;
+  return std::getline(in, text) && parse_stat(text, f);
+}
+
+/// The children of every thread of `pid` (/proc/<pid>/task/<tid>/children).
+/// False if the task directory cannot be read.
+bool children_of(const std::string& proc_root, const std::string& pid,
+                 std::vector<std::string>& out) {
+  auto task_dir = proc_root + "/" + pid + "/task";
+  DIR* dir = ::opendir(task_dir.c_str());
+  if (dir == nullptr)
+    return false;
+  bool any = false;
+  while (auto* ent = ::readdir(dir)) {
+    if (!numeric(ent->d_name))
+      continue;
+    std::ifstream in(task_dir + "/" + ent->d_name + "/children");
+    if (!in)
+      continue;
+    any = true;
+    for (std::string child; in >> child;)
+      out.push_back(child);
+  }
+  ::closedir(dir);
+  return any;
+}
+
+} // namespace
+
 proc_sample sample_process_group(pid_t pgid, const std::string& proc_root) {
   static const uint64_t tick_ns = 1'000'000'000ull / static_cast<uint64_t>(::sysconf(_SC_CLK_TCK));
   static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
@@ -70,23 +105,43 @@ proc_sample sample_process_group(pid_t pgid, const std::string& proc_root) {
   s.at_ns = monotonic_ns();
   if (pgid <= 0)
     return s;
+  auto count = [&](const stat_fields& f) {
+    s.cpu_ns += f.ticks * tick_ns;
+    s.rss_bytes += f.rss_pages * page;
+    ++s.processes;
+  };
+  // The group's leader is its first process (an instance's pgid is its
+  // pid): walk its tree of children, a few small reads, instead of every
+  // process on the host. Only when the leader is gone (or the kernel keeps
+  // no children lists) are all processes scanned.
+  stat_fields leader;
+  std::vector<std::string> todo;
+  auto leader_pid = std::to_string(pgid);
+  if (read_stat(proc_root, leader_pid, leader) && leader.pgrp == pgid &&
+      children_of(proc_root, leader_pid, todo)) {
+    count(leader);
+    // Bounded: a fork bomb in the group is not followed past this many.
+    for (size_t seen = 0; !todo.empty() && seen < 4096; ++seen) {
+      auto pid = std::move(todo.back());
+      todo.pop_back();
+      stat_fields f;
+      if (!read_stat(proc_root, pid, f) || f.pgrp != pgid)
+        continue;
+      count(f);
+      children_of(proc_root, pid, todo);
+    }
+    return s;
+  }
   DIR* dir = ::opendir(proc_root.c_str());
   if (dir == nullptr)
     return s;
   while (auto* ent = ::readdir(dir)) {
     if (!numeric(ent->d_name))
       continue;
-    std::ifstream in(proc_root + "/" + ent->d_name + "/stat");
-    std::string text;
-    // A process that ended meanwhile has no stat any more: skip it.
-    if (!std::getline(in, text))
-      continue;
     stat_fields f;
-    if (!parse_stat(text, f) || f.pgrp != pgid)
-      continue;
-    s.cpu_ns += f.ticks * tick_ns;
-    s.rss_bytes += f.rss_pages * page;
-    ++s.processes;
+    // A process that ended meanwhile has no stat any more: skip it.
+    if (read_stat(proc_root, ent->d_name, f) && f.pgrp == pgid)
+      count(f);
   }
   ::closedir(dir);
   return s;

@@ -25,8 +25,10 @@ struct proc_sample {
   int64_t at_ns = 0;
 };
 
-/// Sums /proc/<pid>/stat over every process whose process group is `pgid`.
-/// `proc_root` is for tests.
+/// Sums /proc/<pid>/stat over the processes of process group `pgid`: the
+/// leader (pid `pgid`) and its descendants still in the group, found through
+/// /proc/<pid>/task/<tid>/children; every process on the host only when the
+/// leader is gone. `proc_root` is for tests.
 proc_sample sample_process_group(pid_t pgid, const std::string& proc_root = "/proc");
 
 /// The group's own accounting (cpuacct.usage or cpu.stat; anonymous memory),

@@ -18,11 +18,19 @@ struct event_stream_state {
   static inline const char* name = "event_stream";
   /// Where the client is in the `events` table, and its replays.
   replay_follow follow;
+  /// Subscribed to the event bus; until then (a node still starting, a bus
+  /// restarting) lookups are retried, `attempts` of them so far.
+  bool attached = false;
+  int attempts = 0;
+  std::shared_ptr<persistence::lmdb_env> env;
+  std::optional<uint64_t> last_event_id;
 };
 
-/// Feeds one SSE client of `GET /events`: subscribes to the event bus, first
-/// replays stored events after `last_event_id` (when given), then forwards live
-/// ones; ends the stream after `node.shutting_down` or when the bus goes away.
+/// Feeds one SSE client of `GET /events`: subscribes to the event bus (waiting
+/// up to 10 s for one that is not running yet: a node that is still
+/// starting), first replays stored events after `last_event_id` (when given),
+/// then forwards live ones; ends the stream after `node.shutting_down` or when
+/// the bus goes away.
 event_stream_actor::behavior_type
 event_stream(event_stream_actor::stateful_pointer<event_stream_state> self,
              std::shared_ptr<http::sse_stream> stream, std::shared_ptr<persistence::lmdb_env> env,

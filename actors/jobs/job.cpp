@@ -407,33 +407,21 @@ std::vector<std::string> inherited_environment(const std::vector<std::string>& e
 
 void launch_process(process::io& io, std::optional<job_identity> jobs, launch_request req,
                     std::function<void(launch_result)> done) {
-  // The task holds no reference to `io`: it runs on io's own thread, which
-  // io's destructor stops first (a last reference dropped there would join
-  // itself).
-  io.post_blocking(
-      [&io, jobs = std::move(jobs), req = std::move(req), done = std::move(done)]() mutable {
-        launch_result r;
-        try {
-          std::error_code ec;
-          if (!std::filesystem::is_directory(req.opts.cwd, ec)) {
-            r.error = "working directory " + req.cwd_shown + " does not exist in the workspace";
-            r.exit_code = -1;
-          } else {
-            host::hand_over_workspace(req.workspace, jobs);
-            auto c = process::spawn(req.opts);
-            r.pid = c.pid;
-            r.watch = io.prepare(c, req.max_line, std::move(req.cb));
-          }
-        } catch (const std::exception& e) {
-          r.error = std::string{"cannot start: "} + e.what();
-        }
-        // Reported before the watch reads: the job knows its process before it
-        // hears of output or an exit.
-        auto w = r.watch;
-        done(std::move(r));
-        if (w)
-          w->begin();
-      });
+  process::launch_request launch;
+  launch.opts = std::move(req.opts);
+  launch.max_line = req.max_line;
+  launch.cb = std::move(req.cb);
+  launch.before = [jobs = std::move(jobs), cwd = launch.opts.cwd, shown = std::move(req.cwd_shown),
+                   workspace = std::move(req.workspace)](launch_result& r) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(cwd, ec)) {
+      r.error = "working directory " + shown + " does not exist in the workspace";
+      r.exit_code = -1;
+      return;
+    }
+    host::hand_over_workspace(workspace, jobs);
+  };
+  process::launch(io, std::move(launch), std::move(done));
 }
 
 std::vector<std::string> job_environment(const job_env& ctx, const persistence::job_record& rec,

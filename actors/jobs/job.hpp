@@ -13,6 +13,7 @@
 #include "actors/jobs/job_spec.hpp"
 #include "persistence/jobs.hpp"
 #include "runtime/ground/config.hpp"
+#include "runtime/ground/launch.hpp"
 #include "runtime/ground/process.hpp"
 
 namespace troupe::metrics {
@@ -33,16 +34,8 @@ struct launch_request {
   process::callbacks cb;
 };
 
-/// What came of a launch_request.
-struct launch_result {
-  pid_t pid = -1;
-  /// Not yet begun: the launcher calls begin() once `done` returned.
-  std::shared_ptr<process::watch> watch;
-  /// Why the process did not start (empty: it did), and the exit code the
-  /// attempt records then.
-  std::string error;
-  int exit_code = 127;
-};
+/// What came of a launch_request (runtime/ground/launch.hpp).
+using launch_result = process::launched;
 
 /// Starts a process off the caller's thread and calls `done` (on any thread)
 /// with the outcome, before the watch reports anything.

@@ -9,6 +9,7 @@
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/core/ask_all.hpp"
 #include "actors/core/names.hpp"
 #include "actors/metrics/metrics_export.hpp"
 #include "runtime/ground/clock.hpp"
@@ -19,6 +20,8 @@ namespace troupe {
 namespace {
 
 constexpr auto nan = std::numeric_limits<double>::quiet_NaN();
+
+} // namespace
 
 metric_window_stats to_stats(const metrics::window_stats& w, metrics::kind k) {
   metric_window_stats out;
@@ -37,7 +40,14 @@ metric_window_stats to_stats(const metrics::window_stats& w, metrics::kind k) {
   return out;
 }
 
-} // namespace
+std::vector<metric_window_stats> window_summary(const metrics::window_ring& ring,
+                                                metrics::window_ring::clock::time_point now,
+                                                metrics::kind k) {
+  std::vector<metric_window_stats> out;
+  for (auto w : {metrics::window::m1, metrics::window::m15, metrics::window::h1})
+    out.push_back(to_stats(ring.stats(now, w), k));
+  return out;
+}
 
 metric_window_actor::behavior_type
 metric_window(metric_window_actor::stateful_pointer<metric_window_state> self,
@@ -96,8 +106,7 @@ metric_window(metric_window_actor::stateful_pointer<metric_window_state> self,
         s.max = life.count > 0 ? life.max : nan;
         s.value = st.fam->type == metrics::kind::histogram ? life.sum : st.value;
         s.buckets = st.buckets;
-        for (auto w : {metrics::window::m1, metrics::window::m15, metrics::window::h1})
-          s.windows.push_back(to_stats(st.ring->stats(now, w), st.fam->type));
+        s.windows = window_summary(*st.ring, now, st.fam->type);
         return s;
       },
   };
@@ -172,36 +181,25 @@ void collect(registry_ptr self, std::function<void(const metric_snapshots&)> don
     return;
   }
   acc->reserve(st.by_id.size());
-  struct progress {
-    size_t left = 0;
-    size_t timed_out = 0;
-  };
-  auto prog = std::make_shared<progress>();
-  prog->left = st.by_id.size();
-  auto finish = [self, prog, finish_all] {
-    if (--prog->left > 0)
-      return;
-    if (prog->timed_out > 0) {
-      self->state.collect_timeouts += prog->timed_out;
-      logging::get("metrics")->warn("{} series did not answer within 5 s; this scrape leaves "
-                                    "them out ({} so far)",
-                                    prog->timed_out, self->state.collect_timeouts);
-    }
-    finish_all();
-  };
+  std::vector<metric_window_actor> series;
+  series.reserve(st.by_id.size());
   for (auto& [id, s] : st.by_id)
-    // Shorter than the callers' own timeouts (the HTTP bridge waits 10 s):
-    // a hung series costs a scrape that series, not the whole scrape.
-    self->request(s.hdl, std::chrono::seconds(5), get_atom::value)
-        .then(
-            [acc, finish](metric_snapshot& snap) {
-              acc->push_back(std::move(snap));
-              finish();
-            },
-            [prog, finish](caf::error&) {
-              ++prog->timed_out;
-              finish();
-            });
+    series.push_back(s.hdl);
+  // Shorter than the callers' own timeouts (the HTTP bridge waits 10 s):
+  // a hung series costs a scrape that series, not the whole scrape.
+  ask_all<metric_snapshot>(
+      self, series, std::chrono::seconds(5),
+      [acc](metric_snapshot& snap) { acc->push_back(std::move(snap)); },
+      [self, finish_all](size_t timed_out) {
+        if (timed_out > 0) {
+          self->state.collect_timeouts += timed_out;
+          logging::get("metrics")->warn("{} series did not answer within 5 s; this scrape leaves "
+                                        "them out ({} so far)",
+                                        timed_out, self->state.collect_timeouts);
+        }
+        finish_all();
+      },
+      get_atom::value);
 }
 
 metrics::registry_view view(registry_ptr self, const metric_snapshots& local) {

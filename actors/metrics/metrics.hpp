@@ -86,6 +86,14 @@ metrics_actor::behavior_type metrics_registry(metrics_actor::stateful_pointer<me
 /// it is not running: metrics must never stall the work they measure).
 void report_metrics(caf::actor_system& sys, metric_deltas deltas);
 
+/// One window's summary as messages carry it (a counter's rate: its sum per second).
+metric_window_stats to_stats(const metrics::window_stats& w, metrics::kind k);
+
+/// The 1m, 15m and 1h windows of `ring` as of `now`.
+std::vector<metric_window_stats> window_summary(const metrics::window_ring& ring,
+                                                metrics::window_ring::clock::time_point now,
+                                                metrics::kind k);
+
 /// A gauge delta.
 metric_delta gauge_delta(std::string family, std::vector<std::string> labels, double value);
 

@@ -1,5 +1,7 @@
 #include "http/api/app_routes.hpp"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "actors/apps/app_spec.hpp"
@@ -72,7 +74,8 @@ json instance_json(const instance_status& x) {
               {"health", health},
               {"cpu_percent", x.cpu_percent},
               {"rss_bytes", x.rss_bytes},
-              {"limits", x.limits}};
+              {"limits", x.limits},
+              {"reason", x.reason.empty() ? json(nullptr) : json(x.reason)}};
 }
 
 json app_json(const app_status& s, bool with_instances) {
@@ -225,6 +228,52 @@ void scaling_history(const std::shared_ptr<node_context>& ctx, const http::excha
   ex->reply(http::response::json(200, out.dump()));
 }
 
+/// A window's samples of one quantity; NaN (no sample) becomes null.
+json window_json(const metric_window_stats& w) {
+  auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+  return json{{"samples", w.count}, {"avg", num(w.avg)},   {"min", num(w.min)},
+              {"max", num(w.max)},  {"p50", num(w.p50)},   {"p95", num(w.p95)},
+              {"p99", num(w.p99)},  {"seconds", w.seconds}};
+}
+
+/// {"1m": {"cpu_percent": {...}, "rss_bytes": {...}}, "15m": …, "1h": …}.
+json windows_json(const std::vector<metric_window_stats>& cpu,
+                  const std::vector<metric_window_stats>& rss) {
+  json out = json::object();
+  for (const char* w : {"1m", "15m", "1h"}) {
+    json one = json::object();
+    for (auto& x : cpu)
+      if (x.window == w)
+        one["cpu_percent"] = window_json(x);
+    for (auto& x : rss)
+      if (x.window == w)
+        one["rss_bytes"] = window_json(x);
+    out[w] = one;
+  }
+  return out;
+}
+
+void usage(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
+  auto name = name_of(ex);
+  ask(*ctx, ex, manager, std::make_tuple(usage_atom::value, name), [ex](app_usage& u) {
+    json out{{"name", u.name},
+             {"cpu_percent", u.cpu_percent},
+             {"rss_bytes", u.rss_bytes},
+             {"windows", windows_json(u.cpu, u.rss)},
+             {"instances", json::array()}};
+    std::sort(u.instances.begin(), u.instances.end(), [](auto& a, auto& b) { return a.id < b.id; });
+    for (auto& x : u.instances)
+      out["instances"].push_back(
+          {{"id", x.id},
+           {"cpu_percent", x.cpu_percent},
+           {"rss_bytes", x.rss_bytes},
+           {"sampled_at",
+            x.sampled_at_ns == 0 ? json(nullptr) : json(x.sampled_at_ns / 1'000'000'000.0)},
+           {"windows", windows_json(x.cpu, x.rss)}});
+    ex->reply(http::response::json(200, out.dump()));
+  });
+}
+
 void logs(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   auto name = name_of(ex);
   if (!persistence::get_app(*ctx->env, name)) {
@@ -254,6 +303,8 @@ void add_app_routes(http::router& r, std::shared_ptr<node_context> ctx) {
         [ctx](const http::exchange_ptr& ex) { status(ctx, ex); });
   r.add("GET", "/apps/{name}/scaling", {http::role::read},
         [ctx](const http::exchange_ptr& ex) { scaling_history(ctx, ex); });
+  r.add("GET", "/apps/{name}/metrics", {http::role::read},
+        [ctx](const http::exchange_ptr& ex) { usage(ctx, ex); });
   r.add("GET", "/apps/{name}/logs", {http::role::read, http::body_kind::none, true},
         [ctx](const http::exchange_ptr& ex) { logs(ctx, ex); });
 }

@@ -872,6 +872,8 @@ const std::vector<field>& fields() {
                {"auto", "cgroup-v2", "cgroup-v1", "rlimit", "none"},
                "How instance cpu/memory limits are enforced: auto picks the best the host "
                "allows; a named mechanism is the best one tried"),
+        duration("apps.sample_interval", at(&config::apps, &apps_config::sample_interval),
+                 above(99ms), "How often each instance's CPU and RSS are sampled into its windows"),
         boolean("debug.fault_injection", at(&config::debug, &debug_config::fault_injection),
                 "Enables POST /debug/crash/{actor} (for tests and chaos drills)"),
     };

@@ -307,6 +307,8 @@ struct apps_config {
   /// How instance limits are enforced: auto (cgroup-v2, else cgroup-v1,
   /// else rlimit), or at most the named one: cgroup-v2|cgroup-v1|rlimit|none.
   std::string limits = "auto";
+  /// How often each instance's CPU and RSS are sampled into its windows.
+  std::chrono::milliseconds sample_interval{5'000};
 };
 
 struct debug_config {

@@ -57,6 +57,12 @@ instance_actor::behavior_type stand_in(instance_actor::stateful_pointer<stand_in
         s.id = id;
         return s;
       },
+      [](sample_atom) {},
+      [id](usage_atom) {
+        instance_usage u;
+        u.id = id;
+        return u;
+      },
       [self](shutdown_atom) {
         self->quit();
         return ok_atom::value;
@@ -84,6 +90,8 @@ struct fixture : test::deterministic_fixture {
         port_allocator{port_range{21000, 21099}, [](uint16_t) { return true; }});
     ctx->events = false;
     ctx->recover_orphans = false;
+    // No periodic CPU/RSS sampling: run() would follow its timer forever.
+    ctx->cfg.sample_interval = std::chrono::milliseconds(0);
     ctx->launcher = [this](instance_launch req, std::function<void(instance_launched)> done) {
       launches.push_back(std::move(req));
       pending.push_back(std::move(done));

@@ -67,11 +67,13 @@ struct fixture : test::deterministic_fixture {
     run();
   }
 
-  void start(probe_spec s, probe_role role = probe_role::readiness) {
+  void start(probe_spec s, probe_role role = probe_role::readiness,
+             std::chrono::milliseconds startup = 0ms) {
     health_checker_config cfg;
     cfg.instance = "web-1";
     cfg.role = role;
     cfg.request.spec = s;
+    cfg.startup_interval = startup;
     checker = sys.spawn(health_checker, cfg, own, std::static_pointer_cast<prober>(probes));
     consume_messages();
   }
@@ -272,6 +274,42 @@ CAF_TEST(an invalid spec stops the checker with the field named) {
                 caf::after(std::chrono::seconds(0)) >> [] {});
   CAF_CHECK(reason.find("port: must be between 1 and 65535") != std::string::npos);
   CAF_CHECK(probes->calls.empty());
+}
+
+CAF_TEST(start - up probing runs at its own interval until the first healthy result) {
+  auto s = spec();
+  s.initial_delay = 1s;
+  start(s, probe_role::readiness, 100ms);
+  advance_time(1s);
+  consume_messages();
+  // Probe 1 after the initial delay; refused (the process is not listening yet).
+  CAF_REQUIRE_EQUAL(probes->calls.size(), 1u);
+  probes->answer(probe_verdict::unhealthy, "connection refused");
+  consume_messages();
+  // The next one comes 100 ms later, not after the 5 s interval.
+  advance_time(99ms);
+  consume_messages();
+  CAF_CHECK_EQUAL(probes->calls.size(), 0u);
+  advance_time(1ms);
+  consume_messages();
+  CAF_REQUIRE_EQUAL(probes->calls.size(), 1u);
+  probes->answer(probe_verdict::healthy);
+  consume_messages();
+  CAF_REQUIRE_EQUAL(seen().size(), 1u);
+  CAF_CHECK_EQUAL(seen().back().event, "ready");
+  // Healthy once: back to the interval (the 100 ms tick already set fires
+  // once more, then every 5 s).
+  advance_time(100ms);
+  consume_messages();
+  CAF_REQUIRE_EQUAL(probes->calls.size(), 1u);
+  probes->answer(probe_verdict::healthy);
+  consume_messages();
+  advance_time(4900ms);
+  consume_messages();
+  CAF_CHECK_EQUAL(probes->calls.size(), 0u);
+  advance_time(100ms);
+  consume_messages();
+  CAF_CHECK_EQUAL(probes->calls.size(), 1u);
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()

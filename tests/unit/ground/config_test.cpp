@@ -102,6 +102,7 @@ const std::vector<std::string> all_keys = {
     "apps.max_concurrent_probes",
     "apps.max_probe_response_bytes",
     "apps.limits",
+    "apps.sample_interval",
     "debug.fault_injection",
 };
 
