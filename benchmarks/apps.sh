@@ -47,7 +47,7 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
 cd "$work"
 TROUPE_AUTH__MODE=none TROUPE_APPS__MAX_INSTANCES=$((scale_n + 10)) \
-  "$troupe_bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" --log-level warn \
+  "$troupe_bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" --log-level info \
   >"$work/troupe.log" 2>&1 &
 pid=$!
 port="$(wait_troupe_port "$work/troupe.log" "$pid")"
@@ -87,15 +87,21 @@ up_timed() { # app count -> seconds from `up` to all ready
 troupe_start=$(up_timed start "$n")
 echo "troupe: up of $n instances to all ready in ${troupe_start}s"
 
-# The floor: the same processes from a shell loop, each polled until healthy.
-base=$((30000 + RANDOM % 20000))
+# The floor: the same processes from a shell loop, each polled until healthy
+# (each picks a free port and says which on its first line, as troupe's
+# allocator hands out free ones).
 t0=$(now)
 for ((i = 0; i < n; i++)); do
-  "$backend" --port $((base + i)) >/dev/null 2>&1 &
+  "$backend" --port 0 >"$work/loop-$i.out" 2>&1 &
   loop_pids+=($!)
 done
 for ((i = 0; i < n; i++)); do
-  until curl -sf "http://127.0.0.1:$((base + i))/healthz" >/dev/null; do sleep 0.01; done
+  lport=""
+  until [[ -n "$lport" ]]; do
+    lport="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/loop-$i.out")"
+    [[ -n "$lport" ]] || sleep 0.01
+  done
+  until curl -sf "http://127.0.0.1:$lport/healthz" >/dev/null; do sleep 0.01; done
 done
 t1=$(now)
 loop_start=$(elapsed "$t0" "$t1")
@@ -116,15 +122,15 @@ wait_ready start "$n"
 t1=$(now)
 crash=$(elapsed "$t0" "$t1")
 echo "troupe: kill -9 of one instance to ready again in ${crash}s (1 s restart backoff included)"
+pids=$(curl -sf "$api/apps/start/status" | grep -o '"pid":[0-9]*' | sed 's/.*://')
 curl -sf -XDELETE "$api/apps/start" >/dev/null
-until [[ -z "$(curl -sf "$api/apps" | grep -o '"name":"start"')" ]]; do sleep 0.05; done
 
 # --- 3. scale -------------------------------------------------------------------
 anon_kb() { sed -n 's/^RssAnon:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$pid/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
 # Until the first app's processes are gone (they drain after DELETE).
-while pgrep -f "^$backend" >/dev/null 2>&1; do sleep 0.05; done
+for p in $pids; do while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done
 mem_before=$(anon_kb)
 echo "troupe: up of $scale_n instances to all ready in $(up_timed scale "$scale_n")s"
 ticks0=$(cpu_ticks)

@@ -56,7 +56,16 @@ namespace troupe {
 namespace {
 
 struct node_system_config : caf::actor_system_config {
-  node_system_config() { add_troupe_types(*this); }
+  node_system_config() {
+    add_troupe_types(*this);
+    // Work sharing: idle workers block on a condition variable. CAF's default
+    // work stealing polls with 50 us sleeps after every job, which under a
+    // steady trickle of small messages (500 instances' health checks) burned
+    // two thirds of troupe's CPU: 38 % of a core against 12 % for 300
+    // instances, with jobs/s, log lines/s and GET /jobs/{id} no slower
+    // (benchmarks/apps.sh, jobs.sh, logs.sh, http_healthz.sh, 2026-12-07).
+    set("scheduler.policy", caf::atom("sharing"));
+  }
 };
 
 /// Holds an exclusive flock on DATA_DIR/LOCK for the life of the node, so two

@@ -187,6 +187,16 @@ std::set<pid_t> app_processes(const std::string& app) {
   return out;
 }
 
+/// Kills what is left of app `app` on this host when a case ends, however
+/// it ends (a failed REQUIRE leaves the daemon SIGKILLed, not its instances).
+struct reap_on_exit {
+  std::string app;
+  ~reap_on_exit() {
+    for (auto pid : app_processes(app))
+      ::kill(pid, SIGKILL);
+  }
+};
+
 /// True while `pid` exists and is no zombie.
 bool alive(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -251,6 +261,7 @@ json backend_info(uint16_t port) {
 
 CAF_TEST(a yaml spec registered and up runs three ready instances on their own ports) {
   auto name = app_name("hello");
+  reap_on_exit reap_name{name};
   // The shipped example, with the backend's path, three replicas, quick
   // probes and an env value that must never show.
   std::ifstream in(std::string{std::getenv("TROUPE_SOURCE_DIR")} + "/configs/examples/app.yaml");
@@ -377,6 +388,7 @@ CAF_TEST(a yaml spec registered and up runs three ready instances on their own p
 
 CAF_TEST(a killed instance restarts with a growing backoff and its restarts counted) {
   auto name = app_name("crashy");
+  reap_on_exit reap_name{name};
   e2e::daemon node{fast_options()};
   events ev{node.port()};
   register_and_up(node.port(), ev, backend_spec(name, 1), 1);
@@ -412,7 +424,9 @@ CAF_TEST(a killed instance restarts with a growing backoff and its restarts coun
 
 CAF_TEST(a liveness failure restarts an instance and a readiness failure only unreadies it) {
   auto live = app_name("live");
+  reap_on_exit reap_live{live};
   auto ready = app_name("ready");
+  reap_on_exit reap_ready{ready};
   e2e::daemon node{fast_options()};
   events ev{node.port()};
   // Liveness on /healthz, readiness on the port.
@@ -479,6 +493,7 @@ CAF_TEST(a liveness failure restarts an instance and a readiness failure only un
 
 CAF_TEST(scaling in drains and a request in flight on a draining instance completes) {
   auto name = app_name("drain");
+  reap_on_exit reap_name{name};
   e2e::daemon node{fast_options()};
   events ev{node.port()};
   register_and_up(node.port(), ev, backend_spec(name, 3), 3);
@@ -536,6 +551,7 @@ CAF_TEST(scaling in drains and a request in flight on a draining instance comple
 
 CAF_TEST(re - registering replaces instances one at a time and never below desired ready) {
   auto name = app_name("roll");
+  reap_on_exit reap_name{name};
   e2e::daemon node{fast_options()};
   events ev{node.port()};
   register_and_up(node.port(), ev, backend_spec(name, 3), 3);
@@ -580,6 +596,7 @@ CAF_TEST(re - registering replaces instances one at a time and never below desir
 
 CAF_TEST(after a restart or kill of troupe the apps come back without doubling) {
   auto name = app_name("again");
+  reap_on_exit reap_name{name};
   e2e::scratch_dir data{"troupe-apps"};
   auto opts = fast_options();
   opts.data_dir = data.path();
@@ -643,6 +660,7 @@ CAF_TEST(after a restart or kill of troupe the apps come back without doubling) 
 
 CAF_TEST(an instance that allocates past its memory limit is killed and reported) {
   auto name = app_name("hog");
+  reap_on_exit reap_name{name};
   e2e::daemon node{fast_options()};
   events ev{node.port()};
   auto spec = backend_spec(name, 1);
@@ -679,6 +697,7 @@ CAF_TEST(an instance that allocates past its memory limit is killed and reported
 
 CAF_TEST(bad specs and requests get a 400 naming the field and change nothing) {
   auto name = app_name("strict");
+  reap_on_exit reap_name{name};
   e2e::daemon node{fast_options()};
   events ev{node.port()};
   register_and_up(node.port(), ev, backend_spec(name, 2), 2);
