@@ -24,6 +24,7 @@
 #include <boost/beast/http.hpp>
 
 #include "http/gate.hpp"
+#include "http/request_id.hpp"
 #include "runtime/ground/logging.hpp"
 #include "runtime/ground/text.hpp"
 
@@ -40,28 +41,6 @@ using header_pairs = std::vector<std::pair<std::string, std::string>>;
 namespace {
 
 constexpr size_t header_limit = 16 * 1024;
-
-std::string random_hex() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string id(32, '0');
-  for (size_t i = 0; i < id.size(); i += 16) {
-    auto x = rng();
-    for (size_t j = 0; j < 16; ++j, x >>= 4)
-      id[i + j] = hex[x & 0xf];
-  }
-  return id;
-}
-
-/// Accepts the client's id when it is short printable ASCII, else makes one.
-std::string request_id_for(std::string_view client) {
-  if (client.empty() || client.size() > 200)
-    return random_hex();
-  for (unsigned char c : client)
-    if (c < 0x21 || c > 0x7e)
-      return random_hex();
-  return std::string{client};
-}
 
 void append_chunk(std::string& out, std::string_view payload) {
   char size[20];

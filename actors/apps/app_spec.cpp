@@ -627,13 +627,53 @@ void read_termination(const doc_value& v, const std::string& field, app_spec& sp
   r.integer("gracePeriodSeconds", spec.grace_period_seconds, 0, 3600);
 }
 
+app_expose read_expose(const doc_value& v, const std::string& field) {
+  object_reader r{v, field, {"host", "pathPrefix", "stripPrefix", "port"}};
+  app_expose e;
+  if (auto* x = r.get("host")) {
+    e.host = ascii_lower(read_string(*x, r.field("host")));
+    auto name = std::string_view{e.host};
+    if (name.size() > 2 && name.substr(0, 2) == "*.")
+      name.remove_prefix(2);
+    bool ok = !name.empty() && name.size() <= 253 && name.front() != '.' && name.back() != '.' &&
+              name.find("..") == std::string_view::npos;
+    for (char c : name)
+      ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.');
+    if (!ok)
+      throw spec_error(r.field("host"), "must be a host name (letters, digits, '-', '.') or "
+                                        "*.suffix, at most 253 characters");
+  }
+  if (auto* x = r.get("pathPrefix")) {
+    e.path_prefix = read_string(*x, r.field("pathPrefix"));
+    auto& p = e.path_prefix;
+    bool ok = !p.empty() && p.front() == '/' && p.size() <= 1024 && (p == "/" || p.back() != '/') &&
+              p.find("//") == std::string::npos;
+    for (unsigned char c : p)
+      ok = ok && c > 0x20 && c < 0x7f && c != '?' && c != '#';
+    if (!ok)
+      throw spec_error(r.field("pathPrefix"),
+                       "must start with '/', have no '?', '#', spaces, '//' or trailing '/'");
+  }
+  if (auto* x = r.get("stripPrefix")) {
+    e.strip_prefix = read_bool(*x, r.field("stripPrefix"));
+    if (e.strip_prefix && e.path_prefix.empty())
+      throw spec_error(r.field("stripPrefix"), "needs a pathPrefix to strip");
+  }
+  r.integer("port", e.port, 1024, 65535);
+  if (e.host.empty() && e.path_prefix.empty() && e.port == 0)
+    throw spec_error(field, "needs host, pathPrefix or port (without expose the app is "
+                            "reached at /<name>/ on the proxy)");
+  return e;
+}
+
 // -- the document -----------------------------------------------------------------
 
 void read_spec_section(const doc_value& v, app_spec& spec) {
   object_reader r{v,
                   "spec",
                   {"type", "image", "command", "args", "workingDir", "ports", "health", "readiness",
-                   "liveness", "resources", "scaling", "env", "termination", "restartPolicy"}};
+                   "liveness", "resources", "scaling", "env", "termination", "restartPolicy",
+                   "expose"}};
   if (r.get("image"))
     throw spec_error(r.field("image"), "is not supported: the process backend runs `command` "
                                        "(there is no container engine); give spec.command");
@@ -670,6 +710,8 @@ void read_spec_section(const doc_value& v, app_spec& spec) {
   if (auto* x = r.get("termination"))
     read_termination(*x, r.field("termination"), spec);
   r.choice("restartPolicy", spec.restart_policy, {"Always", "OnFailure", "Never"});
+  if (auto* x = r.get("expose"))
+    spec.expose = read_expose(*x, r.field("expose"));
   check_policy(spec);
 }
 
@@ -811,6 +853,18 @@ json spec_json(const app_spec& spec) {
     body["readiness"] = probe_json(*spec.readiness);
   if (spec.liveness)
     body["liveness"] = probe_json(*spec.liveness);
+  if (spec.expose) {
+    json e = json::object();
+    if (!spec.expose->host.empty())
+      e["host"] = spec.expose->host;
+    if (!spec.expose->path_prefix.empty()) {
+      e["pathPrefix"] = spec.expose->path_prefix;
+      e["stripPrefix"] = spec.expose->strip_prefix;
+    }
+    if (spec.expose->port != 0)
+      e["port"] = spec.expose->port;
+    body["expose"] = std::move(e);
+  }
   return {{"apiVersion", "v1"},
           {"kind", "App"},
           {"metadata", {{"name", spec.name}, {"labels", spec.labels}}},

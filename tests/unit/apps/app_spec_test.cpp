@@ -342,3 +342,31 @@ CAF_TEST(the example spec parses) {
   CAF_CHECK_EQUAL(app_argv(spec, {20000}),
                   (std::vector<std::string>{"troupe-test-backend", "--port", "20000"}));
 }
+
+CAF_TEST(expose names how the proxy reaches the app and is checked) {
+  auto s = parse_app_spec_json(
+      with(R"("expose":{"host":"API.example.com","pathPrefix":"/v1","stripPrefix":true})"));
+  CAF_REQUIRE(s.expose);
+  CAF_CHECK_EQUAL(s.expose->host, "api.example.com");
+  CAF_CHECK_EQUAL(s.expose->path_prefix, "/v1");
+  CAF_CHECK(s.expose->strip_prefix);
+  CAF_CHECK_EQUAL(s.expose->port, 0);
+  CAF_CHECK(!parse_app_spec_json(minimal).expose);
+  auto own = parse_app_spec_json(with(R"("expose":{"port":9001,"host":"*.apps.local"})"));
+  CAF_CHECK_EQUAL(own.expose->port, 9001);
+  CAF_CHECK_EQUAL(own.expose->host, "*.apps.local");
+  // The stored form keeps it.
+  auto again = parse_app_spec_json(to_json(s));
+  CAF_CHECK_EQUAL(again.expose->path_prefix, "/v1");
+  CAF_CHECK(again.expose->strip_prefix);
+  auto err = [](const std::string& expose) { return json_error(with(R"("expose":)" + expose)); };
+  CAF_CHECK(starts_with(err(R"({"host":"bad host"})"), "spec.expose.host: "));
+  CAF_CHECK(starts_with(err(R"({"host":"a..b"})"), "spec.expose.host: "));
+  CAF_CHECK(starts_with(err(R"({"pathPrefix":"api"})"), "spec.expose.pathPrefix: "));
+  CAF_CHECK(starts_with(err(R"({"pathPrefix":"/api/"})"), "spec.expose.pathPrefix: "));
+  CAF_CHECK(starts_with(err(R"({"pathPrefix":"/a?b"})"), "spec.expose.pathPrefix: "));
+  CAF_CHECK(starts_with(err(R"({"host":"a.b","stripPrefix":true})"), "spec.expose.stripPrefix: "));
+  CAF_CHECK(starts_with(err(R"({"port":80})"), "spec.expose.port: "));
+  CAF_CHECK(starts_with(err(R"({})"), "spec.expose: "));
+  CAF_CHECK(starts_with(err(R"({"hostname":"a"})"), "spec.expose.hostname: "));
+}
