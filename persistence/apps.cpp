@@ -195,6 +195,31 @@ std::vector<scaling_decision> list_scaling(const lmdb_env& env, const std::strin
   return out;
 }
 
+std::optional<write_op> prune_scaling_op(const lmdb_env& env, const std::string& app, size_t keep) {
+  auto prefix = app + '\0';
+  std::string oldest_kept;
+  size_t seen = 0;
+  bool older = false;
+  env.read([&](txn& t) {
+    t.scan_reverse(scaling_table, app + '\1', [&](std::string_view k, std::string_view) {
+      if (k.substr(0, prefix.size()) != prefix)
+        return false;
+      if (seen == keep) {
+        older = true;
+        return false;
+      }
+      oldest_kept = std::string{k};
+      ++seen;
+      return true;
+    });
+  });
+  if (!older)
+    return std::nullopt;
+  // [app NUL, the oldest kept): everything before it (all of them for keep 0).
+  return write_op{write_op::erase_range, scaling_table, prefix,
+                  keep == 0 ? app + '\1' : oldest_kept};
+}
+
 write_batch purge_app_ops(const lmdb_env& env, const std::string& app) {
   write_batch ops;
   for (auto& r : list_instances(env, app))

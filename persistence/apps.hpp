@@ -101,6 +101,11 @@ std::vector<instance_record> list_all_instances(const lmdb_env& env);
 std::vector<scaling_decision> list_scaling(const lmdb_env& env, const std::string& app,
                                            size_t limit);
 
+/// The op that erases an app's scaling decisions older than its newest
+/// `keep` (nullopt: it holds no more than that). Written with each new
+/// decision (keep = bound - 1), it bounds the history.
+std::optional<write_op> prune_scaling_op(const lmdb_env& env, const std::string& app, size_t keep);
+
 /// Ops removing everything stored about an app but its logs (DELETE).
 write_batch purge_app_ops(const lmdb_env& env, const std::string& app);
 

@@ -26,6 +26,9 @@ std::shared_ptr<spdlog::logger> log() {
   return logging::get("apps");
 }
 
+/// Scaling decisions kept per app (GET /apps/{name}/scaling shows the last 100).
+constexpr size_t app_scaling_kept = 1000;
+
 caf::error invalid(std::string msg) {
   return caf::make_error(ec::invalid_argument, std::move(msg));
 }
@@ -174,6 +177,9 @@ caf::result<ok_atom> set_desired(self_ptr self, const std::string& name, const c
   e.rec.updated_at = now_ns();
   write_batch ops{persistence::put_app_op(e.rec)};
   if (before != after) {
+    // The history is bounded: the newest app_scaling_kept decisions per app.
+    if (auto prune = persistence::prune_scaling_op(*st.ctx->env, name, app_scaling_kept - 1))
+      ops.push_back(std::move(*prune));
     ops.push_back(persistence::scaling_op(decision(name, before, after, reason)));
     events.emplace_back("app.scaled", scaled(name, before, after, reason));
   }

@@ -97,6 +97,26 @@ CAF_TEST(scaling decisions keep their order and stay per app) {
   CAF_CHECK_EQUAL(last[0].reason, "down");
 }
 
+CAF_TEST(scaling decisions are pruned to the newest ones per app) {
+  write_batch ops;
+  for (int64_t i = 1; i <= 10; ++i)
+    ops.push_back(scaling_op({"web", i, 0, static_cast<int32_t>(i), "api"}));
+  ops.push_back(scaling_op({"web2", 5, 0, 1, "api"}));
+  write(ops);
+  CAF_CHECK(!prune_scaling_op(*env, "web", 10));
+  auto op = prune_scaling_op(*env, "web", 3);
+  CAF_REQUIRE(op);
+  write({*op});
+  auto left = list_scaling(*env, "web", 100);
+  CAF_REQUIRE_EQUAL(left.size(), 3u);
+  CAF_CHECK_EQUAL(left[0].to, 8);
+  CAF_CHECK_EQUAL(left[2].to, 10);
+  CAF_CHECK_EQUAL(list_scaling(*env, "web2", 100).size(), 1u);
+  // keep 0: all of them.
+  write({*prune_scaling_op(*env, "web", 0)});
+  CAF_CHECK(list_scaling(*env, "web", 100).empty());
+}
+
 CAF_TEST(purging an app removes its records but not another app with a longer name) {
   app_record a;
   a.name = "web";
