@@ -354,12 +354,10 @@ CAF_TEST(a yaml spec registered and up runs three ready instances on their own p
         return false;
     return samples(usage) >= 2;
   }));
-  uint64_t sum = 0;
   for (auto& x : usage["instances"]) {
     CAF_CHECK_GREATER(x["rss_bytes"].get<uint64_t>(), 0u);
     CAF_CHECK_GREATER(x["windows"]["1m"]["rss_bytes"]["max"].get<double>(), 0.0);
     CAF_CHECK(x["windows"]["1m"]["cpu_percent"]["avg"].get<double>() >= 0);
-    sum += x["rss_bytes"].get<uint64_t>();
   }
   CAF_CHECK_GREATER(usage["rss_bytes"].get<uint64_t>(), 0u);
   CAF_CHECK(usage["windows"].contains("15m") && usage["windows"].contains("1h"));
