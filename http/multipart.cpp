@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "runtime/ground/text.hpp"
+
 namespace troupe::http {
 
 namespace {
@@ -32,14 +34,6 @@ bool iequals(std::string_view a, std::string_view b) {
 
 bool is_blank(char c) {
   return c == ' ' || c == '\t';
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_blank(s.front()))
-    s.remove_prefix(1);
-  while (!s.empty() && is_blank(s.back()))
-    s.remove_suffix(1);
-  return s;
 }
 
 /// `s` made safe to echo in an error: cut short, bytes outside printable ASCII
@@ -92,7 +86,7 @@ std::string read_quoted(std::string_view s, size_t& i, std::string_view header) 
 /// next `;` or the end.
 parameter read_parameter(std::string_view s, size_t& i, std::string_view header) {
   auto eq = s.find_first_of("=;", i);
-  auto name = trim(s.substr(i, eq - i));
+  auto name = trim_ows(s.substr(i, eq - i));
   if (eq == std::string_view::npos || s[eq] != '=' || !is_token(name))
     fail("malformed " + std::string{header} + " parameter: " + printable(s.substr(i)));
   parameter p;
@@ -110,14 +104,14 @@ parameter read_parameter(std::string_view s, size_t& i, std::string_view header)
     return p;
   }
   auto end = std::min(s.find(';', i), s.size());
-  p.value = trim(s.substr(i, end - i));
+  p.value = trim_ows(s.substr(i, end - i));
   i = end;
   return p;
 }
 
 header_value parse_header_value(std::string_view s, std::string_view header) {
   auto semi = std::min(s.find(';'), s.size());
-  header_value out{trim(s.substr(0, semi)), {}};
+  header_value out{trim_ows(s.substr(0, semi)), {}};
   for (size_t i = semi; i < s.size();) {
     ++i; // past ';'
     while (i < s.size() && is_blank(s[i]))
@@ -237,7 +231,7 @@ bool apply_header(std::string_view line, form_part& part) {
   if (colon == std::string_view::npos || !is_token(line.substr(0, colon)))
     fail("malformed part header: " + printable(line));
   auto name = line.substr(0, colon);
-  auto value = trim(line.substr(colon + 1));
+  auto value = trim_ows(line.substr(colon + 1));
   if (iequals(name, "content-disposition")) {
     apply_disposition(value, part);
     return true;

@@ -9,14 +9,6 @@ namespace troupe::http {
 
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
-}
-
 /// The comma-separated tokens of every `Connection` field, lower case.
 std::set<std::string> connection_tokens(const header_fields& fields) {
   std::set<std::string> out;
@@ -26,7 +18,7 @@ std::set<std::string> connection_tokens(const header_fields& fields) {
     std::string_view rest = value;
     while (!rest.empty()) {
       auto comma = rest.find(',');
-      auto token = trim(rest.substr(0, comma));
+      auto token = trim_ows(rest.substr(0, comma));
       if (!token.empty())
         out.insert(ascii_lower(token));
       rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
@@ -88,8 +80,8 @@ header_fields upstream_request_fields(const header_fields& request, const forwar
   // folded into one, as one list).
   std::string chain;
   for (auto& [n, v] : request)
-    if (iequals(n, "x-forwarded-for") && !trim(v).empty())
-      chain += (chain.empty() ? "" : ", ") + std::string{trim(v)};
+    if (iequals(n, "x-forwarded-for") && !trim_ows(v).empty())
+      chain += (chain.empty() ? "" : ", ") + std::string{trim_ows(v)};
   erase(out, "x-forwarded-for");
   erase(out, "x-forwarded-proto");
   erase(out, "x-forwarded-host");

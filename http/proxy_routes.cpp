@@ -64,13 +64,13 @@ void route_table::set(const std::string& app, const std::optional<expose_rule>& 
       if (other == app || !r)
         continue;
       if (rule->port != 0 && r->port == rule->port)
-        throw route_conflict("spec.expose.port", "port " + std::to_string(rule->port) +
-                                                     " is already the listener of app " + other);
+        throw spec_error("spec.expose.port", "port " + std::to_string(rule->port) +
+                                                 " is already the listener of app " + other);
       if (rule->port == 0 && r->port == 0 && iequals(r->host, rule->host) &&
           r->path_prefix == rule->path_prefix)
-        throw route_conflict("spec.expose.pathPrefix",
-                             "app " + other + " is already exposed at host '" + rule->host +
-                                 "' and path prefix '" + rule->path_prefix + "'");
+        throw spec_error("spec.expose.pathPrefix",
+                         "app " + other + " is already exposed at host '" + rule->host +
+                             "' and path prefix '" + rule->path_prefix + "'");
     }
   }
   rules_[app] = rule;

@@ -10,10 +10,11 @@
 #include <cstdint>
 #include <map>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "runtime/ground/spec_document.hpp"
 
 namespace troupe::http {
 
@@ -36,21 +37,10 @@ struct route_match {
   std::string target;
 };
 
-/// Thrown by route_table::set: `field()` names the expose field at fault.
-class route_conflict : public std::invalid_argument {
-public:
-  route_conflict(std::string field, const std::string& what)
-      : std::invalid_argument(field + ": " + what), field_(std::move(field)) {}
-  const std::string& field() const noexcept { return field_; }
-
-private:
-  std::string field_;
-};
-
 class route_table {
 public:
   /// Adds or replaces `app`'s rule (nullopt: no expose, reached at /{app}/…).
-  /// Throws route_conflict naming `spec.expose.port` or
+  /// Throws spec_error naming `spec.expose.port` or
   /// `spec.expose.pathPrefix` when another app already holds the same
   /// port, or the same host and prefix; the table is unchanged then.
   void set(const std::string& app, const std::optional<expose_rule>& rule);

@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "runtime/ground/json_text.hpp"
+#include "runtime/ground/text.hpp"
 
 namespace troupe::loki {
 
@@ -28,14 +29,6 @@ label_set stream_labels(const entry& e, request_id_mode mode) {
   auto labels = e.labels;
   labels["request_id"] = e.request_id;
   return labels;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
 }
 
 bool is_digit(char c) {
@@ -331,7 +324,7 @@ std::chrono::milliseconds backoff(int failures, std::chrono::milliseconds initia
 
 std::optional<std::chrono::milliseconds> retry_after(std::string_view header,
                                                      std::chrono::system_clock::time_point now) {
-  auto text = trim(header);
+  auto text = trim_ows(header);
   if (text.empty())
     return std::nullopt;
   if (is_digit(text.front()) || text.front() == '-')

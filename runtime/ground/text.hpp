@@ -1,7 +1,8 @@
 #pragma once
 
-// ASCII case helpers for protocol tokens (header names, schemes, media types,
-// level names): locale-independent, one copy for the whole tree.
+// ASCII helpers for protocol tokens (header names, schemes, media types,
+// level names): case and whitespace, locale-independent, one copy for the
+// whole tree.
 
 #include <algorithm>
 #include <string>
@@ -29,6 +30,16 @@ inline bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return ascii_lower(x) == ascii_lower(y);
          });
+}
+
+/// `s` without leading and trailing spaces and tabs (HTTP's optional
+/// whitespace around header values and list elements).
+inline std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+    s.remove_suffix(1);
+  return s;
 }
 
 } // namespace troupe
