@@ -14,22 +14,13 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/ground/expose.hpp"
 #include "runtime/ground/spec_document.hpp"
 
 namespace troupe::http {
 
-/// How an app is exposed on the proxy (an app's `spec.expose`).
-struct expose_rule {
-  /// Exact host ("api.example.com") or a wildcard ("*.example.com": any
-  /// name ending in ".example.com"); empty: any host. Compared without case.
-  std::string host;
-  /// "/api" (starts with '/', no trailing '/' except "/" itself); empty: any path.
-  std::string path_prefix;
-  /// Remove the prefix before forwarding ("/api/x" → "/x").
-  bool strip_prefix = false;
-  /// A listener of its own (0: the shared proxy listener).
-  uint16_t port = 0;
-};
+/// How an app is exposed (runtime/ground/expose.hpp).
+using troupe::expose_rule;
 
 /// Where a request goes: the app, and the target to send upstream.
 struct route_match {

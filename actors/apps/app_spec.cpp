@@ -627,9 +627,9 @@ void read_termination(const doc_value& v, const std::string& field, app_spec& sp
   r.integer("gracePeriodSeconds", spec.grace_period_seconds, 0, 3600);
 }
 
-app_expose read_expose(const doc_value& v, const std::string& field) {
+expose_rule read_expose(const doc_value& v, const std::string& field) {
   object_reader r{v, field, {"host", "pathPrefix", "stripPrefix", "port"}};
-  app_expose e;
+  expose_rule e;
   if (auto* x = r.get("host")) {
     e.host = ascii_lower(read_string(*x, r.field("host")));
     auto name = std::string_view{e.host};
@@ -659,7 +659,9 @@ app_expose read_expose(const doc_value& v, const std::string& field) {
     if (e.strip_prefix && e.path_prefix.empty())
       throw spec_error(r.field("stripPrefix"), "needs a pathPrefix to strip");
   }
-  r.integer("port", e.port, 1024, 65535);
+  int port = 0;
+  r.integer("port", port, 1024, 65535);
+  e.port = static_cast<uint16_t>(port);
   if (e.host.empty() && e.path_prefix.empty() && e.port == 0)
     throw spec_error(field, "needs host, pathPrefix or port (without expose the app is "
                             "reached at /<name>/ on the proxy)");

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/ground/expose.hpp"
 #include "runtime/ground/spec_document.hpp"
 
 namespace troupe {
@@ -121,19 +122,6 @@ struct app_env_var {
   bool from_sdk = false;
 };
 
-/// spec.expose: how the built-in proxy reaches the app (the traffic issue);
-/// without it the app is reached at /{name}/… on the proxy's listener.
-struct app_expose {
-  /// The Host it answers: exact ("api.example.com") or "*.example.com".
-  std::string host;
-  /// "/api": requests whose path starts with it (at a segment boundary).
-  std::string path_prefix;
-  /// Remove the prefix before forwarding.
-  bool strip_prefix = false;
-  /// A proxy listener of its own (1024–65535; 0: the shared one).
-  int port = 0;
-};
-
 struct app_spec {
   /// metadata.name: a DNS label (lower-case letters, digits, '-'; <= 63).
   std::string name;
@@ -157,7 +145,9 @@ struct app_spec {
   int grace_period_seconds = 10;
   /// Always, OnFailure or Never.
   std::string restart_policy = "Always";
-  std::optional<app_expose> expose;
+  /// spec.expose: how the built-in proxy reaches the app; without it the
+  /// app is reached at /{name}/… on the proxy's listener.
+  std::optional<expose_rule> expose;
 };
 
 /// Parses a JSON document. Unknown fields, wrong types and out-of-range
