@@ -127,13 +127,7 @@ void sample(self_ptr self) {
     cpu += u.cpu_percent;
     rss += static_cast<double>(u.rss_bytes);
   }
-  auto t = self->clock().now();
-  if (!st.cpu_window) {
-    st.cpu_window = std::make_unique<metrics::window_ring>(t);
-    st.rss_window = std::make_unique<metrics::window_ring>(t);
-  }
-  st.cpu_window->add(t, cpu);
-  st.rss_window->add(t, rss);
+  st.windows.add(self->clock().now(), cpu, rss);
   report_metrics(self->system(), {gauge_delta("apps.cpu", {st.target.name}, cpu),
                                   gauge_delta("apps.memory.rss", {st.target.name}, rss)});
 }
@@ -235,11 +229,7 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
           out->cpu_percent += u.cpu_percent;
           out->rss_bytes += u.rss_bytes;
         }
-        if (st.cpu_window) {
-          auto now = self->clock().now();
-          out->cpu = window_summary(*st.cpu_window, now, metrics::kind::gauge);
-          out->rss = window_summary(*st.rss_window, now, metrics::kind::gauge);
-        }
+        st.windows.summarize(self->clock().now(), out->cpu, out->rss);
         auto rp = self->make_response_promise<app_usage>();
         ask_all<instance_usage>(
             self, handles(self), std::chrono::seconds(5),

@@ -15,7 +15,7 @@
 
 #include "actors/apps/app_env.hpp"
 #include "actors/apps/app_spec.hpp"
-#include "actors/metrics/window_ring.hpp"
+#include "actors/apps/usage_windows.hpp"
 
 namespace troupe {
 
@@ -43,8 +43,7 @@ struct app_state_data {
   /// Each instance's latest CPU and RSS (from its samples); the sum over
   /// them goes into these windows every apps.sample_interval.
   std::map<std::string, instance_usage> usage;
-  std::unique_ptr<metrics::window_ring> cpu_window;
-  std::unique_ptr<metrics::window_ring> rss_window;
+  apps::usage_windows windows;
   /// Stopped instances' records kept (newest first), pruned past a bound.
   std::vector<std::string> history;
 };

@@ -252,13 +252,8 @@ void take_sample(self_ptr self, bool record) {
   }
   st.usage.cpu_percent = st.last_sample.at_ns > 0 ? apps::cpu_percent(st.last_sample, now) : 0;
   st.last_sample = now;
-  auto t = self->clock().now();
-  if (!st.cpu_window) {
-    st.cpu_window = std::make_unique<metrics::window_ring>(t);
-    st.rss_window = std::make_unique<metrics::window_ring>(t);
-  }
-  st.cpu_window->add(t, st.usage.cpu_percent);
-  st.rss_window->add(t, static_cast<double>(st.usage.rss_bytes));
+  st.windows.add(self->clock().now(), st.usage.cpu_percent,
+                 static_cast<double>(st.usage.rss_bytes));
   self->send(st.app, st.usage);
 }
 
@@ -625,11 +620,7 @@ instance_actor::behavior_type instance(instance_actor::stateful_pointer<instance
           x.cpu_percent = 0;
           x.rss_bytes = 0;
         }
-        if (st.cpu_window) {
-          auto now = self->clock().now();
-          x.cpu = window_summary(*st.cpu_window, now, metrics::kind::gauge);
-          x.rss = window_summary(*st.rss_window, now, metrics::kind::gauge);
-        }
+        st.windows.summarize(self->clock().now(), x.cpu, x.rss);
         return x;
       },
       [self](shutdown_atom) -> caf::result<ok_atom> {

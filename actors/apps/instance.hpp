@@ -20,7 +20,7 @@
 #include "actors/apps/backoff.hpp"
 #include "actors/apps/limits.hpp"
 #include "actors/apps/proc_sample.hpp"
-#include "actors/metrics/window_ring.hpp"
+#include "actors/apps/usage_windows.hpp"
 #include "persistence/apps.hpp"
 
 namespace troupe {
@@ -44,8 +44,7 @@ struct instance_state {
   /// The latest usage (no windows) and its samples' windows (made at the
   /// first sample: CPU in percent of a core, RSS in bytes).
   instance_usage usage;
-  std::unique_ptr<metrics::window_ring> cpu_window;
-  std::unique_ptr<metrics::window_ring> rss_window;
+  apps::usage_windows windows;
   /// The cgroup's OOM kill count when the process started: a higher one at
   /// its exit means the kernel killed it for the memory limit.
   uint64_t oom_kills_at_start = 0;

@@ -115,20 +115,20 @@ proc_sample sample_process_group(pid_t pgid, const std::string& proc_root) {
   // process on the host. Only when the leader is gone (or the kernel keeps
   // no children lists) are all processes scanned.
   stat_fields leader;
-  std::vector<std::string> todo;
+  std::vector<std::string> pending;
   auto leader_pid = std::to_string(pgid);
   if (read_stat(proc_root, leader_pid, leader) && leader.pgrp == pgid &&
-      children_of(proc_root, leader_pid, todo)) {
+      children_of(proc_root, leader_pid, pending)) {
     count(leader);
     // Bounded: a fork bomb in the group is not followed past this many.
-    for (size_t seen = 0; !todo.empty() && seen < 4096; ++seen) {
-      auto pid = std::move(todo.back());
-      todo.pop_back();
+    for (size_t seen = 0; !pending.empty() && seen < 4096; ++seen) {
+      auto pid = std::move(pending.back());
+      pending.pop_back();
       stat_fields f;
       if (!read_stat(proc_root, pid, f) || f.pgrp != pgid)
         continue;
       count(f);
-      children_of(proc_root, pid, todo);
+      children_of(proc_root, pid, pending);
     }
     return s;
   }
