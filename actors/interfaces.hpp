@@ -341,11 +341,13 @@ struct instance_change {
   std::string id;
   std::string state;
   bool ready = false;
+  /// Where it listens (its first port; 0 before it has one).
+  uint16_t port = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, instance_change& x) {
-  return f(caf::meta::type_name("instance_change"), x.id, x.state, x.ready);
+  return f(caf::meta::type_name("instance_change"), x.id, x.state, x.ready, x.port);
 }
 
 /// One instance's CPU and RSS: the latest sample and, per window (1m, 15m,
@@ -382,6 +384,60 @@ struct app_usage {
 template <class Inspector> typename Inspector::result_type inspect(Inspector& f, app_usage& x) {
   return f(caf::meta::type_name("app_usage"), x.name, x.cpu_percent, x.rss_bytes, x.cpu, x.rss,
            x.instances);
+}
+
+// -- traffic (message types) ---------------------------------------------------------
+
+/// An instance the proxy may send requests to, or one it counts requests of.
+struct traffic_endpoint {
+  std::string instance;
+  uint16_t port = 0;
+  /// Requests in flight on it now (in app_traffic; 0 in app_endpoints).
+  uint32_t in_flight = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, traffic_endpoint& x) {
+  return f(caf::meta::type_name("traffic_endpoint"), x.instance, x.port, x.in_flight);
+}
+
+/// An app's ready instances and how it is exposed (spec.expose), from the
+/// app actor to the proxy on every change; `deleted`: the app is gone.
+struct app_endpoints {
+  std::string app;
+  /// spec.expose is set (else the app is reached at /{app}/… on the proxy).
+  bool exposed = false;
+  std::string host;
+  std::string path_prefix;
+  bool strip_prefix = false;
+  uint16_t port = 0;
+  std::vector<traffic_endpoint> ready;
+  bool deleted = false;
+};
+
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, app_endpoints& x) {
+  return f(caf::meta::type_name("app_endpoints"), x.app, x.exposed, x.host, x.path_prefix,
+           x.strip_prefix, x.port, x.ready, x.deleted);
+}
+
+/// What the proxy sees of an app now (GET /apps/{name}/metrics; the
+/// autoscaler's last activity).
+struct app_traffic {
+  std::string app;
+  /// Client connections whose current request is for the app.
+  uint64_t active_connections = 0;
+  uint64_t in_flight = 0;
+  /// Every instance the proxy routes to or still counts requests of.
+  std::vector<traffic_endpoint> instances;
+  /// Ejected now by passive health (consecutive connect failures).
+  std::vector<std::string> ejected;
+  /// Wall-clock ns of the app's last request (0: none since start).
+  int64_t last_request_ns = 0;
+};
+
+template <class Inspector> typename Inspector::result_type inspect(Inspector& f, app_traffic& x) {
+  return f(caf::meta::type_name("app_traffic"), x.app, x.active_connections, x.in_flight,
+           x.instances, x.ejected, x.last_request_ns);
 }
 
 // -- apps: health (message types) -------------------------------------------------
@@ -468,6 +524,9 @@ CAF_ADD_TYPE_ID(troupe, (troupe::instance_status))
 CAF_ADD_TYPE_ID(troupe, (troupe::app_status))
 CAF_ADD_TYPE_ID(troupe, (troupe::app_statuses))
 CAF_ADD_TYPE_ID(troupe, (troupe::instance_change))
+CAF_ADD_TYPE_ID(troupe, (troupe::traffic_endpoint))
+CAF_ADD_TYPE_ID(troupe, (troupe::app_endpoints))
+CAF_ADD_TYPE_ID(troupe, (troupe::app_traffic))
 CAF_ADD_TYPE_ID(troupe, (troupe::instance_usage))
 CAF_ADD_TYPE_ID(troupe, (troupe::app_usage))
 CAF_ADD_TYPE_ID(troupe, (troupe::probe_result))
@@ -510,6 +569,7 @@ CAF_ADD_ATOM(troupe, troupe, place_atom, "place")
 CAF_ADD_ATOM(troupe, troupe, in_flight_atom, "in_flight")
 CAF_ADD_ATOM(troupe, troupe, recovered_atom, "recovered")
 CAF_ADD_ATOM(troupe, troupe, usage_atom, "usage")
+CAF_ADD_ATOM(troupe, troupe, ejected_atom, "ejected")
 
 CAF_END_TYPE_ID_BLOCK(troupe)
 
@@ -753,6 +813,8 @@ using instance_actor = caf::typed_actor<
     caf::reacts_to<sample_atom>,
     // Its CPU and RSS now and per window.
     caf::replies_to<usage_atom>::with<instance_usage>,
+    // The proxy ejected it (consecutive connect failures): probe readiness now.
+    caf::reacts_to<ejected_atom>,
     // Node shutdown: SIGTERM now (no drain), SIGKILL after the grace; answers
     // once the process is gone.
     caf::replies_to<shutdown_atom>::with<ok_atom>>;
@@ -774,14 +836,29 @@ using app_actor = caf::typed_actor<
     caf::reacts_to<sample_atom>,
     // Its usage (sum and windows) with every instance's.
     caf::replies_to<usage_atom>::with<app_usage>,
+    // The proxy ejected instance N: its readiness is probed now.
+    caf::reacts_to<ejected_atom, std::string>,
     // Node shutdown: stops every instance, then answers.
     caf::replies_to<shutdown_atom>::with<ok_atom>>;
 
-/// In-flight requests per instance (the proxy of issue 13 answers; until it
-/// runs nothing is registered and a drain waits for nothing).
+/// The built-in proxy's actor side (actors/traffic): learns every app's
+/// ready endpoints, answers drains, turns the data plane's counts into
+/// gauges. Not registered when the proxy is off (a drain then waits for
+/// nothing).
 using traffic_actor = caf::typed_actor<
-    // Requests in flight to instance (app, instance id) now.
-    caf::replies_to<in_flight_atom, std::string, std::string>::with<uint32_t>>;
+    // An app's ready instances and expose rule (from its app actor).
+    caf::reacts_to<app_endpoints>,
+    // Requests in flight to instance (app, instance id) now, plus one while
+    // the proxy may still route new requests to it.
+    caf::replies_to<in_flight_atom, std::string, std::string>::with<uint32_t>,
+    // What the proxy sees of an app now.
+    caf::replies_to<get_atom, std::string>::with<app_traffic>,
+    // The data plane ejected instance (app, id): its app is told.
+    caf::reacts_to<ejected_atom, std::string, std::string>,
+    // Internal: time to sample the gauges.
+    caf::reacts_to<tick_atom>>::
+    // Status: listeners, apps, connections.
+    extend_with<status_api>;
 
 /// The node's apps: registry, desired state, records, restore after restart.
 using app_manager_actor = caf::typed_actor<
@@ -810,6 +887,8 @@ using app_manager_actor = caf::typed_actor<
     caf::replies_to<place_atom, std::string, uint32_t>::with<std::vector<std::string>>,
     // Internal: the orphans of the previous run are gone; apps start.
     caf::reacts_to<recovered_atom>,
+    // The proxy ejected instance (app, id): its readiness is probed now.
+    caf::reacts_to<ejected_atom, std::string, std::string>,
     // Node shutdown: stops every app's instances, then answers.
     caf::replies_to<shutdown_atom>::with<ok_atom>>::
     // Status: apps, instances, recovery.
@@ -828,6 +907,8 @@ using health_checker_actor = caf::typed_actor<
     caf::reacts_to<probe_result>,
     // Internal: the next probe is due.
     caf::reacts_to<tick_atom>,
+    // The proxy saw connect failures: one extra probe now (the schedule stays).
+    caf::reacts_to<ejected_atom>,
     // Status, consecutive failures, last check and last error.
     caf::replies_to<get_atom>::with<health_report>>;
 

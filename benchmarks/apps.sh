@@ -47,7 +47,7 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
 cd "$work"
 TROUPE_AUTH__MODE=none TROUPE_APPS__MAX_INSTANCES=$((scale_n + 10)) \
-  "$troupe_bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" --log-level info \
+  "$troupe_bin" serve --listen 127.0.0.1:0 --proxy-listen 127.0.0.1:0 --data-dir "$work/data" --log-level info \
   >"$work/troupe.log" 2>&1 &
 pid=$!
 port="$(wait_troupe_port "$work/troupe.log" "$pid")"

@@ -20,6 +20,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/common.bash"
 build="${1:-}"
 if [[ -z "$build" ]]; then
   echo "usage: $0 <build-dir>" >&2
@@ -70,14 +71,6 @@ forget_pid() {
   pids=("${keep[@]:-}")
 }
 
-# True while a child we started is running (an exited, not yet reaped child is
-# a zombie, which `kill -0` still reports as alive).
-alive() {
-  local s
-  s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-  s="${s##*) }"
-  [[ "${s%% *}" != Z ]]
-}
 
 # Signals a child we started and waits up to ~15 s for it to exit; sets
 # child_rc to its exit status ("killed" if it had to be SIGKILLed).
@@ -98,27 +91,6 @@ stop_child() {
   child_rc="$rc"
 }
 
-# A free loopback port for nginx, picked outside the kernel's ephemeral range
-# (wrk's many client sockets live there, and a port held by one of them makes
-# bind() fail): nothing accepts a connection on it, and ss, when present,
-# shows no socket of any state on it.
-free_port() {
-  local p lo=32768 hi=60999 range
-  range="$(cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true)"
-  [[ "$range" =~ ^([0-9]+)[[:space:]]+([0-9]+)$ ]] && lo="${BASH_REMATCH[1]}" hi="${BASH_REMATCH[2]}"
-  local try
-  for try in $(seq 200); do
-    p=$((10000 + RANDOM % 55000))
-    # (if the ephemeral range covers nearly everything, take what is free)
-    ((p >= lo && p <= hi && try <= 150)) && continue
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
-    if command -v ss >/dev/null 2>&1 && [[ -n "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ]]; then continue; fi
-    echo "$p"
-    return 0
-  done
-  echo "http_healthz: no free loopback port found" >&2
-  return 1
-}
 
 # --- servers ---------------------------------------------------------------
 troupe_pid=""
@@ -134,7 +106,7 @@ start_troupe() {
   # request during the run.
   (
     cd "$troupe_dir/cwd"
-    exec env TROUPE_HTTP__IO_THREADS="$n" "$@" "$troupe_bin" serve --listen 127.0.0.1:0 \
+    exec env TROUPE_HTTP__IO_THREADS="$n" "$@" "$troupe_bin" serve --listen 127.0.0.1:0 --proxy-listen 127.0.0.1:0 \
       --data-dir "$troupe_dir/data" --log-level info \
       >"$troupe_dir/stdout.log" 2>"$troupe_dir/stderr.log" </dev/null
   ) &
@@ -237,15 +209,6 @@ wait_http() {
 }
 
 # --- wrk -------------------------------------------------------------------
-# Latency value from wrk ("612.00us", "2.10ms", "1.02s", "3.00m") → ms.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u)
-    f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : -1
-    if (f < 0 || n == "") { print "nan"; exit }
-    printf "%.3f", n * f
-  }'
-}
 
 # Runs wrk in the background and waits for it, so that a signal to this script
 # is handled at once (the EXIT trap then stops wrk with the servers).

@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 cd "$work"
-TROUPE_JOBS__CONCURRENCY="$cores" "$troupe_bin" serve --listen 127.0.0.1:0 \
+TROUPE_JOBS__CONCURRENCY="$cores" "$troupe_bin" serve --listen 127.0.0.1:0 --proxy-listen 127.0.0.1:0 \
   --data-dir "$work/data" --log-level info >"$work/troupe.log" 2>&1 &
 pid=$!
 port="$(wait_troupe_port "$work/troupe.log" "$pid")"

@@ -75,7 +75,7 @@ pids+=($!)
 
 cd "$work"
 TROUPE_LOGS__LOKI__URL="http://127.0.0.1:$nginx_port" TROUPE_JOBS__CONCURRENCY=1 \
-  "$troupe_bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/troupe.log" 2>&1 &
+  "$troupe_bin" serve --listen 127.0.0.1:0 --proxy-listen 127.0.0.1:0 --data-dir "$work/data" >"$work/troupe.log" 2>&1 &
 tpid=$!
 pids+=($tpid)
 port="$(wait_troupe_port "$work/troupe.log" "$tpid")"

@@ -90,4 +90,17 @@ size_t balancer::available(clock::time_point now) const {
   }));
 }
 
+bool balancer::routable(const std::string& instance) const {
+  auto i = by_id_.find(instance);
+  return i != by_id_.end() && i->second.ready;
+}
+
+std::vector<balancer::load> balancer::loads(clock::time_point now) const {
+  std::vector<load> out;
+  out.reserve(by_id_.size());
+  for (auto& [id, s] : by_id_)
+    out.push_back({id, s.port, s.in_flight, s.ready, s.ejected_until > now});
+  return out;
+}
+
 } // namespace troupe::http

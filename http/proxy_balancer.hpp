@@ -69,6 +69,19 @@ public:
   /// Ready instances not ejected at `now`.
   size_t available(clock::time_point now) const;
 
+  /// Whether new requests may still go to `instance` (it is in the ready set).
+  bool routable(const std::string& instance) const;
+
+  /// Every instance it routes to or still counts requests of.
+  struct load {
+    std::string instance;
+    uint16_t port = 0;
+    uint32_t in_flight = 0;
+    bool ready = false;
+    bool ejected = false;
+  };
+  std::vector<load> loads(clock::time_point now) const;
+
 private:
   struct state {
     uint16_t port = 0;

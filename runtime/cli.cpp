@@ -74,6 +74,7 @@ struct flag_spec {
 constexpr flag_spec serve_flags[] = {
     {"--listen", "listen"},
     {"--data-dir", "data_dir"},
+    {"--proxy-listen", "proxy.listen"},
     {"--log-level", "log.level"},
     {"--log-format", "log.format"},
 };

@@ -35,6 +35,7 @@
 #include "actors/metrics/metrics.hpp"
 #include "actors/metrics/metrics_exporter.hpp"
 #include "actors/metrics/metrics_model.hpp"
+#include "actors/traffic/traffic.hpp"
 #include "http/api/app_routes.hpp"
 #include "http/api/core_routes.hpp"
 #include "http/api/job_routes.hpp"
@@ -49,6 +50,7 @@
 #include "runtime/ground/host.hpp"
 #include "runtime/ground/logging.hpp"
 #include "runtime/ground/process.hpp"
+#include "runtime/traffic_node.hpp"
 #include "troupe/build_info.hpp"
 
 namespace troupe {
@@ -249,6 +251,10 @@ struct runtime::impl {
   std::shared_ptr<reader_pool> readers;
   std::atomic<size_t> next_bridge{0};
   std::unique_ptr<http::server> server;
+  /// The built-in proxy (null: off or nginx mode); its io threads find the
+  /// actor system through the slot.
+  std::shared_ptr<http::proxy_server> proxy;
+  system_slot sys_slot = std::make_shared<std::atomic<caf::actor_system*>>(nullptr);
   std::shared_ptr<spdlog::logger> log = logging::get("node");
 
   std::mutex mtx;
@@ -297,8 +303,10 @@ runtime::~runtime() {
   if (impl_->readers)
     impl_->readers->stop();
   // Actors may still hold HTTP exchanges (and so sessions) and the
-  // environment: the actor system goes first, then the server, then LMDB.
+  // environment: the actor system goes first, then the servers, then LMDB.
+  impl_->sys_slot->store(nullptr);
   impl_->sys.reset();
+  impl_->proxy.reset();
   impl_->server.reset();
   impl_->proc_io.reset();
   impl_->env.reset();
@@ -368,6 +376,7 @@ void runtime::start() {
   d.server = std::make_unique<http::server>(opts, routes);
   d.address = d.server->bind(cfg.listen_host(), cfg.listen_port());
   d.log->info("listening on {}", d.address);
+  d.proxy = start_proxy(cfg, recorder, d.sys_slot);
   if (cfg.auth.mode == "none")
     d.log->warn("auth.mode is none: every client that reaches {} is admin", d.address);
   // Storage: private to troupe (jobs.user may only pass through to its
@@ -407,6 +416,7 @@ void runtime::start() {
   // Actors.
   d.sys_cfg = std::make_unique<node_system_config>();
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
+  d.sys_slot->store(d.sys.get());
   auto env = d.env;
   auto node_name = cfg.node_name;
   std::vector<child_spec> children{
@@ -460,6 +470,11 @@ void runtime::start() {
   children.push_back(make_child(names::jobs, [jobs_ctx](caf::actor_system& sys) {
     return sys.spawn(job_controller, std::shared_ptr<const job_env>{jobs_ctx});
   }));
+  if (d.proxy)
+    // Before the apps: they tell it their ready instances from the start.
+    children.push_back(make_child(
+        names::traffic, [proxy = d.proxy, tick = cfg.metrics.sample_interval](
+                            caf::actor_system& sys) { return sys.spawn(traffic, proxy, tick); }));
   auto apps_ctx = make_apps_env(cfg, d.env, d.proc_io);
   children.push_back(make_child(names::apps, [apps_ctx](caf::actor_system& sys) {
     return sys.spawn(app_manager, std::shared_ptr<const apps_env>{apps_ctx});
@@ -569,6 +584,9 @@ int runtime::run_until_stopped() {
                    d.log->error("supervisor shutdown failed: {}", caf::to_string(err));
                  });
   }
+  // The apps are stopped: nothing is left to route to.
+  if (d.proxy)
+    d.proxy->stop();
   logging::stop_capture();
   for (auto& b : d.bridges)
     caf::anon_send_exit(b, caf::exit_reason::user_shutdown);

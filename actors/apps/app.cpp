@@ -1,6 +1,7 @@
 #include "actors/apps/app.hpp"
 
 #include <random>
+#include <tuple>
 
 #include <caf/actor_system.hpp>
 #include <caf/send.hpp>
@@ -99,10 +100,60 @@ void reconcile(self_ptr self) {
     place(self, plan.start);
 }
 
+bool same(const app_endpoints& a, const app_endpoints& b) {
+  auto key = [](const app_endpoints& x) {
+    return std::tie(x.exposed, x.host, x.path_prefix, x.strip_prefix, x.port, x.deleted);
+  };
+  if (key(a) != key(b) || a.ready.size() != b.ready.size())
+    return false;
+  for (size_t i = 0; i < a.ready.size(); ++i)
+    if (a.ready[i].instance != b.ready[i].instance || a.ready[i].port != b.ready[i].port)
+      return false;
+  return true;
+}
+
+/// Tells the proxy (when it runs) the app's ready instances that are not
+/// leaving, and its expose rule, if they changed since it was told last.
+void tell_proxy(self_ptr self, bool deleted = false) {
+  auto& st = self->state;
+  app_endpoints x;
+  x.app = st.target.name;
+  x.deleted = deleted;
+  if (st.expose) {
+    x.exposed = true;
+    x.host = st.expose->host;
+    x.path_prefix = st.expose->path_prefix;
+    x.strip_prefix = st.expose->strip_prefix;
+    x.port = st.expose->port;
+  }
+  if (!deleted)
+    for (auto& [id, m] : st.instances)
+      if (m.ready && !m.leaving && m.port != 0)
+        x.ready.push_back({id, m.port, 0});
+  if (st.told && same(*st.told, x))
+    return;
+  auto proxy = lookup(self->system(), names::traffic);
+  if (!proxy)
+    return;
+  st.told = x;
+  self->send(*proxy, std::move(x));
+}
+
+/// The expose rule of the target's spec (a stored spec parses; nullopt if not).
+std::optional<expose_rule> expose_of(const app_target& t) {
+  try {
+    return parse_app_spec_json(t.spec).expose;
+  } catch (const std::exception& e) {
+    log()->error("app {}: stored spec does not parse: {}", t.name, e.what());
+    return std::nullopt;
+  }
+}
+
 void maybe_stopped(self_ptr self) {
   auto& st = self->state;
   if (!st.stopping || !st.instances.empty())
     return;
+  tell_proxy(self, true);
   for (auto& rp : st.stop_waiters)
     rp.deliver(ok_atom::value);
   st.stop_waiters.clear();
@@ -164,6 +215,7 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
                              std::shared_ptr<const apps_env> ctx, app_target target) {
   self->state.ctx = std::move(ctx);
   self->state.target = std::move(target);
+  self->state.expose = expose_of(self->state.target);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     for (auto i = st.instances.begin(); i != st.instances.end(); ++i) {
@@ -182,6 +234,7 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
         spawn_member(self, id);
       }
       reconcile(self);
+      tell_proxy(self);
       maybe_stopped(self);
       return;
     }
@@ -198,7 +251,9 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
   return {
       [self](app_target& t) {
         self->state.target = std::move(t);
+        self->state.expose = expose_of(self->state.target);
         reconcile(self);
+        tell_proxy(self);
       },
       [self](instance_change& c) {
         auto& st = self->state;
@@ -207,9 +262,21 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
           return;
         i->second.state = c.state;
         i->second.ready = c.ready;
+        if (c.port != 0)
+          i->second.port = c.port;
         if (c.state == "stopped" || c.state == "draining" || c.state == "stopping")
           i->second.leaving = true;
         reconcile(self);
+        tell_proxy(self);
+      },
+      [self](ejected_atom, const std::string& id) {
+        auto& st = self->state;
+        auto i = st.instances.find(id);
+        if (i == st.instances.end())
+          return;
+        log()->warn("app {}: the proxy ejected instance {} (connect failures); probing it now",
+                    st.target.name, id);
+        self->send(i->second.handle, ejected_atom::value);
       },
       [self](tick_atom) { reconcile(self); },
       [self](instance_usage& u) {

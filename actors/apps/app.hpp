@@ -8,6 +8,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,8 @@ struct app_state_data {
     std::string state = "starting";
     bool ready = false;
     bool leaving = false;
+    /// Where it listens (what the proxy sends requests to).
+    uint16_t port = 0;
     /// Start order (newer instances leave first on scale-in).
     int64_t order = 0;
   };
@@ -46,6 +49,10 @@ struct app_state_data {
   apps::usage_windows windows;
   /// Stopped instances' records kept (newest first), pruned past a bound.
   std::vector<std::string> history;
+  /// The target spec's expose rule, and what the proxy was told last (it
+  /// is told again only on a change).
+  std::optional<expose_rule> expose;
+  std::optional<app_endpoints> told;
 };
 
 /// Stopped instance records an app keeps (its instance history); older

@@ -10,6 +10,7 @@
 #include "actors/apps/app_spec.hpp"
 #include "actors/core/ask_all.hpp"
 #include "actors/core/retrying_request.hpp"
+#include "http/proxy_routes.hpp"
 #include "runtime/ground/clock.hpp"
 #include "runtime/ground/orphans.hpp"
 
@@ -109,6 +110,24 @@ json scaled(const std::string& app, int32_t from, int32_t to, const std::string&
   return json{{"app", app}, {"from", from}, {"to", to}, {"reason", reason}};
 }
 
+/// Refuses an expose rule that collides with another app's (the same own
+/// port, or the same host and path prefix): the proxy could not tell them apart.
+caf::error check_expose(self_ptr self, const app_spec& spec) {
+  if (!spec.expose)
+    return {};
+  http::route_table routes;
+  try {
+    for (auto& [other, e] : self->state.apps)
+      if (other != spec.name)
+        if (auto rule = parse_app_spec_json(e.rec.spec).expose)
+          routes.set(other, rule);
+    routes.set(spec.name, spec.expose);
+  } catch (const std::exception& e) {
+    return invalid(e.what());
+  }
+  return {};
+}
+
 caf::result<uint32_t> on_register(self_ptr self, const std::string& spec_json) {
   auto& st = self->state;
   app_spec spec;
@@ -117,6 +136,8 @@ caf::result<uint32_t> on_register(self_ptr self, const std::string& spec_json) {
   } catch (const std::exception& e) {
     return invalid(e.what());
   }
+  if (auto err = check_expose(self, spec))
+    return err;
   auto now = now_ns();
   auto i = st.apps.find(spec.name);
   bool created = i == st.apps.end();
@@ -416,6 +437,11 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
         return std::vector<std::string>(count, self->state.ctx->node_name);
       },
       [self](recovered_atom) { restore(self); },
+      [self](ejected_atom, const std::string& app, const std::string& id) {
+        auto i = self->state.apps.find(app);
+        if (i != self->state.apps.end() && i->second.actor)
+          self->send(i->second.actor, ejected_atom::value, id);
+      },
       [self](shutdown_atom) -> caf::result<ok_atom> {
         std::vector<app_actor> running;
         for (auto& [name, e] : self->state.apps)

@@ -10,8 +10,9 @@ using self_ptr = health_checker_actor::stateful_pointer<health_checker_state>;
 
 /// Starts probe number seq + 1 and schedules the one after it, so probes
 /// start every interval (Kubernetes' period) whatever each one takes; the
-/// start-up interval until the first healthy result, if one is set.
-void start_probe(self_ptr self) {
+/// start-up interval until the first healthy result, if one is set. An
+/// extra probe (`scheduled` false) leaves the schedule as it is.
+void start_probe(self_ptr self, bool scheduled = true) {
   auto& st = self->state;
   auto seq = ++st.seq;
   st.in_flight = true;
@@ -28,6 +29,8 @@ void start_probe(self_ptr self) {
     r.error = std::move(out.error);
     caf::anon_send(caf::actor_cast<health_checker_actor>(strong), std::move(r));
   });
+  if (!scheduled)
+    return;
   auto next = st.cfg.request.spec.interval;
   if (!st.ever_healthy && st.cfg.startup_interval.count() > 0)
     next = std::min(next, st.cfg.startup_interval);
@@ -80,6 +83,10 @@ health_checker(health_checker_actor::stateful_pointer<health_checker_state> self
           self->state.due = true;
         else
           start_probe(self);
+      },
+      [self](ejected_atom) {
+        if (!self->state.in_flight)
+          start_probe(self, false);
       },
       [self](probe_result& r) {
         auto& st = self->state;

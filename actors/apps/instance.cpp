@@ -54,7 +54,8 @@ json who(self_ptr self) {
 void record(self_ptr self, const std::string& type, json data = json::object(),
             std::function<void()> then = {}) {
   auto& st = self->state;
-  instance_change change{st.rec.id, st.rec.state, st.ready};
+  instance_change change{st.rec.id, st.rec.state, st.ready,
+                         st.rec.ports.empty() ? uint16_t{0} : st.rec.ports[0]};
   auto on_written = [self, type, data, then, change]() mutable {
     auto& st = self->state;
     if (!type.empty()) {
@@ -603,6 +604,13 @@ instance_actor::behavior_type instance(instance_actor::stateful_pointer<instance
         fn();
       },
       [self](tick_atom) { check_in_flight(self); },
+      [self](ejected_atom) {
+        // Readiness decides whether it gets traffic again (its checker is
+        // the first when it has one); without one, liveness looks.
+        auto& st = self->state;
+        if (!st.checkers.empty())
+          self->send(st.checkers.front(), ejected_atom::value);
+      },
       [self](health_transition& t) { on_health(self, t); },
       [self](get_atom) { return self->state.status(); },
       [self](sample_atom) {

@@ -1,5 +1,6 @@
 #include "http/api/app_routes.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +19,10 @@ namespace {
 
 const callee<app_manager_actor> manager{names::apps, "the app manager is not running",
                                         std::chrono::seconds(60)};
+const callee<traffic_actor> proxy{names::traffic, "the proxy is off (proxy.listen) or restarting",
+                                  std::chrono::seconds(5)};
+const callee<metrics_actor> registry{names::metrics, "the metrics registry is not running",
+                                     std::chrono::seconds(10)};
 
 /// The manager's invalid_argument messages start with the field they name
 /// ("replicas: …"): a 400 that names it.
@@ -253,9 +258,100 @@ json windows_json(const std::vector<metric_window_stats>& cpu,
   return out;
 }
 
+double window_field(const std::vector<metric_window_stats>& ws, const char* w,
+                    double metric_window_stats::*field) {
+  for (auto& x : ws)
+    if (x.window == w)
+      return x.*field;
+  return 0;
+}
+
+/// The proxy's view of an app and its request series: requests per second,
+/// error rate (5xx share) and latency percentiles per window.
+json traffic_json(const app_traffic& t, const metric_snapshots& series) {
+  auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+  const metric_snapshot* duration = nullptr;
+  std::vector<const metric_snapshot*> by_status;
+  for (auto& s : series) {
+    if (s.labels.empty() || s.labels[0] != t.app)
+      continue;
+    if (s.family == "apps.request.duration")
+      duration = &s;
+    else if (s.family == "apps.requests" && s.labels.size() == 2)
+      by_status.push_back(&s);
+  }
+  double total = 0;
+  double errors = 0;
+  for (auto* s : by_status) {
+    total += s->value;
+    if (!s->labels[1].empty() && s->labels[1][0] == '5')
+      errors += s->value;
+  }
+  json out{{"active_connections", t.active_connections},
+           {"in_flight", t.in_flight},
+           {"last_request",
+            t.last_request_ns == 0 ? json(nullptr) : json(t.last_request_ns / 1'000'000'000.0)},
+           {"requests_total", total},
+           {"errors_total", errors},
+           {"instances", json::array()},
+           {"windows", json::object()}};
+  for (auto& i : t.instances)
+    out["instances"].push_back({{"id", i.instance},
+                                {"in_flight", i.in_flight},
+                                {"ejected", std::find(t.ejected.begin(), t.ejected.end(),
+                                                      i.instance) != t.ejected.end()}});
+  for (const char* w : {"1m", "15m", "1h"}) {
+    double requests = 0;
+    double failed = 0;
+    for (auto* s : by_status) {
+      auto n = window_field(s->windows, w, &metric_window_stats::sum);
+      requests += n;
+      if (!s->labels[1].empty() && s->labels[1][0] == '5')
+        failed += n;
+    }
+    double seconds =
+        duration ? window_field(duration->windows, w, &metric_window_stats::seconds) : 0;
+    json latency = nullptr;
+    if (duration)
+      for (auto& x : duration->windows)
+        if (x.window == w && x.count > 0)
+          latency = {{"samples", x.count}, {"avg", num(x.avg)}, {"p50", num(x.p50)},
+                     {"p95", num(x.p95)},  {"p99", num(x.p99)}, {"max", num(x.max)}};
+    out["windows"][w] = {{"requests", requests},
+                         {"rps", seconds > 0 ? requests / seconds : 0.0},
+                         {"error_rate", requests > 0 ? failed / requests : 0.0},
+                         {"latency_seconds", latency},
+                         {"seconds", seconds}};
+  }
+  return out;
+}
+
+/// Adds the proxy's part to an app's metrics document and answers.
+void add_traffic(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex,
+                 std::shared_ptr<json> doc) {
+  auto name = (*doc)["name"].get<std::string>();
+  auto without = [ex, doc](const api_error& e) {
+    (*doc)["traffic"] = nullptr;
+    (*doc)["traffic_unavailable"] = e.message;
+    ex->reply(http::response::json(200, doc->dump()));
+  };
+  ask(
+      *ctx, ex, proxy, std::make_tuple(get_atom::value, name),
+      [ctx, ex, doc, without](app_traffic& t) {
+        ask(
+            *ctx, ex, registry, std::make_tuple(get_atom::value),
+            [ex, doc, t](metric_snapshots& series) {
+              (*doc)["traffic"] = traffic_json(t, series);
+              ex->reply(http::response::json(200, doc->dump()));
+            },
+            without);
+      },
+      without);
+}
+
 void usage(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& ex) {
   auto name = name_of(ex);
-  ask(*ctx, ex, manager, std::make_tuple(usage_atom::value, name), [ex](app_usage& u) {
+  ask(*ctx, ex, manager, std::make_tuple(usage_atom::value, name), [ctx, ex](app_usage& u) {
     json out{{"name", u.name},
              {"cpu_percent", u.cpu_percent},
              {"rss_bytes", u.rss_bytes},
@@ -270,7 +366,7 @@ void usage(const std::shared_ptr<node_context>& ctx, const http::exchange_ptr& e
            {"sampled_at",
             x.sampled_at_ns == 0 ? json(nullptr) : json(x.sampled_at_ns / 1'000'000'000.0)},
            {"windows", windows_json(x.cpu, x.rss)}});
-    ex->reply(http::response::json(200, out.dump()));
+    add_traffic(ctx, ex, std::make_shared<json>(std::move(out)));
   });
 }
 

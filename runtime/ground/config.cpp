@@ -346,6 +346,10 @@ problem valid_listen(const std::string& v, const config&) {
   return split_listen(v, nullptr, nullptr);
 }
 
+problem optional_listen(const std::string& v, const config& c) {
+  return v.empty() ? std::nullopt : valid_listen(v, c);
+}
+
 /// A duration's lower bound, as shown by --help and as checked.
 struct duration_floor {
   std::string shown;
@@ -874,6 +878,54 @@ const std::vector<field>& fields() {
                "allows; a named mechanism is the best one tried"),
         duration("apps.sample_interval", at(&config::apps, &apps_config::sample_interval),
                  above(99ms), "How often each instance's CPU and RSS are sampled into its windows"),
+        choice("proxy.mode", at(&config::proxy, &proxy_config::mode), {"builtin", "nginx"},
+               "builtin: troupe's own proxy; nginx: troupe renders and reloads nginx's config"),
+        make_field("proxy.listen", "HOST:PORT", text_kind{},
+                   at(&config::proxy, &proxy_config::listen), optional_listen,
+                   "Shared listener of the apps (port 0 picks a free port); empty: no proxy"),
+        integer("proxy.io_threads", at(&config::proxy, &proxy_config::io_threads), 1, 64,
+                "Threads of the built-in proxy (each with its own connections and pools)"),
+        duration("proxy.upstream_timeout", at(&config::proxy, &proxy_config::upstream_timeout),
+                 above(0ms), "No response (or no further byte) from an instance this long: 504"),
+        duration("proxy.connect_timeout", at(&config::proxy, &proxy_config::connect_timeout),
+                 above(0ms), "Connecting to an instance takes at most this long"),
+        integer("proxy.max_fails", at(&config::proxy, &proxy_config::max_fails), 1, 1000,
+                "Consecutive connect failures that eject an instance"),
+        integer("proxy.eject_seconds", at(&config::proxy, &proxy_config::eject_seconds), 1, 3600,
+                "How long an ejected instance gets no requests"),
+        integer("proxy.max_connections", at(&config::proxy, &proxy_config::max_connections), 1,
+                1'000'000, "Client connections held at most; further ones are closed"),
+        duration("proxy.client_idle_timeout",
+                 at(&config::proxy, &proxy_config::client_idle_timeout), above(0ms),
+                 "A client connection idle this long between requests is closed"),
+        duration("proxy.header_timeout", at(&config::proxy, &proxy_config::header_timeout),
+                 above(0ms), "A request's header must arrive within this"),
+        size("proxy.max_header_bytes", at(&config::proxy, &proxy_config::max_header_bytes), 1024,
+             "Largest request or response header (431 / 502 beyond)"),
+        integer("proxy.upstream_keepalive", at(&config::proxy, &proxy_config::upstream_keepalive),
+                0, 10'000, "Idle keep-alive connections kept per instance and io thread"),
+        duration("proxy.upstream_idle_timeout",
+                 at(&config::proxy, &proxy_config::upstream_idle_timeout), above(0ms),
+                 "An idle upstream connection is closed after this"),
+        boolean("proxy.via", at(&config::proxy, &proxy_config::via), "Adds Via: 1.1 troupe"),
+        optional_text("proxy.nginx.conf_dir",
+                      at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::conf_dir),
+                      "Where troupe writes nginx's config (empty: DATA_DIR/nginx)"),
+        optional_text("proxy.nginx.template",
+                      at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::template_path),
+                      "Template of an app's upstream and server blocks (empty: the built-in one)"),
+        optional_text("proxy.nginx.main_conf",
+                      at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::main_conf),
+                      "nginx.conf that includes troupe.conf (empty: one troupe writes and runs)"),
+        text("proxy.nginx.binary",
+             at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::binary),
+             "The nginx binary (nginx -t -c validates every candidate)"),
+        optional_text("proxy.nginx.reload_command",
+                      at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::reload_command),
+                      "Reloads nginx (empty: nginx -s reload with the configured pid file)"),
+        duration("proxy.nginx.min_reload_interval",
+                 at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::min_reload_interval),
+                 at_least(0ms), "At most one reload per this interval; changes coalesce"),
         boolean("debug.fault_injection", at(&config::debug, &debug_config::fault_injection),
                 "Enables POST /debug/crash/{actor} (for tests and chaos drills)"),
     };

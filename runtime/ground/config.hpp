@@ -311,6 +311,53 @@ struct apps_config {
   std::chrono::milliseconds sample_interval{5'000};
 };
 
+struct proxy_nginx_config {
+  /// Where troupe writes nginx's configuration (troupe.conf, included by
+  /// the server's nginx.conf) and its candidates; empty: DATA_DIR/nginx.
+  std::string conf_dir;
+  /// The template each app's upstream and server blocks are rendered from;
+  /// empty: the one built in (configs/nginx-app.conf.in).
+  std::string template_path;
+  /// nginx's main configuration file `nginx -t -c` validates (it includes
+  /// conf_dir/troupe.conf); empty: conf_dir/nginx.conf, written by troupe.
+  std::string main_conf;
+  /// The nginx binary (validation) and the reload command.
+  std::string binary = "nginx";
+  std::string reload_command;
+  /// At most one reload per this interval (changes in between coalesce).
+  std::chrono::milliseconds min_reload_interval{1'000};
+};
+
+/// The built-in proxy (or nginx, mode nginx): how apps are reached.
+struct proxy_config {
+  /// builtin: troupe's own proxy; nginx: troupe writes and reloads nginx's config.
+  std::string mode = "builtin";
+  /// HOST:PORT of the shared listener; empty turns the proxy off.
+  std::string listen = "127.0.0.1:8080";
+  int io_threads = 1;
+  /// No response header (or no further body byte) from an instance this long: 504.
+  std::chrono::milliseconds upstream_timeout{60'000};
+  std::chrono::milliseconds connect_timeout{5'000};
+  /// Consecutive connect failures that eject an instance, and for how long.
+  int max_fails = 3;
+  int eject_seconds = 10;
+  /// Client connections held at most (further ones are closed at once).
+  int max_connections = 10'000;
+  /// A client connection idle this long between requests is closed; its
+  /// request header must arrive within header_timeout.
+  std::chrono::milliseconds client_idle_timeout{75'000};
+  std::chrono::milliseconds header_timeout{10'000};
+  uint64_t max_header_bytes = 16 * 1024;
+  /// Idle keep-alive connections kept per instance, and how long.
+  int upstream_keepalive = 32;
+  std::chrono::milliseconds upstream_idle_timeout{60'000};
+  /// Adds `Via: 1.1 troupe` both ways.
+  bool via = false;
+  proxy_nginx_config nginx;
+
+  bool enabled() const { return !listen.empty(); }
+};
+
 struct debug_config {
   /// Enables `POST /debug/crash/{actor}` (for tests and chaos drills).
   bool fault_injection = false;
@@ -333,6 +380,7 @@ struct config {
   logs_config logs;
   metrics_config metrics;
   apps_config apps;
+  proxy_config proxy;
   debug_config debug;
 
   /// Host part of `listen`.

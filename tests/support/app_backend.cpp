@@ -10,12 +10,21 @@
 //   POST /control/crash[?mode=abort]   answers, then exits 3 (or aborts)
 //   POST /control/log?line=TEXT        prints TEXT to stdout, flushed
 //   POST /control/alloc?mb=N           allocates and touches N MiB (kept)
+//   GET  /headers           the request's header fields as a JSON object
+//   POST /upload            streams the body through; {"bytes", "fnv"} of it
+//   GET  /download?mb=N     N MiB of a fixed pattern, chunked, written piecewise
+//   GET  /sse               text/event-stream: event 1 ({"port"}), then waits
+//                           for POST /control/release (on any connection)
+//                           before event 2 and the end
+//   GET  /ws                WebSocket: echoes every message
+// Bodies are streamed (a 64 KiB buffer), never held whole.
 // SIGTERM/SIGINT: stops accepting, closes idle connections, finishes requests
 // in flight (a hung /healthz is not one), then exits 0.
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 
 #include <unistd.h>
 
@@ -37,12 +46,29 @@
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 using tcp = net::ip::tcp;
 
 namespace {
 
 constexpr long max_slow_ms = 600'000;
 constexpr long max_alloc_mb = 64 * 1024;
+constexpr long max_download_mb = 64 * 1024;
+constexpr size_t chunk_bytes = 64 * 1024;
+
+/// 64-bit FNV-1a over `n` bytes, continuing from `h`.
+uint64_t fnv(uint64_t h, const char* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    h ^= static_cast<unsigned char>(p[i]);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+/// Byte i of /download's pattern (tests compute the same).
+char pattern_byte(uint64_t i) {
+  return static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+}
 
 struct backend_state {
   std::string instance;
@@ -54,6 +80,8 @@ struct backend_state {
   int in_flight = 0;
   /// Memory /control/alloc keeps.
   std::vector<std::unique_ptr<char[]>> hoard;
+  /// SSE streams waiting for /control/release.
+  std::vector<std::function<void()>> held;
 };
 
 backend_state state;
@@ -114,22 +142,100 @@ private:
   using response = http::response<http::string_body>;
 
   void do_read() {
-    req_ = {};
-    http::async_read(stream_, buffer_, req_,
-                     beast::bind_front_handler(&session::on_read, shared_from_this()));
+    parser_.emplace();
+    parser_->body_limit(boost::none);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&session::on_header, shared_from_this()));
   }
 
-  void on_read(beast::error_code ec, size_t) {
+  void on_header(beast::error_code ec, size_t) {
     if (ec)
       return;
-    route();
+    auto& m = parser_->get();
+    target_ = std::string(m.target());
+    method_ = m.method();
+    version_ = m.version();
+    keep_alive_ = m.keep_alive();
+    up_bytes_ = 0;
+    up_hash_ = 14695981039346656037ull;
+    if (target_.substr(0, target_.find('?')) == "/upload")
+      return upload();
+    if (websocket::is_upgrade(m))
+      return upgrade();
+    discard_body();
+  }
+
+  /// Reads a body nobody needs, then answers the request.
+  void discard_body() {
+    if (parser_->is_done())
+      return route();
+    auto& m = parser_->get();
+    m.body().data = scratch_.data();
+    m.body().size = scratch_.size();
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       if (ec && ec != http::error::need_buffer)
+                         return;
+                       self->discard_body();
+                     });
+  }
+
+  void upload() {
+    answering_ = true;
+    ++state.in_flight;
+    if (parser_->is_done())
+      return reply(200,
+                   "{\"bytes\":" + std::to_string(up_bytes_) + ",\"fnv\":\"" +
+                       std::to_string(up_hash_) + "\"}\n",
+                   "application/json");
+    auto& m = parser_->get();
+    m.body().data = scratch_.data();
+    m.body().size = scratch_.size();
+    http::async_read_some(stream_, buffer_, *parser_,
+                          [self = shared_from_this()](beast::error_code ec, size_t) {
+                            if (ec && ec != http::error::need_buffer) {
+                              self->answering_ = false;
+                              --state.in_flight;
+                              return;
+                            }
+                            auto& m = self->parser_->get();
+                            auto n = self->scratch_.size() - m.body().size;
+                            self->up_hash_ = fnv(self->up_hash_, self->scratch_.data(), n);
+                            self->up_bytes_ += n;
+                            --state.in_flight; // upload() counts it again
+                            self->upload();
+                          });
+  }
+
+  void upgrade() {
+    auto ws = std::make_shared<websocket::stream<beast::tcp_stream>>(std::move(stream_));
+    auto req = std::make_shared<http::request<http::buffer_body>>(parser_->release());
+    ws->async_accept(*req, [ws, req](beast::error_code ec) {
+      if (!ec)
+        echo(ws, std::make_shared<beast::flat_buffer>());
+    });
+  }
+
+  static void echo(std::shared_ptr<websocket::stream<beast::tcp_stream>> ws,
+                   std::shared_ptr<beast::flat_buffer> buf) {
+    ws->async_read(*buf, [ws, buf](beast::error_code ec, size_t) {
+      if (ec)
+        return;
+      ws->text(ws->got_text());
+      ws->async_write(buf->data(), [ws, buf](beast::error_code e, size_t) {
+        if (e)
+          return;
+        buf->consume(buf->size());
+        echo(ws, buf);
+      });
+    });
   }
 
   void route() {
-    std::string target{req_.target()};
+    std::string target = target_;
     auto path = target.substr(0, target.find('?'));
     auto q = query_of(target);
-    bool post = req_.method() == http::verb::post;
+    bool post = method_ == http::verb::post;
     if (path == "/healthz" && state.hanging)
       return park();
     answering_ = true;
@@ -144,12 +250,116 @@ private:
       return state.failing ? reply(503, "unhealthy\n") : reply(200, "ok\n");
     if (path == "/slow")
       return slow(q);
+    if (path == "/headers")
+      return headers();
+    if (path == "/download")
+      return download(q);
+    if (path == "/sse")
+      return sse();
     if (path.rfind("/control/", 0) == 0) {
       if (!post)
         return reply(405, "control routes take POST\n");
       return control(path.substr(9), q);
     }
     reply(404, "no route " + path + "\n");
+  }
+
+  void headers() {
+    std::string out = "{";
+    for (auto& f : parser_->get()) {
+      if (out.size() > 1)
+        out += ",";
+      std::string name{f.name_string()};
+      std::string value{f.value()};
+      for (auto* str : {&name, &value}) {
+        std::string esc;
+        for (char c : *str)
+          if (c == '"' || c == '\\')
+            esc += std::string("\\") + c;
+          else if (static_cast<unsigned char>(c) >= 0x20)
+            esc += c;
+        *str = esc;
+      }
+      out += "\"" + name + "\":\"" + value + "\"";
+    }
+    reply(200, out + "}\n", "application/json");
+  }
+
+  /// A response streamed piece by piece through a buffer_body serializer.
+  struct streamed {
+    http::response<http::buffer_body> res;
+    std::optional<http::response_serializer<http::buffer_body>> sr;
+    std::vector<char> buf;
+  };
+
+  void download(const std::map<std::string, std::string>& q) {
+    auto mb = number(q, "mb", max_download_mb);
+    if (!mb)
+      return reply(400, "mb must be 0.." + std::to_string(max_download_mb) + "\n");
+    auto out = std::make_shared<streamed>();
+    out->res.version(version_);
+    out->res.result(http::status::ok);
+    out->res.set(http::field::content_type, "application/octet-stream");
+    out->res.chunked(true);
+    out->res.keep_alive(keep_alive_ && !state.draining);
+    out->res.body().data = nullptr;
+    out->res.body().more = true;
+    out->buf.resize(chunk_bytes);
+    out->sr.emplace(out->res);
+    write_pattern(out, 0, static_cast<uint64_t>(*mb) << 20);
+  }
+
+  void write_pattern(std::shared_ptr<streamed> out, uint64_t at, uint64_t total) {
+    auto n = std::min<uint64_t>(chunk_bytes, total - at);
+    for (uint64_t i = 0; i < n; ++i)
+      out->buf[i] = pattern_byte(at + i);
+    out->res.body().data = n > 0 ? out->buf.data() : nullptr;
+    out->res.body().size = n;
+    out->res.body().more = at + n < total;
+    http::async_write(stream_, *out->sr,
+                      [self = shared_from_this(), out, at, n, total](beast::error_code ec, size_t) {
+                        if (ec == http::error::need_buffer)
+                          ec = {};
+                        if (ec)
+                          return self->finished(ec, false);
+                        if (out->sr->is_done())
+                          return self->finished(ec, out->res.keep_alive());
+                        self->write_pattern(out, at + n, total);
+                      });
+  }
+
+  /// Event 1 now; event 2 and the end once /control/release is called.
+  void sse() {
+    auto out = std::make_shared<streamed>();
+    out->res.version(version_);
+    out->res.result(http::status::ok);
+    out->res.set(http::field::content_type, "text/event-stream");
+    out->res.set(http::field::cache_control, "no-cache");
+    out->res.chunked(true);
+    out->res.keep_alive(false);
+    std::string first = "id: 1\ndata: {\"port\":" + std::to_string(state.port) + "}\n\n";
+    out->buf.assign(first.begin(), first.end());
+    out->res.body().data = out->buf.data();
+    out->res.body().size = out->buf.size();
+    out->res.body().more = true;
+    out->sr.emplace(out->res);
+    http::async_write(
+        stream_, *out->sr, [self = shared_from_this(), out](beast::error_code ec, size_t) {
+          if (ec && ec != http::error::need_buffer)
+            return self->finished(ec, false);
+          state.held.push_back([self, out] {
+            std::string second = "id: 2\ndata: released\n\n";
+            out->buf.assign(second.begin(), second.end());
+            out->res.body().data = out->buf.data();
+            out->res.body().size = out->buf.size();
+            out->res.body().more = false;
+            http::async_write(self->stream_, *out->sr, [self, out](beast::error_code e, size_t) {
+              if (e == http::error::need_buffer)
+                e = {};
+              self->finished(e, false);
+            });
+          });
+        });
   }
 
   /// No answer: the caller's probe must time out. The connection stays open
@@ -193,6 +403,13 @@ private:
     }
     if (what == "alloc")
       return alloc(q);
+    if (what == "release") {
+      auto held = std::move(state.held);
+      state.held.clear();
+      for (auto& fn : held)
+        fn();
+      return reply(200, "released " + std::to_string(held.size()) + "\n");
+    }
     reply(404, "no control route " + what + "\n");
   }
 
@@ -221,10 +438,10 @@ private:
 
   void reply(unsigned status, std::string body, const char* type = "text/plain",
              std::function<void()> after = {}) {
-    auto res = std::make_shared<response>(static_cast<http::status>(status), req_.version());
+    auto res = std::make_shared<response>(static_cast<http::status>(status), version_);
     res->set(http::field::server, "troupe-test-backend");
     res->set(http::field::content_type, type);
-    res->keep_alive(req_.keep_alive() && !state.draining);
+    res->keep_alive(keep_alive_ && !state.draining);
     res->body() = std::move(body);
     res->prepare_payload();
     http::async_write(stream_, *res,
@@ -248,7 +465,14 @@ private:
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
-  http::request<http::string_body> req_;
+  std::optional<http::request_parser<http::buffer_body>> parser_;
+  std::string target_;
+  http::verb method_ = http::verb::get;
+  unsigned version_ = 11;
+  bool keep_alive_ = true;
+  std::vector<char> scratch_ = std::vector<char>(chunk_bytes);
+  uint64_t up_bytes_ = 0;
+  uint64_t up_hash_ = 14695981039346656037ull;
   net::steady_timer timer_{stream_.get_executor()};
   bool answering_ = false;
 };

@@ -487,8 +487,10 @@ daemon::daemon(daemon_options opts) : state_(std::make_unique<state>()) {
   } else {
     st.data_dir = opts.data_dir;
   }
-  std::vector<std::string> argv{troupe_bin(), "serve",     "--listen",     "127.0.0.1:0",
-                                "--data-dir", st.data_dir, "--log-format", "json"};
+  // The proxy on a port of its own too (the default 8080 is shared by all).
+  std::vector<std::string> argv{troupe_bin(),     "serve",      "--listen",     "127.0.0.1:0",
+                                "--data-dir",     st.data_dir,  "--log-format", "json",
+                                "--proxy-listen", "127.0.0.1:0"};
   argv.insert(argv.end(), opts.args.begin(), opts.args.end());
   argv.insert(argv.begin(), opts.wrapper.begin(), opts.wrapper.end());
   auto sets_auth = std::any_of(opts.env.begin(), opts.env.end(),

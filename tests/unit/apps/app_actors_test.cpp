@@ -2,6 +2,7 @@
 #include "support/dsl.hpp"
 
 #include <csignal>
+#include <map>
 
 #include "actors/apps/app.hpp"
 #include "actors/apps/instance.hpp"
@@ -58,6 +59,7 @@ instance_actor::behavior_type stand_in(instance_actor::stateful_pointer<stand_in
         return s;
       },
       [](sample_atom) {},
+      [](ejected_atom) {},
       [id](usage_atom) {
         instance_usage u;
         u.id = id;
@@ -68,6 +70,44 @@ instance_actor::behavior_type stand_in(instance_actor::stateful_pointer<stand_in
         return ok_atom::value;
       },
   };
+}
+
+/// What a stand-in proxy was told and answers.
+struct traffic_log {
+  std::vector<app_endpoints> told;
+  uint32_t in_flight = 0;
+  int asked = 0;
+};
+
+struct fake_traffic_state {
+  static inline const char* name = "fake_traffic";
+};
+
+traffic_actor::behavior_type fake_traffic(traffic_actor::stateful_pointer<fake_traffic_state>,
+                                          std::shared_ptr<traffic_log> log) {
+  return {
+      [log](app_endpoints& x) { log->told.push_back(std::move(x)); },
+      [log](in_flight_atom, const std::string&, const std::string&) {
+        ++log->asked;
+        return log->in_flight;
+      },
+      [](get_atom, const std::string& app) {
+        app_traffic t;
+        t.app = app;
+        return t;
+      },
+      [](ejected_atom, const std::string&, const std::string&) {},
+      [](tick_atom) {},
+      [](status_atom) { return component_status{}; },
+  };
+}
+
+/// The instance ids of an endpoints message, with their ports.
+std::map<std::string, uint16_t> ready_of(const app_endpoints& x) {
+  std::map<std::string, uint16_t> out;
+  for (auto& e : x.ready)
+    out[e.instance] = e.port;
+  return out;
 }
 
 struct fixture : test::deterministic_fixture {
@@ -278,6 +318,77 @@ CAF_TEST(a drain stops the process with SIGTERM then SIGKILL after the grace) {
   CAF_CHECK_EQUAL(stored(id).state, "stopped");
   // Gone, and no restart was asked for.
   CAF_CHECK_EQUAL(launches.size(), 1u);
+  anon_send_exit(a, caf::exit_reason::user_shutdown);
+  run();
+}
+
+CAF_TEST(the proxy learns the ready instances that are not leaving) {
+  use_stand_ins();
+  auto tl = std::make_shared<traffic_log>();
+  auto proxy = sys.spawn(fake_traffic, tl);
+  enroll(sys, names::traffic, proxy);
+  auto a = sys.spawn(app, std::shared_ptr<const apps_env>{ctx}, target(1, 2));
+  run();
+  CAF_REQUIRE_EQUAL(log->spawned.size(), 2u);
+  auto first = log->spawned[0];
+  auto second = log->spawned[1];
+  anon_send(a, instance_change{first, "running", true, 21001});
+  run();
+  CAF_REQUIRE(!tl->told.empty());
+  CAF_CHECK_EQUAL(tl->told.back().app, "web");
+  CAF_CHECK(!tl->told.back().exposed);
+  CAF_CHECK((ready_of(tl->told.back()) == std::map<std::string, uint16_t>{{first, 21001}}));
+  anon_send(a, instance_change{second, "running", true, 21002});
+  run();
+  CAF_CHECK_EQUAL(ready_of(tl->told.back()).size(), 2u);
+  // The same state again: nothing new to tell.
+  auto told = tl->told.size();
+  anon_send(a, instance_change{second, "running", true, 21002});
+  run();
+  CAF_CHECK_EQUAL(tl->told.size(), told);
+  // Scale-in: the leaving instance is out of the ready set.
+  anon_send(a, target(1, 1));
+  run();
+  CAF_REQUIRE_EQUAL(log->drained.size(), 1u);
+  auto stays = log->drained[0] == first ? second : first;
+  CAF_CHECK((ready_of(tl->told.back()) ==
+             std::map<std::string, uint16_t>{{stays, stays == first ? 21001 : 21002}}));
+  // Stopped for good: the proxy forgets the app.
+  self->request(a, caf::infinite, shutdown_atom::value);
+  run();
+  CAF_CHECK(tl->told.back().deleted);
+  withdraw(sys, names::traffic);
+  anon_send_exit(proxy, caf::exit_reason::user_shutdown);
+  run();
+}
+
+CAF_TEST(a drain waits until the proxy has no request in flight) {
+  use_real_instances();
+  auto tl = std::make_shared<traffic_log>();
+  tl->in_flight = 2;
+  auto proxy = sys.spawn(fake_traffic, tl);
+  enroll(sys, names::traffic, proxy);
+  auto a = sys.spawn(app, std::shared_ptr<const apps_env>{ctx}, target(1, 1));
+  run();
+  launched(0, 4343);
+  anon_send(a, target(1, 1, false));
+  consume_messages();
+  CAF_CHECK_EQUAL(tl->asked, 1);
+  CAF_CHECK(signals.empty());
+  // Asked again every 200 ms while requests are in flight.
+  advance_time(200ms);
+  consume_messages();
+  CAF_CHECK_EQUAL(tl->asked, 2);
+  CAF_CHECK(signals.empty());
+  tl->in_flight = 0;
+  advance_time(200ms);
+  consume_messages();
+  CAF_REQUIRE_EQUAL(signals.size(), 1u);
+  CAF_CHECK_EQUAL(signals[0].second, SIGTERM);
+  anon_send(last_instance(), exited_atom::value, int32_t{0}, int32_t{0});
+  consume_messages();
+  withdraw(sys, names::traffic);
+  anon_send_exit(proxy, caf::exit_reason::user_shutdown);
   anon_send_exit(a, caf::exit_reason::user_shutdown);
   run();
 }

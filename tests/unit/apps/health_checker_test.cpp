@@ -312,4 +312,27 @@ CAF_TEST(start - up probing runs at its own interval until the first healthy res
   CAF_CHECK_EQUAL(probes->calls.size(), 1u);
 }
 
+CAF_TEST(an ejection by the proxy probes at once and keeps the schedule) {
+  start(spec());
+  advance_time(10s);
+  consume_messages();
+  CAF_REQUIRE_EQUAL(probes->calls.size(), 1u);
+  probes->answer(probe_verdict::healthy);
+  consume_messages();
+  // Connect failures at the proxy: one probe now, not on the next tick.
+  anon_send(checker, ejected_atom::value);
+  consume_messages();
+  CAF_REQUIRE_EQUAL(probes->calls.size(), 1u);
+  probes->answer(probe_verdict::unhealthy, "connection refused");
+  consume_messages();
+  CAF_CHECK_EQUAL(state().tracker->consecutive_failures(), 1u);
+  // The schedule is the one it had: the next probe 5 s after the first.
+  advance_time(5s);
+  consume_messages();
+  CAF_CHECK_EQUAL(probes->calls.size(), 1u);
+  probes->answer(probe_verdict::unhealthy, "connection refused");
+  consume_messages();
+  CAF_CHECK_EQUAL(state().tracker->consecutive_failures(), 2u);
+}
+
 CAF_TEST_FIXTURE_SCOPE_END()

@@ -69,6 +69,26 @@ const std::vector<std::string> all_keys = {
     "jobs.inherit_env",
     "jobs.max_concurrent_extractions",
     "jobs.max_archive_memory_bytes",
+    "proxy.mode",
+    "proxy.listen",
+    "proxy.io_threads",
+    "proxy.upstream_timeout",
+    "proxy.connect_timeout",
+    "proxy.max_fails",
+    "proxy.eject_seconds",
+    "proxy.max_connections",
+    "proxy.client_idle_timeout",
+    "proxy.header_timeout",
+    "proxy.max_header_bytes",
+    "proxy.upstream_keepalive",
+    "proxy.upstream_idle_timeout",
+    "proxy.via",
+    "proxy.nginx.conf_dir",
+    "proxy.nginx.template",
+    "proxy.nginx.main_conf",
+    "proxy.nginx.binary",
+    "proxy.nginx.reload_command",
+    "proxy.nginx.min_reload_interval",
     "metrics.mode",
     "metrics.relative_accuracy",
     "metrics.sample_interval",
@@ -648,6 +668,16 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
   CAF_CHECK_EQUAL(shipped.apps.restart_backoff_reset.count(),
                   builtin.apps.restart_backoff_reset.count());
   CAF_CHECK_EQUAL(shipped.debug.fault_injection, builtin.debug.fault_injection);
+  CAF_CHECK_EQUAL(shipped.proxy.mode, builtin.proxy.mode);
+  CAF_CHECK_EQUAL(shipped.proxy.listen, builtin.proxy.listen);
+  CAF_CHECK_EQUAL(shipped.proxy.io_threads, builtin.proxy.io_threads);
+  CAF_CHECK_EQUAL(shipped.proxy.upstream_timeout.count(), builtin.proxy.upstream_timeout.count());
+  CAF_CHECK_EQUAL(shipped.proxy.eject_seconds, builtin.proxy.eject_seconds);
+  CAF_CHECK_EQUAL(shipped.proxy.max_connections, builtin.proxy.max_connections);
+  CAF_CHECK_EQUAL(shipped.proxy.upstream_keepalive, builtin.proxy.upstream_keepalive);
+  CAF_CHECK_EQUAL(shipped.proxy.nginx.binary, builtin.proxy.nginx.binary);
+  CAF_CHECK_EQUAL(shipped.proxy.nginx.min_reload_interval.count(),
+                  builtin.proxy.nginx.min_reload_interval.count());
   CAF_CHECK_EQUAL(shipped.auth.mode, builtin.auth.mode);
   CAF_CHECK_EQUAL(shipped.auth.tokens.size(), 0u);
   CAF_CHECK_EQUAL(shipped.auth.tokens_file, builtin.auth.tokens_file);

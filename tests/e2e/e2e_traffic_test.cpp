@@ -1,0 +1,562 @@
+#define CAF_SUITE e2e_traffic
+#include "support/dsl.hpp"
+
+// Traffic end to end: the real troupe binary's built-in proxy in front of
+// instances of the project's test backend. Waits follow the node's event
+// stream or a load loop's own counters (a condition variable); nothing
+// sleeps to wait for a state, and no case asserts a duration.
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <regex>
+#include <thread>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include "support/apps_e2e.hpp"
+#include "support/servers.hpp"
+
+using namespace apps_e2e;
+
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bh = beast::http;
+using tcp = net::ip::tcp;
+using header_pairs = std::vector<std::pair<std::string, std::string>>;
+
+/// The proxy's port, from its "proxy listening on 127.0.0.1:PORT" line.
+uint16_t proxy_port(const e2e::daemon& node) {
+  std::regex re("proxy listening on 127\\.0\\.0\\.1:([0-9]+)");
+  auto line = node.wait_for_line(re);
+  CAF_REQUIRE(line);
+  std::smatch m;
+  CAF_REQUIRE(std::regex_search(*line, m, re));
+  return static_cast<uint16_t>(std::stoi(m[1]));
+}
+
+/// A keep-alive HTTP/1.1 client (one connection, requests in turn).
+class client {
+public:
+  explicit client(uint16_t port, std::string host = "localhost")
+      : stream_(ioc_), host_(std::move(host)) {
+    stream_.connect(tcp::endpoint(net::ip::address_v4::loopback(), port));
+  }
+
+  bh::response<bh::string_body> send(bh::verb verb, const std::string& target,
+                                     const header_pairs& headers = {}, std::string body = {}) {
+    bh::request<bh::string_body> req{verb, target, 11};
+    req.set(bh::field::host, host_);
+    for (auto& [k, v] : headers)
+      req.set(k, v);
+    if (!body.empty() || verb == bh::verb::post) {
+      req.body() = std::move(body);
+      req.prepare_payload();
+    }
+    stream_.expires_after(std::chrono::seconds(60));
+    bh::write(stream_, req);
+    bh::response_parser<bh::string_body> p;
+    p.body_limit(64u << 20);
+    bh::read(stream_, buf_, p);
+    return p.release();
+  }
+
+  bh::response<bh::string_body> get(const std::string& target, const header_pairs& headers = {}) {
+    return send(bh::verb::get, target, headers);
+  }
+
+  beast::tcp_stream& stream() { return stream_; }
+  beast::flat_buffer& buffer() { return buf_; }
+
+private:
+  net::io_context ioc_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buf_;
+  std::string host_;
+};
+
+/// Bounded load: `threads` keep-alive clients GET `target` in a loop until
+/// stopped (or `max_each` requests each); every non-200 and every
+/// transport error is a failure, kept with its reason.
+class load {
+public:
+  load(uint16_t port, std::string target, int threads, int max_each = 20'000) {
+    for (int i = 0; i < threads; ++i)
+      threads_.emplace_back([this, port, target, max_each] { run(port, target, max_each); });
+  }
+
+  ~load() { stop(); }
+
+  /// Waits until `n` requests succeeded in all (false after `timeout`).
+  bool wait_ok(int n, e2e::duration timeout = 30s) {
+    std::unique_lock<std::mutex> g{mtx_};
+    return cv_.wait_for(g, timeout, [&] { return ok_ >= n || done_ == threads_.size(); }) &&
+           ok_ >= n;
+  }
+
+  void stop() {
+    stop_ = true;
+    for (auto& t : threads_)
+      if (t.joinable())
+        t.join();
+  }
+
+  int ok() const {
+    std::lock_guard<std::mutex> g{mtx_};
+    return ok_;
+  }
+
+  std::vector<std::string> failures() const {
+    std::lock_guard<std::mutex> g{mtx_};
+    return failures_;
+  }
+
+private:
+  void run(uint16_t port, const std::string& target, int max_each) {
+    std::unique_ptr<client> c;
+    for (int i = 0; i < max_each && !stop_; ++i) {
+      std::string failure;
+      try {
+        if (!c)
+          c = std::make_unique<client>(port);
+        auto res = c->get(target);
+        if (res.result_int() != 200)
+          failure = std::to_string(res.result_int()) + " " + res.body();
+        if (!res.keep_alive())
+          c.reset();
+      } catch (const std::exception& e) {
+        failure = std::string("transport: ") + e.what();
+        c.reset();
+      }
+      std::lock_guard<std::mutex> g{mtx_};
+      if (failure.empty())
+        ++ok_;
+      else
+        failures_.push_back(failure);
+      cv_.notify_all();
+    }
+    std::lock_guard<std::mutex> g{mtx_};
+    ++done_;
+    cv_.notify_all();
+  }
+
+  mutable std::mutex mtx_;
+  std::condition_variable cv_;
+  int ok_ = 0;
+  size_t done_ = 0;
+  std::vector<std::string> failures_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+/// The node's peak resident memory so far (VmHWM, bytes).
+uint64_t peak_rss(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmHWM:", 0) == 0)
+      return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+uint64_t fnv(uint64_t h, const char* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    h ^= static_cast<unsigned char>(p[i]);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+/// Byte i of the backend's /download pattern.
+char pattern_byte(uint64_t i) {
+  return static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+}
+
+constexpr uint64_t fnv_basis = 14695981039346656037ull;
+
+json spec_with(const std::string& name, int replicas, const json& expose) {
+  auto spec = backend_spec(name, replicas);
+  if (!expose.is_null())
+    spec["spec"]["expose"] = expose;
+  return spec;
+}
+
+/// The instance a backend's GET / answer names.
+std::string instance_of(const bh::response<bh::string_body>& res) {
+  auto j = json::parse(res.body(), nullptr, false);
+  return j.is_object() ? j.value("instance", "") : "";
+}
+
+/// GET `target` until it answers 200 (at most 10 s): an app actor tells the
+/// proxy of a ready instance right after announcing it, so the first
+/// request after the event may still find none.
+bh::response<bh::string_body> routed(client& c, const std::string& target) {
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  auto res = c.get(target);
+  while (res.result_int() != 200 && std::chrono::steady_clock::now() < deadline)
+    res = c.get(target);
+  return res;
+}
+
+/// The pid of instance `id` from the app's status.
+pid_t pid_of(uint16_t port, const std::string& app, const std::string& id) {
+  auto inst = instances_of(status_of(port, app));
+  return inst.count(id) ? inst[id]["pid"].get<pid_t>() : 0;
+}
+
+} // namespace
+
+CAF_TEST(three ready instances share the requests and see the forwarded headers) {
+  auto name = app_name("spread");
+  reap_on_exit reap{name};
+  e2e::daemon node{fast_options()};
+  events ev{node.port()};
+  register_and_up(node.port(), ev, backend_spec(name, 3), 3);
+  auto pp = proxy_port(node);
+  client c{pp};
+  CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/").result_int(), 200);
+  std::map<std::string, int> by_instance;
+  for (int i = 0; i < 3000; ++i) {
+    auto res = c.get("/" + name + "/");
+    CAF_REQUIRE_EQUAL(res.result_int(), 200);
+    ++by_instance[instance_of(res)];
+  }
+  CAF_CHECK_EQUAL(by_instance.size(), 3u);
+  for (auto& [id, n] : by_instance) {
+    CAF_MESSAGE(id << ": " << n << " of 3000");
+    CAF_CHECK(id.rfind(name + "-", 0) == 0);
+    CAF_CHECK_LESS_OR_EQUAL(n, 1500);
+  }
+  // The backend sees the client's request id, X-Forwarded-*, its own path.
+  auto res = c.get("/" + name + "/headers", {{"X-Request-ID", "trace-abc-123"}});
+  CAF_REQUIRE_EQUAL(res.result_int(), 200);
+  auto seen = json::parse(res.body());
+  CAF_CHECK_EQUAL(seen.value("X-Request-ID", ""), "trace-abc-123");
+  CAF_CHECK_EQUAL(seen.value("X-Forwarded-For", ""), "127.0.0.1");
+  CAF_CHECK_EQUAL(seen.value("X-Forwarded-Proto", ""), "http");
+  CAF_CHECK_EQUAL(seen.value("X-Forwarded-Host", ""), "localhost");
+  CAF_CHECK_EQUAL(std::string(res["X-Request-ID"]), "trace-abc-123");
+  // Without one, a fresh id (the same the client gets back).
+  res = c.get("/" + name + "/headers");
+  seen = json::parse(res.body());
+  auto minted = seen.value("X-Request-ID", "");
+  CAF_CHECK_EQUAL(minted.size(), 32u);
+  CAF_CHECK_EQUAL(std::string(res["X-Request-ID"]), minted);
+  // Hop-by-hop fields stay on their hop.
+  res = c.get("/" + name + "/headers", {{"Connection", "keep-alive, X-Secret-Hop"},
+                                        {"X-Secret-Hop", "1"},
+                                        {"Proxy-Authorization", "Basic eDp5"}});
+  seen = json::parse(res.body());
+  CAF_CHECK(!seen.contains("X-Secret-Hop"));
+  CAF_CHECK(!seen.contains("Proxy-Authorization"));
+  // Pipelined requests are answered in order: the slow first one first.
+  {
+    std::string batch;
+    for (auto* target : {"/slow?ms=200", "/", "/headers"})
+      batch += "GET /" + name + target + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    net::write(c.stream().socket(), net::buffer(batch));
+    std::vector<std::string> bodies;
+    for (int i = 0; i < 3; ++i) {
+      bh::response<bh::string_body> r;
+      bh::read(c.stream(), c.buffer(), r);
+      CAF_CHECK_EQUAL(r.result_int(), 200);
+      bodies.push_back(r.body());
+    }
+    CAF_CHECK_EQUAL(bodies[0], "slept 200 ms\n");
+    CAF_CHECK(bodies[1].find("\"instance\"") != std::string::npos);
+    CAF_CHECK(bodies[2].find("X-Forwarded-For") != std::string::npos);
+  }
+  // The proxy's counts reach the app's metrics (the registry drains them
+  // on its tick: polled with a bound).
+  json traffic;
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto m = e2e::get(node.port(), "/apps/" + name + "/metrics");
+    CAF_REQUIRE_EQUAL(m.status, 200);
+    traffic = m.json()["traffic"];
+    if (traffic.is_object() && traffic["requests_total"].get<double>() >= 3006)
+      break;
+    std::this_thread::sleep_for(100ms);
+  }
+  CAF_REQUIRE(traffic.is_object());
+  CAF_CHECK_GREATER_OR_EQUAL(traffic["requests_total"].get<double>(), 3006);
+  CAF_CHECK_EQUAL(traffic["errors_total"].get<double>(), 0);
+  CAF_CHECK_EQUAL(traffic["instances"].size(), 3u);
+  CAF_CHECK(traffic["last_request"].is_number());
+  auto w = traffic["windows"]["1m"];
+  CAF_CHECK_GREATER(w["rps"].get<double>(), 0);
+  CAF_CHECK_EQUAL(w["error_rate"].get<double>(), 0);
+  CAF_CHECK(w["latency_seconds"]["p99"].is_number());
+  auto prom = e2e::get(node.port(), "/metrics").body;
+  CAF_CHECK(prom.find("troupe_app_requests_total{app=\"" + name + "\",status=\"200\"}") !=
+            std::string::npos);
+  CAF_CHECK(prom.find("troupe_app_request_duration_seconds_count{app=\"" + name + "\"}") !=
+            std::string::npos);
+  CAF_CHECK(prom.find("troupe_app_active_connections{app=\"" + name + "\"}") != std::string::npos);
+}
+
+CAF_TEST(an instance killed under load fails no idempotent request) {
+  auto name = app_name("failover");
+  reap_on_exit reap{name};
+  e2e::daemon node{fast_options()};
+  events ev{node.port()};
+  register_and_up(node.port(), ev, backend_spec(name, 3), 3);
+  auto pp = proxy_port(node);
+  {
+    client c{pp};
+    CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/").result_int(), 200);
+  }
+  load l{pp, "/" + name + "/slow?ms=5", 4};
+  CAF_REQUIRE(l.wait_ok(300));
+  auto victim = *ev.ready().begin();
+  auto pid = pid_of(node.port(), name, victim);
+  CAF_REQUIRE_GREATER(pid, 0);
+  CAF_REQUIRE_EQUAL(::kill(pid, SIGKILL), 0);
+  CAF_CHECK(ev.next(name, [&](const json& j) {
+    return j["type"] == "instance.exited" && j["data"]["instance"] == victim;
+  }));
+  CAF_CHECK(ev.next(name, [&](const json& j) {
+    return j["type"] == "instance.ready" && j["data"]["instance"] == victim;
+  }));
+  auto before = l.ok();
+  CAF_CHECK(l.wait_ok(before + 300));
+  l.stop();
+  auto failures = l.failures();
+  for (auto& f : failures)
+    std::cerr << "failed: " << f << "\n";
+  CAF_CHECK_EQUAL(failures.size(), 0u);
+  CAF_MESSAGE(l.ok() << " requests, none failed");
+}
+
+CAF_TEST(scaling in under load drains and fails no request) {
+  auto name = app_name("drain");
+  reap_on_exit reap{name};
+  e2e::daemon node{fast_options()};
+  events ev{node.port()};
+  register_and_up(node.port(), ev, backend_spec(name, 3), 3);
+  auto pp = proxy_port(node);
+  {
+    client c{pp};
+    CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/").result_int(), 200);
+  }
+  load l{pp, "/" + name + "/slow?ms=100", 6};
+  CAF_REQUIRE(l.wait_ok(60));
+  CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/" + name + "/scale", {{"replicas", 1}}).status,
+                    202);
+  int stopped = 0;
+  CAF_CHECK(ev.next(
+      name, [&](const json& j) { return j["type"] == "instance.stopped" && ++stopped == 2; }));
+  auto before = l.ok();
+  CAF_CHECK(l.wait_ok(before + 60));
+  l.stop();
+  auto failures = l.failures();
+  for (auto& f : failures)
+    std::cerr << "failed: " << f << "\n";
+  CAF_CHECK_EQUAL(failures.size(), 0u);
+  auto after = status_of(node.port(), name);
+  CAF_CHECK_EQUAL(after["ready"], 1);
+}
+
+CAF_TEST(a 200 MiB upload and download stream through with flat memory) {
+  auto name = app_name("bulk");
+  reap_on_exit reap{name};
+  e2e::daemon node{fast_options()};
+  events ev{node.port()};
+  register_and_up(node.port(), ev, backend_spec(name, 1), 1);
+  auto pp = proxy_port(node);
+  constexpr uint64_t total = 200ull << 20;
+  // Warm up one exchange each way, then take the peak as the baseline.
+  client c{pp};
+  CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/download?mb=1").result_int(), 200);
+  auto base = peak_rss(node.pid());
+  CAF_REQUIRE_GREATER(base, 0u);
+  {
+    // Upload: a Content-Length body written piecewise.
+    std::string head = "POST /" + name + "/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
+                       std::to_string(total) + "\r\n\r\n";
+    net::write(c.stream().socket(), net::buffer(head));
+    std::vector<char> piece(1 << 20);
+    uint64_t hash = fnv_basis;
+    for (uint64_t at = 0; at < total; at += piece.size()) {
+      for (size_t i = 0; i < piece.size(); ++i)
+        piece[i] = pattern_byte(at + i);
+      hash = fnv(hash, piece.data(), piece.size());
+      net::write(c.stream().socket(), net::buffer(piece));
+    }
+    bh::response<bh::string_body> r;
+    bh::read(c.stream(), c.buffer(), r);
+    CAF_REQUIRE_EQUAL(r.result_int(), 200);
+    auto j = json::parse(r.body());
+    CAF_CHECK_EQUAL(j["bytes"].get<uint64_t>(), total);
+    CAF_CHECK_EQUAL(j["fnv"].get<std::string>(), std::to_string(hash));
+  }
+  {
+    // Download: read through a fixed buffer, checked byte for byte.
+    bh::request<bh::empty_body> req{bh::verb::get, "/" + name + "/download?mb=200", 11};
+    req.set(bh::field::host, "localhost");
+    bh::write(c.stream(), req);
+    bh::response_parser<bh::buffer_body> p;
+    p.body_limit(boost::none);
+    bh::read_header(c.stream(), c.buffer(), p);
+    CAF_REQUIRE_EQUAL(p.get().result_int(), 200);
+    std::vector<char> buf(1 << 16);
+    uint64_t got = 0;
+    uint64_t hash = fnv_basis;
+    uint64_t want = fnv_basis;
+    while (!p.is_done()) {
+      p.get().body().data = buf.data();
+      p.get().body().size = buf.size();
+      beast::error_code ec;
+      bh::read(c.stream(), c.buffer(), p, ec);
+      if (ec == bh::error::need_buffer)
+        ec = {};
+      CAF_REQUIRE(!ec);
+      auto n = buf.size() - p.get().body().size;
+      hash = fnv(hash, buf.data(), n);
+      for (size_t i = 0; i < n; ++i) {
+        char b = pattern_byte(got + i);
+        want = fnv(want, &b, 1);
+      }
+      got += n;
+    }
+    CAF_CHECK_EQUAL(got, total);
+    CAF_CHECK_EQUAL(hash, want);
+  }
+  // 400 MiB went through; the proxy holds a fixed buffer per direction.
+  auto grown = peak_rss(node.pid()) - base;
+  CAF_MESSAGE("peak RSS grew by " << grown / 1024 << " KiB moving 400 MiB");
+  CAF_CHECK_LESS(grown, 32ull << 20);
+}
+
+CAF_TEST(server sent events arrive unbuffered and websockets are tunnelled) {
+  auto name = app_name("stream");
+  reap_on_exit reap{name};
+  e2e::daemon node{fast_options()};
+  events ev{node.port()};
+  register_and_up(node.port(), ev, backend_spec(name, 1), 1);
+  auto pp = proxy_port(node);
+  {
+    client warm{pp};
+    CAF_REQUIRE_EQUAL(routed(warm, "/" + name + "/").result_int(), 200);
+  }
+  {
+    // Event 1 must arrive while the backend still holds event 2 back: a
+    // buffering proxy would block this read until the stream ends.
+    client c{pp};
+    bh::request<bh::empty_body> req{bh::verb::get, "/" + name + "/sse", 11};
+    req.set(bh::field::host, "localhost");
+    bh::write(c.stream(), req);
+    bh::response_parser<bh::buffer_body> p;
+    p.body_limit(boost::none);
+    c.stream().expires_after(20s);
+    bh::read_header(c.stream(), c.buffer(), p);
+    CAF_REQUIRE_EQUAL(p.get().result_int(), 200);
+    CAF_CHECK_EQUAL(std::string(p.get()[bh::field::content_type]), "text/event-stream");
+    std::string seen;
+    std::vector<char> buf(4096);
+    auto read_until = [&](const std::string& needle) {
+      while (seen.find(needle) == std::string::npos && !p.is_done()) {
+        p.get().body().data = buf.data();
+        p.get().body().size = buf.size();
+        beast::error_code ec;
+        bh::read_some(c.stream(), c.buffer(), p, ec);
+        if (ec == bh::error::need_buffer)
+          ec = {};
+        if (ec)
+          return false;
+        seen.append(buf.data(), buf.size() - p.get().body().size);
+      }
+      return seen.find(needle) != std::string::npos;
+    };
+    CAF_REQUIRE(read_until("\n\n"));
+    auto data = seen.substr(seen.find("data: ") + 6);
+    auto port = json::parse(data.substr(0, data.find('\n')))["port"].get<uint16_t>();
+    // Releases event 2 at the instance itself (not through the proxy).
+    auto rel = e2e::request(port, "POST", "/control/release", {{"Authorization", ""}});
+    CAF_CHECK_EQUAL(rel.status, 200);
+    CAF_CHECK(read_until("data: released"));
+  }
+  {
+    net::io_context ioc;
+    beast::websocket::stream<beast::tcp_stream> ws{ioc};
+    beast::get_lowest_layer(ws).connect(tcp::endpoint(net::ip::address_v4::loopback(), pp));
+    beast::get_lowest_layer(ws).expires_after(20s);
+    ws.handshake("localhost", "/" + name + "/ws");
+    for (std::string msg : {std::string("hello through the proxy"), std::string(100'000, 'w')}) {
+      ws.write(net::buffer(msg));
+      beast::flat_buffer b;
+      ws.read(b);
+      CAF_CHECK_EQUAL(beast::buffers_to_string(b.data()), msg);
+    }
+    ws.close(beast::websocket::close_code::normal);
+  }
+}
+
+CAF_TEST(routes by host path prefix and own port and answers 503 without ready instances) {
+  auto by_host = app_name("hosted");
+  auto by_path = app_name("pathed");
+  auto by_port = app_name("ported");
+  auto unready = app_name("unready");
+  reap_on_exit r1{by_host}, r2{by_path}, r3{by_port}, r4{unready};
+  e2e::daemon node{fast_options()};
+  events ev{node.port()};
+  auto own = test::free_loopback_port();
+  register_and_up(node.port(), ev, spec_with(by_host, 1, {{"host", "*.apps.example.test"}}), 1);
+  register_and_up(node.port(), ev,
+                  spec_with(by_path, 1, {{"pathPrefix", "/api"}, {"stripPrefix", true}}), 1);
+  register_and_up(node.port(), ev, spec_with(by_port, 1, {{"port", own}}), 1);
+  auto pp = proxy_port(node);
+  {
+    client c{pp, "shop.apps.example.test"};
+    CAF_CHECK(instance_of(routed(c, "/")).rfind(by_host + "-", 0) == 0);
+  }
+  {
+    client c{pp};
+    auto res = routed(c, "/api/");
+    CAF_REQUIRE_EQUAL(res.result_int(), 200);
+    CAF_CHECK(instance_of(res).rfind(by_path + "-", 0) == 0);
+    // The prefix is stripped: the backend's /headers answers /api/headers.
+    CAF_CHECK(c.get("/api/headers").body().find("X-Forwarded-For") != std::string::npos);
+    // An app exposed otherwise is not at /{name}/.
+    CAF_CHECK_EQUAL(c.get("/" + by_port + "/").result_int(), 404);
+    auto none = c.get("/no-such-app/");
+    CAF_CHECK_EQUAL(none.result_int(), 404);
+    auto why = json::parse(none.body());
+    CAF_CHECK_EQUAL(why["error"]["code"], "no_route");
+  }
+  {
+    client c{own};
+    CAF_CHECK(instance_of(routed(c, "/")).rfind(by_port + "-", 0) == 0);
+  }
+  // A rule another app holds is refused at registration, naming the field.
+  auto clash = post_json(node.port(), "/apps/register",
+                         spec_with(app_name("clash"), 1, {{"host", "*.apps.example.test"}}));
+  CAF_CHECK_EQUAL(clash.status, 400);
+  CAF_CHECK(clash.body.find("spec.expose.pathPrefix") != std::string::npos);
+  clash =
+      post_json(node.port(), "/apps/register", spec_with(app_name("clash"), 1, {{"port", own}}));
+  CAF_CHECK_EQUAL(clash.status, 400);
+  CAF_CHECK(clash.body.find("spec.expose.port") != std::string::npos);
+  // An app whose instance never becomes ready: 503 with Retry-After, JSON.
+  auto spec = backend_spec(unready, 1);
+  spec["spec"]["health"]["httpGet"]["path"] = "/never-healthy";
+  CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/register", spec).status, 201);
+  CAF_REQUIRE_EQUAL(post(node.port(), "/apps/" + unready + "/up").status, 202);
+  CAF_REQUIRE(ev.next_of(unready, "instance.started"));
+  client c{pp};
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  bh::response<bh::string_body> res;
+  // The app actor tells the proxy right after the instance's event: polled.
+  do
+    res = c.get("/" + unready + "/");
+  while (res.result_int() == 404 && std::chrono::steady_clock::now() < deadline);
+  CAF_CHECK_EQUAL(res.result_int(), 503);
+  CAF_CHECK_EQUAL(std::string(res[bh::field::retry_after]), "1");
+  CAF_CHECK_EQUAL(std::string(res[bh::field::content_type]), "application/json");
+  auto why = json::parse(res.body());
+  CAF_CHECK_EQUAL(why["error"]["code"], "no_ready_instance");
+}
