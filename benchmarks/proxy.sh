@@ -2,7 +2,9 @@
 # Proxy benchmark (issue 13): the same two nginx `return 200` backends behind
 # troupe's built-in proxy (1 io thread), nginx `proxy_pass` with an upstream
 # keepalive pool (1 worker) and haproxy (nbthread 1), one after another with
-# the same wrk settings. The backends are troupe's own app instances: an app
+# the same wrk settings. Each proxy adds the same fields (X-Forwarded-For,
+# -Proto, -Host, X-Request-ID up, X-Request-ID down) and reuses upstream
+# connections. The backends are troupe's own app instances: an app
 # whose command runs nginx on $PORT, so troupe routes to them as it routes to
 # any app, and the peers are pointed at the very same two ports.
 # Reports req/s, p50/p99 of each and the ratios troupe/haproxy and
@@ -163,6 +165,13 @@ http {
             proxy_pass http://backends;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # The forwarding fields troupe's proxy adds, so each does the same work.
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Request-ID \$request_id;
+            add_header X-Request-ID \$request_id;
         }
     }
 }
@@ -177,7 +186,7 @@ mkdir -p "$work/haproxy"
 cat >"$work/haproxy/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 20000
+    maxconn 8000
 defaults
     mode http
     timeout connect 5s
@@ -186,6 +195,13 @@ defaults
     timeout http-keep-alive 600s
 frontend fe
     bind 127.0.0.1:$haproxy_port
+    # The forwarding fields troupe's proxy adds, so each does the same work.
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+    unique-id-header X-Request-ID
+    http-after-response set-header X-Request-ID %[unique-id]
     default_backend be
 backend be
     balance leastconn

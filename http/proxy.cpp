@@ -4,7 +4,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -14,6 +16,7 @@
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
+#include <sys/socket.h>
 
 #include "http/proxy_headers.hpp"
 #include "http/request_id.hpp"
@@ -30,6 +33,11 @@ namespace beast = boost::beast;
 namespace bh = beast::http;
 using tcp = net::ip::tcp;
 using steady = std::chrono::steady_clock;
+// Streams on the io_context's own executor type: no type-erased executor
+// per operation (any_io_executor cost a few percent per request).
+using executor = net::io_context::executor_type;
+using socket_t = net::basic_stream_socket<tcp, executor>;
+using stream_t = beast::basic_stream<tcp, executor, beast::unlimited_rate_policy>;
 
 /// Each direction of a request streams through one buffer this large.
 constexpr size_t relay_bytes = 64 * 1024;
@@ -48,17 +56,13 @@ struct app_entry {
 
 /// A connection to an instance; pooled between requests.
 struct upstream {
-  beast::tcp_stream stream;
+  stream_t stream;
   beast::flat_buffer buf;
   std::string key;
   steady::time_point idle_since;
-  /// Bumped whenever it enters or leaves the pool: a stale watch sees it.
-  uint64_t gen = 0;
-  bool pooled = false;
   /// Taken from the pool (a failure may be a stale keep-alive connection).
   bool reused = false;
-  char probe = 0;
-  explicit upstream(net::io_context& ioc) : stream(ioc) {}
+  explicit upstream(net::io_context& ioc) : stream(ioc.get_executor()) {}
 };
 
 /// One io thread: its io_context, and its idle upstream connections per
@@ -69,17 +73,34 @@ struct worker {
   std::unordered_map<std::string, std::deque<std::shared_ptr<upstream>>> pool;
   std::mt19937_64 rng{std::random_device{}()};
   std::thread thread;
+  /// Relay buffers of finished requests, for the next ones (a few only).
+  std::vector<std::unique_ptr<char[]>> spare;
+
+  std::unique_ptr<char[]> buffer() {
+    if (spare.empty())
+      return std::unique_ptr<char[]>(new char[relay_bytes]);
+    auto b = std::move(spare.back());
+    spare.pop_back();
+    return b;
+  }
+
+  void give_back(std::unique_ptr<char[]> b) {
+    if (b && spare.size() < 64)
+      spare.push_back(std::move(b));
+  }
 
   std::shared_ptr<upstream> take(const std::string& key) {
     auto i = pool.find(key);
-    while (i != pool.end() && !i->second.empty()) {
-      auto u = std::move(i->second.back());
-      i->second.pop_back();
-      u->pooled = false;
-      ++u->gen;
-      beast::error_code ec;
-      u->stream.socket().cancel(ec); // ends the watch (its handler sees the new gen)
-      if (u->stream.socket().is_open()) {
+    if (i == pool.end())
+      return nullptr;
+    auto& q = i->second;
+    auto recent = steady::now() - std::chrono::seconds(1);
+    while (!q.empty()) {
+      auto u = std::move(q.back());
+      q.pop_back();
+      // One used within the last second is trusted (the sweep looks at the
+      // others every second); an older one is looked at now.
+      if (u->idle_since >= recent || usable(*u)) {
         u->reused = true;
         return u;
       }
@@ -91,49 +112,32 @@ struct worker {
     auto& idle = pool[u->key];
     if (idle.size() >= limit)
       return; // closed as it goes
-    u->pooled = true;
     u->idle_since = steady::now();
     u->stream.expires_never();
-    auto gen = ++u->gen;
-    std::weak_ptr<upstream> weak = u;
-    // Watch it while idle: the instance closing it (or sending anything
-    // unasked) makes it unusable, so it leaves the pool at once.
-    u->stream.socket().async_read_some(net::buffer(&u->probe, 1),
-                                       [this, weak, gen](beast::error_code, size_t) {
-                                         auto u = weak.lock();
-                                         if (!u || u->gen != gen || !u->pooled)
-                                           return;
-                                         drop(u);
-                                       });
     idle.push_back(std::move(u));
   }
 
-  void drop(const std::shared_ptr<upstream>& u) {
-    auto i = pool.find(u->key);
-    if (i == pool.end())
-      return;
-    auto& q = i->second;
-    for (auto j = q.begin(); j != q.end(); ++j)
-      if (*j == u) {
-        u->pooled = false;
-        ++u->gen;
-        q.erase(j);
-        break;
-      }
-    if (q.empty())
-      pool.erase(i);
+  /// Whether an idle connection can take a request: not closed by the
+  /// instance, nothing unasked waiting on it (one MSG_PEEK, no blocking).
+  static bool usable(upstream& u) {
+    if (!u.stream.socket().is_open())
+      return false;
+    char b;
+    auto n = ::recv(u.stream.socket().native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
   }
 
-  /// Closes connections idle longer than `idle_timeout`.
+  /// Closes connections idle longer than `idle_timeout` and those the
+  /// instance closed (a crashed or stopped instance's).
   void sweep(std::chrono::milliseconds idle_timeout) {
     auto cutoff = steady::now() - idle_timeout;
     for (auto i = pool.begin(); i != pool.end();) {
       auto& q = i->second;
-      while (!q.empty() && q.front()->idle_since < cutoff) {
-        q.front()->pooled = false;
-        ++q.front()->gen;
-        q.pop_front();
-      }
+      q.erase(std::remove_if(q.begin(), q.end(),
+                             [&](const std::shared_ptr<upstream>& u) {
+                               return u->idle_since < cutoff || !usable(*u);
+                             }),
+              q.end());
       i = q.empty() ? pool.erase(i) : std::next(i);
     }
   }
@@ -176,7 +180,7 @@ struct proxy_server::impl : std::enable_shared_from_this<proxy_server::impl> {
   worker& pick_worker() { return *workers[next++ % workers.size()]; }
 
   std::shared_ptr<listener> listen(const std::string& host, uint16_t port, uint16_t app_port);
-  void adopt(tcp::socket s, worker& w, uint16_t listener_port);
+  void adopt(socket_t s, worker& w, uint16_t listener_port);
   void schedule_sweep(worker& w);
 };
 
@@ -193,7 +197,7 @@ struct proxy_server::impl::listener : std::enable_shared_from_this<listener> {
   void accept() {
     auto self = shared_from_this();
     auto& w = px.pick_worker();
-    acc.async_accept(w.ioc, [self, &w](beast::error_code ec, tcp::socket s) {
+    acc.async_accept(w.ioc.get_executor(), [self, &w](beast::error_code ec, socket_t s) {
       if (ec == net::error::operation_aborted || !self->acc.is_open())
         return;
       if (ec) {
@@ -226,10 +230,11 @@ namespace {
 /// its buffer), relays each to an instance and its response back.
 class client_conn : public std::enable_shared_from_this<client_conn> {
 public:
-  client_conn(std::shared_ptr<proxy_server::impl> px, worker& w, tcp::socket s,
-              uint16_t listener_port)
+  client_conn(std::shared_ptr<proxy_server::impl> px, worker& w, socket_t s, uint16_t listener_port)
       : px_(std::move(px)), w_(w), client_(std::move(s)), listener_port_(listener_port) {
     beast::error_code ec;
+    // Small writes (a header alone, an SSE event) go out at once.
+    client_.socket().set_option(tcp::no_delay(true), ec);
     auto ep = client_.socket().remote_endpoint(ec);
     if (!ec)
       client_ip_ = ep.address().to_string();
@@ -285,11 +290,7 @@ private:
     tried_.clear();
     body_started_ = false;
     continue_sent_ = false;
-    header_fields in;
-    in.reserve(16);
-    for (auto& f : m)
-      in.emplace_back(std::string(f.name_string()), std::string(f.value()));
-    upgrade_ = wants_upgrade(in);
+    upgrade_ = wants_upgrade(m);
     std::string host{m[bh::field::host]};
     std::optional<route_match> match;
     {
@@ -313,13 +314,10 @@ private:
     ctx.client_ip = client_ip_;
     ctx.request_id = request_id_;
     ctx.via = opts().via;
-    auto out = upstream_request_fields(in, ctx);
     bool chunked = req_->chunked();
-    for (auto i = m.begin(); i != m.end();)
-      i = m.erase(i);
-    for (auto& [name, value] : out)
-      if (!(expect_continue_ && iequals(name, "expect")))
-        m.insert(name, value);
+    rewrite_request(m, ctx);
+    if (expect_continue_)
+      m.erase(bh::field::expect); // answered here (100 Continue), not upstream
     m.target(match->target);
     m.version(11);
     if (chunked)
@@ -404,6 +402,7 @@ private:
       if (auto i = px_->apps.find(app_); i != px_->apps.end())
         i->second.bal.connect_ok(instance_);
     }
+    up_->stream.socket().set_option(tcp::no_delay(true), ec);
     send_request();
   }
 
@@ -415,7 +414,12 @@ private:
     m.body().size = 0;
     m.body().more = has_body_;
     req_sr_.emplace(m);
-    req_sr_->split(true); // the header goes at once, before any body byte
+    if (has_body_ && cbuf_.size() > 0 && !expect_continue_) {
+      // Body bytes came with the header: they go upstream in one write.
+      read_request_body();
+      return;
+    }
+    req_sr_->split(true); // the header goes at once, the body as it comes
     up_->stream.expires_after(opts().upstream_timeout);
     bh::async_write(up_->stream, *req_sr_,
                     [self = shared_from_this()](beast::error_code ec, size_t) {
@@ -454,7 +458,7 @@ private:
   void read_request_body() {
     body_started_ = true;
     if (!relay_)
-      relay_ = std::make_unique<char[]>(relay_bytes);
+      relay_ = w_.buffer();
     auto& m = req_->get();
     m.body().data = relay_.get();
     m.body().size = relay_bytes;
@@ -521,15 +525,7 @@ private:
     upstream_reusable_ = res_->keep_alive() && !switching;
     bool body = !res_->is_done();
     bool has_length = res_->content_length().has_value();
-    header_fields in;
-    in.reserve(16);
-    for (auto& f : r)
-      in.emplace_back(std::string(f.name_string()), std::string(f.value()));
-    auto out = downstream_response_fields(in, switching);
-    for (auto i = r.begin(); i != r.end();)
-      i = r.erase(i);
-    for (auto& [name, value] : out)
-      r.insert(name, value);
+    rewrite_response(r, switching);
     if (r.find("X-Request-ID") == r.end())
       r.set("X-Request-ID", request_id_);
     r.version(client_http10_ ? 10 : 11);
@@ -547,6 +543,11 @@ private:
     r.body().size = 0;
     r.body().more = body;
     res_sr_.emplace(r);
+    if (body && up_->buf.size() > 0 && !switching) {
+      // Body bytes came with the header: header and first piece in one write.
+      read_response_body();
+      return;
+    }
     res_sr_->split(true); // the header goes at once (SSE, long polls)
     client_.expires_after(opts().upstream_timeout);
     bh::async_write(client_, *res_sr_,
@@ -569,8 +570,12 @@ private:
       done();
       return;
     }
+    read_response_body();
+  }
+
+  void read_response_body() {
     if (!relay_)
-      relay_ = std::make_unique<char[]>(relay_bytes);
+      relay_ = w_.buffer();
     auto& r = res_->get();
     r.body().data = relay_.get();
     r.body().size = relay_bytes;
@@ -628,7 +633,7 @@ private:
     res_sr_.reset();
     req_sr_.reset();
     res_.reset();
-    relay_.reset();
+    w_.give_back(std::move(relay_));
     if (!client_keep_ || (req_ && !req_->is_done())) {
       close_client();
       return;
@@ -641,11 +646,11 @@ private:
 
   /// Bytes both ways until either side closes (WebSocket after a 101).
   struct pump : std::enable_shared_from_this<pump> {
-    beast::tcp_stream& from;
-    beast::tcp_stream& to;
+    stream_t& from;
+    stream_t& to;
     std::shared_ptr<client_conn> owner;
     std::unique_ptr<char[]> buf = std::make_unique<char[]>(16 * 1024);
-    pump(beast::tcp_stream& f, beast::tcp_stream& t, std::shared_ptr<client_conn> o)
+    pump(stream_t& f, stream_t& t, std::shared_ptr<client_conn> o)
         : from(f), to(t), owner(std::move(o)) {}
     void read() {
       from.async_read_some(net::buffer(buf.get(), 16 * 1024),
@@ -671,8 +676,7 @@ private:
     up_->stream.expires_never();
     auto self = shared_from_this();
     // What either side sent after its header is already buffered: it goes first.
-    auto start = [self](beast::flat_buffer& pending, beast::tcp_stream& from,
-                        beast::tcp_stream& to) {
+    auto start = [self](beast::flat_buffer& pending, stream_t& from, stream_t& to) {
       auto p = std::make_shared<pump>(from, to, self);
       if (pending.size() == 0) {
         p->read();
@@ -827,7 +831,7 @@ private:
 
   std::shared_ptr<proxy_server::impl> px_;
   worker& w_;
-  beast::tcp_stream client_;
+  stream_t client_;
   beast::flat_buffer cbuf_;
   uint16_t listener_port_;
   std::string client_ip_;
@@ -886,7 +890,7 @@ proxy_server::impl::listen(const std::string& host, uint16_t port, uint16_t app_
   return l;
 }
 
-void proxy_server::impl::adopt(tcp::socket s, worker& w, uint16_t listener_port) {
+void proxy_server::impl::adopt(socket_t s, worker& w, uint16_t listener_port) {
   if (open.load() >= opts.max_connections) {
     beast::error_code ec;
     s.close(ec); // past proxy.max_connections

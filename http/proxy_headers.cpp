@@ -12,10 +12,10 @@ namespace {
 /// The comma-separated tokens of every `Connection` field, lower case.
 std::set<std::string> connection_tokens(const header_fields& fields) {
   std::set<std::string> out;
-  for (auto& [name, value] : fields) {
-    if (!iequals(name, "connection"))
+  for (auto& f : fields) {
+    if (f.name() != boost::beast::http::field::connection)
       continue;
-    std::string_view rest = value;
+    std::string_view rest = f.value();
     while (!rest.empty()) {
       auto comma = rest.find(',');
       auto token = trim_ows(rest.substr(0, comma));
@@ -27,31 +27,27 @@ std::set<std::string> connection_tokens(const header_fields& fields) {
   return out;
 }
 
-/// `fields` without hop-by-hop ones and without those Connection names.
-header_fields end_to_end(const header_fields& fields) {
+/// Removes hop-by-hop fields, those the Connection fields name, and any
+/// named in `also`.
+void keep_end_to_end(header_fields& fields, std::initializer_list<std::string_view> also = {}) {
   auto named = connection_tokens(fields);
-  header_fields out;
-  out.reserve(fields.size());
-  for (auto& f : fields)
-    if (!hop_by_hop(f.first) && named.count(ascii_lower(f.first)) == 0)
-      out.push_back(f);
-  return out;
-}
-
-const std::string* find(const header_fields& fields, std::string_view name) {
-  for (auto& [n, v] : fields)
-    if (iequals(n, name))
-      return &v;
-  return nullptr;
-}
-
-void erase(header_fields& fields, std::string_view name) {
-  fields.erase(
-      std::remove_if(fields.begin(), fields.end(), [&](auto& f) { return iequals(f.first, name); }),
-      fields.end());
+  for (auto i = fields.begin(); i != fields.end();) {
+    auto name = i->name_string();
+    bool drop = hop_by_hop(name) || (!named.empty() && named.count(ascii_lower(name)) > 0);
+    for (auto a : also)
+      drop = drop || iequals(a, name);
+    i = drop ? fields.erase(i) : std::next(i);
+  }
 }
 
 } // namespace
+
+header_fields make_fields(std::initializer_list<std::pair<std::string_view, std::string_view>> xs) {
+  header_fields out;
+  for (auto& [n, v] : xs)
+    out.insert(n, v);
+  return out;
+}
 
 bool hop_by_hop(std::string_view name) {
   static constexpr std::string_view names[] = {"connection",
@@ -70,48 +66,48 @@ bool hop_by_hop(std::string_view name) {
 }
 
 bool wants_upgrade(const header_fields& request) {
-  return connection_tokens(request).count("upgrade") > 0 && find(request, "upgrade") != nullptr;
+  return request.find(boost::beast::http::field::upgrade) != request.end() &&
+         connection_tokens(request).count("upgrade") > 0;
 }
 
-header_fields upstream_request_fields(const header_fields& request, const forward_context& ctx) {
-  auto upgrade = wants_upgrade(request);
-  auto out = end_to_end(request);
+void rewrite_request(header_fields& f, const forward_context& ctx) {
+  using boost::beast::http::field;
+  bool upgrade = wants_upgrade(f);
+  std::string upgrade_to = upgrade ? std::string{f[field::upgrade]} : std::string{};
   // X-Forwarded-For: the client's chain, then this client (all fields
   // folded into one, as one list).
   std::string chain;
-  for (auto& [n, v] : request)
-    if (iequals(n, "x-forwarded-for") && !trim_ows(v).empty())
-      chain += (chain.empty() ? "" : ", ") + std::string{trim_ows(v)};
-  erase(out, "x-forwarded-for");
-  erase(out, "x-forwarded-proto");
-  erase(out, "x-forwarded-host");
-  erase(out, "x-request-id");
+  for (auto& x : f)
+    if (iequals(x.name_string(), "x-forwarded-for") && !trim_ows(x.value()).empty())
+      chain += (chain.empty() ? "" : ", ") + std::string{trim_ows(x.value())};
+  std::string host{f[field::host]};
+  keep_end_to_end(f, {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"});
   if (!ctx.client_ip.empty())
     chain += (chain.empty() ? "" : ", ") + ctx.client_ip;
   if (!chain.empty())
-    out.emplace_back("X-Forwarded-For", chain);
-  out.emplace_back("X-Forwarded-Proto", ctx.proto);
-  if (auto* host = find(request, "host"))
-    out.emplace_back("X-Forwarded-Host", *host);
-  out.emplace_back("X-Request-ID", ctx.request_id);
+    f.insert("X-Forwarded-For", chain);
+  f.insert("X-Forwarded-Proto", ctx.proto);
+  if (!host.empty())
+    f.insert("X-Forwarded-Host", host);
+  f.insert("X-Request-ID", ctx.request_id);
   if (ctx.via)
-    out.emplace_back("Via", "1.1 troupe");
+    f.insert(field::via, "1.1 troupe");
   if (upgrade) {
-    out.emplace_back("Connection", "upgrade");
-    out.emplace_back("Upgrade", *find(request, "upgrade"));
+    f.insert(field::connection, "upgrade");
+    f.insert(field::upgrade, upgrade_to);
   }
-  return out;
 }
 
-header_fields downstream_response_fields(const header_fields& response, bool upgrade) {
-  auto out = end_to_end(response);
-  if (upgrade) {
-    if (auto* u = find(response, "upgrade")) {
-      out.emplace_back("Connection", "upgrade");
-      out.emplace_back("Upgrade", *u);
-    }
+void rewrite_response(header_fields& f, bool upgrade) {
+  using boost::beast::http::field;
+  std::string upgrade_to;
+  if (upgrade && f.find(field::upgrade) != f.end())
+    upgrade_to = std::string{f[field::upgrade]};
+  keep_end_to_end(f);
+  if (!upgrade_to.empty()) {
+    f.insert(field::connection, "upgrade");
+    f.insert(field::upgrade, upgrade_to);
   }
-  return out;
 }
 
 bool idempotent(std::string_view method) {

@@ -8,14 +8,21 @@
 // `Upgrade`; X-Forwarded-For (appended), X-Forwarded-Proto, X-Forwarded-Host
 // and X-Request-ID set on the way up, Via optionally.
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
+
+#include <boost/beast/http/fields.hpp>
 
 namespace troupe::http {
 
-using header_fields = std::vector<std::pair<std::string, std::string>>;
+/// A message's header fields (Beast's container: rewritten in place, so a
+/// proxied request costs no copy of its fields).
+using header_fields = boost::beast::http::fields;
+
+/// Fields from name/value pairs, in order.
+header_fields make_fields(std::initializer_list<std::pair<std::string_view, std::string_view>> xs);
 
 /// What the proxy knows about the client side of a request.
 struct forward_context {
@@ -37,13 +44,13 @@ bool hop_by_hop(std::string_view name);
 /// among its tokens and an `Upgrade` field).
 bool wants_upgrade(const header_fields& request);
 
-/// The request's fields as the upstream gets them. `Host` stays the
+/// Rewrites a request's fields as the upstream gets them. `Host` stays the
 /// client's (X-Forwarded-Host says it too).
-header_fields upstream_request_fields(const header_fields& request, const forward_context& ctx);
+void rewrite_request(header_fields& request, const forward_context& ctx);
 
-/// The response's fields as the client gets them (`upgrade`: a 101 that
-/// switches protocols keeps Connection and Upgrade).
-header_fields downstream_response_fields(const header_fields& response, bool upgrade);
+/// Rewrites a response's fields as the client gets them (`upgrade`: a 101
+/// that switches protocols keeps Connection and Upgrade).
+void rewrite_response(header_fields& response, bool upgrade);
 
 /// Methods a failed attempt may be retried with on another instance.
 bool idempotent(std::string_view method);
