@@ -55,6 +55,8 @@ config file; then built-in defaults):
   --listen HOST:PORT     address to serve HTTP on (default 127.0.0.1:8000);
                          port 0 picks a free port; the first log line names it
   --data-dir DIR         LMDB store and workspaces (default ./data)
+  --proxy-listen HOST:PORT  the apps' proxy listener (default 127.0.0.1:8080;
+                         "" turns the proxy off)
   --log-level LEVEL      trace|debug|info|warn|error|critical|off (default info)
   --log-format FORMAT    json|text (default text)
   --set KEY=VALUE        set any config key, e.g. --set http.io_threads=2
