@@ -560,3 +560,29 @@ CAF_TEST(routes by host path prefix and own port and answers 503 without ready i
   auto why = json::parse(res.body());
   CAF_CHECK_EQUAL(why["error"]["code"], "no_ready_instance");
 }
+
+CAF_TEST(a slow instance is a 504 and a malformed answer a 502) {
+  auto name = app_name("faulty");
+  reap_on_exit reap{name};
+  auto opts = fast_options();
+  opts.env.emplace_back("TROUPE_PROXY__UPSTREAM_TIMEOUT", "1s");
+  e2e::daemon node{opts};
+  events ev{node.port()};
+  register_and_up(node.port(), ev, backend_spec(name, 1), 1);
+  client c{proxy_port(node)};
+  CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/").result_int(), 200);
+  auto slow = c.get("/" + name + "/slow?ms=5000", {{"X-Request-ID", "slow-1"}});
+  CAF_CHECK_EQUAL(slow.result_int(), 504);
+  auto why = json::parse(slow.body());
+  CAF_CHECK_EQUAL(why["error"]["code"], "upstream_timeout");
+  CAF_CHECK_EQUAL(std::string(slow["X-Request-ID"]), "slow-1");
+  // The proxy's log line of it carries the request id.
+  CAF_CHECK(node.wait_for_line(
+      [](const std::string& l) { return l.find("slow-1") != std::string::npos; }, 10s));
+  // The connection stays usable; a malformed response is a 502.
+  auto bad = c.get("/" + name + "/garbage");
+  CAF_CHECK_EQUAL(bad.result_int(), 502);
+  why = json::parse(bad.body());
+  CAF_CHECK_EQUAL(why["error"]["code"], "bad_gateway");
+  CAF_CHECK_EQUAL(c.get("/" + name + "/").result_int(), 200);
+}

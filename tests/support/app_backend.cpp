@@ -17,6 +17,7 @@
 //                           for POST /control/release (on any connection)
 //                           before event 2 and the end
 //   GET  /ws                WebSocket: echoes every message
+//   GET  /garbage           answers bytes that are no HTTP response, then closes
 // Bodies are streamed (a 64 KiB buffer), never held whole.
 // SIGTERM/SIGINT: stops accepting, closes idle connections, finishes requests
 // in flight (a hung /healthz is not one), then exits 0.
@@ -256,6 +257,8 @@ private:
       return download(q);
     if (path == "/sse")
       return sse();
+    if (path == "/garbage")
+      return garbage();
     if (path.rfind("/control/", 0) == 0) {
       if (!post)
         return reply(405, "control routes take POST\n");
@@ -326,6 +329,13 @@ private:
                           return self->finished(ec, out->res.keep_alive());
                         self->write_pattern(out, at + n, total);
                       });
+  }
+
+  void garbage() {
+    static const std::string junk = "this is not HTTP at all\r\n\r\n";
+    net::async_write(
+        stream_, net::buffer(junk),
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->finished(ec, false); });
   }
 
   /// Event 1 now; event 2 and the end once /control/release is called.
