@@ -56,3 +56,20 @@ to_ms() {
     printf "%.3f", n * f
   }'
 }
+
+# stop_started: the EXIT trap of a benchmark that keeps the pids of what it
+# started in the array `pids` and its files under $work: SIGTERM to each
+# that still runs, SIGKILL after 5 s, every one reaped, $work removed.
+stop_started() {
+  local pid
+  for pid in "${pids[@]:-}"; do
+    [[ -n "$pid" ]] || continue
+    if alive "$pid"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}

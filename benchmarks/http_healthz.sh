@@ -48,20 +48,7 @@ die() { echo "http_healthz: $*" >&2; exit 1; }
 # --- cleanup: everything lives under one temp dir; kill whatever we started ---
 work="$(mktemp -d "${TMPDIR:-/tmp}/troupe-bench-http.XXXXXX")"
 pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]:-}"; do
-    [[ -n "$pid" ]] || continue
-    if alive "$pid"; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_started EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 

@@ -43,21 +43,7 @@ die() { echo "proxy: $*" >&2; exit 1; }
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/troupe-bench-proxy.XXXXXX")"
 pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]:-}"; do
-    [[ -n "$pid" ]] || continue
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]:-}"; do
-    [[ -n "$pid" ]] || continue
-    for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_started EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 

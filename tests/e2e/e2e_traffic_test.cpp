@@ -18,6 +18,7 @@
 #include <boost/beast/websocket.hpp>
 
 #include "support/apps_e2e.hpp"
+#include "support/byte_pattern.hpp"
 #include "support/servers.hpp"
 
 using namespace apps_e2e;
@@ -163,20 +164,9 @@ uint64_t peak_rss(pid_t pid) {
   return 0;
 }
 
-uint64_t fnv(uint64_t h, const char* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    h ^= static_cast<unsigned char>(p[i]);
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-/// Byte i of the backend's /download pattern.
-char pattern_byte(uint64_t i) {
-  return static_cast<char>('a' + (i * 7 + i / 4096) % 26);
-}
-
-constexpr uint64_t fnv_basis = 14695981039346656037ull;
+using test::fnv;
+using test::fnv_basis;
+using test::pattern_byte;
 
 json spec_with(const std::string& name, int replicas, const json& expose) {
   auto spec = backend_spec(name, replicas);
@@ -208,17 +198,41 @@ pid_t pid_of(uint16_t port, const std::string& app, const std::string& id) {
   return inst.count(id) ? inst[id]["pid"].get<pid_t>() : 0;
 }
 
+/// A node running app `name` (the test backend) with `replicas` ready
+/// instances that its proxy routes to.
+struct proxied_app {
+  std::string name;
+  reap_on_exit reap;
+  e2e::daemon node;
+  events ev;
+  uint16_t proxy = 0;
+
+  proxied_app(const std::string& base, int replicas, e2e::daemon_options opts = fast_options())
+      : name(app_name(base)), reap{name}, node{std::move(opts)}, ev{node.port()} {
+    register_and_up(node.port(), ev, backend_spec(name, replicas), static_cast<size_t>(replicas));
+    proxy = proxy_port(node);
+    client c{proxy};
+    CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/").result_int(), 200);
+  }
+};
+
+/// Stops the load and checks that not one request failed.
+void check_no_failure(load& l) {
+  l.stop();
+  auto failures = l.failures();
+  for (auto& f : failures)
+    std::cerr << "failed: " << f << "\n";
+  CAF_CHECK_EQUAL(failures.size(), 0u);
+  CAF_MESSAGE(l.ok() << " requests, none failed");
+}
+
 } // namespace
 
 CAF_TEST(three ready instances share the requests and see the forwarded headers) {
-  auto name = app_name("spread");
-  reap_on_exit reap{name};
-  e2e::daemon node{fast_options()};
-  events ev{node.port()};
-  register_and_up(node.port(), ev, backend_spec(name, 3), 3);
-  auto pp = proxy_port(node);
-  client c{pp};
-  CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/").result_int(), 200);
+  proxied_app a{"spread", 3};
+  auto& name = a.name;
+  auto& node = a.node;
+  client c{a.proxy};
   std::map<std::string, int> by_instance;
   for (int i = 0; i < 3000; ++i) {
     auto res = c.get("/" + name + "/");
@@ -300,20 +314,13 @@ CAF_TEST(three ready instances share the requests and see the forwarded headers)
 }
 
 CAF_TEST(an instance killed under load fails no idempotent request) {
-  auto name = app_name("failover");
-  reap_on_exit reap{name};
-  e2e::daemon node{fast_options()};
-  events ev{node.port()};
-  register_and_up(node.port(), ev, backend_spec(name, 3), 3);
-  auto pp = proxy_port(node);
-  {
-    client c{pp};
-    CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/").result_int(), 200);
-  }
-  load l{pp, "/" + name + "/slow?ms=5", 4};
+  proxied_app a{"failover", 3};
+  auto& name = a.name;
+  auto& ev = a.ev;
+  load l{a.proxy, "/" + name + "/slow?ms=5", 4};
   CAF_REQUIRE(l.wait_ok(300));
   auto victim = *ev.ready().begin();
-  auto pid = pid_of(node.port(), name, victim);
+  auto pid = pid_of(a.node.port(), name, victim);
   CAF_REQUIRE_GREATER(pid, 0);
   CAF_REQUIRE_EQUAL(::kill(pid, SIGKILL), 0);
   CAF_CHECK(ev.next(name, [&](const json& j) {
@@ -324,26 +331,15 @@ CAF_TEST(an instance killed under load fails no idempotent request) {
   }));
   auto before = l.ok();
   CAF_CHECK(l.wait_ok(before + 300));
-  l.stop();
-  auto failures = l.failures();
-  for (auto& f : failures)
-    std::cerr << "failed: " << f << "\n";
-  CAF_CHECK_EQUAL(failures.size(), 0u);
-  CAF_MESSAGE(l.ok() << " requests, none failed");
+  check_no_failure(l);
 }
 
 CAF_TEST(scaling in under load drains and fails no request) {
-  auto name = app_name("drain");
-  reap_on_exit reap{name};
-  e2e::daemon node{fast_options()};
-  events ev{node.port()};
-  register_and_up(node.port(), ev, backend_spec(name, 3), 3);
-  auto pp = proxy_port(node);
-  {
-    client c{pp};
-    CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/").result_int(), 200);
-  }
-  load l{pp, "/" + name + "/slow?ms=100", 6};
+  proxied_app a{"drain", 3};
+  auto& name = a.name;
+  auto& node = a.node;
+  auto& ev = a.ev;
+  load l{a.proxy, "/" + name + "/slow?ms=100", 6};
   CAF_REQUIRE(l.wait_ok(60));
   CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/" + name + "/scale", {{"replicas", 1}}).status,
                     202);
@@ -352,26 +348,19 @@ CAF_TEST(scaling in under load drains and fails no request) {
       name, [&](const json& j) { return j["type"] == "instance.stopped" && ++stopped == 2; }));
   auto before = l.ok();
   CAF_CHECK(l.wait_ok(before + 60));
-  l.stop();
-  auto failures = l.failures();
-  for (auto& f : failures)
-    std::cerr << "failed: " << f << "\n";
-  CAF_CHECK_EQUAL(failures.size(), 0u);
+  check_no_failure(l);
   auto after = status_of(node.port(), name);
   CAF_CHECK_EQUAL(after["ready"], 1);
 }
 
 CAF_TEST(a 200 MiB upload and download stream through with flat memory) {
-  auto name = app_name("bulk");
-  reap_on_exit reap{name};
-  e2e::daemon node{fast_options()};
-  events ev{node.port()};
-  register_and_up(node.port(), ev, backend_spec(name, 1), 1);
-  auto pp = proxy_port(node);
+  proxied_app a{"bulk", 1};
+  auto& name = a.name;
+  auto& node = a.node;
   constexpr uint64_t total = 200ull << 20;
   // Warm up one exchange each way, then take the peak as the baseline.
-  client c{pp};
-  CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/download?mb=1").result_int(), 200);
+  client c{a.proxy};
+  CAF_REQUIRE_EQUAL(c.get("/" + name + "/download?mb=1").result_int(), 200);
   auto base = peak_rss(node.pid());
   CAF_REQUIRE_GREATER(base, 0u);
   {
@@ -433,16 +422,9 @@ CAF_TEST(a 200 MiB upload and download stream through with flat memory) {
 }
 
 CAF_TEST(server sent events arrive unbuffered and websockets are tunnelled) {
-  auto name = app_name("stream");
-  reap_on_exit reap{name};
-  e2e::daemon node{fast_options()};
-  events ev{node.port()};
-  register_and_up(node.port(), ev, backend_spec(name, 1), 1);
-  auto pp = proxy_port(node);
-  {
-    client warm{pp};
-    CAF_REQUIRE_EQUAL(routed(warm, "/" + name + "/").result_int(), 200);
-  }
+  proxied_app a{"stream", 1};
+  auto& name = a.name;
+  auto pp = a.proxy;
   {
     // Event 1 must arrive while the backend still holds event 2 back: a
     // buffering proxy would block this read until the stream ends.
@@ -562,15 +544,12 @@ CAF_TEST(routes by host path prefix and own port and answers 503 without ready i
 }
 
 CAF_TEST(a slow instance is a 504 and a malformed answer a 502) {
-  auto name = app_name("faulty");
-  reap_on_exit reap{name};
   auto opts = fast_options();
   opts.env.emplace_back("TROUPE_PROXY__UPSTREAM_TIMEOUT", "1s");
-  e2e::daemon node{opts};
-  events ev{node.port()};
-  register_and_up(node.port(), ev, backend_spec(name, 1), 1);
-  client c{proxy_port(node)};
-  CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/").result_int(), 200);
+  proxied_app a{"faulty", 1, opts};
+  auto& name = a.name;
+  auto& node = a.node;
+  client c{a.proxy};
   auto slow = c.get("/" + name + "/slow?ms=5000", {{"X-Request-ID", "slow-1"}});
   CAF_CHECK_EQUAL(slow.result_int(), 504);
   auto why = json::parse(slow.body());

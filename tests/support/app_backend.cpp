@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "runtime/ground/url.hpp"
+#include "support/byte_pattern.hpp"
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
@@ -57,19 +58,8 @@ constexpr long max_alloc_mb = 64 * 1024;
 constexpr long max_download_mb = 64 * 1024;
 constexpr size_t chunk_bytes = 64 * 1024;
 
-/// 64-bit FNV-1a over `n` bytes, continuing from `h`.
-uint64_t fnv(uint64_t h, const char* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    h ^= static_cast<unsigned char>(p[i]);
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-/// Byte i of /download's pattern (tests compute the same).
-char pattern_byte(uint64_t i) {
-  return static_cast<char>('a' + (i * 7 + i / 4096) % 26);
-}
+using troupe::test::fnv;
+using troupe::test::pattern_byte;
 
 struct backend_state {
   std::string instance;
@@ -158,7 +148,7 @@ private:
     version_ = m.version();
     keep_alive_ = m.keep_alive();
     up_bytes_ = 0;
-    up_hash_ = 14695981039346656037ull;
+    up_hash_ = troupe::test::fnv_basis;
     if (target_.substr(0, target_.find('?')) == "/upload")
       return upload();
     if (websocket::is_upgrade(m))
@@ -482,7 +472,7 @@ private:
   bool keep_alive_ = true;
   std::vector<char> scratch_ = std::vector<char>(chunk_bytes);
   uint64_t up_bytes_ = 0;
-  uint64_t up_hash_ = 14695981039346656037ull;
+  uint64_t up_hash_ = troupe::test::fnv_basis;
   net::steady_timer timer_{stream_.get_executor()};
   bool answering_ = false;
 };
