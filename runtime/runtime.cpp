@@ -35,6 +35,7 @@
 #include "actors/metrics/metrics.hpp"
 #include "actors/metrics/metrics_exporter.hpp"
 #include "actors/metrics/metrics_model.hpp"
+#include "actors/traffic/nginx_traffic.hpp"
 #include "actors/traffic/traffic.hpp"
 #include "http/api/app_routes.hpp"
 #include "http/api/core_routes.hpp"
@@ -475,6 +476,21 @@ void runtime::start() {
     children.push_back(make_child(
         names::traffic, [proxy = d.proxy, tick = cfg.metrics.sample_interval](
                             caf::actor_system& sys) { return sys.spawn(traffic, proxy, tick); }));
+  if (cfg.proxy.enabled() && cfg.proxy.mode == "nginx") {
+    // nginx mode: troupe renders, validates and reloads nginx's config.
+    auto conf_dir =
+        cfg.proxy.nginx.conf_dir.empty() ? cfg.data_dir + "/nginx" : cfg.proxy.nginx.conf_dir;
+    std::error_code ec;
+    std::filesystem::create_directories(conf_dir, ec);
+    if (ec)
+      throw std::runtime_error("cannot create proxy.nginx.conf_dir " + conf_dir + ": " +
+                               ec.message());
+    children.push_back(
+        make_child(names::traffic, [proxy_cfg = cfg.proxy, conf_dir](caf::actor_system& sys) {
+          // Detached: it runs nginx -t and the reload and waits for them.
+          return sys.spawn<caf::detached>(nginx_traffic, proxy_cfg, conf_dir);
+        }));
+  }
   auto apps_ctx = make_apps_env(cfg, d.env, d.proc_io);
   children.push_back(make_child(names::apps, [apps_ctx](caf::actor_system& sys) {
     return sys.spawn(app_manager, std::shared_ptr<const apps_env>{apps_ctx});

@@ -20,17 +20,6 @@ std::shared_ptr<spdlog::logger> log() {
   return logging::get("proxy");
 }
 
-void publish(self_ptr self, const std::string& type, const nlohmann::json& data) {
-  auto bus = lookup(self->system(), names::event_bus);
-  if (!bus)
-    return;
-  self->request(*bus, std::chrono::seconds(30), publish_atom::value, make_event(type, data.dump()))
-      .then([](uint64_t) {},
-            [type](caf::error& err) {
-              log()->warn("{} not published: {}", type, caf::to_string(err));
-            });
-}
-
 void sample(self_ptr self) {
   auto& st = self->state;
   metric_deltas out;
@@ -89,7 +78,8 @@ traffic_actor::behavior_type traffic(traffic_actor::stateful_pointer<traffic_sta
           // another process holds. The app keeps its previous route.
           ++st.refused;
           log()->error("proxy: app {} not routed as its spec.expose asks: {}", x.app, e.what());
-          publish(self, "proxy.route_refused", {{"app", x.app}, {"reason", e.what()}});
+          publish_traffic_event(self, "proxy.route_refused",
+                                {{"app", x.app}, {"reason", e.what()}});
         }
       },
       [self](in_flight_atom, const std::string& app, const std::string& instance) {
@@ -111,11 +101,12 @@ traffic_actor::behavior_type traffic(traffic_actor::stateful_pointer<traffic_sta
         return out;
       },
       [self](ejected_atom, const std::string& app, const std::string& instance) {
-        publish(self, "instance.ejected",
-                {{"app", app},
-                 {"instance", instance},
-                 {"reason", "consecutive connect failures at the proxy: no requests for "
-                            "proxy.eject_seconds, readiness probed now"}});
+        publish_traffic_event(
+            self, "instance.ejected",
+            {{"app", app},
+             {"instance", instance},
+             {"reason", "consecutive connect failures at the proxy: no requests for "
+                        "proxy.eject_seconds, readiness probed now"}});
         if (auto apps = lookup(self->system(), names::apps))
           self->send(*apps, ejected_atom::value, app, instance);
       },

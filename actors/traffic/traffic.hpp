@@ -13,8 +13,13 @@
 #include <set>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
+#include "actors/core/event_bus.hpp"
+#include "actors/core/names.hpp"
 #include "actors/interfaces.hpp"
 #include "http/proxy.hpp"
+#include "runtime/ground/logging.hpp"
 
 namespace troupe {
 
@@ -35,5 +40,19 @@ traffic_actor::behavior_type traffic(traffic_actor::stateful_pointer<traffic_sta
 
 /// The expose rule an app_endpoints message carries (nullopt: none).
 std::optional<expose_rule> rule_of(const app_endpoints& x);
+
+/// Publishes a proxy event on the node's event bus without waiting (lost,
+/// with a warning, if the bus is away).
+template <class Self>
+void publish_traffic_event(Self self, const std::string& type, const nlohmann::json& data) {
+  auto bus = lookup(self->system(), names::event_bus);
+  if (!bus)
+    return;
+  self->request(*bus, std::chrono::seconds(30), publish_atom::value, make_event(type, data.dump()))
+      .then([](uint64_t) {},
+            [type](caf::error& err) {
+              logging::get("proxy")->warn("{} not published: {}", type, caf::to_string(err));
+            });
+}
 
 } // namespace troupe

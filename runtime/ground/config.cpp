@@ -911,12 +911,13 @@ const std::vector<field>& fields() {
         optional_text("proxy.nginx.conf_dir",
                       at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::conf_dir),
                       "Where troupe writes nginx's config (empty: DATA_DIR/nginx)"),
-        optional_text("proxy.nginx.template",
-                      at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::template_path),
-                      "Template of an app's upstream and server blocks (empty: the built-in one)"),
+        optional_text(
+            "proxy.nginx.template",
+            at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::template_path),
+            "Template of an app's upstream and location (empty: configs/nginx-app.conf.in)"),
         optional_text("proxy.nginx.main_conf",
                       at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::main_conf),
-                      "nginx.conf that includes troupe.conf (empty: one troupe writes and runs)"),
+                      "nginx.conf including conf_dir/troupe.conf (required in nginx mode)"),
         text("proxy.nginx.binary",
              at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::binary),
              "The nginx binary (nginx -t -c validates every candidate)"),
@@ -1313,6 +1314,15 @@ YAML::Node tokens_of(const YAML::Node& map, const std::string& where) {
   return map["tokens"];
 }
 
+/// nginx mode validates against nginx's own main configuration, which must
+/// include troupe's file: there is no default that could be right.
+void check_proxy_mode(const config& c) {
+  if (c.proxy.mode == "nginx" && c.proxy.enabled() && c.proxy.nginx.main_conf.empty())
+    throw config_error("proxy.nginx.main_conf",
+                       "required with proxy.mode nginx: the nginx.conf that includes "
+                       "proxy.nginx.conf_dir/troupe.conf (nginx -t -c validates it)");
+}
+
 /// Without tokens the API is a remote shell for whoever reaches it: only
 /// this machine may, unless the operator says otherwise.
 void check_auth_mode(const config& c) {
@@ -1425,6 +1435,7 @@ config load_config(const config_sources& src) {
     }
   }
   check_auth_mode(c);
+  check_proxy_mode(c);
   if (c.http.tls.cert_file.empty() != c.http.tls.key_file.empty())
     throw config_error(c.http.tls.cert_file.empty() ? "http.tls.cert_file" : "http.tls.key_file",
                        "cert_file and key_file go together");

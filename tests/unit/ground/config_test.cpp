@@ -702,6 +702,16 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
   }
 }
 
+CAF_TEST(the proxy keys validate and nginx mode needs its main configuration) {
+  CAF_CHECK_EQUAL(flag("proxy.listen", "").proxy.enabled(), false);
+  CAF_CHECK_EQUAL(flag("proxy.io_threads", "2").proxy.io_threads, 2);
+  CAF_CHECK(contains(flag_error("proxy.listen", "nowhere"), "config error: proxy.listen:"));
+  CAF_CHECK(contains(flag_error("proxy.mode", "haproxy"), "config error: proxy.mode:"));
+  CAF_CHECK(contains(flag_error("proxy.eject_seconds", "0"), "config error: proxy.eject_seconds:"));
+  CAF_CHECK(contains(flag_error("proxy.mode", "nginx"),
+                     "config error: proxy.nginx.main_conf: required with proxy.mode nginx"));
+}
+
 CAF_TEST(extraction limits default to the cores and 256MiB and can be set) {
   CAF_CHECK_EQUAL(flag("jobs.max_concurrent_extractions", "3").jobs.max_concurrent_extractions, 3);
   CAF_CHECK_EQUAL(flag("jobs.max_archive_memory_bytes", "1GiB").jobs.max_archive_memory_bytes,
