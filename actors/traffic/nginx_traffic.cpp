@@ -1,5 +1,6 @@
 #include "actors/traffic/nginx_traffic.hpp"
 
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,20 +41,37 @@ std::pair<int, std::string> run(const std::vector<std::string>& argv) {
   } catch (const std::exception& e) {
     return {-1, e.what()};
   }
+  // Both pipes at once: a child that fills one while troupe waits on the
+  // other would never end.
   std::string out;
   char buf[4096];
-  for (int fd : {c.out_fd, c.err_fd}) {
-    for (;;) {
-      auto n = ::read(fd, buf, sizeof(buf));
+  pollfd fds[2] = {{c.out_fd, POLLIN, 0}, {c.err_fd, POLLIN, 0}};
+  int open = 2;
+  while (open > 0) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    for (auto& p : fds) {
+      if (p.fd < 0 || p.revents == 0)
+        continue;
+      auto n = ::read(p.fd, buf, sizeof(buf));
       if (n < 0 && errno == EINTR)
         continue;
-      if (n <= 0)
-        break;
+      if (n <= 0) {
+        ::close(p.fd);
+        p.fd = -1;
+        --open;
+        continue;
+      }
       if (out.size() < 8192)
         out.append(buf, static_cast<size_t>(n));
     }
-    ::close(fd);
   }
+  for (auto& p : fds)
+    if (p.fd >= 0)
+      ::close(p.fd);
   if (c.pidfd >= 0)
     ::close(c.pidfd);
   int status = 0;
