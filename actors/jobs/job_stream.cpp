@@ -174,6 +174,43 @@ job_log_reader(std::shared_ptr<persistence::lmdb_env> env, std::string job_id,
   };
 }
 
+/// Subscribes to the job's updates. A job between two attempts may still be
+/// listed as running while its attempt's actor is already gone (the
+/// controller has not seen it end): the delegated subscription fails then.
+/// The attempt told the controller it ended before it went away, so a new
+/// request, sent after that failure, finds the job backing off or queued:
+/// it is asked again (`tries` times) instead of ending the stream.
+void subscribe(self_ptr self, job_controller_actor controller, bool replay_all, int tries) {
+  auto& st = self->state;
+  self->request(controller, std::chrono::seconds(30), subscribe_atom::value, st.job_id,
+                job_subscriber_actor{self})
+      .then(
+          [self, replay_all](uint64_t last_seq) {
+            auto& st = self->state;
+            st.live_high = std::max(st.live_high, last_seq);
+            if (!replay_all) {
+              st.follow.follow_from(last_seq);
+              return;
+            }
+            replay(self);
+          },
+          [self, controller, replay_all, tries](caf::error&) {
+            auto& st = self->state;
+            auto rec = persistence::get_job(*st.env, st.job_id);
+            if (rec && persistence::is_terminal(rec->status)) {
+              // Ended between our read and the subscription: it is final now.
+              finished(self, *rec, replay_all);
+              return;
+            }
+            if (rec && tries > 0) {
+              subscribe(self, controller, replay_all, tries - 1);
+              return;
+            }
+            st.follow.stream().close();
+            self->quit();
+          });
+}
+
 job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::sse_stream> stream,
                                            std::shared_ptr<persistence::lmdb_env> env,
                                            job_controller_actor controller,
@@ -216,29 +253,7 @@ job_stream_actor::behavior_type job_stream(self_ptr self, std::shared_ptr<http::
       st.follow.end_with(self, *router);
       self->send(*router, subscribe_atom::value, opts.job_id, log_subscriber_actor{self});
     }
-    self->request(controller, std::chrono::seconds(30), subscribe_atom::value, opts.job_id,
-                  job_subscriber_actor{self})
-        .then(
-            [self, replay_all](uint64_t last_seq) {
-              auto& st = self->state;
-              st.live_high = std::max(st.live_high, last_seq);
-              if (!replay_all) {
-                st.follow.follow_from(last_seq);
-                return;
-              }
-              replay(self);
-            },
-            [self, replay_all](caf::error&) {
-              // Ended between our read and the subscription: it is final now.
-              auto& st = self->state;
-              if (auto rec = persistence::get_job(*st.env, st.job_id);
-                  rec && persistence::is_terminal(rec->status)) {
-                finished(self, *rec, replay_all);
-                return;
-              }
-              st.follow.stream().close();
-              self->quit();
-            });
+    subscribe(self, controller, replay_all, 3);
   }
   return {
       [self](job_update& up) { on_update(self, up); },

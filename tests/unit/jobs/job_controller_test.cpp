@@ -702,6 +702,34 @@ CAF_TEST(a crashed job actor has its processes killed by the janitor) {
   CAF_CHECK_EQUAL(status_of("doomed"), js::failed);
 }
 
+CAF_TEST(a job stream that subscribes while an attempt ends keeps following the retry) {
+  start(1);
+  submit("flaky", 50);
+  auto id = id_of("flaky");
+  auto attempt = actors[id];
+  auto out = std::make_shared<test::paced_stream>(64, 16 << 10);
+  job_stream_options opts;
+  opts.job_id = id;
+  auto js = sys.spawn(job_stream, out, env, ctl, opts);
+  // The stream's subscription reaches the controller first; the attempt
+  // then ends (telling the controller) and is gone before the controller
+  // delegates the subscription to it.
+  while (sched.prioritize(js))
+    sched.run_once();
+  caf::anon_send(attempt, exited_atom::value, int32_t{7}, int32_t{1});
+  while (sched.prioritize(attempt))
+    sched.run_once();
+  consume_messages();
+  // Not ended: the next attempt's updates still reach the client.
+  CAF_CHECK(!out->closed());
+  caf::anon_send(js, complete_update(id));
+  consume_messages();
+  read_to_the_end(*out);
+  auto events = events_read(*out);
+  CAF_REQUIRE(!events.empty());
+  CAF_CHECK_EQUAL(events.back(), "complete");
+}
+
 CAF_TEST(a job stream replaying for a slow client drops live lines and reads them later) {
   start(1);
   submit("chatty", 50);
