@@ -546,8 +546,19 @@ CAF_TEST(routes by host path prefix and own port and answers 503 without ready i
     CAF_CHECK_EQUAL(why["error"]["code"], "no_route");
   }
   {
-    client c{own};
-    CAF_CHECK(instance_of(routed(c, "/")).rfind(by_port + "-", 0) == 0);
+    // The app's own listener opens when the proxy learns of the app, just
+    // after the ready event: connecting is retried with a bound.
+    std::unique_ptr<client> c;
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (!c && std::chrono::steady_clock::now() < until) {
+      try {
+        c = std::make_unique<client>(own);
+      } catch (const std::exception&) {
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+    CAF_REQUIRE(c);
+    CAF_CHECK(instance_of(routed(*c, "/")).rfind(by_port + "-", 0) == 0);
   }
   // A rule another app holds is refused at registration, naming the field.
   auto clash = post_json(node.port(), "/apps/register",
