@@ -311,14 +311,22 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
         out->state = st.target.up ? "up" : "down";
         out->desired = st.target.up ? st.target.replicas : 0;
         out->revision = st.target.revision;
-        for (auto& [id, m] : st.instances)
-          if (m.ready && !m.leaving)
-            ++out->ready;
+        // `ready` counts from the instances' own answers, not from the
+        // changes they sent here: an instance announces a state before it
+        // tells the app, so a client that saw the event sees it here too.
         auto rp = self->make_response_promise<app_status>();
         ask_all<instance_status>(
             self, handles(self), std::chrono::seconds(5),
             [out](instance_status& x) { out->instances.push_back(std::move(x)); },
-            [out, rp](size_t) mutable { rp.deliver(std::move(*out)); }, get_atom::value);
+            [self, out, rp](size_t) mutable {
+              for (auto& x : out->instances) {
+                auto i = self->state.instances.find(x.id);
+                if (x.ready && (i == self->state.instances.end() || !i->second.leaving))
+                  ++out->ready;
+              }
+              rp.deliver(std::move(*out));
+            },
+            get_atom::value);
         return rp;
       },
       [self](shutdown_atom) -> caf::result<ok_atom> {

@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -430,6 +431,35 @@ std::string random_token() {
   return out;
 }
 
+/// This test process's share of the instance ports (`apps.port_range`).
+/// Daemons of suites running at the same time (ctest -j) each check a port
+/// free, then start an instance on it: from one shared range two daemons
+/// can pick the same port, and one instance fails to bind. So every test
+/// process holds one slice of the default range, claimed with an exclusive
+/// lock on a file that goes with the process; its daemons share it (they
+/// run one at a time, or one daemon's allocator sees the other's instances
+/// bound).
+std::string apps_port_slice() {
+  static const std::string slice = [] {
+    constexpr int first = 20000, size = 500, slices = 20;
+    auto dir = std::filesystem::temp_directory_path();
+    auto start = static_cast<int>(::getpid()) % slices;
+    for (int i = 0; i < slices; ++i) {
+      int n = (start + i) % slices;
+      auto path = dir / ("troupe-e2e-ports-" + std::to_string(n) + ".lock");
+      int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (fd < 0)
+        continue;
+      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) // held (fd kept open) until exit
+        return std::to_string(first + n * size) + "-" + std::to_string(first + n * size + size - 1);
+      ::close(fd);
+    }
+    throw std::runtime_error("no free instance port slice: " + std::to_string(slices) +
+                             " test processes hold one each");
+  }();
+  return slice;
+}
+
 } // namespace
 
 std::string token_for(uint16_t port) {
@@ -495,6 +525,10 @@ daemon::daemon(daemon_options opts) : state_(std::make_unique<state>()) {
   argv.insert(argv.begin(), opts.wrapper.begin(), opts.wrapper.end());
   auto sets_auth = std::any_of(opts.env.begin(), opts.env.end(),
                                [](auto& kv) { return kv.first.rfind("TROUPE_AUTH__", 0) == 0; });
+  auto sets_ports = std::any_of(opts.env.begin(), opts.env.end(),
+                                [](auto& kv) { return kv.first == "TROUPE_APPS__PORT_RANGE"; });
+  if (!sets_ports)
+    opts.env.emplace_back("TROUPE_APPS__PORT_RANGE", apps_port_slice());
   if (opts.default_token && !sets_auth) {
     st.token = "e2e-" + random_token();
     opts.env.emplace_back("TROUPE_AUTH__TOKENS",
