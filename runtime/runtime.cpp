@@ -485,10 +485,10 @@ void runtime::start() {
     if (ec)
       throw std::runtime_error("cannot create proxy.nginx.conf_dir " + conf_dir + ": " +
                                ec.message());
-    children.push_back(
-        make_child(names::traffic, [proxy_cfg = cfg.proxy, conf_dir](caf::actor_system& sys) {
+    children.push_back(make_child(
+        names::traffic, [proxy_cfg = cfg.proxy, conf_dir, recorder](caf::actor_system& sys) {
           // Detached: it runs nginx -t and the reload and waits for them.
-          return sys.spawn<caf::detached>(nginx_traffic, proxy_cfg, conf_dir);
+          return sys.spawn<caf::detached>(nginx_traffic, proxy_cfg, conf_dir, recorder);
         }));
   }
   auto apps_ctx = make_apps_env(cfg, d.env, d.proc_io);

@@ -152,7 +152,8 @@ std::deque<family>& table() {
                  "troupe_app_requests_total",
                  kind::counter,
                  "requests",
-                 "Requests the built-in proxy answered for an app, by status",
+                 "Requests the proxy (built-in, or nginx from its access log) answered for an app, "
+                 "by status",
                  {"app", "status"},
                  {},
                  {},
@@ -172,6 +173,15 @@ std::deque<family>& table() {
                  "connections",
                  "Client connections of the proxy whose current request is for the app",
                  {"app"},
+                 {},
+                 {},
+                 true});
+    v.push_back({"proxy.nginx.connections",
+                 "troupe_proxy_nginx_connections",
+                 kind::gauge,
+                 "connections",
+                 "nginx's client connections by state (stub_status; proxy.mode nginx)",
+                 {"state"},
                  {},
                  {},
                  true});

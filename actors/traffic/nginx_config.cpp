@@ -1,8 +1,12 @@
 #include "actors/traffic/nginx_config.hpp"
 
 #include <cctype>
+#include <cmath>
+#include <cstdio>
 #include <map>
 #include <tuple>
+
+#include <nlohmann/json.hpp>
 
 #include "runtime/ground/spec_document.hpp"
 
@@ -41,8 +45,9 @@ std::string upstream_name(const std::string& app) {
 
 } // namespace
 
-std::string render(const std::string& tmpl, const std::string& listen,
+std::string render(const std::string& tmpl, const render_options& opts,
                    const std::vector<app_part>& apps) {
+  auto& listen = opts.listen;
   auto marker = tmpl.find(location_marker);
   if (marker == std::string::npos)
     throw spec_error("proxy.nginx.template", std::string{"has no line '"} + location_marker +
@@ -53,6 +58,9 @@ std::string render(const std::string& tmpl, const std::string& listen,
       without_comments(eol == std::string::npos ? std::string{} : tmpl.substr(eol + 1));
   std::string out = "# Rendered by troupe (proxy.mode: nginx). Do not edit: the next change of "
                     "an app replaces it.\n";
+  if (!opts.access_log.empty())
+    out += "log_format troupe_json escape=json '{\"app\":\"$troupe_app\",\"status\":\"$status\","
+           "\"seconds\":\"$request_time\",\"upstream\":\"$upstream_addr\",\"msec\":\"$msec\"}';\n";
   // Server blocks by listener and host; the shared listener's hostless one
   // is its default server.
   struct server {
@@ -104,6 +112,12 @@ std::string render(const std::string& tmpl, const std::string& listen,
       replace_all(loc, "@UPSTREAM@", up);
       replace_all(loc, "@APP@", app.name);
     }
+    if (!opts.access_log.empty()) {
+      // The app's name for the access log, first in its location.
+      auto brace = loc.find("{\n");
+      if (brace != std::string::npos)
+        loc.insert(brace + 2, "        set $troupe_app \"" + app.name + "\";\n");
+    }
     auto& srv = servers[{where, host}];
     srv.locations += loc;
     srv.has_root = srv.has_root || location == "/";
@@ -112,13 +126,57 @@ std::string render(const std::string& tmpl, const std::string& listen,
     auto& [where, host] = key;
     out += "server {\n    listen " + where + (host.empty() ? " default_server" : "") + ";\n" +
            "    server_name " + (host.empty() ? std::string{"_"} : host) + ";\n";
+    if (!opts.access_log.empty())
+      out += "    set $troupe_app \"\";\n    access_log " + opts.access_log + " troupe_json;\n";
     if (!srv.has_root)
       out += "    location / {\n        default_type application/json;\n        return 404 "
              "'{\"error\":{\"code\":\"no_route\",\"message\":\"no app is exposed here\"}}';\n"
              "    }\n";
     out += srv.locations + "}\n";
   }
+  if (!opts.status_listen.empty())
+    out += "server {\n    listen " + opts.status_listen +
+           ";\n    access_log off;\n    location = /stub_status {\n        stub_status;\n    }\n"
+           "    location / {\n        return 404;\n    }\n}\n";
   return out;
+}
+
+std::optional<access_entry> parse_access_line(std::string_view line) {
+  auto j = nlohmann::json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return std::nullopt;
+  auto text = [&](const char* key) {
+    auto i = j.find(key);
+    return i != j.end() && i->is_string() ? i->get<std::string>() : std::string{};
+  };
+  access_entry e;
+  e.app = text("app");
+  if (e.app.empty())
+    return std::nullopt;
+  try {
+    e.status = std::stoi(text("status"));
+    e.seconds = std::stod(text("seconds"));
+    // $msec: seconds with millisecond resolution.
+    e.at_ns = static_cast<int64_t>(std::llround(std::stod(text("msec")) * 1e3)) * 1'000'000;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  return e;
+}
+
+std::optional<stub_status> parse_stub_status(std::string_view body) {
+  // Active connections: 2 \n server accepts handled requests\n 10 10 31 \n
+  // Reading: 0 Writing: 1 Waiting: 1 \n
+  stub_status s;
+  std::string text(body);
+  auto count = std::sscanf(text.c_str(),
+                           "Active connections: %lu server accepts handled requests %lu %lu %lu "
+                           "Reading: %lu Writing: %lu Waiting: %lu",
+                           &s.active, &s.accepts, &s.handled, &s.requests, &s.reading, &s.writing,
+                           &s.waiting);
+  if (count != 7)
+    return std::nullopt;
+  return s;
 }
 
 } // namespace troupe::nginx

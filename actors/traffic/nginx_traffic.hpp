@@ -9,15 +9,22 @@
 // previous configuration stays live) and published as proxy.config_rejected
 // with nginx's message. Changes coalesce: at most one reload per
 // proxy.nginx.min_reload_interval. A drain waits until a reload without
-// the instance succeeded (nginx's graceful reload lets old workers finish
-// what they hold). Detached: it runs nginx and waits for it.
+// the instance succeeded and the workers that ran before it have exited
+// (nginx's graceful reload lets old workers finish what they hold).
+// Metrics: each second it reads what nginx appended to troupe's JSON access
+// log (the same apps.requests and apps.request.duration series the built-in
+// proxy records) and polls stub_status (proxy.nginx.connections).
+// Detached: it runs nginx and waits for it.
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "actors/interfaces.hpp"
+#include "actors/metrics/metrics_model.hpp"
 #include "actors/traffic/nginx_config.hpp"
 #include "runtime/ground/config.hpp"
 
@@ -33,18 +40,40 @@ struct nginx_traffic_state {
   /// What troupe.conf holds now (the last accepted rendering).
   std::string current;
   bool dirty = false;
-  bool scheduled = false;
   std::chrono::steady_clock::time_point last_reload{};
   /// The app whose change asked for the rendering in progress.
   std::string last_changed;
   uint64_t reloads = 0;
   uint64_t rejected = 0;
   std::string last_error;
+  /// Ticks sent and not yet received (their due times).
+  std::multiset<std::chrono::steady_clock::time_point> pending_ticks;
+  std::chrono::steady_clock::time_point last_poll{};
+  /// Instances a reload took out, per app, and nginx's workers from before
+  /// that reload: the instance may still serve until they have exited.
+  std::map<std::string, std::map<std::string, std::vector<int>>> leaving;
+  /// The access log: path, open file, how far it was read, a partial line.
+  std::string access_log;
+  int log_fd = -1;
+  uint64_t log_inode = 0;
+  uint64_t log_offset = 0;
+  /// The log existed when this actor started (read from its end then).
+  bool log_at_start = false;
+  std::string log_partial;
+  uint64_t log_lines = 0;
+  std::map<std::string, int64_t> last_request_ns;
+  std::shared_ptr<metrics::recorder> recorder;
+  /// The last stub_status answer (or why there is none).
+  nginx::stub_status stub;
+  std::string stub_error;
+
+  ~nginx_traffic_state();
 };
 
 /// `conf_dir`: proxy.nginx.conf_dir or DATA_DIR/nginx (it must exist).
+/// Request metrics go through `recorder` (the one the registry drains).
 traffic_actor::behavior_type
 nginx_traffic(traffic_actor::stateful_pointer<nginx_traffic_state> self, proxy_config cfg,
-              std::string conf_dir);
+              std::string conf_dir, std::shared_ptr<metrics::recorder> recorder);
 
 } // namespace troupe

@@ -927,6 +927,10 @@ const std::vector<field>& fields() {
         duration("proxy.nginx.min_reload_interval",
                  at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::min_reload_interval),
                  at_least(0ms), "At most one reload per this interval; changes coalesce"),
+        make_field("proxy.nginx.status_listen", "HOST:PORT", text_kind{},
+                   at(&config::proxy, &proxy_config::nginx, &proxy_nginx_config::status_listen),
+                   optional_listen,
+                   "nginx's stub_status server troupe renders and polls; empty: none"),
         boolean("debug.fault_injection", at(&config::debug, &debug_config::fault_injection),
                 "Enables POST /debug/crash/{actor} (for tests and chaos drills)"),
     };

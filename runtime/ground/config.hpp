@@ -326,6 +326,9 @@ struct proxy_nginx_config {
   std::string reload_command;
   /// At most one reload per this interval (changes in between coalesce).
   std::chrono::milliseconds min_reload_interval{1'000};
+  /// HOST:PORT of a server block troupe renders with nginx's stub_status
+  /// (the connection gauges); empty: none.
+  std::string status_listen = "127.0.0.1:8081";
 };
 
 /// The built-in proxy (or nginx, mode nginx): how apps are reached.

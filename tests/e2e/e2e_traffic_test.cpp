@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <regex>
 #include <sys/wait.h>
@@ -659,6 +660,9 @@ CAF_TEST(nginx mode renders validates and reloads the real nginx) {
   opts.env.emplace_back("TROUPE_PROXY__NGINX__MAIN_CONF", main_conf);
   opts.env.emplace_back("TROUPE_PROXY__NGINX__TEMPLATE", tmpl);
   opts.env.emplace_back("TROUPE_PROXY__NGINX__MIN_RELOAD_INTERVAL", "200ms");
+  auto status_port = test::free_loopback_port();
+  opts.env.emplace_back("TROUPE_PROXY__NGINX__STATUS_LISTEN",
+                        "127.0.0.1:" + std::to_string(status_port));
   auto name = app_name("viaginx");
   reap_on_exit reap{name};
   e2e::daemon node{opts};
@@ -699,6 +703,76 @@ CAF_TEST(nginx mode renders validates and reloads the real nginx) {
   for (auto& [id, n] : by_instance) {
     CAF_MESSAGE(id << ": " << n << " of 600 through nginx");
     CAF_CHECK_LESS_OR_EQUAL(n, 300);
+  }
+  // Request metrics from nginx's JSON access log (troupe reads it each
+  // second), connection gauges from its stub_status: polled with a bound.
+  json traffic;
+  CAF_CHECK(e2e::poll_until(
+      [&] {
+        traffic = e2e::get(node.port(), "/apps/" + name + "/metrics").json()["traffic"];
+        return traffic.is_object() && traffic["requests_total"].get<double>() >= 600;
+      },
+      20s, 100ms));
+  CAF_REQUIRE(traffic.is_object());
+  CAF_CHECK_GREATER_OR_EQUAL(traffic["windows"]["1m"]["requests"].get<double>(), 600);
+  CAF_CHECK(traffic["windows"]["1m"]["latency_seconds"]["p99"].is_number());
+  CAF_CHECK(traffic["last_request"].is_number());
+  CAF_CHECK(e2e::poll_until(
+      [&] {
+        auto prom = e2e::get(node.port(), "/metrics").body;
+        return prom.find("troupe_app_requests_total{app=\"" + name + "\",status=\"200\"}") !=
+                   std::string::npos &&
+               prom.find("troupe_proxy_nginx_connections{state=\"active\"}") != std::string::npos;
+      },
+      20s, 100ms));
+  // A request in flight on each instance (least_conn spreads them), then
+  // scale 3 -> 1: the drained instances get their SIGTERM only once nginx's
+  // workers from before the reload have finished those requests.
+  {
+    std::vector<std::future<int>> slow;
+    for (int i = 0; i < 3; ++i) {
+      slow.push_back(std::async(std::launch::async, [&] {
+        client c{nginx_port};
+        return static_cast<int>(c.get("/" + name + "/slow?ms=2500").result_int());
+      }));
+      // Instances busy with a slow request (the info request counts itself).
+      CAF_REQUIRE(e2e::poll_until([&] {
+        int busy = 0;
+        auto status = status_of(node.port(), name);
+        for (auto& x : status["instances"])
+          if (backend_info(static_cast<uint16_t>(x["port"].get<int>())).value("in_flight", 0) > 1)
+            ++busy;
+        return busy == i + 1;
+      }));
+    }
+    CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/" + name + "/scale", {{"replicas", 1}}).status,
+                      202);
+    for (auto& f : slow)
+      CAF_CHECK_EQUAL(f.get(), 200);
+    std::set<std::string> stopped;
+    CAF_REQUIRE(ev.next(name, [&](const json& j) {
+      ev.track(j);
+      if (j["type"] == "instance.stopped")
+        stopped.insert(j["data"]["instance"].get<std::string>());
+      return stopped.size() == 2;
+    }));
+    // Each drained backend logged how many requests it still had when its
+    // SIGTERM came: none.
+    for (auto& id : stopped) {
+      std::string said;
+      CAF_CHECK(e2e::poll_until([&] {
+        for (auto& l : log_lines(node.port(), "/apps/" + name + "/logs?limit=1000"))
+          if (l["labels"].value("instance", "") == id &&
+              l.value("line", "").find("signal 15: draining") != std::string::npos)
+            said = l.value("line", "");
+        return !said.empty();
+      }));
+      CAF_MESSAGE(id << ": " << said);
+      CAF_CHECK(said.find("draining 0 requests") != std::string::npos);
+    }
+    CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/" + name + "/scale", {{"replicas", 3}}).status,
+                      202);
+    CAF_REQUIRE(ev.until_ready(name, 3));
   }
   // An instance killed under load: nginx retries the idempotent requests.
   {

@@ -89,6 +89,7 @@ const std::vector<std::string> all_keys = {
     "proxy.nginx.binary",
     "proxy.nginx.reload_command",
     "proxy.nginx.min_reload_interval",
+    "proxy.nginx.status_listen",
     "metrics.mode",
     "metrics.relative_accuracy",
     "metrics.sample_interval",
@@ -676,6 +677,7 @@ CAF_TEST(the shipped configs troupe yaml loads and matches the defaults) {
   CAF_CHECK_EQUAL(shipped.proxy.max_connections, builtin.proxy.max_connections);
   CAF_CHECK_EQUAL(shipped.proxy.upstream_keepalive, builtin.proxy.upstream_keepalive);
   CAF_CHECK_EQUAL(shipped.proxy.nginx.binary, builtin.proxy.nginx.binary);
+  CAF_CHECK_EQUAL(shipped.proxy.nginx.status_listen, builtin.proxy.nginx.status_listen);
   CAF_CHECK_EQUAL(shipped.proxy.nginx.min_reload_interval.count(),
                   builtin.proxy.nginx.min_reload_interval.count());
   CAF_CHECK_EQUAL(shipped.auth.mode, builtin.auth.mode);
@@ -708,6 +710,9 @@ CAF_TEST(the proxy keys validate and nginx mode needs its main configuration) {
   CAF_CHECK(contains(flag_error("proxy.listen", "nowhere"), "config error: proxy.listen:"));
   CAF_CHECK(contains(flag_error("proxy.mode", "haproxy"), "config error: proxy.mode:"));
   CAF_CHECK(contains(flag_error("proxy.eject_seconds", "0"), "config error: proxy.eject_seconds:"));
+  CAF_CHECK_EQUAL(flag("proxy.nginx.status_listen", "").proxy.nginx.status_listen, "");
+  CAF_CHECK(contains(flag_error("proxy.nginx.status_listen", "8081"),
+                     "config error: proxy.nginx.status_listen:"));
   CAF_CHECK(contains(flag_error("proxy.mode", "nginx"),
                      "config error: proxy.nginx.main_conf: required with proxy.mode nginx"));
 }
