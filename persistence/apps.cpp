@@ -178,20 +178,32 @@ std::vector<instance_record> list_all_instances(const lmdb_env& env) {
   return out;
 }
 
-std::vector<scaling_decision> list_scaling(const lmdb_env& env, const std::string& app,
-                                           size_t limit) {
+std::vector<scaling_decision> scaling_page(const lmdb_env& env, const std::string& app,
+                                           const std::string& before, size_t limit,
+                                           std::string& next) {
   std::vector<scaling_decision> out;
+  auto start = before; // `next` may be the caller's `before`
+  next.clear();
   auto prefix = app + '\0';
-  auto end = app + '\1';
+  // The cursor is the key's part after the app: "TS-COUNTER" (digits, '-',
+  // hex); anything else starts from the newest, so no cursor reads another app.
+  bool valid = !start.empty() && start.size() <= 40 &&
+               start.find_first_not_of("0123456789abcdef-") == std::string::npos;
+  std::string last;
   env.read([&](txn& t) {
-    t.scan_reverse(scaling_table, end, [&](std::string_view k, std::string_view v) {
-      if (k.substr(0, prefix.size()) != prefix || out.size() >= limit)
-        return false;
-      out.push_back(decode_scaling(v));
-      return true;
-    });
+    t.scan_reverse(scaling_table, valid ? prefix + start : app + '\1',
+                   [&](std::string_view k, std::string_view v) {
+                     if (k.substr(0, prefix.size()) != prefix)
+                       return false;
+                     if (out.size() == limit) {
+                       next = last; // there is an older one
+                       return false;
+                     }
+                     out.push_back(decode_scaling(v));
+                     last = std::string{k.substr(prefix.size())};
+                     return true;
+                   });
   });
-  std::reverse(out.begin(), out.end());
   return out;
 }
 

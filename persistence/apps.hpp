@@ -97,9 +97,12 @@ std::vector<instance_record> list_instances(const lmdb_env& env, const std::stri
 /// Every instance record of every app (recovery).
 std::vector<instance_record> list_all_instances(const lmdb_env& env);
 
-/// An app's scaling decisions, oldest first, the last `limit` of them.
-std::vector<scaling_decision> list_scaling(const lmdb_env& env, const std::string& app,
-                                           size_t limit);
+/// A page of an app's scaling decisions, newest first: at most `limit`,
+/// older than `before` (a cursor from an earlier page; empty: from the
+/// newest). `next` is the cursor of the page after it (empty: none).
+std::vector<scaling_decision> scaling_page(const lmdb_env& env, const std::string& app,
+                                           const std::string& before, size_t limit,
+                                           std::string& next);
 
 /// The op that erases an app's scaling decisions older than its newest
 /// `keep` (nullopt: it holds no more than that). Written with each new

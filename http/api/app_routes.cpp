@@ -7,7 +7,9 @@
 
 #include "actors/apps/app_spec.hpp"
 #include "http/api/ask.hpp"
+#include "http/api/context.hpp"
 #include "http/api/log_routes.hpp"
+#include "http/api/query_params.hpp"
 #include "persistence/apps.hpp"
 #include "persistence/lmdb_env.hpp"
 
@@ -226,11 +228,24 @@ void scaling_history(const std::shared_ptr<node_context>& ctx, const http::excha
     ex->reply(http::response::error(404, "not_found", "no app " + name, "name"));
     return;
   }
-  json out{{"name", name}, {"decisions", json::array()}};
-  for (auto& d : persistence::list_scaling(*ctx->env, name, 100))
-    out["decisions"].push_back(
-        {{"ts", d.ts_ns / 1e9}, {"from", d.from}, {"to", d.to}, {"reason", d.reason}});
-  ex->reply(http::response::json(200, out.dump()));
+  // Newest first, a page at a time: ?limit (1..1000, 100) and ?cursor
+  // (next_cursor of the page before).
+  query_params params{ex->req()};
+  auto limit = params.uint("limit", 100, 1, 1000);
+  if (params.reply_if_bad(ex))
+    return;
+  auto cursor = ex->req().param("cursor").value_or("");
+  run_read(*ctx, ex, [ctx, name, cursor, limit] {
+    std::string next;
+    auto page = persistence::scaling_page(*ctx->env, name, cursor, limit, next);
+    json out{{"name", name},
+             {"decisions", json::array()},
+             {"next_cursor", next.empty() ? json(nullptr) : json(next)}};
+    for (auto& d : page)
+      out["decisions"].push_back(
+          {{"ts", d.ts_ns / 1e9}, {"from", d.from}, {"to", d.to}, {"reason", d.reason}});
+    return http::response::json(200, out.dump());
+  });
 }
 
 /// A window's samples of one quantity; NaN (no sample) becomes null.

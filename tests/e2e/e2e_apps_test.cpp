@@ -303,11 +303,27 @@ CAF_TEST(scaling in drains and a request in flight on a draining instance comple
   CAF_CHECK_EQUAL(status["desired"], 1);
   CAF_CHECK_EQUAL(status["ready"], 1);
   CAF_CHECK_EQUAL(status["instances"].size(), 1u);
+  // The decisions, newest first: this scale-in, then the up before it;
+  // a page at a time with the cursor.
   auto history = e2e::get(node.port(), "/apps/" + name + "/scaling").json();
-  bool recorded = false;
-  for (auto& d : history["decisions"])
-    recorded = recorded || (d["from"] == 3 && d["to"] == 1 && d["reason"] == "api");
-  CAF_CHECK(recorded);
+  CAF_REQUIRE_GREATER_OR_EQUAL(history["decisions"].size(), 2u);
+  auto newest = history["decisions"][0];
+  CAF_CHECK_EQUAL(newest["from"], 3);
+  CAF_CHECK_EQUAL(newest["to"], 1);
+  CAF_CHECK_EQUAL(newest["reason"], "api");
+  CAF_CHECK(history["next_cursor"].is_null());
+  auto first = e2e::get(node.port(), "/apps/" + name + "/scaling?limit=1").json();
+  CAF_REQUIRE_EQUAL(first["decisions"].size(), 1u);
+  CAF_CHECK_EQUAL(first["decisions"][0], newest);
+  CAF_REQUIRE(first["next_cursor"].is_string());
+  auto second = e2e::get(node.port(), "/apps/" + name + "/scaling?limit=1&cursor=" +
+                                          first["next_cursor"].get<std::string>())
+                    .json();
+  CAF_REQUIRE_EQUAL(second["decisions"].size(), 1u);
+  CAF_CHECK_EQUAL(second["decisions"][0], history["decisions"][1]);
+  auto bad = e2e::get(node.port(), "/apps/" + name + "/scaling?limit=0");
+  CAF_CHECK_EQUAL(bad.status, 400);
+  CAF_CHECK(e2e::contains(bad.body, "limit"));
   stop_node(node, name);
 }
 

@@ -84,17 +84,29 @@ CAF_TEST(instances are listed per app only) {
   CAF_CHECK_EQUAL(list_all_instances(*env).size(), 3u);
 }
 
-CAF_TEST(scaling decisions keep their order and stay per app) {
+CAF_TEST(scaling decisions come newest first a page at a time and stay per app) {
   write({scaling_op({"web", 10, 0, 3, "up"}), scaling_op({"web2", 11, 0, 1, "up"}),
          scaling_op({"web", 12, 3, 1, "scale"}), scaling_op({"web", 13, 1, 0, "down"})});
-  auto all = list_scaling(*env, "web", 10);
+  std::string next;
+  auto all = scaling_page(*env, "web", "", 10, next);
   CAF_REQUIRE_EQUAL(all.size(), 3u);
-  CAF_CHECK_EQUAL(all[0].to, 3);
+  CAF_CHECK(next.empty());
+  CAF_CHECK_EQUAL(all[0].reason, "down");
   CAF_CHECK_EQUAL(all[1].reason, "scale");
-  CAF_CHECK_EQUAL(all[2].from, 1);
-  auto last = list_scaling(*env, "web", 1);
-  CAF_REQUIRE_EQUAL(last.size(), 1u);
-  CAF_CHECK_EQUAL(last[0].reason, "down");
+  CAF_CHECK_EQUAL(all[2].to, 3);
+  // Pages of two: the cursor goes on where the first stopped, then ends.
+  auto first = scaling_page(*env, "web", "", 2, next);
+  CAF_REQUIRE_EQUAL(first.size(), 2u);
+  CAF_REQUIRE(!next.empty());
+  auto second = scaling_page(*env, "web", next, 2, next);
+  CAF_REQUIRE_EQUAL(second.size(), 1u);
+  CAF_CHECK_EQUAL(second[0].reason, "up");
+  CAF_CHECK_EQUAL(second[0].app, "web");
+  CAF_CHECK(next.empty());
+  // A cursor that is none of troupe's starts from the newest, within the app.
+  auto odd = scaling_page(*env, "web", std::string{"\x01zz"}, 10, next);
+  CAF_CHECK_EQUAL(odd.size(), 3u);
+  CAF_CHECK_EQUAL(scaling_page(*env, "web2", "", 10, next).size(), 1u);
 }
 
 CAF_TEST(scaling decisions are pruned to the newest ones per app) {
@@ -107,14 +119,15 @@ CAF_TEST(scaling decisions are pruned to the newest ones per app) {
   auto op = prune_scaling_op(*env, "web", 3);
   CAF_REQUIRE(op);
   write({*op});
-  auto left = list_scaling(*env, "web", 100);
+  std::string next;
+  auto left = scaling_page(*env, "web", "", 100, next);
   CAF_REQUIRE_EQUAL(left.size(), 3u);
-  CAF_CHECK_EQUAL(left[0].to, 8);
-  CAF_CHECK_EQUAL(left[2].to, 10);
-  CAF_CHECK_EQUAL(list_scaling(*env, "web2", 100).size(), 1u);
+  CAF_CHECK_EQUAL(left[0].to, 10);
+  CAF_CHECK_EQUAL(left[2].to, 8);
+  CAF_CHECK_EQUAL(scaling_page(*env, "web2", "", 100, next).size(), 1u);
   // keep 0: all of them.
   write({*prune_scaling_op(*env, "web", 0)});
-  CAF_CHECK(list_scaling(*env, "web", 100).empty());
+  CAF_CHECK(scaling_page(*env, "web", "", 100, next).empty());
 }
 
 CAF_TEST(purging an app removes its records but not another app with a longer name) {
@@ -130,8 +143,9 @@ CAF_TEST(purging an app removes its records but not another app with a longer na
   CAF_CHECK(get_app(*env, "web2").has_value());
   CAF_CHECK(list_instances(*env, "web").empty());
   CAF_CHECK_EQUAL(list_instances(*env, "web2").size(), 1u);
-  CAF_CHECK(list_scaling(*env, "web", 10).empty());
-  CAF_CHECK_EQUAL(list_scaling(*env, "web2", 10).size(), 1u);
+  std::string next;
+  CAF_CHECK(scaling_page(*env, "web", "", 10, next).empty());
+  CAF_CHECK_EQUAL(scaling_page(*env, "web2", "", 10, next).size(), 1u);
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()
