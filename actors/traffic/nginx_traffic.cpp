@@ -505,7 +505,10 @@ nginx_traffic(traffic_actor::stateful_pointer<nginx_traffic_state> self, proxy_c
   st.cfg = std::move(cfg);
   st.conf_dir = std::move(conf_dir);
   st.recorder = std::move(recorder);
-  st.access_log = st.conf_dir + "/access.json";
+  // Absolute: nginx resolves a relative path against its own prefix.
+  std::error_code ec;
+  auto log_path = std::filesystem::absolute(st.conf_dir + "/access.json", ec);
+  st.access_log = ec ? st.conf_dir + "/access.json" : log_path.lexically_normal().string();
   st.log_at_start = ::access(st.access_log.c_str(), F_OK) == 0;
   st.current = read_file(st.conf_dir + "/troupe.conf").value_or("");
   on_tick(self); // the log's end now; the next tick in a second
