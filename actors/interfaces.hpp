@@ -386,6 +386,29 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector& f,
            x.instances);
 }
 
+/// One autoscaler evaluation worth recording (actors/autoscale/decide): a
+/// change of an app's replicas or one held back, with the rule and reason.
+/// GET /apps/{name}/scaling and the app.scaled / app.scale_held events.
+struct autoscale_record {
+  std::string app;
+  int64_t ts_ns = 0;
+  std::string metric;
+  std::string window;
+  double observed = 0;
+  double target = 0;
+  int32_t proposal = 0;
+  int32_t from = 0;
+  int32_t to = 0;
+  std::string rule;
+  std::string reason;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, autoscale_record& x) {
+  return f(caf::meta::type_name("autoscale_record"), x.app, x.ts_ns, x.metric, x.window, x.observed,
+           x.target, x.proposal, x.from, x.to, x.rule, x.reason);
+}
+
 // -- traffic (message types) ---------------------------------------------------------
 
 /// An instance the proxy may send requests to, or one it counts requests of.
@@ -529,6 +552,7 @@ CAF_ADD_TYPE_ID(troupe, (troupe::app_endpoints))
 CAF_ADD_TYPE_ID(troupe, (troupe::app_traffic))
 CAF_ADD_TYPE_ID(troupe, (troupe::instance_usage))
 CAF_ADD_TYPE_ID(troupe, (troupe::app_usage))
+CAF_ADD_TYPE_ID(troupe, (troupe::autoscale_record))
 CAF_ADD_TYPE_ID(troupe, (troupe::probe_result))
 CAF_ADD_TYPE_ID(troupe, (troupe::health_report))
 CAF_ADD_TYPE_ID(troupe, (troupe::health_transition))
@@ -860,6 +884,15 @@ using traffic_actor = caf::typed_actor<
     // Status: listeners, apps, connections.
     extend_with<status_api>;
 
+/// One app's autoscaler (actors/autoscale, `scaling.policy.mode: auto`):
+/// each evaluationSeconds it reads the app's windows and samples, decides,
+/// and sends the decision to the app manager.
+using autoscaler_actor = caf::typed_actor<
+    // Internal: time to evaluate.
+    caf::reacts_to<tick_atom>>::
+    // Status: evaluations, the last decision.
+    extend_with<status_api>;
+
 /// The node's apps: registry, desired state, records, restore after restart.
 using app_manager_actor = caf::typed_actor<
     // Registers or updates an app (its stored spec JSON); replies with the
@@ -872,6 +905,9 @@ using app_manager_actor = caf::typed_actor<
     // Desired replicas; outside [minReplicas, maxReplicas] is invalid_argument
     // naming `replicas`. The reason is recorded with the decision.
     caf::replies_to<scale_atom, std::string, int32_t, std::string>::with<ok_atom>,
+    // The autoscaler's decision: a change is applied (unless the replicas
+    // moved meanwhile) and recorded, a hold recorded; both published.
+    caf::replies_to<scale_atom, autoscale_record>::with<ok_atom>,
     // Stores a new spec with the same revision (a new scaling policy): no
     // instance is replaced.
     caf::replies_to<policy_atom, std::string, std::string>::with<ok_atom>,

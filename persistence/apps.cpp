@@ -100,8 +100,16 @@ instance_record decode_instance(std::string_view value) {
 }
 
 std::string encode(const scaling_decision& d) {
-  return json{{"app", d.app}, {"ts", d.ts_ns}, {"from", d.from}, {"to", d.to}, {"reason", d.reason}}
-      .dump();
+  json j{{"app", d.app}, {"ts", d.ts_ns}, {"from", d.from}, {"to", d.to}, {"reason", d.reason}};
+  if (!d.rule.empty()) {
+    j["rule"] = d.rule;
+    j["metric"] = d.metric;
+    j["window"] = d.window;
+    j["observed"] = d.observed;
+    j["target"] = d.target;
+    j["proposal"] = d.proposal;
+  }
+  return j.dump();
 }
 
 scaling_decision decode_scaling(std::string_view value) {
@@ -112,6 +120,12 @@ scaling_decision decode_scaling(std::string_view value) {
   d.from = j.value("from", 0);
   d.to = j.value("to", 0);
   d.reason = j.value("reason", "");
+  d.rule = j.value("rule", "");
+  d.metric = j.value("metric", "");
+  d.window = j.value("window", "");
+  d.observed = j.value("observed", 0.0);
+  d.target = j.value("target", 0.0);
+  d.proposal = j.value("proposal", 0);
   return d;
 }
 

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/apps/app_manager.hpp"
+#include "actors/autoscale/autoscaler.hpp"
 #include "actors/core/event_bus.hpp"
 #include "actors/core/http_bridge.hpp"
 #include "actors/core/names.hpp"
@@ -492,6 +493,10 @@ void runtime::start() {
         }));
   }
   auto apps_ctx = make_apps_env(cfg, d.env, d.proc_io);
+  apps_ctx->autoscaler = [](caf::actor_system& sys, const std::string& app,
+                            const app_scaling_policy& policy, const autoscale::bounds& limits) {
+    return sys.spawn(autoscaler, app, policy, limits);
+  };
   children.push_back(make_child(names::apps, [apps_ctx](caf::actor_system& sys) {
     return sys.spawn(app_manager, std::shared_ptr<const apps_env>{apps_ctx});
   }));

@@ -17,6 +17,7 @@
 #include "actors/apps/limits.hpp"
 #include "actors/apps/ports.hpp"
 #include "actors/apps/probes.hpp"
+#include "actors/autoscale/decide.hpp"
 #include "actors/core/event_bus.hpp"
 #include "actors/core/names.hpp"
 #include "actors/interfaces.hpp"
@@ -77,6 +78,11 @@ using instance_launcher =
 using instance_spawner = std::function<instance_actor(caf::actor_system&, const app_actor&,
                                                       const app_target&, const std::string&)>;
 
+/// Who spawns an app's autoscaler (the autoscale wing, wired by the node):
+/// (system, app, its scaling policy, its bounds).
+using autoscaler_spawner = std::function<autoscaler_actor(
+    caf::actor_system&, const std::string&, const app_scaling_policy&, const autoscale::bounds&)>;
+
 struct apps_env {
   std::shared_ptr<persistence::lmdb_env> env;
   std::shared_ptr<process::io> io;
@@ -98,6 +104,8 @@ struct apps_env {
   std::function<bool(pid_t, int)> signal;
   /// Spawns an instance actor; empty: the real `instance`.
   instance_spawner spawn_instance;
+  /// Spawns an app's autoscaler; empty: no autoscaling (policy stored only).
+  autoscaler_spawner autoscaler;
   /// The /proc scan for orphans of the previous run runs on io's blocking
   /// thread; false skips it (deterministic tests).
   bool recover_orphans = true;

@@ -65,8 +65,11 @@ caf::error check_instance_limit(self_ptr self, const std::string& name, int32_t 
   return {};
 }
 
+void sync_autoscaler(self_ptr self, const std::string& name);
+
 /// Tells the app actor (started when the app is up and has none).
 void drive(self_ptr self, entry& e, const std::string& reason) {
+  sync_autoscaler(self, e.rec.name);
   auto t = target_of(e, reason);
   if (!e.actor) {
     if (!t.up)
@@ -103,11 +106,75 @@ caf::result<T> persist(self_ptr self, write_batch ops,
 
 persistence::scaling_decision decision(const std::string& app, int32_t from, int32_t to,
                                        const std::string& reason) {
-  return {app, now_ns(), from, to, reason};
+  persistence::scaling_decision d;
+  d.app = app;
+  d.ts_ns = now_ns();
+  d.from = from;
+  d.to = to;
+  d.reason = reason;
+  return d;
 }
 
-json scaled(const std::string& app, int32_t from, int32_t to, const std::string& reason) {
-  return json{{"app", app}, {"from", from}, {"to", to}, {"reason", reason}};
+/// The autoscaler's record as stored.
+persistence::scaling_decision decision(const autoscale_record& r) {
+  auto d = decision(r.app, r.from, r.to, r.reason);
+  d.ts_ns = r.ts_ns;
+  d.rule = r.rule;
+  d.metric = r.metric;
+  d.window = r.window;
+  d.observed = r.observed;
+  d.target = r.target;
+  d.proposal = r.proposal;
+  return d;
+}
+
+/// An app.scaled / app.scale_held event's data.
+json scaled(const persistence::scaling_decision& d) {
+  json j{{"app", d.app}, {"from", d.from}, {"to", d.to}, {"reason", d.reason}};
+  if (!d.rule.empty()) {
+    j["rule"] = d.rule;
+    j["metric"] = d.metric;
+    j["window"] = d.window;
+    j["observed"] = d.observed;
+    j["target"] = d.target;
+    j["proposal"] = d.proposal;
+  }
+  return j;
+}
+
+/// The app's autoscaler runs while the app is up with `scaling.policy.mode:
+/// auto`, with the policy of the stored spec (a new spec, a new one).
+void sync_autoscaler(self_ptr self, const std::string& name) {
+  auto& st = self->state;
+  auto i = st.apps.find(name);
+  std::optional<app_spec> spec;
+  if (i != st.apps.end() && i->second.rec.desired_state == as::up) {
+    try {
+      spec = parse_app_spec_json(i->second.rec.spec);
+    } catch (const std::exception&) {
+      spec.reset(); // stored specs were validated; nothing to scale by
+    }
+    if (spec && spec->scaling.policy.mode != "auto")
+      spec.reset();
+  }
+  auto s = st.scalers.find(name);
+  if (s != st.scalers.end() && (!spec || s->second.spec != i->second.rec.spec)) {
+    caf::anon_send_exit(s->second.actor, caf::exit_reason::user_shutdown);
+    st.scalers.erase(s);
+    s = st.scalers.end();
+  }
+  if (!spec || s != st.scalers.end() || !st.ctx->autoscaler)
+    return;
+  autoscale::bounds b;
+  b.min_replicas = spec->scaling.min_replicas;
+  b.max_replicas = spec->scaling.max_replicas;
+  b.cpu_millis = spec->resources.cpu_millis;
+  b.memory_bytes = spec->resources.memory_bytes;
+  auto a = st.ctx->autoscaler(self->system(), name, spec->scaling.policy, b);
+  st.scalers[name] = {a, i->second.rec.spec};
+  st.spawned_scalers->push_back(a);
+  log()->info("app {}: autoscaler started (every {} s)", name,
+              spec->scaling.policy.evaluation_seconds);
 }
 
 /// Refuses an expose rule that collides with another app's (the same own
@@ -182,7 +249,8 @@ caf::result<uint32_t> on_register(self_ptr self, const std::string& spec_json) {
 /// Sets desired state and replicas of `name`, recording the decision.
 caf::result<ok_atom> set_desired(self_ptr self, const std::string& name, const char* state,
                                  int32_t replicas, const std::string& reason,
-                                 std::vector<std::pair<std::string, json>> events) {
+                                 std::vector<std::pair<std::string, json>> events,
+                                 const persistence::scaling_decision* full = nullptr) {
   auto& st = self->state;
   auto i = st.apps.find(name);
   if (i == st.apps.end())
@@ -201,8 +269,9 @@ caf::result<ok_atom> set_desired(self_ptr self, const std::string& name, const c
     // The history is bounded: the newest app_scaling_kept decisions per app.
     if (auto prune = persistence::prune_scaling_op(*st.ctx->env, name, app_scaling_kept - 1))
       ops.push_back(std::move(*prune));
-    ops.push_back(persistence::scaling_op(decision(name, before, after, reason)));
-    events.emplace_back("app.scaled", scaled(name, before, after, reason));
+    auto d = full ? *full : decision(name, before, after, reason);
+    ops.push_back(persistence::scaling_op(d));
+    events.emplace_back("app.scaled", scaled(d));
   }
   return persist<ok_atom>(self, std::move(ops), std::move(events), [self, e, reason]() mutable {
     auto& slot = self->state.apps[e.rec.name];
@@ -296,8 +365,10 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
   self->state.ctx = std::move(ctx);
   // Apps (and through them their instances) end with the manager, whatever
   // ends it; its successor restores them.
-  self->attach_functor([spawned = self->state.spawned] {
+  self->attach_functor([spawned = self->state.spawned, scalers = self->state.spawned_scalers] {
     for (auto& a : *spawned)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    for (auto& a : *scalers)
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   });
   self->set_down_handler([self](caf::down_msg& dm) {
@@ -343,6 +414,27 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
                          "] (spec.scaling.minReplicas, maxReplicas)");
         return set_desired(self, name, e.rec.desired_state.c_str(), n, reason, {});
       },
+      [self](scale_atom, autoscale_record& r) -> caf::result<ok_atom> {
+        auto& st = self->state;
+        auto i = st.apps.find(r.app);
+        if (i == st.apps.end())
+          return caf::make_error(ec::not_found, "app " + r.app);
+        auto& e = i->second;
+        if (e.rec.desired_state != as::up)
+          return ok_atom::value; // down meanwhile: nothing to scale
+        auto d = decision(r);
+        if (r.to != r.from) {
+          if (r.from != e.rec.desired_replicas || r.to < e.min_replicas || r.to > e.max_replicas)
+            return ok_atom::value; // the replicas or bounds moved meanwhile: the next evaluation
+          return set_desired(self, r.app, as::up, r.to, r.reason, {}, &d);
+        }
+        write_batch ops;
+        if (auto prune = persistence::prune_scaling_op(*st.ctx->env, r.app, app_scaling_kept - 1))
+          ops.push_back(std::move(*prune));
+        ops.push_back(persistence::scaling_op(d));
+        return persist<ok_atom>(self, std::move(ops), {{"app.scale_held", scaled(d)}},
+                                [] { return ok_atom::value; });
+      },
       [self](policy_atom, const std::string& name,
              const std::string& spec_json) -> caf::result<ok_atom> {
         auto i = self->state.apps.find(name);
@@ -367,6 +459,7 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
                                   slot = e;
                                   if (slot.actor)
                                     self->send(slot.actor, target_of(slot, "policy"));
+                                  sync_autoscaler(self, e.rec.name);
                                   return ok_atom::value;
                                 });
       },
@@ -392,6 +485,7 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
                           [](caf::error&) {});
               }
               apps.erase(name);
+              sync_autoscaler(self, name);
               return ok_atom::value;
             });
       },

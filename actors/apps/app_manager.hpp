@@ -33,6 +33,14 @@ struct app_manager_state {
   /// to it holds this list, since the state is gone by then).
   std::shared_ptr<std::vector<app_actor>> spawned = std::make_shared<std::vector<app_actor>>();
   uint64_t orphans_killed = 0;
+  /// Each autoscaled app's autoscaler and the spec it was started with.
+  struct scaler {
+    autoscaler_actor actor;
+    std::string spec;
+  };
+  std::map<std::string, scaler> scalers;
+  std::shared_ptr<std::vector<autoscaler_actor>> spawned_scalers =
+      std::make_shared<std::vector<autoscaler_actor>>();
 };
 
 app_manager_actor::behavior_type

@@ -241,9 +241,20 @@ void scaling_history(const std::shared_ptr<node_context>& ctx, const http::excha
     json out{{"name", name},
              {"decisions", json::array()},
              {"next_cursor", next.empty() ? json(nullptr) : json(next)}};
-    for (auto& d : page)
-      out["decisions"].push_back(
-          {{"ts", d.ts_ns / 1e9}, {"from", d.from}, {"to", d.to}, {"reason", d.reason}});
+    for (auto& d : page) {
+      // The record: an API or lifecycle decision has no metric.
+      auto by_rule = !d.rule.empty();
+      out["decisions"].push_back({{"ts", d.ts_ns / 1e9},
+                                  {"metric", by_rule ? json(d.metric) : json(nullptr)},
+                                  {"window", by_rule ? json(d.window) : json(nullptr)},
+                                  {"observed", by_rule ? json(d.observed) : json(nullptr)},
+                                  {"target", by_rule ? json(d.target) : json(nullptr)},
+                                  {"proposal", by_rule ? d.proposal : d.to},
+                                  {"from", d.from},
+                                  {"to", d.to},
+                                  {"rule", by_rule ? d.rule : std::string{"manual"}},
+                                  {"reason", d.reason}});
+    }
     return http::response::json(200, out.dump());
   });
 }

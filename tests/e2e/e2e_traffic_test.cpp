@@ -814,3 +814,86 @@ CAF_TEST(nginx mode renders validates and reloads the real nginx) {
   client c{nginx_port};
   CAF_CHECK_EQUAL(c.get("/" + name + "/").result_int(), 200);
 }
+
+CAF_TEST(the autoscaler follows the load through the proxy and explains each step) {
+  auto name = app_name("auto");
+  reap_on_exit reap{name};
+  e2e::daemon node{fast_options()};
+  events ev{node.port()};
+  auto spec = backend_spec(name, 1);
+  json scale_down{
+      {"stabilizationWindowSeconds", 0},
+      {"policies", json::array({{{"type", "Pods"}, {"value", 1}, {"periodSeconds", 1}}})}};
+  spec["spec"]["scaling"] = {{"minReplicas", 1},
+                             {"maxReplicas", 3},
+                             {"replicas", 1},
+                             {"policy",
+                              {{"mode", "auto"},
+                               {"evaluationSeconds", 1},
+                               {"cooldownSeconds", 1},
+                               {"http", {{"targetRPSPerReplica", 20}, {"windowSeconds", 2}}},
+                               {"behavior", {{"scaleDown", scale_down}}}}}};
+  register_and_up(node.port(), ev, spec, 1);
+  auto proxy = proxy_port(node);
+  {
+    client c{proxy};
+    CAF_REQUIRE_EQUAL(routed(c, "/" + name + "/").result_int(), 200);
+  }
+  // A load far above 20 requests per second and replica: out to the maximum
+  // once it has lasted windowSeconds, without a failed request.
+  {
+    // Paced (20 ms per request, 2 clients: about 100 per second), so it
+    // lasts well past the window within the load's bound.
+    load l{proxy, "/" + name + "/slow?ms=20", 2};
+    CAF_REQUIRE(l.wait_ok(20));
+    auto out = ev.next(
+        name,
+        [&](const json& j) {
+          ev.track(j);
+          return j["type"] == "app.scaled";
+        },
+        30s);
+    if (!out)
+      CAF_MESSAGE("decisions: " << e2e::get(node.port(), "/apps/" + name + "/scaling").body);
+    CAF_REQUIRE(out);
+    auto data = (*out)["data"];
+    CAF_MESSAGE("scaled: " << data.dump());
+    CAF_CHECK_EQUAL(data["rule"], "scale_out");
+    CAF_CHECK_EQUAL(data["metric"], "rps");
+    CAF_CHECK_EQUAL(data["from"], 1);
+    CAF_CHECK_EQUAL(data["to"], 3);
+    CAF_CHECK_EQUAL(data["target"].get<double>(), 20.0);
+    CAF_CHECK_GREATER(data["observed"].get<double>(), 60.0);
+    CAF_REQUIRE(ev.until_ready(name, 3));
+    check_no_failure(l);
+  }
+  // No load: back to the minimum one replica at a time (Pods 1 per second).
+  std::vector<int> steps;
+  CAF_REQUIRE(ev.next(
+      name,
+      [&](const json& j) {
+        ev.track(j);
+        if (j["type"] == "app.scaled") {
+          CAF_CHECK_EQUAL(j["data"]["rule"], "scale_in");
+          steps.push_back(j["data"]["to"].get<int>());
+        }
+        return !steps.empty() && steps.back() == 1;
+      },
+      60s));
+  CAF_CHECK_EQUAL(steps, (std::vector<int>{2, 1}));
+  // The history explains each step, newest first.
+  auto history = e2e::get(node.port(), "/apps/" + name + "/scaling?limit=1000").json();
+  std::vector<std::string> changes;
+  for (auto& d : history["decisions"])
+    if (d["from"] != d["to"])
+      changes.push_back(d["rule"].get<std::string>() + " " + std::to_string(d["from"].get<int>()) +
+                        "->" + std::to_string(d["to"].get<int>()));
+  CAF_CHECK_EQUAL(changes, (std::vector<std::string>{"scale_in 2->1", "scale_in 3->2",
+                                                     "scale_out 1->3", "manual 0->1"}));
+  for (auto& d : history["decisions"])
+    if (d["rule"] != "manual") {
+      CAF_CHECK_EQUAL(d["metric"], "rps");
+      CAF_CHECK(!d["reason"].get<std::string>().empty());
+    }
+  stop_node(node, name);
+}

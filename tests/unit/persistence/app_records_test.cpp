@@ -84,9 +84,25 @@ CAF_TEST(instances are listed per app only) {
   CAF_CHECK_EQUAL(list_all_instances(*env).size(), 3u);
 }
 
+namespace {
+
+/// A decision of the API's kind (no autoscaler fields).
+scaling_decision dec(const std::string& app, int64_t ts, int32_t from, int32_t to,
+                     const std::string& reason) {
+  scaling_decision d;
+  d.app = app;
+  d.ts_ns = ts;
+  d.from = from;
+  d.to = to;
+  d.reason = reason;
+  return d;
+}
+
+} // namespace
+
 CAF_TEST(scaling decisions come newest first a page at a time and stay per app) {
-  write({scaling_op({"web", 10, 0, 3, "up"}), scaling_op({"web2", 11, 0, 1, "up"}),
-         scaling_op({"web", 12, 3, 1, "scale"}), scaling_op({"web", 13, 1, 0, "down"})});
+  write({scaling_op(dec("web", 10, 0, 3, "up")), scaling_op(dec("web2", 11, 0, 1, "up")),
+         scaling_op(dec("web", 12, 3, 1, "scale")), scaling_op(dec("web", 13, 1, 0, "down"))});
   std::string next;
   auto all = scaling_page(*env, "web", "", 10, next);
   CAF_REQUIRE_EQUAL(all.size(), 3u);
@@ -109,11 +125,41 @@ CAF_TEST(scaling decisions come newest first a page at a time and stay per app) 
   CAF_CHECK_EQUAL(scaling_page(*env, "web2", "", 10, next).size(), 1u);
 }
 
+CAF_TEST(an autoscaler decision keeps its rule and what it looked at) {
+  scaling_decision d;
+  d.app = "web";
+  d.ts_ns = 42;
+  d.from = 2;
+  d.to = 3;
+  d.reason = "rps 120 is 120% of target";
+  d.rule = "scale_out";
+  d.metric = "rps";
+  d.window = "20s";
+  d.observed = 120;
+  d.target = 50;
+  d.proposal = 3;
+  auto back = decode_scaling(encode(d));
+  CAF_CHECK_EQUAL(back.rule, "scale_out");
+  CAF_CHECK_EQUAL(back.metric, "rps");
+  CAF_CHECK_EQUAL(back.window, "20s");
+  CAF_CHECK_EQUAL(back.observed, 120.0);
+  CAF_CHECK_EQUAL(back.target, 50.0);
+  CAF_CHECK_EQUAL(back.proposal, 3);
+  CAF_CHECK_EQUAL(back.reason, d.reason);
+  // One of the API's: no rule, and none comes back.
+  scaling_decision api;
+  api.app = "web";
+  api.from = 1;
+  api.to = 2;
+  api.reason = "api";
+  CAF_CHECK(decode_scaling(encode(api)).rule.empty());
+}
+
 CAF_TEST(scaling decisions are pruned to the newest ones per app) {
   write_batch ops;
   for (int64_t i = 1; i <= 10; ++i)
-    ops.push_back(scaling_op({"web", i, 0, static_cast<int32_t>(i), "api"}));
-  ops.push_back(scaling_op({"web2", 5, 0, 1, "api"}));
+    ops.push_back(scaling_op(dec("web", i, 0, static_cast<int32_t>(i), "api")));
+  ops.push_back(scaling_op(dec("web2", 5, 0, 1, "api")));
   write(ops);
   CAF_CHECK(!prune_scaling_op(*env, "web", 10));
   auto op = prune_scaling_op(*env, "web", 3);
@@ -136,8 +182,8 @@ CAF_TEST(purging an app removes its records but not another app with a longer na
   app_record b;
   b.name = "web2";
   write({put_app_op(a), put_app_op(b), put_instance_op(instance("web", "web-a")),
-         put_instance_op(instance("web2", "web2-a")), scaling_op({"web", 1, 0, 1, "up"}),
-         scaling_op({"web2", 2, 0, 1, "up"})});
+         put_instance_op(instance("web2", "web2-a")), scaling_op(dec("web", 1, 0, 1, "up")),
+         scaling_op(dec("web2", 2, 0, 1, "up"))});
   write(purge_app_ops(*env, "web"));
   CAF_CHECK(!get_app(*env, "web").has_value());
   CAF_CHECK(get_app(*env, "web2").has_value());
