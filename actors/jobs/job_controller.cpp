@@ -245,8 +245,7 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
         if (!queued && !waiting)
           return rec->status; // already ended: nothing to do
         if (queued) {
-          st.queue.erase(st.queued_index.at(id));
-          st.queued_index.erase(id);
+          dequeue(st, st.queued_index.at(id));
           st.queued_since.erase(id);
         }
         st.backing_off.erase(id);
@@ -320,6 +319,11 @@ job_controller(job_controller_actor::stateful_pointer<job_controller_state> self
       },
       [self](sweep_atom) { sweep(self); },
       [self](sweep_atom, const std::string& from) { sweep_step(self, from); },
+      [self](count_atom, const std::string& label) -> uint64_t {
+        auto& m = self->state.queued_labels;
+        auto i = m.find(label);
+        return i == m.end() ? 0 : i->second;
+      },
       [self](shutdown_atom) -> caf::result<ok_atom> {
         auto& st = self->state;
         st.shutting_down = true;

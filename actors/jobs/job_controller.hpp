@@ -23,6 +23,8 @@ struct job_controller_state {
     int priority;
     uint64_t order;
     std::string id;
+    /// Its labels as NAME=VALUE (counted in queued_labels).
+    std::vector<std::string> labels;
     bool operator<(const entry& other) const {
       if (priority != other.priority)
         return priority > other.priority;
@@ -34,6 +36,8 @@ struct job_controller_state {
   std::set<entry> queue;
   /// Queued jobs by id (to find and cancel them).
   std::map<std::string, entry> queued_index;
+  /// Queued jobs per label NAME=VALUE (an autoscaler's queue.jobs).
+  std::map<std::string, uint64_t> queued_labels;
   /// Jobs waiting for their retry backoff.
   std::set<std::string> backing_off;
   std::map<std::string, job_actor> running;
