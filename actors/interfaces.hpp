@@ -436,11 +436,17 @@ struct app_endpoints {
   uint16_t port = 0;
   std::vector<traffic_endpoint> ready;
   bool deleted = false;
+  /// Scale to zero (minReplicas 0, mode auto, the app up): a request while
+  /// no instance is ready is held this long (0: answered 503 at once) …
+  uint32_t activation_timeout_ms = 0;
+  /// … and at most this many are held at once (past it: 503).
+  uint32_t activation_max_pending = 0;
 };
 
 template <class Inspector> typename Inspector::result_type inspect(Inspector& f, app_endpoints& x) {
   return f(caf::meta::type_name("app_endpoints"), x.app, x.exposed, x.host, x.path_prefix,
-           x.strip_prefix, x.port, x.ready, x.deleted);
+           x.strip_prefix, x.port, x.ready, x.deleted, x.activation_timeout_ms,
+           x.activation_max_pending);
 }
 
 /// What the proxy sees of an app now (GET /apps/{name}/metrics; the
@@ -456,11 +462,13 @@ struct app_traffic {
   std::vector<std::string> ejected;
   /// Wall-clock ns of the app's last request (0: none since start).
   int64_t last_request_ns = 0;
+  /// Requests held while the app activates (scale from zero).
+  uint64_t pending = 0;
 };
 
 template <class Inspector> typename Inspector::result_type inspect(Inspector& f, app_traffic& x) {
   return f(caf::meta::type_name("app_traffic"), x.app, x.active_connections, x.in_flight,
-           x.instances, x.ejected, x.last_request_ns);
+           x.instances, x.ejected, x.last_request_ns, x.pending);
 }
 
 // -- apps: health (message types) -------------------------------------------------
@@ -594,6 +602,8 @@ CAF_ADD_ATOM(troupe, troupe, in_flight_atom, "in_flight")
 CAF_ADD_ATOM(troupe, troupe, recovered_atom, "recovered")
 CAF_ADD_ATOM(troupe, troupe, usage_atom, "usage")
 CAF_ADD_ATOM(troupe, troupe, ejected_atom, "ejected")
+CAF_ADD_ATOM(troupe, troupe, activate_atom, "activate")
+CAF_ADD_ATOM(troupe, troupe, count_atom, "count")
 
 CAF_END_TYPE_ID_BLOCK(troupe)
 
@@ -758,6 +768,9 @@ using job_controller_actor = caf::typed_actor<
     caf::reacts_to<sweep_atom>,
     // Internal: the next bounded step of a sweep, from this job id on.
     caf::reacts_to<sweep_atom, std::string>,
+    // How many queued jobs carry the label NAME=VALUE (an autoscaler's
+    // queue.jobs input).
+    caf::replies_to<count_atom, std::string>::with<uint64_t>,
     // Node shutdown: stops running jobs and answers once they are recorded.
     caf::replies_to<shutdown_atom>::with<ok_atom>>::
     // Status: queue depth, slots and job counts by state (healthy once
@@ -879,6 +892,9 @@ using traffic_actor = caf::typed_actor<
     caf::replies_to<get_atom, std::string>::with<app_traffic>,
     // The data plane ejected instance (app, id): its app is told.
     caf::reacts_to<ejected_atom, std::string, std::string>,
+    // The data plane holds a request for an app with no ready instance
+    // (scale from zero): the app manager is told to activate it.
+    caf::reacts_to<activate_atom, std::string>,
     // Internal: time to sample the gauges.
     caf::reacts_to<tick_atom>>::
     // Status: listeners, apps, connections.
@@ -889,7 +905,9 @@ using traffic_actor = caf::typed_actor<
 /// and sends the decision to the app manager.
 using autoscaler_actor = caf::typed_actor<
     // Internal: time to evaluate.
-    caf::reacts_to<tick_atom>>::
+    caf::reacts_to<tick_atom>,
+    // Requests wait for the app at zero: evaluate now (not at the next tick).
+    caf::reacts_to<activate_atom>>::
     // Status: evaluations, the last decision.
     extend_with<status_api>;
 
@@ -925,6 +943,9 @@ using app_manager_actor = caf::typed_actor<
     caf::reacts_to<recovered_atom>,
     // The proxy ejected instance (app, id): its readiness is probed now.
     caf::reacts_to<ejected_atom, std::string, std::string>,
+    // The proxy holds requests for the app (at zero): its autoscaler
+    // evaluates now.
+    caf::reacts_to<activate_atom, std::string>,
     // Node shutdown: stops every app's instances, then answers.
     caf::replies_to<shutdown_atom>::with<ok_atom>>::
     // Status: apps, instances, recovery.

@@ -46,11 +46,25 @@ std::shared_ptr<spdlog::logger> log() {
   return logging::get("proxy");
 }
 
+/// A request held while its app activates: `wake` posts it back onto its
+/// io thread (it then picks an instance, or is held again).
+struct waiter {
+  uint64_t id = 0;
+  std::function<void()> wake;
+};
+
 /// An app the proxy routes to: its balancer and what it counts.
 struct app_entry {
   balancer bal;
   uint64_t active = 0;
   int64_t last_request_ns = 0;
+  /// Set: requests are held while no instance is ready (scale from zero).
+  std::optional<activation_options> activation;
+  /// Held requests, oldest first.
+  std::deque<waiter> waiting;
+  /// Ready instances (ejected ones too: those are answered, not held).
+  size_t ready = 0;
+  steady::time_point last_activate{};
   explicit app_entry(balancer_options o) : bal(o) {}
 };
 
@@ -169,6 +183,8 @@ struct proxy_server::impl : std::enable_shared_from_this<proxy_server::impl> {
   std::map<std::string, std::shared_ptr<listener>> app_listeners;
   std::atomic<size_t> open{0};
   std::atomic<size_t> next{0};
+  /// Ids of held requests.
+  std::atomic<uint64_t> next_waiter{1};
   uint16_t bound_port = 0;
   bool running = false;
   // Last: destroyed first, so handlers that go with their io_context still
@@ -279,6 +295,10 @@ private:
     first_ = false;
     t0_ = steady::now();
     status_ = 0;
+    cold_ = false;
+    expired_ = false;
+    answered_ = false;
+    prefetched_ = 0;
     auto& m = req_->get();
     client_keep_ = m.keep_alive();
     client_http10_ = m.version() < 11;
@@ -329,14 +349,36 @@ private:
 
   void choose_instance() {
     std::optional<balancer::endpoint> ep;
+    hold verdict = hold::no;
     {
       std::lock_guard<std::mutex> g{px_->mtx};
       if (auto i = px_->apps.find(app_); i != px_->apps.end()) {
         ep = i->second.bal.pick(steady::now(), w_.rng, tried_);
         if (ep)
           i->second.bal.started(ep->instance);
+        else if (tried_.empty() && i->second.activation && i->second.ready == 0)
+          verdict = park(i->second);
       }
     }
+    if (verdict == hold::held || verdict == hold::held_activate) {
+      if (verdict == hold::held_activate && opts().on_activate)
+        opts().on_activate(app_);
+      return;
+    }
+    if (verdict == hold::full) {
+      reply(503, "activation_queue_full",
+            "app " + app_ + " is starting from zero replicas and already holds " +
+                std::to_string(max_pending_) +
+                " requests (scaling.policy.activation.maxPendingRequests)",
+            true, false);
+      return;
+    }
+    if (verdict == hold::expired) {
+      activation_timed_out();
+      return;
+    }
+    if (ep && timer_)
+      timer_->cancel(); // held before: on its way now
     if (!ep) {
       if (tried_.empty())
         reply(503, "no_ready_instance", "app " + app_ + " has no ready instance", true, false);
@@ -410,6 +452,21 @@ private:
 
   void send_request() {
     auto& m = req_->get();
+    if (prefetched_ > 0 || (has_body_ && req_->is_done())) {
+      // Held while the app activated: what was read of the body goes with
+      // the header, the rest (if any) as it comes.
+      body_started_ = true;
+      m.body().data = prefetched_ > 0 ? relay_.get() : nullptr;
+      m.body().size = prefetched_;
+      m.body().more = !req_->is_done();
+      req_sr_.emplace(m);
+      up_->stream.expires_after(opts().upstream_timeout);
+      bh::async_write(up_->stream, *req_sr_,
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        self->on_request_written(ec);
+                      });
+      return;
+    }
     m.body().data = nullptr;
     m.body().size = 0;
     m.body().more = has_body_;
@@ -528,6 +585,8 @@ private:
     rewrite_response(r, switching);
     if (r.find("X-Request-ID") == r.end())
       r.set("X-Request-ID", request_id_);
+    if (cold_)
+      r.set("X-Troupe-Cold-Start", "1");
     r.version(client_http10_ ? 10 : 11);
     if (body && !has_length) {
       // Chunked upstream or ended by close: chunks for an HTTP/1.1 client,
@@ -784,6 +843,141 @@ private:
     });
   }
 
+  // -- activation (scale from zero) -------------------------------------------
+
+  enum class hold { no, held, held_activate, full, expired };
+
+  /// Under the lock: holds this request in the app's queue (its first wait
+  /// arms the deadline and starts reading the body).
+  hold park(app_entry& e) {
+    if (expired_)
+      return hold::expired;
+    max_pending_ = e.activation->max_pending;
+    if (e.waiting.size() >= e.activation->max_pending)
+      return hold::full;
+    waiter_id_ = px_->next_waiter++;
+    e.waiting.push_back({waiter_id_, [weak = weak_from_this(), &w = w_, id = waiter_id_] {
+                           net::post(w.ioc, [weak, id] {
+                             if (auto self = weak.lock())
+                               self->wake(id);
+                           });
+                         }});
+    parked_ = true;
+    cold_ = true;
+    if (!timer_) {
+      timer_.emplace(w_.ioc);
+      timer_->expires_after(e.activation->timeout);
+      timeout_ms_ = e.activation->timeout.count();
+      timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+        if (!ec)
+          self->on_activation_deadline();
+      });
+    }
+    if (has_body_ && !expect_continue_ && !prefetching_)
+      net::post(w_.ioc, [self = shared_from_this()] { self->prefetch(); });
+    auto now = steady::now();
+    bool signal = e.waiting.size() == 1 || now - e.last_activate >= std::chrono::seconds(1);
+    if (signal)
+      e.last_activate = now;
+    return signal ? hold::held_activate : hold::held;
+  }
+
+  /// Out of the app's queue (a client gone, the deadline); false if a wake
+  /// took it out already.
+  bool unpark() {
+    if (!parked_)
+      return false;
+    parked_ = false;
+    std::lock_guard<std::mutex> g{px_->mtx};
+    auto i = px_->apps.find(app_);
+    if (i == px_->apps.end())
+      return false;
+    auto& q = i->second.waiting;
+    auto it = std::find_if(q.begin(), q.end(), [&](const waiter& x) { return x.id == waiter_id_; });
+    if (it == q.end())
+      return false;
+    q.erase(it);
+    return true;
+  }
+
+  /// An instance is ready (or the app changed): pick one, or be held again.
+  void wake(uint64_t id) {
+    if (!parked_ || id != waiter_id_)
+      return; // a wake for a request that went on otherwise
+    parked_ = false;
+    if (prefetching_) {
+      resume_ = true; // once the body read in progress completes
+      return;
+    }
+    choose_instance();
+  }
+
+  void on_activation_deadline() {
+    if (parked_) {
+      if (unpark()) {
+        activation_timed_out();
+        return;
+      }
+    }
+    // A wake is on its way or the request went on: a request held again
+    // later is answered at once.
+    expired_ = true;
+  }
+
+  void activation_timed_out() {
+    answered_ = true;
+    if (prefetching_) {
+      beast::error_code ec;
+      client_.socket().cancel(ec); // the read ends; the reply follows it
+    }
+    reply(503, "activation_timeout",
+          "app " + app_ + " has no ready instance " + std::to_string(timeout_ms_) +
+              " ms after this request arrived (scaling.policy.activation.timeoutSeconds)",
+          true, false);
+  }
+
+  /// Reads the held request's body into the relay buffer, up to its size
+  /// (the rest waits in the socket: the client is slowed, nothing dropped).
+  void prefetch() {
+    if (!relay_)
+      relay_ = w_.buffer();
+    if (req_->is_done() || prefetched_ >= relay_bytes || !parked_)
+      return;
+    auto& m = req_->get();
+    m.body().data = relay_.get() + prefetched_;
+    m.body().size = relay_bytes - prefetched_;
+    prefetching_ = true;
+    client_.expires_after(opts().client_idle_timeout);
+    bh::async_read_some(
+        client_, cbuf_, *req_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_prefetched(ec); });
+  }
+
+  void on_prefetched(beast::error_code ec) {
+    prefetching_ = false;
+    if (ec == bh::error::need_buffer)
+      ec = {};
+    auto& m = req_->get();
+    prefetched_ = relay_bytes - m.body().size;
+    if (ec) {
+      // The client went away (or stalled) while held; or the deadline's
+      // 503 cancelled this read and is under way.
+      unpark();
+      resume_ = false;
+      if (!answered_)
+        abort();
+      return;
+    }
+    if (parked_) {
+      prefetch();
+      return;
+    }
+    if (resume_) {
+      resume_ = false;
+      choose_instance();
+    }
+  }
+
   // -- bookkeeping -------------------------------------------------------------
 
   void leave_instance() {
@@ -811,6 +1005,11 @@ private:
   void release(unsigned status, bool measure) {
     if (measure && status != 0)
       record(status);
+    unpark();
+    if (timer_) {
+      timer_->cancel();
+      timer_.reset();
+    }
     leave_instance();
     if (active_) {
       active_ = false;
@@ -862,6 +1061,18 @@ private:
   bool in_balancer_ = false;
   bool active_ = false;
   bool recorded_ = false;
+  // Activation: held in the app's queue, deadline, body read meanwhile.
+  std::optional<net::steady_timer> timer_;
+  uint64_t waiter_id_ = 0;
+  size_t prefetched_ = 0;
+  size_t max_pending_ = 0;
+  int64_t timeout_ms_ = 0;
+  bool parked_ = false;
+  bool cold_ = false;
+  bool expired_ = false;
+  bool prefetching_ = false;
+  bool resume_ = false;
+  bool answered_ = false;
 };
 
 } // namespace
@@ -968,8 +1179,10 @@ uint16_t proxy_server::port() const {
 }
 
 void proxy_server::set_app(const std::string& app, const std::optional<expose_rule>& rule,
-                           const std::vector<balancer::endpoint>& ready) {
+                           const std::vector<balancer::endpoint>& ready,
+                           std::optional<activation_options> activation) {
   auto& px = *impl_;
+  std::deque<waiter> woken;
   std::lock_guard<std::mutex> lg{px.listen_mtx};
   {
     // A conflict throws here, before anything changes.
@@ -989,7 +1202,15 @@ void proxy_server::set_app(const std::string& app, const std::optional<expose_ru
     if (i == px.apps.end())
       i = px.apps.emplace(app, app_entry{px.opts.balancing}).first;
     i->second.bal.set_ready(ready);
+    i->second.ready = ready.size();
+    i->second.activation = activation;
+    // Held requests go on, oldest first, once an instance is ready (or are
+    // answered when the app no longer holds requests).
+    if (!ready.empty() || !activation)
+      woken.swap(i->second.waiting);
   }
+  for (auto& x : woken)
+    x.wake();
   if (fresh) {
     if (have != px.app_listeners.end())
       have->second->close();
@@ -1004,11 +1225,17 @@ void proxy_server::set_app(const std::string& app, const std::optional<expose_ru
 void proxy_server::remove_app(const std::string& app) {
   auto& px = *impl_;
   std::lock_guard<std::mutex> lg{px.listen_mtx};
+  std::deque<waiter> woken;
   {
     std::lock_guard<std::mutex> g{px.mtx};
     px.routes.remove(app);
-    px.apps.erase(app);
+    if (auto i = px.apps.find(app); i != px.apps.end()) {
+      woken.swap(i->second.waiting);
+      px.apps.erase(i);
+    }
   }
+  for (auto& x : woken)
+    x.wake(); // answered 503: the app is gone
   if (auto i = px.app_listeners.find(app); i != px.app_listeners.end()) {
     i->second->close();
     px.app_listeners.erase(i);
@@ -1034,6 +1261,7 @@ std::optional<proxy_app_view> proxy_server::app_view(const std::string& app) con
   v.active_connections = i->second.active;
   v.instances = i->second.bal.loads(steady::now());
   v.last_request_ns = i->second.last_request_ns;
+  v.pending = i->second.waiting.size();
   return v;
 }
 

@@ -38,6 +38,16 @@ struct proxy_record {
   double seconds = 0;
 };
 
+/// Scale from zero (issue 14): while an app has no ready instance, its
+/// requests are held — bodies read into the request's relay buffer, up to
+/// its size; the rest waits in the socket — and forwarded in arrival order
+/// once one is ready, with `X-Troupe-Cold-Start: 1`. Past either bound: 503
+/// with Retry-After.
+struct activation_options {
+  std::chrono::milliseconds timeout{30'000};
+  size_t max_pending = 1000;
+};
+
 struct proxy_options {
   /// The shared listener (apps without a port of their own).
   std::string host = "127.0.0.1";
@@ -58,6 +68,9 @@ struct proxy_options {
   std::function<void(const proxy_record&)> on_request;
   /// Called on an io thread when an instance is ejected.
   std::function<void(const std::string& app, const std::string& instance)> on_eject;
+  /// Called on an io thread when a request is held for an app that has no
+  /// ready instance (at most once a second per app while requests wait).
+  std::function<void(const std::string& app)> on_activate;
 };
 
 /// What the proxy sees of one app now.
@@ -67,6 +80,8 @@ struct proxy_app_view {
   std::vector<balancer::load> instances;
   /// Wall-clock ns of the app's last request (0: none).
   int64_t last_request_ns = 0;
+  /// Requests held while the app activates.
+  uint64_t pending = 0;
 };
 
 class proxy_server {
@@ -84,12 +99,15 @@ public:
   /// The shared listener's port (the bound one when 0 was asked).
   uint16_t port() const;
 
-  /// Adds or updates `app`: its expose rule (nullopt: /{app}/…) and its
-  /// ready instances. Throws spec_error (a rule another app holds) or
+  /// Adds or updates `app`: its expose rule (nullopt: /{app}/…), its
+  /// ready instances and whether requests are held while none is
+  /// (`activation`; nullopt: 503 at once). Held requests go on as soon as
+  /// an instance is ready. Throws spec_error (a rule another app holds) or
   /// std::runtime_error (its own port cannot be listened on); nothing
   /// changes then.
   void set_app(const std::string& app, const std::optional<expose_rule>& rule,
-               const std::vector<balancer::endpoint>& ready);
+               const std::vector<balancer::endpoint>& ready,
+               std::optional<activation_options> activation = std::nullopt);
   void remove_app(const std::string& app);
 
   /// Requests in flight on the instance now, plus one while new requests

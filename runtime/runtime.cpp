@@ -495,6 +495,9 @@ void runtime::start() {
   auto apps_ctx = make_apps_env(cfg, d.env, d.proc_io);
   apps_ctx->autoscaler = [](caf::actor_system& sys, const std::string& app,
                             const app_scaling_policy& policy, const autoscale::bounds& limits) {
+    // LLEN blocks (bounded): an autoscaler with a Redis queue has a thread.
+    if (policy.queue_redis)
+      return sys.spawn<caf::detached>(autoscaler, app, policy, limits);
     return sys.spawn(autoscaler, app, policy, limits);
   };
   children.push_back(make_child(names::apps, [apps_ctx](caf::actor_system& sys) {

@@ -55,6 +55,13 @@ start_proxy(const config& cfg, std::shared_ptr<metrics::recorder> recorder, syst
     if (auto traffic = lookup(*s, names::traffic))
       caf::anon_send(*traffic, ejected_atom::value, app, instance);
   };
+  o.on_activate = [sys](const std::string& app) {
+    auto* s = sys->load();
+    if (s == nullptr)
+      return;
+    if (auto traffic = lookup(*s, names::traffic))
+      caf::anon_send(*traffic, activate_atom::value, app);
+  };
   auto proxy = std::make_shared<http::proxy_server>(std::move(o));
   proxy->start();
   return proxy;

@@ -102,7 +102,8 @@ void reconcile(self_ptr self) {
 
 bool same(const app_endpoints& a, const app_endpoints& b) {
   auto key = [](const app_endpoints& x) {
-    return std::tie(x.exposed, x.host, x.path_prefix, x.strip_prefix, x.port, x.deleted);
+    return std::tie(x.exposed, x.host, x.path_prefix, x.strip_prefix, x.port, x.deleted,
+                    x.activation_timeout_ms, x.activation_max_pending);
   };
   if (key(a) != key(b) || a.ready.size() != b.ready.size())
     return false;
@@ -126,6 +127,10 @@ void tell_proxy(self_ptr self, bool deleted = false) {
     x.strip_prefix = st.expose->strip_prefix;
     x.port = st.expose->port;
   }
+  if (st.target.up && !deleted) {
+    x.activation_timeout_ms = st.activation_timeout_ms;
+    x.activation_max_pending = st.activation_max_pending;
+  }
   if (!deleted)
     for (auto& [id, m] : st.instances)
       if (m.ready && !m.leaving && m.port != 0)
@@ -139,13 +144,22 @@ void tell_proxy(self_ptr self, bool deleted = false) {
   self->send(*proxy, std::move(x));
 }
 
-/// The expose rule of the target's spec (a stored spec parses; nullopt if not).
-std::optional<expose_rule> expose_of(const app_target& t) {
+/// What the proxy is told of the target's spec: its expose rule and
+/// activation (a stored spec parses; none if not).
+void read_routing(app_state_data& st) {
+  st.expose.reset();
+  st.activation_timeout_ms = 0;
+  st.activation_max_pending = 0;
   try {
-    return parse_app_spec_json(t.spec).expose;
+    auto spec = parse_app_spec_json(st.target.spec);
+    st.expose = spec.expose;
+    auto& p = spec.scaling.policy;
+    if (spec.scaling.min_replicas == 0 && p.mode == "auto") {
+      st.activation_timeout_ms = static_cast<uint32_t>(p.activation_timeout_seconds) * 1000u;
+      st.activation_max_pending = static_cast<uint32_t>(p.activation_max_pending_requests);
+    }
   } catch (const std::exception& e) {
-    log()->error("app {}: stored spec does not parse: {}", t.name, e.what());
-    return std::nullopt;
+    log()->error("app {}: stored spec does not parse: {}", st.target.name, e.what());
   }
 }
 
@@ -215,7 +229,7 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
                              std::shared_ptr<const apps_env> ctx, app_target target) {
   self->state.ctx = std::move(ctx);
   self->state.target = std::move(target);
-  self->state.expose = expose_of(self->state.target);
+  read_routing(self->state);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     for (auto i = st.instances.begin(); i != st.instances.end(); ++i) {
@@ -245,13 +259,14 @@ app_actor::behavior_type app(app_actor::stateful_pointer<app_state_data> self,
       if (r.state == "stopped")
         self->state.history.push_back(r.id);
   reconcile(self);
+  tell_proxy(self); // routed from the start (an app at zero: held or 503, not 404)
   // Zero turns sampling off (deterministic tests).
   if (self->state.ctx->cfg.sample_interval.count() > 0)
     self->delayed_send(self, self->state.ctx->cfg.sample_interval, sample_atom::value);
   return {
       [self](app_target& t) {
         self->state.target = std::move(t);
-        self->state.expose = expose_of(self->state.target);
+        read_routing(self->state);
         reconcile(self);
         tell_proxy(self);
       },

@@ -52,6 +52,10 @@ struct app_state_data {
   /// The target spec's expose rule, and what the proxy was told last (it
   /// is told again only on a change).
   std::optional<expose_rule> expose;
+  /// Scale from zero (minReplicas 0, mode auto): how long and how many
+  /// requests the proxy holds while no instance is ready (0: none).
+  uint32_t activation_timeout_ms = 0;
+  uint32_t activation_max_pending = 0;
   std::optional<app_endpoints> told;
 };
 

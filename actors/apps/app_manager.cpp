@@ -536,6 +536,12 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
         if (i != self->state.apps.end() && i->second.actor)
           self->send(i->second.actor, ejected_atom::value, id);
       },
+      [self](activate_atom, const std::string& app) {
+        // Only an app with an autoscaler holds requests at zero.
+        auto s = self->state.scalers.find(app);
+        if (s != self->state.scalers.end())
+          self->send(s->second.actor, activate_atom::value);
+      },
       [self](shutdown_atom) -> caf::result<ok_atom> {
         std::vector<app_actor> running;
         for (auto& [name, e] : self->state.apps)

@@ -23,8 +23,9 @@ std::string num(double v) {
 }
 
 /// ceil that forgives the last bits of a division (3 × 50 / 50 is 3).
+/// Bounded far above any maxReplicas (an absurd sample must not overflow).
 int ceil_replicas(double x) {
-  return static_cast<int>(std::ceil(x - 1e-9));
+  return static_cast<int>(std::clamp(std::ceil(x - 1e-9), -1e6, 1e6));
 }
 
 } // namespace
@@ -40,22 +41,24 @@ std::vector<engine::metric_value> engine::metrics(const observation& o) const {
   std::vector<metric_value> out;
   auto& p = policy_;
   if (p.http && p.http->target_rps_per_replica > 0)
-    out.push_back({"rps", o.rps, p.http->target_rps_per_replica});
+    out.push_back({"rps", o.rps, p.http->target_rps_per_replica, 0, false});
   if (p.cpu_target_utilization_pct && limits_.cpu_millis > 0)
     // cpu_percent: 100 per busy core; the target per replica in the same unit.
-    out.push_back(
-        {"cpu", o.cpu_percent,
-         *p.cpu_target_utilization_pct * static_cast<double>(limits_.cpu_millis) / 1000.0});
+    out.push_back({"cpu", o.cpu_percent,
+                   *p.cpu_target_utilization_pct * static_cast<double>(limits_.cpu_millis) / 1000.0,
+                   0, false});
   if (p.memory_target_utilization_pct && limits_.memory_bytes > 0)
     out.push_back(
         {"memory", o.rss_bytes,
-         *p.memory_target_utilization_pct / 100.0 * static_cast<double>(limits_.memory_bytes)});
+         *p.memory_target_utilization_pct / 100.0 * static_cast<double>(limits_.memory_bytes), 0,
+         false});
   if (p.connections_target_per_replica)
-    out.push_back({"connections", o.connections, *p.connections_target_per_replica});
+    out.push_back({"connections", o.connections, *p.connections_target_per_replica, 0, false});
   if (p.queue_redis)
-    out.push_back({"queue_redis", o.queue_redis, p.queue_redis->target_per_replica});
+    out.push_back({"queue_redis", o.queue_redis, p.queue_redis->target_per_replica,
+                   static_cast<double>(p.queue_redis->activation_length), true});
   if (p.queue_jobs)
-    out.push_back({"queue_jobs", o.queue_jobs, p.queue_jobs->target_per_replica});
+    out.push_back({"queue_jobs", o.queue_jobs, p.queue_jobs->target_per_replica, 0, true});
   return out;
 }
 
@@ -151,6 +154,7 @@ std::optional<decision> engine::evaluate(const observation& o) {
 
   std::vector<proposal> props;
   bool missing = false;
+  bool queued = false;
   std::string missing_metric;
   for (auto& m : metrics(o)) {
     if (m.target <= 0)
@@ -162,6 +166,8 @@ std::optional<decision> engine::evaluate(const observation& o) {
       missing_metric = m.name;
       continue;
     }
+    if (m.queue && *m.observed > m.activation)
+      queued = true;
     // Instances not yet ready count as 0 load: the total over `current`.
     double per_replica = *m.observed / std::max(cur, 1);
     double u = per_replica / m.target;
@@ -169,9 +175,11 @@ std::optional<decision> engine::evaluate(const observation& o) {
     s.below_since = u < in_threshold ? (s.below_since < 0 ? now : s.below_since) : -1;
     proposal p{m.name, *m.observed, m.target, cur, {}, {}};
     int raw = ceil_replicas(std::max(cur, 1) * u);
-    if (cur == 0 && *m.observed > 0) {
+    if (cur == 0 && *m.observed > m.activation) {
       // At zero, any load wakes the app (activation); the rest follows.
       p.replicas = std::max(1, raw);
+    } else if (cur == 0) {
+      p.replicas = 0; // at most activationLength waiting: it stays at zero
     } else if (raw != cur && std::fabs(u - 1.0) <= policy_.tolerance) {
       p.held_rule = "tolerance";
       p.held_reason = m.name + " is " + num(u * 100) + "% of target, within tolerance " +
@@ -210,8 +218,10 @@ std::optional<decision> engine::evaluate(const observation& o) {
       s = {};
     }
   }
+  if (cur == 0 && o.pending > 0)
+    props.push_back({"pending_requests", static_cast<double>(o.pending), 0, 1, {}, {}});
   bool idle = false;
-  if (limits_.min_replicas == 0 && policy_.idle_seconds > 0 && cur > 0) {
+  if (limits_.min_replicas == 0 && policy_.idle_seconds > 0 && cur > 0 && !queued) {
     auto last = std::max(o.last_request_ns, start_ns_);
     idle = now - last >= static_cast<int64_t>(policy_.idle_seconds) * ns_per_s;
   }
@@ -326,6 +336,8 @@ std::optional<decision> engine::evaluate(const observation& o) {
   else if (d.metric == "latency")
     d.reason = "p95 latency " + num(d.observed) + " ms above maxP95LatencyMs " + num(d.target) +
                " for " + seconds(hy.window_seconds);
+  else if (d.metric == "pending_requests")
+    d.reason = num(d.observed) + " requests held by the proxy at zero replicas: activation";
   else if (cur == 0)
     d.reason = d.metric + " " + num(d.observed) + " at zero replicas: activation";
   else

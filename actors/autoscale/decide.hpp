@@ -59,6 +59,9 @@ struct observation {
   std::optional<double> queue_jobs;
   /// Same clock as at_ns; 0: never (idleness counts from the engine's start).
   int64_t last_request_ns = 0;
+  /// Requests the proxy holds for the app while it has no ready instance
+  /// (scale from zero): any wakes an app at zero at once.
+  int64_t pending = 0;
 };
 
 /// What spec.scaling and spec.resources bound.
@@ -112,6 +115,11 @@ private:
     /// Per replica (rps, connections, queues) or the percent of a replica's
     /// resources (cpu, memory); 0: the metric is not configured.
     double target = 0;
+    /// At zero replicas only more than this wakes the app (a queue's
+    /// activationLength; 0 for the rest: any load). While a queue is above
+    /// it the app is not idle.
+    double activation = 0;
+    bool queue = false;
   };
   struct streak {
     int64_t above_since = -1;

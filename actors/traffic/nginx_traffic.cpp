@@ -282,6 +282,11 @@ void account(self_ptr self, std::string_view line) {
   }
   auto& last = st.last_request_ns[e->app];
   last = std::max(last, e->at_ns);
+  if (e->status == 503 && st.apps.count(e->app) > 0) {
+    auto live = st.live.find(e->app);
+    if (live == st.live.end() || live->second.empty())
+      ++st.refused_at_zero[e->app];
+  }
 }
 
 void tail_access_log(self_ptr self) {
@@ -479,7 +484,11 @@ void on_tick(self_ptr self) {
   constexpr auto poll_every = std::chrono::seconds(1);
   if (now >= st.last_poll + poll_every) {
     st.last_poll = now;
+    st.refused_at_zero.clear();
     tail_access_log(self);
+    if (auto apps = lookup(self->system(), names::apps))
+      for (auto& [app, n] : st.refused_at_zero)
+        self->send(*apps, activate_atom::value, app);
     poll_stub_status(self);
   }
   auto due = st.last_reload + st.cfg.nginx.min_reload_interval;
@@ -547,9 +556,15 @@ nginx_traffic(traffic_actor::stateful_pointer<nginx_traffic_state> self, proxy_c
         if (auto i = self->state.live.find(app); i != self->state.live.end())
           for (auto& id : i->second)
             out.instances.push_back({id, 0, 0});
+        if (auto i = self->state.refused_at_zero.find(app); i != self->state.refused_at_zero.end())
+          out.pending = i->second;
         return out;
       },
       [](ejected_atom, const std::string&, const std::string&) {},
+      [self](activate_atom, const std::string& app) {
+        if (auto apps = lookup(self->system(), names::apps))
+          self->send(*apps, activate_atom::value, app);
+      },
       [self](tick_atom) { on_tick(self); },
       [self](status_atom) {
         auto& st = self->state;

@@ -62,6 +62,10 @@ struct nginx_traffic_state {
   std::string log_partial;
   uint64_t log_lines = 0;
   std::map<std::string, int64_t> last_request_ns;
+  /// Requests nginx answered 503 in the last poll for an app with no ready
+  /// instance: the app is woken (nginx cannot hold them; the built-in proxy
+  /// does), and the autoscaler sees them as pending.
+  std::map<std::string, uint64_t> refused_at_zero;
   std::shared_ptr<metrics::recorder> recorder;
   /// The last stub_status answer (or why there is none).
   nginx::stub_status stub;

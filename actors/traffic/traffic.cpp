@@ -71,8 +71,14 @@ traffic_actor::behavior_type traffic(traffic_actor::stateful_pointer<traffic_sta
         ready.reserve(x.ready.size());
         for (auto& e : x.ready)
           ready.push_back({e.instance, e.port});
+        std::optional<http::activation_options> activation;
+        if (x.activation_timeout_ms > 0) {
+          activation.emplace();
+          activation->timeout = std::chrono::milliseconds(x.activation_timeout_ms);
+          activation->max_pending = x.activation_max_pending;
+        }
         try {
-          st.proxy->set_app(x.app, rule_of(x), ready);
+          st.proxy->set_app(x.app, rule_of(x), ready, activation);
         } catch (const std::exception& e) {
           // Registration refuses conflicting rules; what is left is a port
           // another process holds. The app keeps its previous route.
@@ -91,6 +97,7 @@ traffic_actor::behavior_type traffic(traffic_actor::stateful_pointer<traffic_sta
         if (auto v = self->state.proxy->app_view(app)) {
           out.active_connections = v->active_connections;
           out.last_request_ns = v->last_request_ns;
+          out.pending = v->pending;
           for (auto& l : v->instances) {
             out.in_flight += l.in_flight;
             out.instances.push_back({l.instance, l.port, l.in_flight});
@@ -109,6 +116,10 @@ traffic_actor::behavior_type traffic(traffic_actor::stateful_pointer<traffic_sta
                         "proxy.eject_seconds, readiness probed now"}});
         if (auto apps = lookup(self->system(), names::apps))
           self->send(*apps, ejected_atom::value, app, instance);
+      },
+      [self](activate_atom, const std::string& app) {
+        if (auto apps = lookup(self->system(), names::apps))
+          self->send(*apps, activate_atom::value, app);
       },
       [self](tick_atom) {
         sample(self);

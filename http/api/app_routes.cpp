@@ -315,6 +315,7 @@ json traffic_json(const app_traffic& t, const metric_snapshots& series) {
   }
   json out{{"active_connections", t.active_connections},
            {"in_flight", t.in_flight},
+           {"pending", t.pending},
            {"last_request",
             t.last_request_ns == 0 ? json(nullptr) : json(t.last_request_ns / 1'000'000'000.0)},
            {"requests_total", total},

@@ -20,6 +20,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include "persistence/redis.hpp"
 #include "support/apps_e2e.hpp"
 #include "support/byte_pattern.hpp"
 #include "support/child.hpp"
@@ -895,5 +896,226 @@ CAF_TEST(the autoscaler follows the load through the proxy and explains each ste
       CAF_CHECK_EQUAL(d["metric"], "rps");
       CAF_CHECK(!d["reason"].get<std::string>().empty());
     }
+  stop_node(node, name);
+}
+
+namespace {
+
+/// Scale to zero: an autoscaled app with minReplicas 0 that starts at zero
+/// and goes back after `idle` seconds without a request.
+json zero_spec(const std::string& name, int idle, const json& activation = json::object()) {
+  auto spec = backend_spec(name, 0);
+  json policy{{"mode", "auto"},
+              {"evaluationSeconds", 1},
+              {"cooldownSeconds", 1},
+              {"idleSeconds", idle},
+              {"http", {{"targetRPSPerReplica", 1000}, {"windowSeconds", 1}}}};
+  if (!activation.empty())
+    policy["activation"] = activation;
+  spec["spec"]["scaling"] = {
+      {"minReplicas", 0}, {"maxReplicas", 2}, {"replicas", 0}, {"policy", policy}};
+  return spec;
+}
+
+/// The requests the proxy holds for `app` now (GET /apps/{name}/metrics).
+uint64_t pending_of(uint16_t port, const std::string& app) {
+  auto m = e2e::get(port, "/apps/" + app + "/metrics").json();
+  if (!m.contains("traffic") || !m["traffic"].is_object())
+    return 0;
+  return m["traffic"].value("pending", uint64_t{0});
+}
+
+/// Polls until the proxy holds `n` requests for `app` (false after 10 s).
+bool until_pending(uint16_t port, const std::string& app, uint64_t n) {
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline)
+    if (pending_of(port, app) == n)
+      return true;
+  return false;
+}
+
+/// The app's replica changes in /apps/{name}/scaling, oldest first, as
+/// "rule metric from->to".
+std::vector<std::string> scaling_changes(uint16_t port, const std::string& app) {
+  auto history = e2e::get(port, "/apps/" + app + "/scaling?limit=1000").json();
+  std::vector<std::string> out;
+  for (auto& d : history["decisions"])
+    if (d["from"] != d["to"])
+      out.insert(out.begin(), d["rule"].get<std::string>() + " " + d.value("metric", "") + " " +
+                                  std::to_string(d["from"].get<int>()) + "->" +
+                                  std::to_string(d["to"].get<int>()));
+  return out;
+}
+
+} // namespace
+
+CAF_TEST(an app at zero answers held requests once an instance is ready and goes back when idle) {
+  auto name = app_name("zero");
+  reap_on_exit reap{name};
+  e2e::daemon node{fast_options()};
+  events ev{node.port()};
+  auto spec = zero_spec(name, 2);
+  CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/register", spec).status, 201);
+  CAF_REQUIRE_EQUAL(post(node.port(), "/apps/" + name + "/up").status, 202);
+  auto proxy = proxy_port(node);
+  CAF_REQUIRE(e2e::get(node.port(), "/apps/" + name + "/status").json()["desired"] == 0);
+  // Held while the app starts: an upload larger than the relay buffer (part
+  // held by the proxy, the rest waiting in the socket) and two GETs.
+  constexpr size_t upload_bytes = 200 * 1024;
+  std::string body(upload_bytes, '\0');
+  for (size_t i = 0; i < upload_bytes; ++i)
+    body[i] = static_cast<char>(pattern_byte(i));
+  auto want_fnv = fnv(fnv_basis, body.data(), body.size());
+  auto upload = std::async(std::launch::async, [&] {
+    client c{proxy};
+    return c.send(bh::verb::post, "/" + name + "/upload", {}, body);
+  });
+  CAF_REQUIRE(until_pending(node.port(), name, 1));
+  std::vector<std::future<bh::response<bh::string_body>>> gets;
+  for (int i = 0; i < 2; ++i) {
+    gets.push_back(std::async(std::launch::async, [&] {
+      client c{proxy};
+      return c.get("/" + name + "/");
+    }));
+    CAF_REQUIRE(until_pending(node.port(), name, static_cast<uint64_t>(2 + i)));
+  }
+  auto up = upload.get();
+  CAF_CHECK_EQUAL(up.result_int(), 200);
+  CAF_CHECK_EQUAL(up["X-Troupe-Cold-Start"], "1");
+  auto got = json::parse(up.body(), nullptr, false);
+  CAF_CHECK_EQUAL(got.value("bytes", uint64_t{0}), upload_bytes);
+  CAF_CHECK_EQUAL(got.value("fnv", std::string{}), std::to_string(want_fnv));
+  for (auto& g : gets) {
+    auto res = g.get();
+    CAF_CHECK_EQUAL(res.result_int(), 200);
+    CAF_CHECK_EQUAL(res["X-Troupe-Cold-Start"], "1");
+  }
+  {
+    client c{proxy};
+    auto warm = c.get("/" + name + "/");
+    CAF_CHECK_EQUAL(warm.result_int(), 200);
+    CAF_CHECK(warm.find("X-Troupe-Cold-Start") == warm.end());
+  }
+  // No request for idleSeconds: back to zero.
+  auto idle = ev.next(
+      name, [](const json& j) { return j["type"] == "app.scaled" && j["data"]["to"] == 0; }, 30s);
+  CAF_REQUIRE(idle);
+  CAF_CHECK_EQUAL((*idle)["data"]["rule"], "scale_in");
+  CAF_CHECK_EQUAL((*idle)["data"]["metric"], "idle");
+  // And it wakes again.
+  {
+    client c{proxy};
+    auto again = c.get("/" + name + "/");
+    CAF_CHECK_EQUAL(again.result_int(), 200);
+    CAF_CHECK_EQUAL(again["X-Troupe-Cold-Start"], "1");
+  }
+  auto changes = scaling_changes(node.port(), name);
+  CAF_MESSAGE("changes: " << json(changes).dump());
+  CAF_REQUIRE_GREATER_OR_EQUAL(changes.size(), 3u);
+  CAF_CHECK_EQUAL(changes[0], "scale_out pending_requests 0->1");
+  CAF_CHECK_EQUAL(changes[1], "scale_in idle 1->0");
+  CAF_CHECK_EQUAL(changes[2], "scale_out pending_requests 0->1");
+  stop_node(node, name);
+}
+
+CAF_TEST(requests held past maxPendingRequests or timeoutSeconds are answered 503) {
+  auto name = app_name("hold");
+  reap_on_exit reap{name};
+  e2e::daemon node{fast_options()};
+  auto spec = zero_spec(name, 60, {{"timeoutSeconds", 2}, {"maxPendingRequests", 2}});
+  // An instance that never turns ready: nothing can answer the held ones.
+  spec["spec"]["health"]["httpGet"]["path"] = "/never-ready";
+  CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/register", spec).status, 201);
+  CAF_REQUIRE_EQUAL(post(node.port(), "/apps/" + name + "/up").status, 202);
+  auto proxy = proxy_port(node);
+  std::vector<std::future<bh::response<bh::string_body>>> held;
+  for (int i = 0; i < 2; ++i) {
+    held.push_back(std::async(std::launch::async, [&] {
+      client c{proxy};
+      return c.get("/" + name + "/");
+    }));
+    CAF_REQUIRE(until_pending(node.port(), name, static_cast<uint64_t>(1 + i)));
+  }
+  {
+    client c{proxy};
+    auto full = c.get("/" + name + "/");
+    CAF_CHECK_EQUAL(full.result_int(), 503);
+    CAF_CHECK_EQUAL(full[bh::field::retry_after], "1");
+    auto err = json::parse(full.body(), nullptr, false);
+    CAF_CHECK_EQUAL(err["error"]["code"], "activation_queue_full");
+  }
+  for (auto& h : held) {
+    auto res = h.get();
+    CAF_CHECK_EQUAL(res.result_int(), 503);
+    CAF_CHECK_EQUAL(res[bh::field::retry_after], "1");
+    auto err = json::parse(res.body(), nullptr, false);
+    CAF_CHECK_EQUAL(err["error"]["code"], "activation_timeout");
+    CAF_MESSAGE("held: " << err.dump());
+  }
+  CAF_CHECK_EQUAL(pending_of(node.port(), name), 0u);
+  stop_node(node, name);
+}
+
+CAF_TEST(a redis list length drives an app from zero to its maximum and back) {
+  e2e::scratch_dir dir{"troupe-e2e-queue"};
+  std::string err;
+  auto rs = test::start_redis(dir.path(), 0, &err);
+  if (!rs)
+    CAF_FAIL("redis-server: " << err);
+  redis::url_parts where;
+  where.host = "127.0.0.1";
+  where.port = rs->port();
+  redis::client rc{where, 2s};
+  auto name = app_name("queue");
+  reap_on_exit reap{name};
+  e2e::daemon node{fast_options()};
+  events ev{node.port()};
+  // The queue alone decides (no request rate; idle far away). The http
+  // block holds the hysteresis window; its latency bound never applies here.
+  auto spec = zero_spec(name, 3600);
+  auto& policy = spec["spec"]["scaling"]["policy"];
+  spec["spec"]["scaling"]["maxReplicas"] = 3;
+  policy["http"] = {{"maxP95LatencyMs", 60000}, {"windowSeconds", 1}};
+  policy["queue"] = {{"redis",
+                      {{"url", "redis://127.0.0.1:" + std::to_string(rs->port())},
+                       {"key", "work"},
+                       {"targetPerReplica", 5},
+                       {"activationLength", 2}}}};
+  policy["behavior"] = {
+      {"scaleDown",
+       {{"stabilizationWindowSeconds", 0},
+        {"policies", json::array({{{"type", "Pods"}, {"value", 3}, {"periodSeconds", 1}}})}}}};
+  CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/register", spec).status, 201);
+  CAF_REQUIRE_EQUAL(post(node.port(), "/apps/" + name + "/up").status, 202);
+  auto run = [&](std::vector<std::string> cmd) {
+    auto r = rc.command(cmd, &err);
+    if (!r || r->type == redis::reply::kind::error)
+      CAF_FAIL("redis: " << err);
+  };
+  auto next_change = [&] {
+    auto j = ev.next(
+        name, [&](const json& x) { return x["type"] == "app.scaled"; }, 30s);
+    CAF_REQUIRE(j);
+    auto d = (*j)["data"];
+    CAF_MESSAGE("scaled: " << d.dump());
+    return d["rule"].get<std::string>() + " " + d["metric"].get<std::string>() + " " +
+           std::to_string(d["from"].get<int>()) + "->" + std::to_string(d["to"].get<int>());
+  };
+  // 12 items, 5 per replica: from zero to 3 at once (activation).
+  std::vector<std::string> push{"RPUSH", "work"};
+  for (int i = 0; i < 12; ++i)
+    push.push_back("item-" + std::to_string(i));
+  run(push);
+  CAF_CHECK_EQUAL(next_change(), "scale_out queue_redis 0->3");
+  CAF_REQUIRE(ev.until_ready(name, 3));
+  // 4 left: 1.3 per replica, below 30 % of 5 for windowSeconds: in to 1.
+  run({"LTRIM", "work", "0", "3"});
+  CAF_CHECK_EQUAL(next_change(), "scale_in queue_redis 3->1");
+  // Empty: to zero.
+  run({"DEL", "work"});
+  CAF_CHECK_EQUAL(next_change(), "scale_in queue_redis 1->0");
+  // Three items, above activationLength 2: awake again.
+  run({"RPUSH", "work", "a", "b", "c"});
+  CAF_CHECK_EQUAL(next_change(), "scale_out queue_redis 0->1");
   stop_node(node, name);
 }

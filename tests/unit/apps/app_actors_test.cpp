@@ -97,6 +97,7 @@ traffic_actor::behavior_type fake_traffic(traffic_actor::stateful_pointer<fake_t
         return t;
       },
       [](ejected_atom, const std::string&, const std::string&) {},
+      [](activate_atom, const std::string&) {},
       [](tick_atom) {},
       [](status_atom) { return component_status{}; },
   };
