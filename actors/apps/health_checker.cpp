@@ -32,8 +32,10 @@ void start_probe(self_ptr self, bool scheduled = true) {
   if (!scheduled)
     return;
   auto next = st.cfg.request.spec.interval;
-  if (!st.ever_healthy && st.cfg.startup_interval.count() > 0)
-    next = std::min(next, st.cfg.startup_interval);
+  if (!st.ever_healthy && st.cfg.startup_interval.count() > 0) {
+    next = std::min({next, st.cfg.startup_interval, st.startup_next});
+    st.startup_next = std::min(st.startup_next * 2, st.cfg.startup_interval);
+  }
   self->delayed_send(self, next, tick_atom::value);
 }
 

@@ -25,10 +25,11 @@ struct health_checker_config {
   probe_role role = probe_role::readiness;
   /// What to probe and where (spec, host, env and cwd for exec probes).
   probe_request request;
-  /// Until the first healthy result, probe this often instead (if shorter
-  /// than the interval; zero: off): an instance starting up is seen ready
-  /// within this time of answering, not up to intervalSeconds later. Only
-  /// for readiness: liveness failures before a first success restart.
+  /// Until the first healthy result, probe at most this far apart (if
+  /// shorter than the interval; zero: off), starting at 5 ms and doubling:
+  /// an instance starting up is seen ready within a few ms of answering (a
+  /// cold start waits for it), not up to intervalSeconds later. Only for
+  /// readiness: liveness failures before a first success restart.
   std::chrono::milliseconds startup_interval{0};
 };
 
@@ -45,6 +46,8 @@ struct health_checker_state {
   bool due = false;
   /// A probe has been healthy (start-up probing is over).
   bool ever_healthy = false;
+  /// The next start-up gap (doubles up to cfg.startup_interval).
+  std::chrono::milliseconds startup_next{5};
 
   health_report report() const;
 };

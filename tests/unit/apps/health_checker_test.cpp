@@ -286,16 +286,26 @@ CAF_TEST(start - up probing runs at its own interval until the first healthy res
   CAF_REQUIRE_EQUAL(probes->calls.size(), 1u);
   probes->answer(probe_verdict::unhealthy, "connection refused");
   consume_messages();
-  // The next one comes 100 ms later, not after the 5 s interval.
-  advance_time(99ms);
-  consume_messages();
-  CAF_CHECK_EQUAL(probes->calls.size(), 0u);
-  advance_time(1ms);
+  // The next ones come 5, 10, 20, 40, 80, then every 100 ms (not after the
+  // 5 s interval).
+  for (auto gap : {5ms, 10ms, 20ms, 40ms, 80ms, 100ms, 100ms}) {
+    advance_time(gap - 1ms);
+    consume_messages();
+    CAF_CHECK_EQUAL(probes->calls.size(), 0u);
+    advance_time(1ms);
+    consume_messages();
+    CAF_REQUIRE_EQUAL(probes->calls.size(), 1u);
+    probes->answer(probe_verdict::unhealthy, "connection refused");
+    consume_messages();
+  }
+  advance_time(100ms);
   consume_messages();
   CAF_REQUIRE_EQUAL(probes->calls.size(), 1u);
   probes->answer(probe_verdict::healthy);
   consume_messages();
-  CAF_REQUIRE_EQUAL(seen().size(), 1u);
+  // Unready after failureThreshold refusals, ready now.
+  CAF_REQUIRE_EQUAL(seen().size(), 2u);
+  CAF_CHECK_EQUAL(seen().front().event, "unready");
   CAF_CHECK_EQUAL(seen().back().event, "ready");
   // Healthy once: back to the interval (the 100 ms tick already set fires
   // once more, then every 5 s).
