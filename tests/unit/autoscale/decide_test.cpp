@@ -45,6 +45,7 @@ struct run {
   engine e;
   int current;
   std::vector<std::string> log;
+  std::vector<decision> decisions;
 
   run(app_scaling_policy p, bounds b, int start) : e(std::move(p), b, 0), current(start) {}
 
@@ -57,6 +58,7 @@ struct run {
       fill(o);
       if (auto d = e.evaluate(o)) {
         log.push_back(show(*d));
+        decisions.push_back(*d);
         CAF_CHECK(!d->reason.empty());
         if (d->changed())
           current = d->to;
@@ -70,6 +72,20 @@ bounds up_to(int max, int min = 1) {
   b.min_replicas = min;
   b.max_replicas = max;
   return b;
+}
+
+/// A queue.redis policy: `target` per replica, woken above `activation`;
+/// minReplicas 0 (`up_to(max, 0)`), and idleSeconds where a test sets it.
+app_scaling_policy redis_policy(double target, int64_t activation) {
+  app_scaling_policy p = rps_policy();
+  p.http.reset();
+  p.queue_redis =
+      app_scaling_policy::redis_queue{"redis://127.0.0.1:6379", "jobs", target, activation};
+  return p;
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
 }
 
 using lines = std::vector<std::string>;
@@ -226,4 +242,92 @@ CAF_TEST(cpu utilization is measured against resources cpu) {
   // 2 replicas burning 100 % of a core in all: 2 × the target.
   r.feed(0, 20, [](observation& o) { o.cpu_percent = 100; });
   CAF_CHECK_EQUAL(r.log, (lines{"0 hysteresis 2->2 (4)", "20 scale_out 2->4 (4)"}));
+}
+
+CAF_TEST(a redis queue at zero wakes the app only above activationLength) {
+  run r{redis_policy(10, 5), up_to(10, 0), 0};
+  // At most activationLength waiting: it stays at zero, nothing recorded.
+  r.feed(0, 10, [](observation& o) { o.queue_redis = 3; });
+  r.feed(15, 25, [](observation& o) { o.queue_redis = 5; });
+  CAF_CHECK(r.log.empty());
+  CAF_CHECK_EQUAL(r.current, 0);
+  // 23 waiting: ceil(23 / 10) = 3 at once (no hysteresis, no rate policy).
+  // On 3 replicas that is 77 % of target: ceil(3 × 0.77) = 3, it stays.
+  r.feed(30, 60, [](observation& o) { o.queue_redis = 23; });
+  CAF_CHECK_EQUAL(r.log, (lines{"30 scale_out 0->3 (3)"}));
+  CAF_REQUIRE_EQUAL(r.decisions.size(), 1u);
+  auto& d = r.decisions[0];
+  CAF_CHECK_EQUAL(d.metric, "queue_redis");
+  CAF_CHECK_EQUAL(d.observed, 23);
+  CAF_CHECK_EQUAL(d.target, 10);
+  CAF_CHECK_EQUAL(d.reason, "queue_redis 23 at zero replicas: activation");
+  CAF_CHECK(contains(d.reason, "activation"));
+  CAF_CHECK_EQUAL(r.current, 3);
+}
+
+CAF_TEST(a redis queue wakes the app up to maxReplicas and any length without activationLength) {
+  // 1000 waiting want 100: maxReplicas bounds the activation.
+  run big{redis_policy(10, 5), up_to(4, 0), 0};
+  big.feed(0, 0, [](observation& o) { o.queue_redis = 1000; });
+  CAF_CHECK_EQUAL(big.log, (lines{"0 scale_out 0->4 (100)"}));
+  CAF_REQUIRE_EQUAL(big.decisions.size(), 1u);
+  CAF_CHECK_EQUAL(big.decisions[0].reason, "spec.scaling.maxReplicas is 4");
+  // activationLength 0: one waiting wakes one.
+  run one{redis_policy(10, 0), up_to(4, 0), 0};
+  one.feed(0, 5, [](observation& o) { o.queue_redis = 0; });
+  one.feed(10, 10, [](observation& o) { o.queue_redis = 1; });
+  CAF_CHECK_EQUAL(one.log, (lines{"10 scale_out 0->1 (1)"}));
+}
+
+CAF_TEST(requests held by the proxy at zero wake one replica) {
+  run r{rps_policy(), up_to(5, 0), 0};
+  // No rate yet, nothing held: nothing.
+  r.feed(0, 5, [](observation&) {});
+  CAF_CHECK(r.log.empty());
+  r.feed(10, 10, [](observation& o) { o.pending = 3; });
+  CAF_CHECK_EQUAL(r.log, (lines{"10 scale_out 0->1 (1)"}));
+  CAF_REQUIRE_EQUAL(r.decisions.size(), 1u);
+  auto& d = r.decisions[0];
+  CAF_CHECK_EQUAL(d.metric, "pending_requests");
+  CAF_CHECK_EQUAL(d.observed, 3);
+  CAF_CHECK_EQUAL(d.proposal, 1);
+  CAF_CHECK_EQUAL(d.reason, "3 requests held by the proxy at zero replicas: activation");
+  // Still held on one replica (it is not ready yet): no more than one.
+  r.feed(15, 30, [](observation& o) {
+    o.pending = 3;
+    o.ready = 0;
+  });
+  CAF_CHECK_EQUAL(r.log.size(), 1u);
+  CAF_CHECK_EQUAL(r.current, 1);
+}
+
+CAF_TEST(an app whose queue is above activationLength is not idle) {
+  auto p = redis_policy(10, 5);
+  p.idle_seconds = 60;
+  // 8 waiting (above 5) on one replica: 80 % of target, one is right; no
+  // request ever, but the app is busy with its queue.
+  run busy{p, up_to(5, 0), 1};
+  busy.feed(0, 180, [](observation& o) { o.queue_redis = 8; });
+  CAF_CHECK(busy.log.empty());
+  CAF_CHECK_EQUAL(busy.current, 1);
+  // At activationLength (5 waiting, 50 %: one is right) it is idle at t=60;
+  // at zero the 5 do not wake it.
+  run waiting{p, up_to(5, 0), 1};
+  waiting.feed(0, 120, [](observation& o) { o.queue_redis = 5; });
+  CAF_CHECK_EQUAL(waiting.log, (lines{"60 scale_in 1->0 (0)"}));
+  CAF_CHECK_EQUAL(waiting.current, 0);
+  // An empty queue wants fewer (held by hysteresis, then by the 300 s
+  // stabilization); idle at t=60 it goes to zero.
+  run empty{p, up_to(5, 0), 1};
+  empty.feed(0, 120, [](observation& o) { o.queue_redis = 0; });
+  CAF_CHECK_EQUAL(empty.log, (lines{"0 hysteresis 1->1 (0)", "20 stabilization 1->1 (0)",
+                                    "60 scale_in 1->0 (0)"}));
+  CAF_REQUIRE_EQUAL(empty.decisions.size(), 3u);
+  auto& d = empty.decisions[2];
+  CAF_CHECK_EQUAL(d.metric, "idle");
+  CAF_CHECK_EQUAL(d.observed, 60);
+  CAF_CHECK_EQUAL(d.target, 60);
+  CAF_CHECK_EQUAL(d.window, "60s");
+  CAF_CHECK_EQUAL(d.reason, "no request for 60s (idleSeconds)");
+  CAF_CHECK_EQUAL(empty.current, 0);
 }
