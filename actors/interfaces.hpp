@@ -387,27 +387,10 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector& f,
 }
 
 /// One autoscaler evaluation worth recording (actors/autoscale/decide): a
-/// change of an app's replicas or one held back, with the rule and reason.
-/// GET /apps/{name}/scaling and the app.scaled / app.scale_held events.
-struct autoscale_record {
-  std::string app;
-  int64_t ts_ns = 0;
-  std::string metric;
-  std::string window;
-  double observed = 0;
-  double target = 0;
-  int32_t proposal = 0;
-  int32_t from = 0;
-  int32_t to = 0;
-  std::string rule;
-  std::string reason;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, autoscale_record& x) {
-  return f(caf::meta::type_name("autoscale_record"), x.app, x.ts_ns, x.metric, x.window, x.observed,
-           x.target, x.proposal, x.from, x.to, x.rule, x.reason);
-}
+/// change of an app's replicas or one held back, with the rule and reason —
+/// the record the app manager stores as it is (GET /apps/{name}/scaling,
+/// app.scaled / app.scale_held).
+using autoscale_record = persistence::scaling_decision;
 
 // -- traffic (message types) ---------------------------------------------------------
 
@@ -533,6 +516,16 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector& f,
 
 } // namespace troupe::process
 
+namespace troupe::persistence {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, scaling_decision& x) {
+  return f(caf::meta::type_name("scaling_decision"), x.app, x.ts_ns, x.from, x.to, x.reason, x.rule,
+           x.metric, x.window, x.observed, x.target, x.proposal);
+}
+
+} // namespace troupe::persistence
+
 CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
 
 CAF_ADD_TYPE_ID(troupe, (troupe::event))
@@ -560,7 +553,7 @@ CAF_ADD_TYPE_ID(troupe, (troupe::app_endpoints))
 CAF_ADD_TYPE_ID(troupe, (troupe::app_traffic))
 CAF_ADD_TYPE_ID(troupe, (troupe::instance_usage))
 CAF_ADD_TYPE_ID(troupe, (troupe::app_usage))
-CAF_ADD_TYPE_ID(troupe, (troupe::autoscale_record))
+CAF_ADD_TYPE_ID(troupe, (troupe::persistence::scaling_decision))
 CAF_ADD_TYPE_ID(troupe, (troupe::probe_result))
 CAF_ADD_TYPE_ID(troupe, (troupe::health_report))
 CAF_ADD_TYPE_ID(troupe, (troupe::health_transition))

@@ -61,24 +61,6 @@ struct instance_record {
   std::string reason;
 };
 
-/// One change of an app's desired replicas.
-struct scaling_decision {
-  std::string app;
-  int64_t ts_ns = 0;
-  int32_t from = 0;
-  int32_t to = 0;
-  /// register, up, down, api, or the autoscaler's reason.
-  std::string reason;
-  /// The autoscaler's decisions (rule non-empty): what it looked at, and
-  /// the rule that acted or held (to == from).
-  std::string rule;
-  std::string metric;
-  std::string window;
-  double observed = 0;
-  double target = 0;
-  int32_t proposal = 0;
-};
-
 std::string encode(const app_record& r);
 app_record decode_app(std::string_view value);
 std::string encode(const instance_record& r);

@@ -97,3 +97,27 @@ struct log_labels {
 };
 
 } // namespace troupe
+
+namespace troupe::persistence {
+
+/// One change of an app's desired replicas, or one the autoscaler held
+/// back (to == from): stored in `app_scaling`, and the autoscaler's message
+/// to the app manager.
+struct scaling_decision {
+  std::string app;
+  int64_t ts_ns = 0;
+  int32_t from = 0;
+  int32_t to = 0;
+  /// register, up, down, api, or the autoscaler's reason.
+  std::string reason;
+  /// The autoscaler's decisions (rule non-empty): what it looked at, and
+  /// the rule that acted or held (to == from).
+  std::string rule;
+  std::string metric;
+  std::string window;
+  double observed = 0;
+  double target = 0;
+  int32_t proposal = 0;
+};
+
+} // namespace troupe::persistence

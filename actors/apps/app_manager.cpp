@@ -8,6 +8,7 @@
 
 #include "actors/apps/app.hpp"
 #include "actors/apps/app_spec.hpp"
+#include "actors/apps/scaling_view.hpp"
 #include "actors/core/ask_all.hpp"
 #include "actors/core/retrying_request.hpp"
 #include "http/proxy_routes.hpp"
@@ -115,30 +116,11 @@ persistence::scaling_decision decision(const std::string& app, int32_t from, int
   return d;
 }
 
-/// The autoscaler's record as stored.
-persistence::scaling_decision decision(const autoscale_record& r) {
-  auto d = decision(r.app, r.from, r.to, r.reason);
-  d.ts_ns = r.ts_ns;
-  d.rule = r.rule;
-  d.metric = r.metric;
-  d.window = r.window;
-  d.observed = r.observed;
-  d.target = r.target;
-  d.proposal = r.proposal;
-  return d;
-}
-
-/// An app.scaled / app.scale_held event's data.
+/// An app.scaled / app.scale_held event's data: the record as
+/// /apps/{name}/scaling shows it, with the app.
 json scaled(const persistence::scaling_decision& d) {
-  json j{{"app", d.app}, {"from", d.from}, {"to", d.to}, {"reason", d.reason}};
-  if (!d.rule.empty()) {
-    j["rule"] = d.rule;
-    j["metric"] = d.metric;
-    j["window"] = d.window;
-    j["observed"] = d.observed;
-    j["target"] = d.target;
-    j["proposal"] = d.proposal;
-  }
+  auto j = scaling_json(d);
+  j["app"] = d.app;
   return j;
 }
 
@@ -422,7 +404,7 @@ app_manager(app_manager_actor::stateful_pointer<app_manager_state> self,
         auto& e = i->second;
         if (e.rec.desired_state != as::up)
           return ok_atom::value; // down meanwhile: nothing to scale
-        auto d = decision(r);
+        const auto& d = r;       // stored as the autoscaler recorded it
         if (r.to != r.from) {
           if (r.from != e.rec.desired_replicas || r.to < e.min_replicas || r.to > e.max_replicas)
             return ok_atom::value; // the replicas or bounds moved meanwhile: the next evaluation

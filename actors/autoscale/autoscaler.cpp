@@ -69,8 +69,8 @@ void decide(self_ptr self, const observation_ptr& o) {
     return;
   }
   // Recorded with wall-clock time (the engine's is the actor clock).
-  autoscale_record r{st.app,      now_ns(), d->metric, d->window, d->observed, d->target,
-                     d->proposal, d->from,  d->to,     d->rule,   d->reason};
+  autoscale_record r{st.app,    now_ns(),  d->from,     d->to,     d->reason,  d->rule,
+                     d->metric, d->window, d->observed, d->target, d->proposal};
   self->request(*apps, ask_timeout, scale_atom::value, std::move(r))
       .then([](ok_atom) {},
             [self](caf::error& err) {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/apps/app_spec.hpp"
+#include "actors/apps/scaling_view.hpp"
 #include "http/api/ask.hpp"
 #include "http/api/context.hpp"
 #include "http/api/log_routes.hpp"
@@ -241,20 +242,8 @@ void scaling_history(const std::shared_ptr<node_context>& ctx, const http::excha
     json out{{"name", name},
              {"decisions", json::array()},
              {"next_cursor", next.empty() ? json(nullptr) : json(next)}};
-    for (auto& d : page) {
-      // The record: an API or lifecycle decision has no metric.
-      auto by_rule = !d.rule.empty();
-      out["decisions"].push_back({{"ts", d.ts_ns / 1e9},
-                                  {"metric", by_rule ? json(d.metric) : json(nullptr)},
-                                  {"window", by_rule ? json(d.window) : json(nullptr)},
-                                  {"observed", by_rule ? json(d.observed) : json(nullptr)},
-                                  {"target", by_rule ? json(d.target) : json(nullptr)},
-                                  {"proposal", by_rule ? d.proposal : d.to},
-                                  {"from", d.from},
-                                  {"to", d.to},
-                                  {"rule", by_rule ? d.rule : std::string{"manual"}},
-                                  {"reason", d.reason}});
-    }
+    for (auto& d : page)
+      out["decisions"].push_back(scaling_json(d));
     return http::response::json(200, out.dump());
   });
 }
