@@ -50,11 +50,14 @@ void decide(self_ptr self, const observation_ptr& o) {
   auto& st = self->state;
   ++st.evaluations;
   // Replicas someone else changed (the API's /scale) count for the rate
-  // policies and the cooldown as the autoscaler's own do.
-  if (st.expected >= 0 && o->current != st.expected)
+  // policies and the cooldown as the autoscaler's own do. Still at the
+  // last change's `from`: that change was not applied (the replicas moved
+  // meanwhile, the app went down), not a change of someone else's.
+  if (st.expected >= 0 && o->current != st.expected && o->current != st.expected_from)
     st.engine->note_change(o->at_ns, st.expected, o->current);
   auto d = st.engine->evaluate(*o);
   st.expected = d && d->changed() ? d->to : o->current;
+  st.expected_from = o->current;
   if (!d) {
     finish(self);
     return;
@@ -71,14 +74,15 @@ void decide(self_ptr self, const observation_ptr& o) {
   // Recorded with wall-clock time (the engine's is the actor clock).
   autoscale_record r{st.app,    now_ns(),  d->from,     d->to,     d->reason,  d->rule,
                      d->metric, d->window, d->observed, d->target, d->proposal};
+  // The evaluation ends with the app manager's answer, which comes once the
+  // change is stored and applied: an evaluation asked meanwhile (an
+  // activation) reads the new desired count.
   self->request(*apps, ask_timeout, scale_atom::value, std::move(r))
-      .then([](ok_atom) {},
+      .then([self](ok_atom) { finish(self); },
             [self](caf::error& err) {
               log()->warn("app {}: decision not applied: {}", self->state.app, caf::to_string(err));
+              finish(self);
             });
-  // After the record: an evaluation asked meanwhile reads the app's status
-  // once the app manager has applied it (one sender's messages keep order).
-  finish(self);
 }
 
 /// queue.redis: LLEN of the key (blocking, bounded by queue_redis_timeout;

@@ -37,8 +37,10 @@ struct autoscaler_state {
   double last_total = -1;
   int64_t last_at_ns = 0;
   uint64_t evaluations = 0;
-  /// Desired replicas as the last evaluation left them (-1: none yet).
+  /// Desired replicas as the last evaluation left them (-1: none yet), and
+  /// what they were before it.
   int expected = -1;
+  int expected_from = -1;
   /// The last recorded decision's rule and reason.
   std::string last_rule;
   std::string last_reason;

@@ -160,10 +160,12 @@ std::optional<decision> engine::evaluate(const observation& o) {
     if (m.target <= 0)
       continue;
     auto& s = streaks_[m.name];
-    if (!m.observed) {
+    if (!m.observed || !std::isfinite(*m.observed)) {
       s = {};
       missing = true;
       missing_metric = m.name;
+      if (m.queue)
+        queued = true; // unknown: it may hold work
       continue;
     }
     if (m.queue && *m.observed > m.activation)
@@ -175,6 +177,12 @@ std::optional<decision> engine::evaluate(const observation& o) {
     s.below_since = u < in_threshold ? (s.below_since < 0 ? now : s.below_since) : -1;
     proposal p{m.name, *m.observed, m.target, cur, {}, {}};
     int raw = ceil_replicas(std::max(cur, 1) * u);
+    s.raws.emplace_back(now, raw);
+    while (!s.raws.empty() && now - s.raws.front().first > window_ns)
+      s.raws.pop_front();
+    int lowest = raw;
+    for (auto& [t, r] : s.raws)
+      lowest = std::min(lowest, r);
     if (cur == 0 && *m.observed > m.activation) {
       // At zero, any load wakes the app (activation); the rest follows.
       p.replicas = std::max(1, raw);
@@ -195,6 +203,11 @@ std::optional<decision> engine::evaluate(const observation& o) {
       p.held_reason = m.name + " below " + std::to_string(hy.scale_in_threshold_pct) +
                       "% of target for less than " + seconds(hy.window_seconds);
       p.replicas = raw;
+    } else if (raw > cur && lowest <= cur) {
+      p.held_rule = "hysteresis";
+      p.held_reason = m.name + " asked for more than " + std::to_string(cur) +
+                      " replicas for less than " + seconds(hy.window_seconds);
+      p.replicas = raw;
     } else {
       p.replicas = raw;
     }
@@ -202,7 +215,7 @@ std::optional<decision> engine::evaluate(const observation& o) {
   }
   if (policy_.http && policy_.http->max_p95_latency_ms > 0) {
     auto& s = streaks_["latency"];
-    if (o.p95_ms && cur > 0) {
+    if (o.p95_ms && std::isfinite(*o.p95_ms) && cur > 0) {
       bool above = *o.p95_ms > policy_.http->max_p95_latency_ms;
       s.above_since = above ? (s.above_since < 0 ? now : s.above_since) : -1;
       if (above) {

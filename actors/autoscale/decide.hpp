@@ -17,9 +17,11 @@
 //    proposal wins.
 // 2. Hysteresis (the seed's): a proposal above `current` counts only once
 //    its metric has stayed above `scaleOutThresholdPct` of target for
-//    `windowSeconds`; one below only once every metric has stayed below
+//    `windowSeconds` and every proposal of that window was above `current`;
+//    one below only once every metric has stayed below
 //    `scaleInThresholdPct` for `windowSeconds`. A missing sample resets the
-//    streaks (missing samples never cause a scale-in).
+//    streaks (missing samples never cause a scale-in, idle included: an
+//    unknown queue keeps an app up). A non-finite sample counts as missing.
 // 3. Stabilization (HPA's behavior): up to the lowest recommendation of the
 //    last `scaleUp.stabilizationWindowSeconds`, down to the highest of the
 //    last `scaleDown.stabilizationWindowSeconds` (300 s by default).
@@ -124,6 +126,10 @@ private:
   struct streak {
     int64_t above_since = -1;
     int64_t below_since = -1;
+    /// Each evaluation's raw proposal within the last windowSeconds: a
+    /// scale-out needs every one above `current` (a spike within a load
+    /// that sits at target moves nothing).
+    std::deque<std::pair<int64_t, int>> raws;
   };
   struct proposal {
     std::string metric;

@@ -5,6 +5,7 @@
 // (each 5 s) fed in order, the replicas applied as decided, and the exact
 // sequence of recorded decisions asserted.
 
+#include <cmath>
 #include <functional>
 #include <sstream>
 
@@ -105,15 +106,17 @@ CAF_TEST(a ramp scales out step by step within the rate policy) {
   // From 50 rps up by 50 each evaluation to 1000.
   r.feed(0, 95, [](observation& o) { o.rps = 50.0 + 50.0 * static_cast<double>(o.at_ns / s / 5); });
   // 50 rps on one replica is already above 80 % of the target: the streak
-  // starts at t=0, so at t=20 250 rps want 5 (the rate policy allows 4 pods
-  // or 100 % per 15 s, the larger). Then the rate policy holds until t=35,
-  // the cooldown until t=50 (11 wanted, 10 allowed), and so on; at t=85 the
-  // load is within tolerance of 17 replicas. Each hold reported once.
+  // starts at t=0, but t=0 itself asked for no more than 1 replica, so the
+  // window (20 s) asks for more throughout only from t=25: 300 rps want 6,
+  // the rate policy allows 4 pods or 100 % per 15 s, the larger: 5. Until the
+  // window holds only proposals above 5 it is held (hysteresis), then by the
+  // cooldown until t=55 (12 wanted, 10 allowed), and so on; at t=90 the load
+  // is within tolerance of 18 replicas. Each hold reported once.
   CAF_CHECK_EQUAL(
-      r.log, (lines{"5 hysteresis 1->1 (2)", "20 scale_out 1->5 (5)", "25 rate_policy 5->5 (6)",
-                    "35 cooldown 5->5 (8)", "50 scale_out 5->10 (11)", "55 rate_policy 10->10 (12)",
-                    "65 cooldown 10->10 (14)", "80 scale_out 10->17 (17)",
-                    "85 tolerance 17->17 (18)", "90 cooldown 17->17 (19)"}));
+      r.log, (lines{"5 hysteresis 1->1 (2)", "25 scale_out 1->5 (6)", "30 hysteresis 5->5 (7)",
+                    "45 cooldown 5->5 (10)", "55 scale_out 5->10 (12)", "60 hysteresis 10->10 (13)",
+                    "70 cooldown 10->10 (15)", "85 scale_out 10->18 (18)",
+                    "90 tolerance 18->18 (19)", "95 hysteresis 18->18 (20)"}));
 }
 
 CAF_TEST(a spike shorter than windowSeconds changes nothing) {
@@ -121,6 +124,17 @@ CAF_TEST(a spike shorter than windowSeconds changes nothing) {
   r.feed(0, 10, [](observation& o) { o.rps = 300; });
   r.feed(15, 120, [](observation& o) { o.rps = 60; });
   CAF_CHECK_EQUAL(r.log, (lines{"0 hysteresis 2->2 (6)"}));
+  CAF_CHECK_EQUAL(r.current, 2);
+}
+
+CAF_TEST(a spike on a load that sits at its target changes nothing) {
+  run r{rps_policy(), up_to(10), 2};
+  // 100 rps on two replicas is the target: above 80 % all along, so only
+  // the window's proposals (2, then one of 6) keep the spike from acting.
+  r.feed(0, 30, [](observation& o) { o.rps = 100; });
+  r.feed(35, 35, [](observation& o) { o.rps = 300; });
+  r.feed(40, 120, [](observation& o) { o.rps = 100; });
+  CAF_CHECK_EQUAL(r.log, (lines{"35 hysteresis 2->2 (6)"}));
   CAF_CHECK_EQUAL(r.current, 2);
 }
 
@@ -330,4 +344,19 @@ CAF_TEST(an app whose queue is above activationLength is not idle) {
   CAF_CHECK_EQUAL(d.window, "60s");
   CAF_CHECK_EQUAL(d.reason, "no request for 60s (idleSeconds)");
   CAF_CHECK_EQUAL(empty.current, 0);
+}
+
+CAF_TEST(an app whose queue cannot be read is not idle) {
+  auto p = redis_policy(10, 5);
+  p.idle_seconds = 60;
+  // Redis away: no sample, so no idle scale-in (it might hold work).
+  run unknown{p, up_to(5, 0), 1};
+  unknown.feed(0, 180, [](observation&) {});
+  CAF_CHECK(unknown.log.empty());
+  CAF_CHECK_EQUAL(unknown.current, 1);
+  // A non-finite sample counts as missing too.
+  run nan{p, up_to(5, 0), 1};
+  nan.feed(0, 180, [](observation& o) { o.queue_redis = std::nan(""); });
+  CAF_CHECK(nan.log.empty());
+  CAF_CHECK_EQUAL(nan.current, 1);
 }
