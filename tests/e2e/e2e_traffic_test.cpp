@@ -614,6 +614,56 @@ CAF_TEST(a slow instance is a 504 and a malformed answer a 502) {
   CAF_CHECK_EQUAL(c.get("/" + name + "/").result_int(), 200);
 }
 
+namespace {
+
+/// Scale to zero: an autoscaled app with minReplicas 0 that starts at zero
+/// and goes back after `idle` seconds without a request.
+json zero_spec(const std::string& name, int idle, const json& activation = json::object()) {
+  auto spec = backend_spec(name, 0);
+  json policy{{"mode", "auto"},
+              {"evaluationSeconds", 1},
+              {"cooldownSeconds", 1},
+              {"idleSeconds", idle},
+              {"http", {{"targetRPSPerReplica", 1000}, {"windowSeconds", 1}}}};
+  if (!activation.empty())
+    policy["activation"] = activation;
+  spec["spec"]["scaling"] = {
+      {"minReplicas", 0}, {"maxReplicas", 2}, {"replicas", 0}, {"policy", policy}};
+  return spec;
+}
+
+/// The requests the proxy holds for `app` now (GET /apps/{name}/metrics).
+uint64_t pending_of(uint16_t port, const std::string& app) {
+  auto m = e2e::get(port, "/apps/" + app + "/metrics").json();
+  if (!m.contains("traffic") || !m["traffic"].is_object())
+    return 0;
+  return m["traffic"].value("pending", uint64_t{0});
+}
+
+/// Polls until the proxy holds `n` requests for `app` (false after 10 s).
+bool until_pending(uint16_t port, const std::string& app, uint64_t n) {
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline)
+    if (pending_of(port, app) == n)
+      return true;
+  return false;
+}
+
+/// The app's replica changes in /apps/{name}/scaling, oldest first, as
+/// "rule metric from->to".
+std::vector<std::string> scaling_changes(uint16_t port, const std::string& app) {
+  auto history = e2e::get(port, "/apps/" + app + "/scaling?limit=1000").json();
+  std::vector<std::string> out;
+  for (auto& d : history["decisions"])
+    if (d["from"] != d["to"])
+      out.insert(out.begin(), d["rule"].get<std::string>() + " " + d.value("metric", "") + " " +
+                                  std::to_string(d["from"].get<int>()) + "->" +
+                                  std::to_string(d["to"].get<int>()));
+  return out;
+}
+
+} // namespace
+
 CAF_TEST(nginx mode renders validates and reloads the real nginx) {
   e2e::scratch_dir dir{"troupe-e2e-nginx"};
   auto d = dir.path();
@@ -790,6 +840,31 @@ CAF_TEST(nginx mode renders validates and reloads the real nginx) {
     CAF_CHECK(l.wait_ok(before + 200));
     check_no_failure(l);
   }
+  // An app at zero in nginx mode: nginx cannot hold a request; it answers
+  // 503 with Retry-After, and that 503 in its access log wakes the app.
+  {
+    auto zero = app_name("ngzero");
+    reap_on_exit zero_reap{zero};
+    CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/register", zero_spec(zero, 3600)).status, 201);
+    CAF_REQUIRE_EQUAL(post(node.port(), "/apps/" + zero + "/up").status, 202);
+    // One connection per request: a reload closes nginx's kept-alive ones.
+    auto get = [&] { return client{nginx_port}.get("/" + zero + "/"); };
+    // nginx's own 404 until a reload has the app's location.
+    auto until = std::chrono::steady_clock::now() + 10s;
+    auto res = get();
+    while (res.result_int() == 404 && std::chrono::steady_clock::now() < until)
+      res = get();
+    CAF_CHECK_EQUAL(res.result_int(), 503);
+    CAF_CHECK_EQUAL(res[bh::field::retry_after], "1");
+    auto woke = ev.next(
+        zero, [](const json& j) { return j["type"] == "app.scaled" && j["data"]["to"] == 1; }, 30s);
+    CAF_REQUIRE(woke);
+    CAF_CHECK_EQUAL((*woke)["data"]["metric"], "pending_requests");
+    until = std::chrono::steady_clock::now() + 30s;
+    while (res.result_int() != 200 && std::chrono::steady_clock::now() < until)
+      res = get();
+    CAF_CHECK_EQUAL(res.result_int(), 200);
+  }
   // A template edit nginx refuses: rejected, the old configuration serves.
   auto live = std::string{};
   {
@@ -898,56 +973,6 @@ CAF_TEST(the autoscaler follows the load through the proxy and explains each ste
     }
   stop_node(node, name);
 }
-
-namespace {
-
-/// Scale to zero: an autoscaled app with minReplicas 0 that starts at zero
-/// and goes back after `idle` seconds without a request.
-json zero_spec(const std::string& name, int idle, const json& activation = json::object()) {
-  auto spec = backend_spec(name, 0);
-  json policy{{"mode", "auto"},
-              {"evaluationSeconds", 1},
-              {"cooldownSeconds", 1},
-              {"idleSeconds", idle},
-              {"http", {{"targetRPSPerReplica", 1000}, {"windowSeconds", 1}}}};
-  if (!activation.empty())
-    policy["activation"] = activation;
-  spec["spec"]["scaling"] = {
-      {"minReplicas", 0}, {"maxReplicas", 2}, {"replicas", 0}, {"policy", policy}};
-  return spec;
-}
-
-/// The requests the proxy holds for `app` now (GET /apps/{name}/metrics).
-uint64_t pending_of(uint16_t port, const std::string& app) {
-  auto m = e2e::get(port, "/apps/" + app + "/metrics").json();
-  if (!m.contains("traffic") || !m["traffic"].is_object())
-    return 0;
-  return m["traffic"].value("pending", uint64_t{0});
-}
-
-/// Polls until the proxy holds `n` requests for `app` (false after 10 s).
-bool until_pending(uint16_t port, const std::string& app, uint64_t n) {
-  auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (std::chrono::steady_clock::now() < deadline)
-    if (pending_of(port, app) == n)
-      return true;
-  return false;
-}
-
-/// The app's replica changes in /apps/{name}/scaling, oldest first, as
-/// "rule metric from->to".
-std::vector<std::string> scaling_changes(uint16_t port, const std::string& app) {
-  auto history = e2e::get(port, "/apps/" + app + "/scaling?limit=1000").json();
-  std::vector<std::string> out;
-  for (auto& d : history["decisions"])
-    if (d["from"] != d["to"])
-      out.insert(out.begin(), d["rule"].get<std::string>() + " " + d.value("metric", "") + " " +
-                                  std::to_string(d["from"].get<int>()) + "->" +
-                                  std::to_string(d["to"].get<int>()));
-  return out;
-}
-
-} // namespace
 
 CAF_TEST(an app at zero answers held requests once an instance is ready and goes back when idle) {
   auto name = app_name("zero");
