@@ -42,8 +42,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
 cd "$work"
 TROUPE_AUTH__MODE=none TROUPE_APPS__MAX_INSTANCES=$((scale_n + 10)) \

@@ -48,8 +48,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 healthy() { # port: GET /healthz answers 200 (bash's /dev/tcp)
   (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 &&
     IFS= read -r line <&3 && [[ "$line" == *" 200 "* ]]) 2>/dev/null

@@ -73,3 +73,7 @@ stop_started() {
   done
   rm -rf "$work"
 }
+
+# now: wall-clock seconds with nanoseconds; elapsed A B: B - A in seconds (ms precision).
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
