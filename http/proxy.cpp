@@ -875,6 +875,8 @@ private:
     }
     if (has_body_ && !expect_continue_ && !prefetching_)
       net::post(w_.ioc, [self = shared_from_this()] { self->prefetch(); });
+    else if (!has_body_ && !watching_)
+      net::post(w_.ioc, [self = shared_from_this()] { self->watch_client(); });
     auto now = steady::now();
     bool signal = e.waiting.size() == 1 || now - e.last_activate >= std::chrono::seconds(1);
     if (signal)
@@ -900,11 +902,35 @@ private:
     return true;
   }
 
+  /// A held request without a body: a client that closes meanwhile frees
+  /// its place at once (not at the deadline). Bytes of a pipelined request
+  /// wait in the socket for their turn.
+  void watch_client() {
+    if (!parked_ || watching_)
+      return;
+    watching_ = true;
+    client_.socket().async_wait(
+        tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+          self->watching_ = false;
+          if (ec || !self->parked_)
+            return;
+          char b;
+          auto n = ::recv(self->client_.socket().native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            if (self->unpark())
+              self->abort(); // gone while held
+        });
+  }
+
   /// An instance is ready (or the app changed): pick one, or be held again.
   void wake(uint64_t id) {
     if (!parked_ || id != waiter_id_)
       return; // a wake for a request that went on otherwise
     parked_ = false;
+    if (watching_) {
+      beast::error_code ec;
+      client_.socket().cancel(ec); // the watch ends (operation_aborted)
+    }
     if (prefetching_) {
       resume_ = true; // once the body read in progress completes
       return;
@@ -926,7 +952,7 @@ private:
 
   void activation_timed_out() {
     answered_ = true;
-    if (prefetching_) {
+    if (prefetching_ || watching_) {
       beast::error_code ec;
       client_.socket().cancel(ec); // the read ends; the reply follows it
     }
@@ -1073,6 +1099,7 @@ private:
   bool prefetching_ = false;
   bool resume_ = false;
   bool answered_ = false;
+  bool watching_ = false;
 };
 
 } // namespace

@@ -1053,6 +1053,15 @@ CAF_TEST(requests held past maxPendingRequests or timeoutSeconds are answered 50
   CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/register", spec).status, 201);
   CAF_REQUIRE_EQUAL(post(node.port(), "/apps/" + name + "/up").status, 202);
   auto proxy = proxy_port(node);
+  // A client that gives up while held frees its place at once.
+  {
+    client gone{proxy};
+    bh::request<bh::empty_body> req{bh::verb::get, "/" + name + "/", 11};
+    req.set(bh::field::host, "localhost");
+    bh::write(gone.stream(), req);
+    CAF_REQUIRE(until_pending(node.port(), name, 1));
+  }
+  CAF_REQUIRE(until_pending(node.port(), name, 0));
   std::vector<std::future<bh::response<bh::string_body>>> held;
   for (int i = 0; i < 2; ++i) {
     held.push_back(std::async(std::launch::async, [&] {
@@ -1078,6 +1087,17 @@ CAF_TEST(requests held past maxPendingRequests or timeoutSeconds are answered 50
     CAF_MESSAGE("held: " << err.dump());
   }
   CAF_CHECK_EQUAL(pending_of(node.port(), name), 0u);
+  // The proxy answered three 503s (full, two timeouts) and none to the
+  // client that left: had it been held to its deadline (it came first), its
+  // 503 would be counted before the others.
+  auto errors = [&] {
+    auto m = e2e::get(node.port(), "/apps/" + name + "/metrics").json();
+    return m["traffic"].value("errors_total", 0.0);
+  };
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (errors() < 3 && std::chrono::steady_clock::now() < until) {
+  }
+  CAF_CHECK_EQUAL(errors(), 3.0);
   stop_node(node, name);
 }
 
