@@ -1170,3 +1170,53 @@ CAF_TEST(a redis list length drives an app from zero to its maximum and back) {
   CAF_CHECK_EQUAL(next_change(), "scale_out queue_redis 0->1");
   stop_node(node, name);
 }
+
+CAF_TEST(queued jobs with a label drive an app from zero and back) {
+  auto opts = fast_options();
+  opts.env.emplace_back("TROUPE_JOBS__CONCURRENCY", "1");
+  auto name = app_name("jobq");
+  reap_on_exit reap{name};
+  e2e::daemon node{opts};
+  events ev{node.port()};
+  auto submit = [&](const json& spec) {
+    auto res = e2e::request(node.port(), "POST", "/jobs", {{"Content-Type", "application/json"}},
+                            spec.dump());
+    CAF_REQUIRE_EQUAL(res.status, 201);
+    return res.json()["job_id"].get<std::string>();
+  };
+  // One slot, taken: what comes next waits in the queue.
+  auto blocker = submit({{"command", "sleep 60"}});
+  auto spec = zero_spec(name, 3600);
+  auto& policy = spec["spec"]["scaling"]["policy"];
+  spec["spec"]["scaling"]["maxReplicas"] = 3;
+  policy["http"] = {{"maxP95LatencyMs", 60000}, {"windowSeconds", 1}};
+  policy["queue"] = {{"jobs", {{"label", "kind=batch"}, {"targetPerReplica", 2}}}};
+  policy["behavior"] = {
+      {"scaleDown",
+       {{"stabilizationWindowSeconds", 0},
+        {"policies", json::array({{{"type", "Pods"}, {"value", 3}, {"periodSeconds", 1}}})}}}};
+  CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/register", spec).status, 201);
+  CAF_REQUIRE_EQUAL(post(node.port(), "/apps/" + name + "/up").status, 202);
+  auto next_change = [&] {
+    auto j = ev.next(
+        name, [&](const json& x) { return x["type"] == "app.scaled"; }, 30s);
+    CAF_REQUIRE(j);
+    auto d = (*j)["data"];
+    CAF_MESSAGE("scaled: " << d.dump());
+    return d["rule"].get<std::string>() + " " + d["metric"].get<std::string>() + " " +
+           std::to_string(d["from"].get<int>()) + "->" + std::to_string(d["to"].get<int>());
+  };
+  // Five queued with the label (and one without, not counted): 5 / 2 per
+  // replica wants 3.
+  std::vector<std::string> queued;
+  for (int i = 0; i < 5; ++i)
+    queued.push_back(submit({{"command", "true"}, {"labels", {{"kind", "batch"}}}}));
+  queued.push_back(submit({{"command", "true"}, {"labels", {{"kind", "other"}}}}));
+  CAF_CHECK_EQUAL(next_change(), "scale_out queue_jobs 0->3");
+  // Cancelled, the queue is empty: back to zero.
+  for (auto& id : queued)
+    CAF_CHECK_EQUAL(e2e::request(node.port(), "DELETE", "/jobs/" + id).status, 200);
+  CAF_CHECK_EQUAL(next_change(), "scale_in queue_jobs 3->0");
+  CAF_CHECK_EQUAL(e2e::request(node.port(), "DELETE", "/jobs/" + blocker).status, 200);
+  stop_node(node, name);
+}
