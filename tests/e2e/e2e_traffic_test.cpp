@@ -649,6 +649,49 @@ bool until_pending(uint16_t port, const std::string& app, uint64_t n) {
   return false;
 }
 
+/// `n` GETs of `app` through the proxy on connections of their own, each
+/// sent once the one before is held.
+std::vector<std::future<bh::response<bh::string_body>>> held_gets(uint16_t proxy, uint16_t port,
+                                                                  const std::string& app, int n) {
+  auto before = pending_of(port, app);
+  std::vector<std::future<bh::response<bh::string_body>>> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(std::async(std::launch::async, [proxy, app] {
+      client c{proxy};
+      return c.get("/" + app + "/");
+    }));
+    CAF_REQUIRE(until_pending(port, app, before + static_cast<uint64_t>(i + 1)));
+  }
+  return out;
+}
+
+/// An app at zero driven by `queue` alone (no request rate; idle far away;
+/// the http block holds the 1 s hysteresis window, its latency bound never
+/// applies), up to 3 replicas, scaling in without stabilization.
+json queue_spec(const std::string& name, const json& queue) {
+  auto spec = zero_spec(name, 3600);
+  auto& policy = spec["spec"]["scaling"]["policy"];
+  spec["spec"]["scaling"]["maxReplicas"] = 3;
+  policy["http"] = {{"maxP95LatencyMs", 60000}, {"windowSeconds", 1}};
+  policy["queue"] = queue;
+  policy["behavior"] = {
+      {"scaleDown",
+       {{"stabilizationWindowSeconds", 0},
+        {"policies", json::array({{{"type", "Pods"}, {"value", 3}, {"periodSeconds", 1}}})}}}};
+  return spec;
+}
+
+/// The app's next app.scaled event as "rule metric from->to".
+std::string next_scaled(events& ev, const std::string& app) {
+  auto j = ev.next(
+      app, [&](const json& x) { return x["type"] == "app.scaled"; }, 30s);
+  CAF_REQUIRE(j);
+  auto d = (*j)["data"];
+  CAF_MESSAGE("scaled: " << d.dump());
+  return d["rule"].get<std::string>() + " " + d["metric"].get<std::string>() + " " +
+         std::to_string(d["from"].get<int>()) + "->" + std::to_string(d["to"].get<int>());
+}
+
 /// The app's replica changes in /apps/{name}/scaling, oldest first, as
 /// "rule metric from->to".
 std::vector<std::string> scaling_changes(uint16_t port, const std::string& app) {
@@ -1002,14 +1045,7 @@ CAF_TEST(an app at zero answers held requests once an instance is ready and goes
     return c.send(bh::verb::post, "/" + name + "/upload", {}, body);
   });
   CAF_REQUIRE(until_pending(node.port(), name, 1));
-  std::vector<std::future<bh::response<bh::string_body>>> gets;
-  for (int i = 0; i < 2; ++i) {
-    gets.push_back(std::async(std::launch::async, [&] {
-      client c{proxy};
-      return c.get("/" + name + "/");
-    }));
-    CAF_REQUIRE(until_pending(node.port(), name, static_cast<uint64_t>(2 + i)));
-  }
+  auto gets = held_gets(proxy, node.port(), name, 2);
   auto up = upload.get();
   CAF_CHECK_EQUAL(up.result_int(), 200);
   CAF_CHECK_EQUAL(up["X-Troupe-Cold-Start"], "1");
@@ -1068,14 +1104,7 @@ CAF_TEST(requests held past maxPendingRequests or timeoutSeconds are answered 50
     CAF_REQUIRE(until_pending(node.port(), name, 1));
   }
   CAF_REQUIRE(until_pending(node.port(), name, 0));
-  std::vector<std::future<bh::response<bh::string_body>>> held;
-  for (int i = 0; i < 2; ++i) {
-    held.push_back(std::async(std::launch::async, [&] {
-      client c{proxy};
-      return c.get("/" + name + "/");
-    }));
-    CAF_REQUIRE(until_pending(node.port(), name, static_cast<uint64_t>(1 + i)));
-  }
+  auto held = held_gets(proxy, node.port(), name, 2);
   {
     client c{proxy};
     auto full = c.get("/" + name + "/");
@@ -1121,21 +1150,11 @@ CAF_TEST(a redis list length drives an app from zero to its maximum and back) {
   reap_on_exit reap{name};
   e2e::daemon node{fast_options()};
   events ev{node.port()};
-  // The queue alone decides (no request rate; idle far away). The http
-  // block holds the hysteresis window; its latency bound never applies here.
-  auto spec = zero_spec(name, 3600);
-  auto& policy = spec["spec"]["scaling"]["policy"];
-  spec["spec"]["scaling"]["maxReplicas"] = 3;
-  policy["http"] = {{"maxP95LatencyMs", 60000}, {"windowSeconds", 1}};
-  policy["queue"] = {{"redis",
-                      {{"url", "redis://127.0.0.1:" + std::to_string(rs->port())},
-                       {"key", "work"},
-                       {"targetPerReplica", 5},
-                       {"activationLength", 2}}}};
-  policy["behavior"] = {
-      {"scaleDown",
-       {{"stabilizationWindowSeconds", 0},
-        {"policies", json::array({{{"type", "Pods"}, {"value", 3}, {"periodSeconds", 1}}})}}}};
+  auto spec = queue_spec(name, {{"redis",
+                                 {{"url", "redis://127.0.0.1:" + std::to_string(rs->port())},
+                                  {"key", "work"},
+                                  {"targetPerReplica", 5},
+                                  {"activationLength", 2}}}});
   CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/register", spec).status, 201);
   CAF_REQUIRE_EQUAL(post(node.port(), "/apps/" + name + "/up").status, 202);
   auto run = [&](std::vector<std::string> cmd) {
@@ -1143,15 +1162,7 @@ CAF_TEST(a redis list length drives an app from zero to its maximum and back) {
     if (!r || r->type == redis::reply::kind::error)
       CAF_FAIL("redis: " << err);
   };
-  auto next_change = [&] {
-    auto j = ev.next(
-        name, [&](const json& x) { return x["type"] == "app.scaled"; }, 30s);
-    CAF_REQUIRE(j);
-    auto d = (*j)["data"];
-    CAF_MESSAGE("scaled: " << d.dump());
-    return d["rule"].get<std::string>() + " " + d["metric"].get<std::string>() + " " +
-           std::to_string(d["from"].get<int>()) + "->" + std::to_string(d["to"].get<int>());
-  };
+  auto next_change = [&] { return next_scaled(ev, name); };
   // 12 items, 5 per replica: from zero to 3 at once (activation).
   std::vector<std::string> push{"RPUSH", "work"};
   for (int i = 0; i < 12; ++i)
@@ -1186,26 +1197,10 @@ CAF_TEST(queued jobs with a label drive an app from zero and back) {
   };
   // One slot, taken: what comes next waits in the queue.
   auto blocker = submit({{"command", "sleep 60"}});
-  auto spec = zero_spec(name, 3600);
-  auto& policy = spec["spec"]["scaling"]["policy"];
-  spec["spec"]["scaling"]["maxReplicas"] = 3;
-  policy["http"] = {{"maxP95LatencyMs", 60000}, {"windowSeconds", 1}};
-  policy["queue"] = {{"jobs", {{"label", "kind=batch"}, {"targetPerReplica", 2}}}};
-  policy["behavior"] = {
-      {"scaleDown",
-       {{"stabilizationWindowSeconds", 0},
-        {"policies", json::array({{{"type", "Pods"}, {"value", 3}, {"periodSeconds", 1}}})}}}};
+  auto spec = queue_spec(name, {{"jobs", {{"label", "kind=batch"}, {"targetPerReplica", 2}}}});
   CAF_REQUIRE_EQUAL(post_json(node.port(), "/apps/register", spec).status, 201);
   CAF_REQUIRE_EQUAL(post(node.port(), "/apps/" + name + "/up").status, 202);
-  auto next_change = [&] {
-    auto j = ev.next(
-        name, [&](const json& x) { return x["type"] == "app.scaled"; }, 30s);
-    CAF_REQUIRE(j);
-    auto d = (*j)["data"];
-    CAF_MESSAGE("scaled: " << d.dump());
-    return d["rule"].get<std::string>() + " " + d["metric"].get<std::string>() + " " +
-           std::to_string(d["from"].get<int>()) + "->" + std::to_string(d["to"].get<int>());
-  };
+  auto next_change = [&] { return next_scaled(ev, name); };
   // Five queued with the label (and one without, not counted): 5 / 2 per
   // replica wants 3.
   std::vector<std::string> queued;
